@@ -1,0 +1,103 @@
+"""aqnt-auth: API-key authentication in front of any Python web app.
+
+The core is framework-free and does no I/O of its own beyond the store
+calls: parsing, format and checksum checks, the verification decision and
+the error objects are pure code.  Adapters for ASGI, WSGI/Flask and Django
+live in :mod:`aqnt_auth.adapters`.
+"""
+
+from __future__ import annotations
+
+from ._access import (
+    SAFE_METHODS,
+    PathRules,
+    check_access,
+    is_cors_preflight,
+    path_within,
+    relative_path,
+    require_scopes,
+)
+from ._authenticator import Authenticator
+from ._cache import VerificationCache
+from ._durations import parse_duration
+from ._errors import (
+    AQNTError,
+    AuthError,
+    ConfigurationError,
+    InvalidAPIKey,
+    InvalidStoredHash,
+    KeyNotFound,
+    KeyStateError,
+    MissingAPIKey,
+    PermissionDenied,
+    RateLimited,
+    RevokedAPIKey,
+    StoreUnavailable,
+)
+from ._format import KeyFormat, Mode, ParsedKey, checksum
+from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
+from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
+from ._manager import IssuedKey, KeyManager
+from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
+from ._response import ErrorResponse, render_error
+from ._stores._async import ThreadedAsyncStore, to_async
+from ._stores._memory import MemoryKeyStore
+from ._stores._open import DEFAULT_STORE_URL, open_store, register_store_scheme
+from ._stores._protocol import AsyncKeyStore, KeyStore
+from ._stores._sqlite import SQLiteKeyStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARGON2_PROFILES",
+    "DEFAULT_STORE_URL",
+    "MAX_AUTHORIZATION_LENGTH",
+    "SAFE_METHODS",
+    "AQNTError",
+    "Argon2Hasher",
+    "AsyncKeyStore",
+    "AuthError",
+    "Authenticator",
+    "ConfigurationError",
+    "ErrorResponse",
+    "HMACHasher",
+    "Hasher",
+    "InvalidAPIKey",
+    "InvalidStoredHash",
+    "IssuedKey",
+    "KeyFormat",
+    "KeyManager",
+    "KeyNotFound",
+    "KeyRecord",
+    "KeyStateError",
+    "KeyStatus",
+    "KeyStore",
+    "MemoryKeyStore",
+    "MissingAPIKey",
+    "Mode",
+    "ParsedKey",
+    "PathRules",
+    "PermissionDenied",
+    "Principal",
+    "RateLimited",
+    "RevokedAPIKey",
+    "SQLiteKeyStore",
+    "StoreUnavailable",
+    "ThreadedAsyncStore",
+    "UsageDelta",
+    "VerificationCache",
+    "__version__",
+    "bearer_token",
+    "check_access",
+    "checksum",
+    "is_cors_preflight",
+    "open_store",
+    "parse_duration",
+    "path_within",
+    "register_store_scheme",
+    "relative_path",
+    "render_error",
+    "require_scopes",
+    "single_authorization",
+    "to_async",
+]

@@ -1,0 +1,429 @@
+"""The verification decision, and its sync and async drivers.
+
+:meth:`Authenticator._flow` is the whole decision, written once as a
+generator in the manner of httpx's ``auth_flow``: it yields what it needs
+(a record, an argon2 verification, a hash upgrade) and receives the answer.
+It does no I/O.  :meth:`Authenticator.authenticate` and
+:meth:`Authenticator.authenticate_async` drive it; they differ only in how
+they fetch and verify.
+
+The order of checks is part of the security design:
+
+1. header, then format and checksum: garbage is rejected offline;
+2. store lookup: an unknown id is rejected without argon2 (ids carry 71
+   random bits, so the timing of a miss tells an attacker nothing, while a
+   dummy hash would make every garbage request cost argon2);
+3. secret verification (cached after success, single-flight, bounded);
+4. revoked or expired: only *after* the secret verified, so a key id alone
+   reveals nothing about the key's state;
+5. allowed modes and the key's restrictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Final, NamedTuple
+
+from ._access import check_access
+from ._cache import SingleFlight, VerificationCache
+from ._errors import (
+    AQNTError,
+    ConfigurationError,
+    InvalidAPIKey,
+    InvalidStoredHash,
+    RevokedAPIKey,
+    StoreUnavailable,
+)
+from ._format import MODES, KeyFormat, Mode, ParsedKey
+from ._hashers import Hasher, default_hashers
+from ._header import bearer_token
+from ._records import KeyRecord, Principal, UsageDelta
+from ._response import ErrorResponse, render_error, validate_realm
+from ._stores._async import to_async
+from ._stores._open import open_store
+from ._stores._protocol import AsyncKeyStore, KeyStore
+
+__all__ = ["Authenticator"]
+
+log = logging.getLogger("aqnt_auth")
+
+# What the flow asks its driver for.
+_LOAD: Final = 0  # (_LOAD, key_id) -> KeyRecord | None
+_VERIFY: Final = 1  # (_VERIFY, hasher, stored, key, digest) -> _Verdict
+_REHASH: Final = 2  # (_REHASH, key_id, old_hash, new_hash) -> None
+
+_Flow = Generator[tuple[Any, ...], Any, Principal]
+
+
+class _Verdict(NamedTuple):
+    ok: bool
+    new_hash: str | None
+
+
+_MISMATCH: Final = _Verdict(False, None)
+
+
+class Authenticator:
+    """Checks ``Authorization`` headers against a key store.
+
+    :param store: a :class:`KeyStore` or a store URL (``"sqlite:///keys.db"``).
+    :param prefixes: key prefixes accepted (``("sk",)``).
+    :param allowed_modes: ``"live"`` and/or ``"test"``; a key of another mode
+        gets ``invalid_api_key``.
+    :param realm: the ``realm`` of ``WWW-Authenticate``.
+    :param hashers: hashers able to verify stored hashes; by default
+        argon2id, plus HMAC-SHA256 when ``AQNT_AUTH_PEPPER`` is set.
+    :param cache_size: successful argon2 verifications remembered (LRU).
+    :param cache_ttl: seconds one stays remembered.
+    :param max_concurrent_hashes: argon2 verifications running at once, per
+        process (default: CPU count), so a flood of wrong secrets cannot take
+        every core.
+    :param usage_flush_interval: seconds between usage flushes.
+    :param track_usage: count requests and ``last_used_at`` per key.
+    :param rehash: upgrade outdated hashes after a successful verification.
+    :param clock: wall-clock time, for expiry (tests pass a fake).
+
+    Safe to share between threads and event loops.  Use it as a context
+    manager, or call :meth:`close`, so the last usage counts are written.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore | str,
+        *,
+        prefixes: Iterable[str] = ("sk",),
+        allowed_modes: Iterable[Mode] = MODES,
+        realm: str = "api",
+        hashers: Iterable[Hasher] | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float = 300.0,
+        max_concurrent_hashes: int | None = None,
+        usage_flush_interval: float = 10.0,
+        track_usage: bool = True,
+        rehash: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store: KeyStore = open_store(store)
+        self._astore: AsyncKeyStore | None = None
+        self.format = KeyFormat(tuple(prefixes))
+        modes = frozenset(allowed_modes)
+        if not modes or not modes <= set(MODES):
+            raise ConfigurationError("allowed_modes must be a non-empty subset of ('live', 'test')")
+        self.allowed_modes: frozenset[str] = modes
+        self.realm = validate_realm(realm)
+        self.hashers: tuple[Hasher, ...] = (
+            tuple(hashers) if hashers is not None else default_hashers()
+        )
+        if not self.hashers:
+            raise ConfigurationError("at least one hasher is required")
+        self._hasher_table = tuple((h.identifier, h) for h in self.hashers)
+        self._cache = VerificationCache(cache_size, cache_ttl)
+        self._flights: SingleFlight[_Verdict] = SingleFlight()
+        bound = max_concurrent_hashes if max_concurrent_hashes is not None else os.cpu_count()
+        if not bound or bound < 1:
+            raise ConfigurationError("max_concurrent_hashes must be at least 1")
+        self.max_concurrent_hashes: int = bound
+        self._hash_slots = threading.BoundedSemaphore(bound)
+        self._hash_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._rehash = rehash
+        self._clock = clock
+        self._store_blocking = bool(getattr(self.store, "blocking", True))
+        self._has_native_async = getattr(self.store, "aio", None) is not None
+        self._usage = None
+        if track_usage:
+            from ._usage import UsageBuffer  # noqa: PLC0415 - keeps import cost off when unused
+
+            self._usage = UsageBuffer(self._write_usage, interval=usage_flush_interval)
+
+    def __repr__(self) -> str:
+        return (
+            f"Authenticator(store={self.store!r}, prefixes={self.format.prefixes!r}, "
+            f"allowed_modes={sorted(self.allowed_modes)!r}, realm={self.realm!r})"
+        )
+
+    # -- the decision ------------------------------------------------------
+
+    def _flow(self, key: ParsedKey, method: str | None, path: str | None) -> _Flow:
+        record: KeyRecord | None = yield (_LOAD, key.key_id)
+        if record is None or record.mode != key.mode or record.prefix != key.prefix:
+            raise InvalidAPIKey("unknown key id")
+        stored = record.hash
+        hasher = self._hasher_for(stored, record.id)
+        if hasher.expensive:
+            digest = self._cache.digest(key.raw, stored)
+            if digest not in self._cache:
+                verdict: _Verdict = yield (_VERIFY, hasher, stored, key, digest)
+                if not verdict.ok:
+                    raise InvalidAPIKey("wrong secret")
+                if verdict.new_hash is not None:
+                    yield (_REHASH, record.id, stored, verdict.new_hash)
+        else:
+            verdict = self._verify(hasher, stored, key, None)
+            if not verdict.ok:
+                raise InvalidAPIKey("wrong secret")
+            if verdict.new_hash is not None:
+                yield (_REHASH, record.id, stored, verdict.new_hash)
+        now = self._clock()
+        if record.revoked_at is not None:
+            raise RevokedAPIKey("revoked")
+        expires = record.expires_at
+        if expires is not None and expires.timestamp() <= now:
+            raise RevokedAPIKey("expired")
+        if key.mode not in self.allowed_modes:
+            raise InvalidAPIKey("mode not allowed here")
+        principal = Principal(record)
+        if method is not None:
+            check_access(principal, method, path if path is not None else "/")
+        if self._usage is not None:
+            self._usage.hit(record.id, now)
+        return principal
+
+    def _hasher_for(self, stored: str, key_id: str) -> Hasher:
+        for identifier, hasher in self._hasher_table:
+            if stored.startswith(identifier):
+                return hasher
+        log.error("key %s: stored hash made by no configured hasher", key_id)
+        raise InvalidAPIKey("no hasher for stored hash")
+
+    def _verify(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes | None
+                ) -> _Verdict:
+        """Verify a secret (blocking: argon2 runs here) and cache a success."""
+        try:
+            if digest is None:
+                ok = hasher.verify(stored, key.secret)
+            else:
+                with self._hash_slots:
+                    ok = hasher.verify(stored, key.secret)
+        except InvalidStoredHash as exc:
+            log.error("key %s: %s", key.key_id, exc)
+            return _MISMATCH
+        if not ok:
+            return _MISMATCH
+        new_hash = None
+        if self._rehash and hasher.needs_rehash(stored):
+            new_hash = hasher.hash(key.secret)
+        if digest is not None:
+            self._cache.add(digest)
+            if new_hash is not None:
+                self._cache.add(self._cache.digest(key.raw, new_hash))
+        return _Verdict(True, new_hash)
+
+    def _lead(self, flight: Future[_Verdict], digest: bytes, hasher: Hasher, stored: str,
+              key: ParsedKey) -> None:
+        try:
+            verdict = self._verify(hasher, stored, key, digest)
+        except BaseException as exc:
+            self._flights.land(digest, flight, error=exc)
+            raise
+        self._flights.land(digest, flight, verdict)
+
+    # -- the synchronous driver -------------------------------------------
+
+    def authenticate(
+        self,
+        authorization: str | bytes | None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> Principal:
+        """Return the :class:`Principal` of the key in an ``Authorization`` value.
+
+        With *method* and *path* (as the router sees it) the key's
+        restrictions are enforced too.  Raises an :class:`AuthError`,
+        :class:`PermissionDenied` or :class:`StoreUnavailable`; never returns
+        a falsy "not authenticated".  Blocks while argon2 runs on a cold key.
+        """
+        flow = self._flow(self.format.parse(bearer_token(authorization)), method, path)
+        answer: Any = None
+        try:
+            while True:
+                op = flow.send(answer)
+                if op[0] == _LOAD:
+                    answer = self._load(op[1])
+                elif op[0] == _VERIFY:
+                    answer = self._verify_once(*op[1:])
+                else:
+                    answer = self._replace_hash(*op[1:])
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _load(self, key_id: str) -> KeyRecord | None:
+        try:
+            return self.store.get(key_id)
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
+
+    def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
+                     ) -> _Verdict:
+        flight, leader = self._flights.join(digest)
+        if leader:
+            self._lead(flight, digest, hasher, stored, key)
+        return flight.result()
+
+    def _replace_hash(self, key_id: str, old: str, new: str) -> None:
+        try:
+            self.store.replace_hash(key_id, old, new)
+        except Exception as exc:
+            # The key verified; an upgrade can wait for the next cold verify.
+            log.warning("key %s: hash upgrade failed: %s", key_id, exc)
+
+    # -- the asynchronous driver ------------------------------------------
+
+    async def authenticate_async(
+        self,
+        authorization: str | bytes | None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> Principal:
+        """:meth:`authenticate` for event loops: never blocks the loop.
+
+        argon2 runs in a bounded worker pool; a blocking store is called in
+        worker threads; a store that does no I/O is called inline, so a warm
+        request on it never leaves the loop.
+        """
+        flow = self._flow(self.format.parse(bearer_token(authorization)), method, path)
+        answer: Any = None
+        try:
+            while True:
+                op = flow.send(answer)
+                if op[0] == _LOAD:
+                    if self._store_blocking or self._has_native_async:
+                        answer = await self._load_async(op[1])
+                    else:
+                        answer = self._load(op[1])
+                elif op[0] == _VERIFY:
+                    answer = await self._verify_once_async(*op[1:])
+                else:
+                    await self._replace_hash_async(*op[1:])
+                    answer = None
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    @property
+    def async_store(self) -> AsyncKeyStore:
+        """The store as async callers use it (its native twin, or threads)."""
+        if self._astore is None:
+            self._astore = to_async(self.store)
+        return self._astore
+
+    async def _load_async(self, key_id: str) -> KeyRecord | None:
+        try:
+            return await self.async_store.get(key_id)
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._hash_pool is None:
+            with self._pool_lock:
+                if self._hash_pool is None:
+                    self._hash_pool = ThreadPoolExecutor(
+                        self.max_concurrent_hashes, thread_name_prefix="aqnt-argon2"
+                    )
+        return self._hash_pool
+
+    async def _verify_once_async(self, hasher: Hasher, stored: str, key: ParsedKey,
+                                 digest: bytes) -> _Verdict:
+        flight, leader = self._flights.join(digest)
+        if leader:
+            self._pool().submit(self._lead, flight, digest, hasher, stored, key)
+        return await _wait(flight)
+
+    async def _replace_hash_async(self, key_id: str, old: str, new: str) -> None:
+        try:
+            await self.async_store.replace_hash(key_id, old, new)
+        except Exception as exc:
+            log.warning("key %s: hash upgrade failed: %s", key_id, exc)
+
+    # -- errors, usage, lifecycle -------------------------------------------
+
+    def render_error(self, error: AQNTError) -> ErrorResponse:
+        """The HTTP answer (status, headers, JSON body) for *error*, with this realm."""
+        return render_error(error, self.realm)
+
+    @property
+    def cache(self) -> VerificationCache:
+        """The verification cache (for inspection and tests)."""
+        return self._cache
+
+    def pending_usage(self) -> dict[str, int]:
+        """Request counts not yet flushed to the store, per key id."""
+        return self._usage.pending() if self._usage is not None else {}
+
+    def flush_usage(self) -> bool:
+        """Write buffered usage counts now; whether that succeeded."""
+        return self._usage.flush() if self._usage is not None else True
+
+    def _write_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        self.store.record_usage(usage)
+
+    def close(self) -> None:
+        """Flush usage counts, stop worker threads and close the store.  Idempotent."""
+        if self._usage is not None:
+            self._usage.close()
+        if self._hash_pool is not None:
+            self._hash_pool.shutdown(wait=True)
+            self._hash_pool = None
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, run in a worker thread so the event loop stays free."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def __enter__(self) -> Authenticator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Authenticator:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+def _store_failed(exc: Exception) -> StoreUnavailable:
+    # A store that broke its contract by raising something else: still a
+    # 503, never a 401 or a 500 with a traceback.
+    log.error("key store failed: %s: %s", type(exc).__name__, exc)
+    return StoreUnavailable(f"key store failed: {type(exc).__name__}")
+
+
+async def _wait(flight: Future[_Verdict]) -> _Verdict:
+    """Await a shared flight without letting one cancelled waiter cancel it
+    for everyone (``asyncio.wrap_future`` would propagate the cancel)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[_Verdict] = loop.create_future()
+
+    def copy(done: Future[_Verdict]) -> None:
+        if waiter.cancelled():
+            return
+        exc = done.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(done.result())
+
+    def on_done(done: Future[_Verdict]) -> None:
+        try:
+            loop.call_soon_threadsafe(copy, done)
+        except RuntimeError:  # pragma: no cover - the loop closed meanwhile
+            pass
+
+    flight.add_done_callback(on_done)
+    return await waiter

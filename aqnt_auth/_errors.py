@@ -1,0 +1,172 @@
+"""The exception tree.
+
+Every error the package raises on purpose derives from :class:`AQNTError`,
+which is never raised itself.  Errors that end a request carry the HTTP
+status, the machine-readable ``code`` and the JSON body of the product's
+contract, so that adapters translate them without a lookup table of their
+own (h11's ``ProtocolError`` carries its suggested status the same way).
+
+No error message ever contains a presented key, a secret or a stored hash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+__all__ = [
+    "AQNTError",
+    "AuthError",
+    "ConfigurationError",
+    "InvalidAPIKey",
+    "InvalidStoredHash",
+    "KeyNotFound",
+    "KeyStateError",
+    "MissingAPIKey",
+    "PermissionDenied",
+    "RateLimited",
+    "RevokedAPIKey",
+    "StoreUnavailable",
+]
+
+
+class AQNTError(Exception):
+    """Root of every error raised by aqnt-auth.  Never raised directly.
+
+    Subclasses that answer an HTTP request set :attr:`status_code`,
+    :attr:`error_type`, :attr:`code` and :attr:`message`; :meth:`to_dict`
+    gives the exact JSON body of the contract.
+    """
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+    code: ClassVar[str] = "internal_error"
+    message: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        # The public message is fixed per class; ``detail`` is for logs and
+        # operators and must never contain a key.
+        super().__init__(detail or self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON body of this error, exactly as the contract gives it."""
+        return {"error": {"type": self.error_type, "message": self.message, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        """Return :meth:`to_dict` serialised as compact-but-spaced UTF-8 JSON."""
+        return json.dumps(self.to_dict()).encode()
+
+
+class AuthError(AQNTError):
+    """The request did not prove a valid API key (HTTP 401)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    # Whether RFC 6750's ``error="invalid_token"`` goes into WWW-Authenticate.
+    invalid_token: ClassVar[bool] = True
+
+
+class MissingAPIKey(AuthError):
+    """No Bearer credential was presented."""
+
+    code = "missing_api_key"
+    message = "No API key provided"
+    invalid_token = False
+
+
+class InvalidAPIKey(AuthError):
+    """The Bearer credential is malformed, unknown, wrong or not allowed here."""
+
+    code = "invalid_api_key"
+    message = "Invalid API key provided"
+
+
+class RevokedAPIKey(AuthError):
+    """The key verified but has been revoked or has expired."""
+
+    code = "key_revoked"
+    message = "API key has been revoked"
+
+
+class PermissionDenied(AQNTError):
+    """The key is valid but its restrictions or scopes forbid this request (HTTP 403)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "insufficient_scope"
+    message = "This API key does not have the required permissions"
+
+    def __init__(self, detail: str | None = None, *, required_scopes: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.required_scopes = required_scopes
+
+
+class RateLimited(AQNTError):
+    """Too many failed attempts from this client or against this key id (HTTP 429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+    message = "Too many failed authentication attempts"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class StoreUnavailable(AQNTError):
+    """The key store could not answer (HTTP 503).
+
+    Deliberately not an :class:`AuthError`: a store outage must never be
+    answered as "invalid key" (clients would discard good keys) nor let a
+    request through.
+    """
+
+    status_code = 503
+    error_type = "api_error"
+    code = "auth_unavailable"
+    message = "Authentication is temporarily unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class KeyNotFound(AQNTError, LookupError):
+    """Key management was asked about a key id the store does not hold."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "key_not_found"
+    message = "No such API key"
+
+
+class KeyStateError(AQNTError):
+    """A management operation does not apply to the key in its current state.
+
+    For example rotating a revoked key: revocation is final.
+    """
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "invalid_key_state"
+    message = "The API key cannot be changed in its current state"
+
+
+class ConfigurationError(AQNTError, ValueError):
+    """aqnt-auth was set up with an invalid option.  Raised at construction."""
+
+    code = "configuration_error"
+    message = "aqnt-auth is misconfigured"
+
+
+class InvalidStoredHash(AQNTError, ValueError):
+    """A stored hash is corrupt or was made by no configured hasher.
+
+    Like argon2-cffi's ``InvalidHashError`` this is *not* a verification
+    failure: it means the store holds bad data, which operators must hear
+    about, so it is caught and logged on its own.
+    """
+
+    code = "invalid_stored_hash"
+    message = "Stored key hash is invalid"

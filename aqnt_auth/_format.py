@@ -1,0 +1,177 @@
+"""The key format: ``<prefix>_<mode>_<id><secret><checksum>``.
+
+* ``prefix``: ``sk`` by default, configurable (``rk`` for restricted keys...).
+* ``mode``: ``live`` or ``test``.
+* ``id``: 12 base62 characters, the lookup id.  Stored in clear; not secret.
+* ``secret``: 32 base62 characters from :mod:`secrets` (about 190 bits).
+* ``checksum``: 6 base62 characters, the CRC32 of everything before it,
+  zero-padded, as in GitHub's token format.  It lets typos and random garbage
+  be rejected offline, before any store call or hash, and lets scanners tell
+  a real key from a look-alike.
+
+Parsing never runs a regular expression: it checks the total length first,
+then a set lookup of the head, then C-level ``isascii``/``isalnum`` over the
+body, so its cost is linear and bounded whatever is presented.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from typing import Final, Literal, NamedTuple
+
+from ._errors import ConfigurationError, InvalidAPIKey
+
+__all__ = [
+    "ALPHABET",
+    "KeyFormat",
+    "Mode",
+    "ParsedKey",
+    "checksum",
+    "validate_prefix",
+]
+
+Mode = Literal["live", "test"]
+MODES: Final[tuple[Mode, ...]] = ("live", "test")
+
+ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE: Final = {c: i for i, c in enumerate(ALPHABET)}
+
+ID_LENGTH: Final = 12
+SECRET_LENGTH: Final = 32
+CHECKSUM_LENGTH: Final = 6
+BODY_LENGTH: Final = ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
+MAX_PREFIX_LENGTH: Final = 8
+
+
+def _base62(value: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        value, rem = divmod(value, 62)
+        digits.append(ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+def checksum(text: str) -> str:
+    """Return the 6-character base62 CRC32 of *text* (ASCII)."""
+    return _base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def _random_base62(length: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return *prefix* if it is 1-8 lower-case ASCII letters or digits, starting with a letter."""
+    if (
+        not isinstance(prefix, str)
+        or not 1 <= len(prefix) <= MAX_PREFIX_LENGTH
+        or not (prefix.isascii() and prefix.isalnum() and prefix.islower())
+        or not prefix[0].isalpha()
+    ):
+        raise ConfigurationError(
+            "key prefix must be 1 to 8 lower-case ASCII letters or digits, starting with a letter"
+        )
+    return prefix
+
+
+class ParsedKey(NamedTuple):
+    """A presented key whose format and checksum are valid.
+
+    Holds the secret, so its ``repr`` shows only the public parts.
+    """
+
+    prefix: str
+    mode: Mode
+    key_id: str
+    secret: str
+    raw: str
+
+    def __repr__(self) -> str:
+        return f"ParsedKey(prefix={self.prefix!r}, mode={self.mode!r}, key_id={self.key_id!r})"
+
+    @property
+    def hint(self) -> str:
+        """``sk_live_...`` and the last four characters: safe to show and log."""
+        return hint(self.raw)
+
+
+def hint(key: str) -> str:
+    """Return the displayable hint of a full key: its head and last four characters."""
+    return key[: -BODY_LENGTH] + "..." + key[-4:]
+
+
+class KeyFormat:
+    """Generates and parses keys for a set of allowed prefixes.
+
+    *prefixes* are the prefixes this deployment accepts (``("sk",)`` by
+    default).  Instances are immutable and safe to share between threads.
+    """
+
+    __slots__ = ("_heads", "_max_length", "_min_length", "prefixes")
+
+    def __init__(self, prefixes: tuple[str, ...] | list[str] | str = ("sk",)) -> None:
+        if isinstance(prefixes, str):
+            prefixes = (prefixes,)
+        if not prefixes:
+            raise ConfigurationError("at least one key prefix is required")
+        self.prefixes: tuple[str, ...] = tuple(validate_prefix(p) for p in prefixes)
+        # "sk_live_" -> ("sk", "live"): one dict lookup replaces any pattern.
+        self._heads: dict[str, tuple[str, Mode]] = {
+            f"{p}_{m}_": (p, m) for p in self.prefixes for m in MODES
+        }
+        lengths = [len(h) + BODY_LENGTH for h in self._heads]
+        self._min_length = min(lengths)
+        self._max_length = max(lengths)
+
+    def __repr__(self) -> str:
+        return f"KeyFormat(prefixes={self.prefixes!r})"
+
+    @property
+    def max_length(self) -> int:
+        """Length of the longest key this format accepts."""
+        return self._max_length
+
+    def generate(self, mode: Mode, prefix: str | None = None) -> ParsedKey:
+        """Return a new random key.  The id and secret come from :mod:`secrets`."""
+        if mode not in MODES:
+            raise ConfigurationError("mode must be 'live' or 'test'")
+        prefix = self.prefixes[0] if prefix is None else prefix
+        if prefix not in self.prefixes:
+            raise ConfigurationError(f"prefix {prefix!r} is not one of {self.prefixes!r}")
+        key_id = _random_base62(ID_LENGTH)
+        secret = _random_base62(SECRET_LENGTH)
+        head = f"{prefix}_{mode}_{key_id}{secret}"
+        return ParsedKey(prefix, mode, key_id, secret, head + checksum(head))
+
+    def parse(self, token: str) -> ParsedKey:
+        """Return the parts of *token* or raise :class:`InvalidAPIKey`.
+
+        Checks, in order of cost: length, head, alphabet, checksum.
+        """
+        if not self._min_length <= len(token) <= self._max_length:
+            raise InvalidAPIKey("malformed key: wrong length")
+        head = self._heads.get(token[:-BODY_LENGTH])
+        if head is None:
+            raise InvalidAPIKey("malformed key: unknown prefix or mode")
+        body = token[-BODY_LENGTH:]
+        if not (body.isascii() and body.isalnum()):
+            raise InvalidAPIKey("malformed key: character outside base62")
+        v = _VALUE
+        c = token[-CHECKSUM_LENGTH:]
+        # Unrolled base62 decode of the six checksum characters.
+        presented = (
+            ((((v[c[0]] * 62 + v[c[1]]) * 62 + v[c[2]]) * 62 + v[c[3]]) * 62 + v[c[4]]) * 62
+            + v[c[5]]
+        )
+        if presented != zlib.crc32(token[:-CHECKSUM_LENGTH].encode("ascii")):
+            raise InvalidAPIKey("malformed key: bad checksum")
+        return ParsedKey(head[0], head[1], body[:ID_LENGTH], body[ID_LENGTH:-CHECKSUM_LENGTH], token)
+
+    def is_key(self, token: str) -> bool:
+        """Return whether *token* is a well-formed key with a valid checksum."""
+        try:
+            self.parse(token)
+        except InvalidAPIKey:
+            return False
+        return True

@@ -1,0 +1,202 @@
+"""How secrets are hashed for storage.
+
+Every stored hash names the hasher that made it (argon2's PHC string starts
+with ``$argon2id$``, ours with ``$hmac-sha256$``), so one store can hold keys
+of both kinds and the authenticator picks the hasher from the hash itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from typing import Final, Protocol, runtime_checkable
+
+import argon2
+from argon2 import PasswordHasher, profiles
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ._errors import ConfigurationError, InvalidStoredHash
+
+__all__ = [
+    "ARGON2_PROFILES",
+    "Argon2Hasher",
+    "HMACHasher",
+    "Hasher",
+    "default_hashers",
+]
+
+
+@runtime_checkable
+class Hasher(Protocol):
+    """What the authenticator needs from a hasher.
+
+    ``verify`` returns ``False`` for a wrong secret and raises
+    :class:`InvalidStoredHash` for a hash it cannot read.
+    """
+
+    #: The start of every hash this hasher makes; how a stored hash is routed.
+    identifier: str
+    #: Whether a verify costs enough (milliseconds) to be worth caching,
+    #: bounding and moving off an event loop.
+    expensive: bool
+
+    def hash(self, secret: str) -> str: ...
+
+    def verify(self, stored: str, secret: str) -> bool: ...
+
+    def needs_rehash(self, stored: str) -> bool: ...
+
+
+#: Named argon2id parameter sets.  ``owasp`` (the default) is OWASP's argon2id
+#: minimum: a key's secret has about 190 bits of entropy, so a heavier work
+#: factor adds no security, while every cold verification pays for it.
+ARGON2_PROFILES: Final[dict[str, argon2.Parameters]] = {
+    "owasp": argon2.Parameters(
+        type=argon2.Type.ID,
+        version=19,
+        salt_len=16,
+        hash_len=32,
+        time_cost=2,
+        memory_cost=19 * 1024,
+        parallelism=1,
+    ),
+    "rfc9106-low-memory": profiles.RFC_9106_LOW_MEMORY,
+    "rfc9106-high-memory": profiles.RFC_9106_HIGH_MEMORY,
+    # For test suites only: microseconds, no security.
+    "cheapest": profiles.CHEAPEST,
+}
+
+
+class Argon2Hasher:
+    """argon2id through argon2-cffi's :class:`~argon2.PasswordHasher`.
+
+    *profile* names one of :data:`ARGON2_PROFILES` or is an
+    :class:`argon2.Parameters`.  Parameters are validated once, here.
+    """
+
+    identifier = "$argon2"
+    expensive = True
+
+    def __init__(self, profile: str | argon2.Parameters = "owasp") -> None:
+        if isinstance(profile, str):
+            try:
+                params = ARGON2_PROFILES[profile]
+            except KeyError:
+                names = ", ".join(sorted(ARGON2_PROFILES))
+                raise ConfigurationError(
+                    f"unknown argon2 profile {profile!r} (choose one of {names})"
+                ) from None
+        else:
+            params = profile
+        if params.type is not argon2.Type.ID:
+            raise ConfigurationError("only argon2id is supported")
+        self.parameters = params
+        self._ph = PasswordHasher.from_parameters(params)
+
+    def __repr__(self) -> str:
+        p = self.parameters
+        return f"Argon2Hasher(m={p.memory_cost}, t={p.time_cost}, p={p.parallelism})"
+
+    def hash(self, secret: str) -> str:
+        return self._ph.hash(secret)
+
+    def verify(self, stored: str, secret: str) -> bool:
+        try:
+            return self._ph.verify(stored, secret)
+        except VerifyMismatchError:
+            return False
+        except (InvalidHashError, VerificationError) as exc:
+            # A corrupt hash or a wrong argon2 variant: a data problem, not a
+            # wrong secret.  The message holds no secret.
+            raise InvalidStoredHash(f"unreadable argon2 hash: {type(exc).__name__}") from None
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._ph.check_needs_rehash(stored)
+        except (InvalidHashError, ValueError):
+            return False
+
+
+class HMACHasher:
+    """HMAC-SHA256 keyed by a server-side secret (a pepper).
+
+    For teams that want no per-process warm-up: a verify costs about a
+    microsecond, so nothing is cached.  The stored hash names the pepper by
+    id (``$hmac-sha256$k=<id>$<digest>``) so peppers can be rotated: pass the
+    old ones in *previous* and keys re-hash to the current one on use.
+
+    Anyone with the database *and* the pepper can test guesses at full speed;
+    since secrets carry about 190 bits of entropy that is still hopeless,
+    but keep the pepper out of the database.
+    """
+
+    identifier = "$hmac-sha256$"
+    expensive = False
+
+    def __init__(
+        self,
+        pepper: bytes | str,
+        *,
+        pepper_id: str = "1",
+        previous: dict[str, bytes | str] | None = None,
+    ) -> None:
+        peppers = {pepper_id: pepper, **(previous or {})}
+        self._peppers: dict[str, bytes] = {}
+        for kid, value in peppers.items():
+            if not kid or not (kid.isascii() and kid.isalnum()):
+                raise ConfigurationError("pepper ids must be ASCII letters and digits")
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            if len(raw) < 16:
+                raise ConfigurationError("an HMAC pepper must be at least 16 bytes")
+            self._peppers[kid] = raw
+        self._current = pepper_id
+
+    def __repr__(self) -> str:
+        return f"HMACHasher(pepper_id={self._current!r})"
+
+    @classmethod
+    def from_env(cls, variable: str = "AQNT_AUTH_PEPPER") -> HMACHasher | None:
+        """Return a hasher for the pepper in environment *variable*, if set."""
+        value = os.environ.get(variable)
+        return cls(value) if value else None
+
+    def _digest(self, kid: str, secret: str) -> bytes:
+        return hmac.new(self._peppers[kid], secret.encode(), hashlib.sha256).digest()
+
+    def hash(self, secret: str) -> str:
+        digest = base64.urlsafe_b64encode(self._digest(self._current, secret)).rstrip(b"=")
+        return f"{self.identifier}k={self._current}${digest.decode()}"
+
+    def _split(self, stored: str) -> tuple[str, bytes]:
+        try:
+            params, encoded = stored[len(self.identifier):].split("$")
+            if not params.startswith("k="):
+                raise ValueError
+            kid = params[2:]
+            digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            raise InvalidStoredHash("unreadable hmac-sha256 hash") from None
+        if kid not in self._peppers:
+            raise InvalidStoredHash(f"hash made with unknown pepper id {kid!r}")
+        if len(digest) != hashlib.sha256().digest_size:
+            raise InvalidStoredHash("hmac-sha256 hash has the wrong length")
+        return kid, digest
+
+    def verify(self, stored: str, secret: str) -> bool:
+        kid, expected = self._split(stored)
+        return hmac.compare_digest(self._digest(kid, secret), expected)
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._split(stored)[0] != self._current
+        except InvalidStoredHash:
+            return False
+
+
+def default_hashers() -> tuple[Hasher, ...]:
+    """argon2id (OWASP profile), plus HMAC when ``AQNT_AUTH_PEPPER`` is set."""
+    hmac_hasher = HMACHasher.from_env()
+    argon = Argon2Hasher()
+    return (argon, hmac_hasher) if hmac_hasher else (argon,)

@@ -1,0 +1,82 @@
+"""The ``Authorization`` header, by RFC 6750 §2.1 and RFC 9110 §11.
+
+Pure functions: a header value (or the several values a server received)
+in, a token out, or an :class:`~aqnt_auth.AuthError`.  Nothing else is ever
+raised, whatever bytes arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from ._errors import InvalidAPIKey, MissingAPIKey
+
+__all__ = ["MAX_AUTHORIZATION_LENGTH", "bearer_token", "single_authorization"]
+
+# A Bearer header with one of our keys is under 100 characters.  Anything far
+# longer is refused before it is decoded, scanned or matched, so an 8 KB or
+# 1 MB header costs one len() call.
+MAX_AUTHORIZATION_LENGTH: Final = 1024
+
+
+def bearer_token(value: str | bytes | None) -> str:
+    """Return the credential of a ``Bearer`` Authorization header value.
+
+    * No header, an empty or blank value, ``Bearer`` alone, or another scheme
+      (``Basic``, ``Token``, a bare key): :class:`MissingAPIKey`.  The client
+      did not try to present one of our keys.
+    * Non-ASCII, NUL or control characters, an over-long value, several
+      credentials joined by commas, or anything after the token:
+      :class:`InvalidAPIKey`.
+
+    The scheme is case-insensitive and may be followed by one or more spaces.
+    The returned token is not checked further: see :meth:`KeyFormat.parse`.
+    """
+    if value is None:
+        raise MissingAPIKey()
+    if len(value) > MAX_AUTHORIZATION_LENGTH:
+        raise InvalidAPIKey("authorization header too long")
+    if type(value) is not str:
+        try:
+            value = bytes(value).decode("ascii")
+        except (UnicodeDecodeError, TypeError):
+            raise InvalidAPIKey("authorization header is not ASCII") from None
+    # Servers strip optional whitespace around field values (RFC 9110 §5.5);
+    # do the same so a framework that does not cannot change the outcome.
+    value = value.strip(" \t")
+    if not value:
+        raise MissingAPIKey()
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidAPIKey("authorization header has control or non-ASCII characters")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        if "," in value and _names_bearer(value):
+            # Two headers joined by a server ("Basic x, Bearer y"): never
+            # "any one matches".
+            raise InvalidAPIKey("several credentials")
+        raise MissingAPIKey()
+    token = token.lstrip(" ")
+    if not token:
+        raise MissingAPIKey()
+    return token
+
+
+def _names_bearer(value: str) -> bool:
+    return any(part.strip(" ").partition(" ")[0].lower() == "bearer" for part in value.split(","))
+
+
+def single_authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """Return the one ``authorization`` value of raw (ASGI-style) headers.
+
+    Header names must be lower-case, as ASGI gives them.  Several
+    Authorization headers raise :class:`InvalidAPIKey`: which one a server
+    or proxy would have picked is exactly what an attacker would exploit.
+    """
+    found: bytes | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise InvalidAPIKey("several authorization headers")
+            found = value
+    return found

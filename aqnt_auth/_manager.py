@@ -1,0 +1,231 @@
+"""Issuing, listing, revoking and rotating keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from ._access import normalise_allowed_paths
+from ._errors import ConfigurationError, KeyNotFound, KeyStateError
+from ._format import MODES, KeyFormat, Mode, hint
+from ._hashers import Argon2Hasher, Hasher
+from ._records import KeyRecord, utcnow
+from ._stores._open import open_store
+from ._stores._protocol import KeyStore
+
+__all__ = ["IssuedKey", "KeyManager"]
+
+MAX_NAME_LENGTH: Final = 200
+# RFC 6750 §3 scope-token characters, so scopes can be named in WWW-Authenticate.
+_SCOPE_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
+
+
+class IssuedKey:
+    """A newly issued key: :attr:`key` is the plaintext, shown this once.
+
+    Its ``repr`` hides the key, so logging the object leaks nothing.
+    """
+
+    __slots__ = ("key", "record")
+
+    def __init__(self, key: str, record: KeyRecord) -> None:
+        self.key = key
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"<IssuedKey id={self.record.id!r} hint={self.record.hint!r}>"
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError("a key needs a non-empty name")
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ConfigurationError(f"key names are printable text of at most {MAX_NAME_LENGTH} characters")
+    return name.strip()
+
+
+def _check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(scopes, str):
+        scopes = (scopes,)
+    out: list[str] = []
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope or not set(scope) <= _SCOPE_CHARS:
+            raise ConfigurationError(
+                f"scope {scope!r} must be non-empty printable ASCII without spaces or quotes"
+            )
+        if scope not in out:
+            out.append(scope)
+    return tuple(out)
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError("metadata must be a JSON object")
+    try:
+        # Round-trip so the record holds exactly what any store will give back.
+        loaded: dict[str, Any] = json.loads(json.dumps(dict(metadata)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"metadata must be JSON-serialisable: {exc}") from None
+    return loaded
+
+
+class KeyManager:
+    """Creates and manages keys in a store.
+
+    :param store: a :class:`KeyStore` or a store URL.
+    :param hasher: hashes new secrets (default: argon2id, OWASP profile).
+    :param prefixes: prefixes keys may be issued with; the first is the default.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore | str,
+        *,
+        hasher: Hasher | None = None,
+        prefixes: Iterable[str] = ("sk",),
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store: KeyStore = open_store(store)
+        self.hasher: Hasher = hasher if hasher is not None else Argon2Hasher()
+        self.format = KeyFormat(tuple(prefixes))
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"KeyManager(store={self.store!r}, hasher={self.hasher!r})"
+
+    def create(
+        self,
+        name: str,
+        *,
+        mode: Mode = "live",
+        scopes: Iterable[str] = (),
+        read_only: bool = False,
+        allowed_paths: Iterable[str] = (),
+        expires_at: dt.datetime | None = None,
+        expires_in: dt.timedelta | None = None,
+        owner: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        prefix: str | None = None,
+    ) -> IssuedKey:
+        """Issue a new key.  The plaintext is in the result only; the store gets its hash."""
+        if mode not in MODES:
+            raise ConfigurationError("mode must be 'live' or 'test'")
+        now = self._clock()
+        if expires_at is not None and expires_in is not None:
+            raise ConfigurationError("give expires_at or expires_in, not both")
+        if expires_in is not None:
+            if expires_in <= dt.timedelta(0):
+                raise ConfigurationError("expires_in must be positive")
+            expires_at = now + expires_in
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ConfigurationError("expires_at must be timezone-aware")
+        if owner is not None and (not isinstance(owner, str) or not owner.isprintable()):
+            raise ConfigurationError("owner must be printable text")
+        parsed = self.format.generate(mode, prefix)
+        record = KeyRecord(
+            id=parsed.key_id,
+            name=_check_name(name),
+            mode=mode,
+            prefix=parsed.prefix,
+            hash=self.hasher.hash(parsed.secret),
+            hint=hint(parsed.raw),
+            created_at=now,
+            expires_at=expires_at,
+            scopes=_check_scopes(scopes),
+            read_only=bool(read_only),
+            allowed_paths=normalise_allowed_paths(allowed_paths),
+            owner=owner,
+            metadata=_check_metadata(metadata),
+        )
+        self.store.add(record)
+        return IssuedKey(parsed.raw, record)
+
+    def get(self, key_id: str) -> KeyRecord:
+        """The record of *key_id*; :class:`KeyNotFound` if there is none."""
+        record = self.store.get(key_id)
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return record
+
+    def list(self, *, include_inactive: bool = True, owner: str | None = None) -> list[KeyRecord]:
+        """Records oldest first; without revoked and expired ones if not *include_inactive*."""
+        records = self.store.list(owner=owner)
+        if include_inactive:
+            return records
+        now = self._clock()
+        return [r for r in records if r.status(now) in ("active", "expiring")]
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key, at once and for good.  Revoking twice keeps the first time."""
+        record = self.store.revoke(key_id, self._clock())
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return record
+
+    def expire(self, key_id: str, at: dt.datetime) -> KeyRecord:
+        """Set the key to expire at *at* (timezone-aware)."""
+        if at.tzinfo is None:
+            raise ConfigurationError("expiry must be timezone-aware")
+        if self.get(key_id).revoked_at is not None:
+            raise KeyStateError("a revoked key cannot be changed")
+        record = self.store.set_expiry(key_id, at)
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return record
+
+    def rotate(self, key_id: str, *, grace: dt.timedelta = dt.timedelta(0)) -> IssuedKey:
+        """Issue a replacement and let the old key expire after *grace*.
+
+        The new key keeps the old one's name, mode, prefix, scopes,
+        restrictions, owner and metadata.  ``grace=0`` ends the old key at
+        once.  A revoked key cannot be rotated: revocation is final.
+        """
+        if grace < dt.timedelta(0):
+            raise ConfigurationError("grace must not be negative")
+        old = self.get(key_id)
+        if old.revoked_at is not None:
+            raise KeyStateError("a revoked key cannot be rotated")
+        now = self._clock()
+        parsed = self.format.generate(old.mode, old.prefix if old.prefix in self.format.prefixes
+                                      else None)
+        new = KeyRecord(
+            id=parsed.key_id,
+            name=old.name,
+            mode=old.mode,
+            prefix=parsed.prefix,
+            hash=self.hasher.hash(parsed.secret),
+            hint=hint(parsed.raw),
+            created_at=now,
+            expires_at=None,
+            scopes=old.scopes,
+            read_only=old.read_only,
+            allowed_paths=old.allowed_paths,
+            owner=old.owner,
+            metadata=old.metadata,
+            rotated_from=old.id,
+        )
+        self.store.add(new)
+        ends = now + grace
+        if old.expires_at is None or old.expires_at > ends:
+            self.store.set_expiry(old.id, ends)
+        return IssuedKey(parsed.raw, new)
+
+    def delete(self, key_id: str) -> None:
+        """Remove a key's record entirely (prefer :meth:`revoke`, which keeps history)."""
+        if not self.store.delete(key_id):
+            raise KeyNotFound(f"no key with id {key_id!r}")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> KeyManager:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

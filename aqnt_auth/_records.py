@@ -1,0 +1,203 @@
+"""Key records (what a store holds) and principals (what a request gets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from ._format import Mode
+
+__all__ = ["KeyRecord", "KeyStatus", "Principal", "UsageDelta", "utcnow"]
+
+KeyStatus = Literal["active", "expiring", "expired", "revoked"]
+
+UTC: Final = dt.timezone.utc
+
+#: Keys older than this are flagged as due for rotation by ``keys list``.
+ROTATION_AGE: Final = dt.timedelta(days=90)
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC, to the microsecond."""
+    return dt.datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One API key as a store holds it.  Never holds the key itself.
+
+    Records are immutable: a change is a new record
+    (:func:`dataclasses.replace`), which is what lets stores and caches share
+    them between threads without locks.
+    """
+
+    id: str
+    name: str
+    mode: Mode
+    hash: str = dataclasses.field(repr=False)
+    #: ``sk_live_...`` and the key's last four characters: safe to display.
+    hint: str
+    prefix: str = "sk"
+    created_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+    usage_count: int = 0
+    scopes: tuple[str, ...] = ()
+    read_only: bool = False
+    allowed_paths: tuple[str, ...] = ()
+    owner: str | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Id of the key this one replaced by rotation, if any.
+    rotated_from: str | None = None
+
+    def status(self, now: dt.datetime | None = None) -> KeyStatus:
+        """``revoked``, ``expired``, ``expiring`` (an expiry is set) or ``active``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None:
+            return "expired" if self.expires_at <= (now or utcnow()) else "expiring"
+        return "active"
+
+    def due_for_rotation(self, now: dt.datetime | None = None) -> bool:
+        """Whether the key is older than 90 days and still usable."""
+        return self.status(now) in ("active", "expiring") and (
+            (now or utcnow()) - self.created_at >= ROTATION_AGE
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every field but the hash, JSON-ready (ISO 8601 times)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "hash":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, dt.datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        out["status"] = self.status()
+        out["livemode"] = self.mode == "live"
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """Requests counted in memory since the last flush, for one key."""
+
+    count: int
+    last_used_at: dt.datetime
+
+
+class Principal:
+    """The authenticated API key, as the application sees it.
+
+    Exposes every field of the record except the hash, plus
+    :attr:`livemode`.  A thin view over the (immutable) record, so building
+    one per request costs next to nothing.  Its ``repr`` shows no secret.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: KeyRecord) -> None:
+        self._record = record
+
+    def __repr__(self) -> str:
+        r = self._record
+        return f"<Principal id={r.id!r} name={r.name!r} mode={r.mode!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Principal) and other._record.id == self._record.id
+
+    def __hash__(self) -> int:
+        return hash(self._record.id)
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def key_id(self) -> str:
+        """Alias of :attr:`id`."""
+        return self._record.id
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def mode(self) -> Mode:
+        return self._record.mode
+
+    @property
+    def livemode(self) -> bool:
+        """``True`` for a live key, ``False`` for a test key: route data on this."""
+        return self._record.mode == "live"
+
+    @property
+    def prefix(self) -> str:
+        return self._record.prefix
+
+    @property
+    def hint(self) -> str:
+        return self._record.hint
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return self._record.created_at
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return self._record.expires_at
+
+    @property
+    def revoked_at(self) -> dt.datetime | None:
+        return self._record.revoked_at
+
+    @property
+    def last_used_at(self) -> dt.datetime | None:
+        """As last flushed to the store; the current request is not yet counted."""
+        return self._record.last_used_at
+
+    @property
+    def usage_count(self) -> int:
+        """As last flushed to the store; the current request is not yet counted."""
+        return self._record.usage_count
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self._record.scopes)
+
+    @property
+    def read_only(self) -> bool:
+        return self._record.read_only
+
+    @property
+    def allowed_paths(self) -> tuple[str, ...]:
+        return self._record.allowed_paths
+
+    @property
+    def owner(self) -> str | None:
+        return self._record.owner
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return types.MappingProxyType(dict(self._record.metadata))
+
+    @property
+    def rotated_from(self) -> str | None:
+        return self._record.rotated_from
+
+    def has_scopes(self, *required: str) -> bool:
+        """Whether the key carries every one of *required*."""
+        return set(required).issubset(self._record.scopes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every public field, JSON-ready."""
+        return self._record.public_dict()

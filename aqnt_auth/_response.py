@@ -1,0 +1,82 @@
+"""What an error looks like on the wire: status, headers and body.
+
+Pure data, so every adapter answers byte-for-byte the same and none of them
+formats JSON or builds ``WWW-Authenticate`` on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+from ._errors import AQNTError, AuthError, ConfigurationError, PermissionDenied, RateLimited
+from ._errors import StoreUnavailable
+
+__all__ = ["ErrorResponse", "render_error", "validate_realm"]
+
+
+class ErrorResponse(NamedTuple):
+    """An HTTP answer to a failed authentication, ready to send."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers as raw ASGI wants them: lower-case latin-1 bytes, with
+        ``content-length`` (frameworks add that one themselves, so
+        :attr:`headers` leaves it out)."""
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        return raw
+
+
+def validate_realm(realm: str) -> str:
+    """Return *realm* if it can be quoted in ``WWW-Authenticate``, else raise."""
+    if not isinstance(realm, str) or not realm.isascii() or not realm.isprintable():
+        raise ConfigurationError("realm must be printable ASCII")
+    if '"' in realm or "\\" in realm:
+        raise ConfigurationError("realm must not contain quotes or backslashes")
+    return realm
+
+
+def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
+    """Return the full HTTP answer for *error*.
+
+    401s carry ``WWW-Authenticate: Bearer realm="..."`` (RFC 6750 §3), with
+    ``error="invalid_token"`` unless no credential was sent at all; 403s name
+    the missing scopes; 429s and 503s carry ``Retry-After``.
+    """
+    if isinstance(error, PermissionDenied) and error.required_scopes:
+        scope = " ".join(error.required_scopes)
+        return _build(
+            error,
+            (("WWW-Authenticate", f'Bearer realm="{realm}", error="insufficient_scope", '
+                                  f'scope="{scope}"'),),
+        )
+    if isinstance(error, (RateLimited, StoreUnavailable)):
+        return _build(error, (("Retry-After", str(error.retry_after)),))
+    return _static(type(error), realm)
+
+
+@functools.lru_cache(maxsize=64)
+def _static(cls: type[AQNTError], realm: str) -> ErrorResponse:
+    # Error classes carry no per-instance data here, so the rendered answer
+    # is computed once per class and realm and shared.
+    error = cls()
+    if isinstance(error, AuthError):
+        challenge = f'Bearer realm="{realm}"'
+        if error.invalid_token:
+            challenge += ', error="invalid_token"'
+        return _build(error, (("WWW-Authenticate", challenge),))
+    if isinstance(error, PermissionDenied):
+        return _build(
+            error, (("WWW-Authenticate", f'Bearer realm="{realm}", error="insufficient_scope"'),)
+        )
+    return _build(error, ())
+
+
+def _build(error: AQNTError, extra: tuple[tuple[str, str], ...]) -> ErrorResponse:
+    body = error.to_json()
+    return ErrorResponse(error.status_code, (("Content-Type", "application/json"), *extra), body)

@@ -1,0 +1,1 @@
+"""Key stores: the protocol, the embedded stores and ``open_store``."""

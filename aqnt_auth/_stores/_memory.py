@@ -1,0 +1,91 @@
+"""An in-process store: for tests, demos and single-process apps."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Iterable, Mapping
+
+from .._errors import KeyStateError
+from .._records import KeyRecord, UsageDelta
+
+__all__ = ["MemoryKeyStore"]
+
+
+class MemoryKeyStore:
+    """Keys in a dict.  Thread-safe; does no I/O, so async callers call it directly.
+
+    Reads take no lock: records are immutable and a dict lookup is atomic,
+    so a reader sees either the old record or the new one.
+    """
+
+    blocking = False
+
+    def __init__(self, records: Iterable[KeyRecord] = ()) -> None:
+        self._records: dict[str, KeyRecord] = {r.id: r for r in records}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryKeyStore({len(self._records)} keys)"
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        return self._records.get(key_id)
+
+    def add(self, record: KeyRecord) -> None:
+        with self._lock:
+            if record.id in self._records:
+                raise KeyStateError(f"key id {record.id!r} already exists")
+            self._records[record.id] = record
+
+    def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        records = [r for r in self._records.values() if owner is None or r.owner == owner]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    def _change(self, key_id: str, **changes: object) -> KeyRecord | None:
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None:
+                return None
+            record = self._records[key_id] = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+            return record
+
+    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None:
+                return None
+            if record.revoked_at is None:
+                record = self._records[key_id] = dataclasses.replace(record, revoked_at=at)
+            return record
+
+    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        return self._change(key_id, expires_at=at)
+
+    def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None or record.hash != old_hash:
+                return False
+            self._records[key_id] = dataclasses.replace(record, hash=new_hash)
+            return True
+
+    def delete(self, key_id: str) -> bool:
+        with self._lock:
+            return self._records.pop(key_id, None) is not None
+
+    def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        with self._lock:
+            for key_id, delta in usage.items():
+                record = self._records.get(key_id)
+                if record is None:
+                    continue
+                last = record.last_used_at
+                if last is None or delta.last_used_at > last:
+                    last = delta.last_used_at
+                self._records[key_id] = dataclasses.replace(
+                    record, usage_count=record.usage_count + delta.count, last_used_at=last
+                )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,87 @@
+"""The contract between the authenticator and wherever keys are kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from .._records import KeyRecord, UsageDelta
+
+__all__ = ["AsyncKeyStore", "KeyStore"]
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """A synchronous key store.
+
+    Implementations must be safe to call from several threads at once, and
+    raise :class:`~aqnt_auth.StoreUnavailable` (never an auth error) when
+    the backing storage cannot answer.  Records are immutable values: a store
+    may hand out the same record object to many callers.
+
+    ``blocking`` says whether calls do I/O.  Async callers run the calls of a
+    blocking store in worker threads and call a non-blocking one directly, so
+    a warm request on an in-memory store never leaves the event loop.  A
+    store with a native async twin exposes it as ``aio``.
+    """
+
+    blocking: bool
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        """Return the record with *key_id*, or ``None``.  On every request: keep it lean."""
+
+    def add(self, record: KeyRecord) -> None:
+        """Store a new record.  An existing id raises :class:`~aqnt_auth.KeyStateError`."""
+
+    def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        """All records (of *owner*, if given), oldest first."""
+
+    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        """Mark the key revoked at *at*; an earlier revocation is kept.
+
+        Returns the updated record, ``None`` for an unknown id.  Revocation
+        is never undone: no store method clears ``revoked_at``.
+        """
+
+    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        """Set (or clear, with ``None``) the expiry; ``None`` for an unknown id."""
+
+    def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        """Swap the stored hash if it is still *old_hash* (compare-and-swap)."""
+
+    def delete(self, key_id: str) -> bool:
+        """Remove the record; whether it existed."""
+
+    def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        """Add counts and advance ``last_used_at`` for many keys in one go.
+
+        Counts from several processes must add up exactly; ``last_used_at``
+        only moves forward.  Unknown ids are ignored.
+        """
+
+    def close(self) -> None:
+        """Release connections.  Idempotent."""
+
+
+@runtime_checkable
+class AsyncKeyStore(Protocol):
+    """The async twin of :class:`KeyStore`: the same methods, awaitable."""
+
+    async def get(self, key_id: str) -> KeyRecord | None: ...
+
+    async def add(self, record: KeyRecord) -> None: ...
+
+    async def list(self, *, owner: str | None = None) -> list[KeyRecord]: ...
+
+    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None: ...
+
+    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None: ...
+
+    async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool: ...
+
+    async def delete(self, key_id: str) -> bool: ...
+
+    async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None: ...
+
+    async def close(self) -> None: ...

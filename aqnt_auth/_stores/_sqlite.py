@@ -1,0 +1,344 @@
+"""The embedded default store: one SQLite file, stdlib :mod:`sqlite3`, WAL.
+
+Safe across threads (one connection per thread) and processes (WAL, a busy
+timeout, and usage written as ``count = count + ?`` so concurrent flushes add
+up).  The schema is created on first use and versioned with
+``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
+
+from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
+from .._records import KeyRecord, UsageDelta
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteKeyStore"]
+
+log = logging.getLogger("aqnt_auth.store.sqlite")
+
+SCHEMA_VERSION: Final = 1
+
+#: The DDL, for teams that manage their own migrations.
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS aqnt_api_keys (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    mode          TEXT NOT NULL CHECK (mode IN ('live', 'test')),
+    prefix        TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    hint          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    revoked_at    INTEGER,
+    last_used_at  INTEGER,
+    usage_count   INTEGER NOT NULL DEFAULT 0,
+    scopes        TEXT NOT NULL DEFAULT '[]',
+    read_only     INTEGER NOT NULL DEFAULT 0,
+    allowed_paths TEXT NOT NULL DEFAULT '[]',
+    owner         TEXT,
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    rotated_from  TEXT
+);
+CREATE INDEX IF NOT EXISTS aqnt_api_keys_owner ON aqnt_api_keys (owner);
+"""
+
+_COLUMNS: Final = (
+    "id, name, mode, prefix, hash, hint, created_at, expires_at, revoked_at, last_used_at, "
+    "usage_count, scopes, read_only, allowed_paths, owner, metadata, rotated_from"
+)
+_SELECT: Final = f"SELECT {_COLUMNS} FROM aqnt_api_keys"  # noqa: S608 - constant text
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_ONE_US: Final = dt.timedelta(microseconds=1)
+
+T = TypeVar("T")
+
+
+def _to_us(value: dt.datetime | None) -> int | None:
+    # Integer microseconds round-trip exactly, unlike float seconds.
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware")
+    return (value - _EPOCH) // _ONE_US
+
+
+def _from_us(value: int | None) -> dt.datetime | None:
+    return None if value is None else _EPOCH + dt.timedelta(microseconds=value)
+
+
+def _record(row: tuple[Any, ...]) -> KeyRecord:
+    scopes, paths, metadata = row[11], row[13], row[15]
+    return KeyRecord(
+        id=row[0],
+        name=row[1],
+        mode=row[2],
+        prefix=row[3],
+        hash=row[4],
+        hint=row[5],
+        created_at=_EPOCH + dt.timedelta(microseconds=row[6]),
+        expires_at=_from_us(row[7]),
+        revoked_at=_from_us(row[8]),
+        last_used_at=_from_us(row[9]),
+        usage_count=row[10],
+        # Most keys have no scopes, paths or metadata: skip the JSON parser.
+        scopes=tuple(json.loads(scopes)) if scopes != "[]" else (),
+        read_only=bool(row[12]),
+        allowed_paths=tuple(json.loads(paths)) if paths != "[]" else (),
+        owner=row[14],
+        metadata=json.loads(metadata) if metadata != "{}" else {},
+        rotated_from=row[16],
+    )
+
+
+def _database_path(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    text = os.fspath(path)
+    if text in ("", ":memory:"):
+        # A private in-memory database shared by this store's threads.
+        return f"file:aqnt-{uuid.uuid4().hex}?mode=memory&cache=shared", True
+    return text, False
+
+
+class _Local(threading.local):
+    conn: sqlite3.Connection | None = None
+    generation: int = -1
+
+
+class SQLiteKeyStore:
+    """Keys in a SQLite database file (``":memory:"`` for a private one).
+
+    *busy_timeout* bounds how long a call waits for another writer; past it
+    the call raises :class:`~aqnt_auth.StoreUnavailable`.
+    """
+
+    blocking = True
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        if busy_timeout <= 0:
+            raise ConfigurationError("busy_timeout must be positive")
+        self.path, self._uri = _database_path(path)
+        self._timeout = busy_timeout
+        self._local = _Local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._generation = 0
+        self._keepalive: sqlite3.Connection | None = None
+        self._wrap(self._ensure_schema)
+        # A connection must not cross fork(): the child starts afresh.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_connections(ref))
+
+    def __repr__(self) -> str:
+        return f"SQLiteKeyStore({self.path!r})"
+
+    # -- connections -------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,  # explicit BEGIN/COMMIT only
+            check_same_thread=False,  # close() may run on another thread
+            uri=self._uri,
+            cached_statements=64,
+        )
+        if not self._uri:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._connections.append(conn)
+            if self._uri and self._keepalive is None:
+                # An in-memory database lives as long as one connection to it.
+                self._keepalive = conn
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        if local.generation != self._generation or local.conn is None:
+            local.conn = self._connect()
+            local.generation = self._generation
+        return local.conn
+
+    def _wrap(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: sqlite3.Error) -> KeyStateError | StoreUnavailable:
+        if isinstance(exc, sqlite3.IntegrityError):
+            return KeyStateError(f"constraint failed: {exc}")
+        # Locked too long, disk error, unreadable file: the store is down,
+        # which is never the same as "this key is invalid".
+        log.error("SQLite store %s unavailable: %s", self.path, exc)
+        return StoreUnavailable(f"SQLite store unavailable: {exc}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        # IMMEDIATE takes the write lock up front, so a read-then-write
+        # cannot be overtaken by another process.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _ensure_schema(self) -> None:
+        conn = self._conn()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"{self.path}: schema version {version} is newer than this aqnt-auth "
+                f"understands ({SCHEMA_VERSION}); upgrade aqnt-auth"
+            )
+        with self._transaction() as conn:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                conn.executescript("SAVEPOINT schema;" + SCHEMA + "RELEASE schema;")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- the KeyStore protocol --------------------------------------------
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        try:
+            row = self._conn().execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+        return None if row is None else _record(row)
+
+    def add(self, record: KeyRecord) -> None:
+        params = (
+            record.id,
+            record.name,
+            record.mode,
+            record.prefix,
+            record.hash,
+            record.hint,
+            _to_us(record.created_at),
+            _to_us(record.expires_at),
+            _to_us(record.revoked_at),
+            _to_us(record.last_used_at),
+            record.usage_count,
+            json.dumps(list(record.scopes)),
+            int(record.read_only),
+            json.dumps(list(record.allowed_paths)),
+            record.owner,
+            json.dumps(dict(record.metadata), sort_keys=True),
+            record.rotated_from,
+        )
+        placeholders = ", ".join("?" * len(params))
+
+        def insert() -> None:
+            with self._transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO aqnt_api_keys ({_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
+                    params,
+                )
+
+        self._wrap(insert)
+
+    def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        def select() -> list[KeyRecord]:
+            if owner is None:
+                rows = self._conn().execute(f"{_SELECT} ORDER BY created_at, id")
+            else:
+                rows = self._conn().execute(
+                    f"{_SELECT} WHERE owner = ? ORDER BY created_at, id", (owner,)
+                )
+            return [_record(row) for row in rows]
+
+        return self._wrap(select)
+
+    def _update(self, sql: str, params: tuple[Any, ...], key_id: str) -> KeyRecord | None:
+        def run() -> KeyRecord | None:
+            with self._transaction() as conn:
+                conn.execute(sql, params)
+                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        return self._wrap(run)
+
+    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        return self._update(
+            "UPDATE aqnt_api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+            (_to_us(at), key_id),
+            key_id,
+        )
+
+    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        return self._update(
+            "UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?", (_to_us(at), key_id), key_id
+        )
+
+    def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        def run() -> bool:
+            with self._transaction() as conn:
+                cur = conn.execute(
+                    "UPDATE aqnt_api_keys SET hash = ? WHERE id = ? AND hash = ?",
+                    (new_hash, key_id, old_hash),
+                )
+            return cur.rowcount == 1
+
+        return self._wrap(run)
+
+    def delete(self, key_id: str) -> bool:
+        def run() -> bool:
+            with self._transaction() as conn:
+                cur = conn.execute("DELETE FROM aqnt_api_keys WHERE id = ?", (key_id,))
+            return cur.rowcount == 1
+
+        return self._wrap(run)
+
+    def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        if not usage:
+            return
+        rows = [(d.count, _to_us(d.last_used_at), key_id) for key_id, d in usage.items()]
+
+        def run() -> None:
+            with self._transaction() as conn:
+                conn.executemany(
+                    "UPDATE aqnt_api_keys SET usage_count = usage_count + ?, "
+                    "last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                    rows,
+                )
+
+        self._wrap(run)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+            self._keepalive = None
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+
+
+def _forget_connections(ref: weakref.ref[SQLiteKeyStore]) -> None:
+    store = ref()
+    if store is None:
+        return
+    # The parent's connections belong to the parent: drop them unclosed.
+    store._lock = threading.Lock()
+    store._connections = []
+    store._keepalive = None
+    store._generation += 1
+    store._local = _Local()
