@@ -14,7 +14,8 @@ import logging
 import os
 import sqlite3
 import threading
-import uuid
+import shutil
+import tempfile
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -102,12 +103,6 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     )
 
 
-def _database_path(path: str | os.PathLike[str]) -> tuple[str, bool]:
-    text = os.fspath(path)
-    if text in ("", ":memory:"):
-        # A private in-memory database shared by this store's threads.
-        return f"file:aqnt-{uuid.uuid4().hex}?mode=memory&cache=shared", True
-    return text, False
 
 
 class _Local(threading.local):
@@ -127,13 +122,19 @@ class SQLiteKeyStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         if busy_timeout <= 0:
             raise ConfigurationError("busy_timeout must be positive")
-        self.path, self._uri = _database_path(path)
+        self.path = os.fspath(path)
+        self._tempdir: str | None = None
+        if self.path in ("", ":memory:"):
+            # SQLite's shared-cache memory databases lock whole tables and
+            # ignore the busy timeout; a private temporary file behaves like
+            # the real thing, across threads, and is removed at close().
+            self._tempdir = tempfile.mkdtemp(prefix="aqnt-auth-")
+            self.path = os.path.join(self._tempdir, "keys.db")
         self._timeout = busy_timeout
         self._local = _Local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
-        self._keepalive: sqlite3.Connection | None = None
         self._wrap(self._ensure_schema)
         # A connection must not cross fork(): the child starts afresh.
         ref = weakref.ref(self)
@@ -150,17 +151,12 @@ class SQLiteKeyStore:
             timeout=self._timeout,
             isolation_level=None,  # explicit BEGIN/COMMIT only
             check_same_thread=False,  # close() may run on another thread
-            uri=self._uri,
             cached_statements=64,
         )
-        if not self._uri:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._connections.append(conn)
-            if self._uri and self._keepalive is None:
-                # An in-memory database lives as long as one connection to it.
-                self._keepalive = conn
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -210,7 +206,9 @@ class SQLiteKeyStore:
         with self._transaction() as conn:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version == 0:
-                conn.executescript("SAVEPOINT schema;" + SCHEMA + "RELEASE schema;")
+                # executescript() would commit the open transaction first.
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- the KeyStore protocol --------------------------------------------
@@ -324,12 +322,13 @@ class SQLiteKeyStore:
         with self._lock:
             connections, self._connections = self._connections, []
             self._generation += 1
-            self._keepalive = None
         for conn in connections:
             try:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 pass
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
 
 
 def _forget_connections(ref: weakref.ref[SQLiteKeyStore]) -> None:
@@ -339,6 +338,5 @@ def _forget_connections(ref: weakref.ref[SQLiteKeyStore]) -> None:
     # The parent's connections belong to the parent: drop them unclosed.
     store._lock = threading.Lock()
     store._connections = []
-    store._keepalive = None
     store._generation += 1
     store._local = _Local()

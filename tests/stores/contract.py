@@ -1,0 +1,262 @@
+"""The store contract: one suite that every :class:`~aqnt_auth.KeyStore` passes.
+
+Subclass :class:`StoreContract` and provide a ``store`` fixture returning a
+fresh, empty synchronous store; every test then runs twice, once through the
+store's sync methods and once through its async twin (its native ``aio`` or
+:func:`aqnt_auth.to_async`).  The tests are written once, as coroutines: the
+sync variant wraps the store in :class:`DirectAsync`, which calls straight
+through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from aqnt_auth import (
+    AsyncKeyStore,
+    KeyRecord,
+    KeyStateError,
+    KeyStore,
+    UsageDelta,
+    to_async,
+)
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+class DirectAsync:
+    """Awaitable facade over a sync store, calling it inline: the "sync" variant."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.sync = store
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        return self.sync.get(key_id)
+
+    async def add(self, record: KeyRecord) -> None:
+        self.sync.add(record)
+
+    async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        return self.sync.list(owner=owner)
+
+    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        return self.sync.revoke(key_id, at)
+
+    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        return self.sync.set_expiry(key_id, at)
+
+    async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        return self.sync.replace_hash(key_id, old_hash, new_hash)
+
+    async def delete(self, key_id: str) -> bool:
+        return self.sync.delete(key_id)
+
+    async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        self.sync.record_usage(usage)
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+_counter = 0
+
+
+def make_record(**changes: Any) -> KeyRecord:
+    """A record with every field set to something non-default."""
+    global _counter
+    _counter += 1
+    base = KeyRecord(
+        id=f"id{_counter:010d}",
+        name="Production Server",
+        mode="live",
+        hash="$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+        hint="sk_live_...abcd",
+        prefix="sk",
+        created_at=T0 + dt.timedelta(seconds=_counter),
+        expires_at=T0 + dt.timedelta(days=30),
+        revoked_at=None,
+        last_used_at=None,
+        usage_count=0,
+        scopes=("charges:read", "charges:write"),
+        read_only=True,
+        allowed_paths=("/v1/charges", "/v1/refunds"),
+        owner="acct_123",
+        metadata={"team": "payments", "nested": {"a": [1, 2, 3]}, "ok": True},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+class StoreContract:
+    """Mix into a ``Test...`` class that defines a ``store`` fixture."""
+
+    @pytest.fixture(params=["sync", "async"])
+    def kstore(self, request: pytest.FixtureRequest, store: KeyStore) -> AsyncKeyStore:
+        if request.param == "sync":
+            return DirectAsync(store)
+        return to_async(store)
+
+    @pytest.mark.anyio
+    async def test_unknown_id_is_none(self, kstore: AsyncKeyStore) -> None:
+        """get() of an id never stored returns None, not an error."""
+        assert await kstore.get("nosuchkey123") is None
+
+    @pytest.mark.anyio
+    async def test_round_trip_keeps_every_field(self, kstore: AsyncKeyStore) -> None:
+        """A record comes back equal, field by field, with aware UTC datetimes."""
+        record = make_record(
+            revoked_at=None,
+            last_used_at=T0 + dt.timedelta(hours=1),
+            usage_count=7,
+            rotated_from="oldkey000001",
+        )
+        await kstore.add(record)
+        got = await kstore.get(record.id)
+        assert got == record
+        assert got is not None
+        assert got.created_at.utcoffset() == dt.timedelta(0)
+        assert isinstance(got.scopes, tuple)
+        assert isinstance(got.allowed_paths, tuple)
+
+    @pytest.mark.anyio
+    async def test_minimal_record_round_trip(self, kstore: AsyncKeyStore) -> None:
+        """Empty scopes, paths and metadata and no optional times survive too."""
+        record = make_record(
+            expires_at=None, scopes=(), allowed_paths=(), owner=None, metadata={},
+            read_only=False, mode="test", hint="sk_test_...wxyz",
+        )
+        await kstore.add(record)
+        assert await kstore.get(record.id) == record
+
+    @pytest.mark.anyio
+    async def test_long_argon2_hash_fits(self, kstore: AsyncKeyStore) -> None:
+        """The hash column holds a full argon2 PHC string of a heavy profile."""
+        phc = "$argon2id$v=19$m=2097152,t=1,p=4$" + "s" * 22 + "$" + "h" * 86
+        record = make_record(hash=phc)
+        await kstore.add(record)
+        got = await kstore.get(record.id)
+        assert got is not None
+        assert got.hash == phc
+
+    @pytest.mark.anyio
+    async def test_duplicate_id_is_refused(self, kstore: AsyncKeyStore) -> None:
+        """Adding a second record with an existing id raises KeyStateError."""
+        record = make_record()
+        await kstore.add(record)
+        with pytest.raises(KeyStateError):
+            await kstore.add(dataclasses.replace(record, name="other"))
+        got = await kstore.get(record.id)
+        assert got is not None
+        assert got.name == record.name
+
+    @pytest.mark.anyio
+    async def test_list_oldest_first_and_by_owner(self, kstore: AsyncKeyStore) -> None:
+        """list() orders by creation time and filters by owner."""
+        late = make_record(created_at=T0 + dt.timedelta(days=2), owner="acct_a")
+        early = make_record(created_at=T0 + dt.timedelta(days=1), owner="acct_b")
+        await kstore.add(late)
+        await kstore.add(early)
+        assert [r.id for r in await kstore.list()] == [early.id, late.id]
+        assert [r.id for r in await kstore.list(owner="acct_a")] == [late.id]
+        assert await kstore.list(owner="nobody") == []
+
+    @pytest.mark.anyio
+    async def test_revoke_is_final_and_keeps_first_time(self, kstore: AsyncKeyStore) -> None:
+        """Revoking sets revoked_at once; a second revoke keeps the first time."""
+        record = make_record()
+        await kstore.add(record)
+        first = await kstore.revoke(record.id, T0 + dt.timedelta(hours=1))
+        assert first is not None
+        assert first.revoked_at == T0 + dt.timedelta(hours=1)
+        again = await kstore.revoke(record.id, T0 + dt.timedelta(hours=5))
+        assert again is not None
+        assert again.revoked_at == T0 + dt.timedelta(hours=1)
+        # Changing the expiry never clears a revocation.
+        await kstore.set_expiry(record.id, None)
+        got = await kstore.get(record.id)
+        assert got is not None
+        assert got.revoked_at == T0 + dt.timedelta(hours=1)
+
+    @pytest.mark.anyio
+    async def test_revoke_unknown_is_none(self, kstore: AsyncKeyStore) -> None:
+        """Revoking an id that does not exist returns None."""
+        assert await kstore.revoke("nosuchkey123", T0) is None
+
+    @pytest.mark.anyio
+    async def test_set_and_clear_expiry(self, kstore: AsyncKeyStore) -> None:
+        """set_expiry() sets, moves and clears the expiry."""
+        record = make_record(expires_at=None)
+        await kstore.add(record)
+        soon = T0 + dt.timedelta(minutes=5)
+        changed = await kstore.set_expiry(record.id, soon)
+        assert changed is not None
+        assert changed.expires_at == soon
+        cleared = await kstore.set_expiry(record.id, None)
+        assert cleared is not None
+        assert cleared.expires_at is None
+        assert await kstore.set_expiry("nosuchkey123", soon) is None
+
+    @pytest.mark.anyio
+    async def test_replace_hash_is_compare_and_swap(self, kstore: AsyncKeyStore) -> None:
+        """replace_hash() succeeds only while the stored hash is still the old one."""
+        record = make_record()
+        await kstore.add(record)
+        assert await kstore.replace_hash(record.id, record.hash, "$argon2id$new") is True
+        assert await kstore.replace_hash(record.id, record.hash, "$argon2id$newer") is False
+        got = await kstore.get(record.id)
+        assert got is not None
+        assert got.hash == "$argon2id$new"
+        assert await kstore.replace_hash("nosuchkey123", "a", "b") is False
+
+    @pytest.mark.anyio
+    async def test_delete(self, kstore: AsyncKeyStore) -> None:
+        """delete() removes the record and says whether it existed."""
+        record = make_record()
+        await kstore.add(record)
+        assert await kstore.delete(record.id) is True
+        assert await kstore.get(record.id) is None
+        assert await kstore.delete(record.id) is False
+
+    @pytest.mark.anyio
+    async def test_record_usage_adds_and_moves_forward(self, kstore: AsyncKeyStore) -> None:
+        """Counts add up; last_used_at only moves forward; unknown ids are ignored."""
+        a, b = make_record(), make_record()
+        await kstore.add(a)
+        await kstore.add(b)
+        t1 = T0 + dt.timedelta(hours=1)
+        t2 = T0 + dt.timedelta(hours=2)
+        await kstore.record_usage({a.id: UsageDelta(3, t2), "nosuchkey123": UsageDelta(1, t2)})
+        await kstore.record_usage({a.id: UsageDelta(2, t1), b.id: UsageDelta(1, t1)})
+        await kstore.record_usage({})
+        got_a, got_b = await kstore.get(a.id), await kstore.get(b.id)
+        assert got_a is not None
+        assert got_b is not None
+        assert (got_a.usage_count, got_a.last_used_at) == (5, t2)
+        assert (got_b.usage_count, got_b.last_used_at) == (1, t1)
+
+    @pytest.mark.anyio
+    async def test_concurrent_usage_adds_up_exactly(self, kstore: AsyncKeyStore) -> None:
+        """Many concurrent flushes lose no count."""
+        record = make_record()
+        await kstore.add(record)
+
+        async def flush(i: int) -> None:
+            await kstore.record_usage({record.id: UsageDelta(i, T0 + dt.timedelta(seconds=i))})
+
+        await asyncio.gather(*(flush(i) for i in range(1, 21)))
+        got = await kstore.get(record.id)
+        assert got is not None
+        assert got.usage_count == sum(range(1, 21))
+        assert got.last_used_at == T0 + dt.timedelta(seconds=20)
+
+    @pytest.mark.anyio
+    async def test_close_is_idempotent(self, kstore: AsyncKeyStore) -> None:
+        """close() may be called twice."""
+        await kstore.close()
+        await kstore.close()
