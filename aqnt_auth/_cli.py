@@ -1,0 +1,358 @@
+"""The ``aqnt-auth`` command line: key management, verification and the demo.
+
+Output formatting lives in the pure ``format_*`` functions so that other
+front ends (``flask aqnt-keys``, ``manage.py aqnt_keys``) print exactly the
+same thing.  Errors print one line on stderr and exit non-zero, never a
+traceback.  Keys are never read from argv: ``verify`` takes them from the
+environment or stdin, where they do not end up in shell history or ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TextIO
+
+from ._authenticator import Authenticator
+from ._durations import parse_duration
+from ._errors import AQNTError, AuthError, ConfigurationError
+from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
+from ._manager import IssuedKey, KeyManager
+from ._records import KeyRecord, utcnow
+from ._stores._open import DEFAULT_STORE_URL, open_store
+
+__all__ = [
+    "build_parser",
+    "format_age",
+    "format_created",
+    "format_record",
+    "format_records",
+    "format_revoked",
+    "format_rotated",
+    "main",
+]
+
+STORE_ENV: Final = "AQNT_AUTH_STORE"
+KEY_ENV: Final = "AQNT_API_KEY"
+PROG: Final = "aqnt-auth"
+
+_WARNING: Final = "This key will not be shown again. Store it in your secret manager now."
+
+
+# -- formatting (pure; shared with the Flask and Django commands) -----------
+
+
+def format_age(delta: dt.timedelta) -> str:
+    """``45s``, ``12m``, ``5h``, ``3d``: the largest whole unit."""
+    seconds = max(0, int(delta.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+def _record_json(record: KeyRecord, now: dt.datetime) -> dict[str, Any]:
+    data = record.public_dict()
+    data["status"] = record.status(now)
+    data["age_seconds"] = int((now - record.created_at).total_seconds())
+    data["due_for_rotation"] = record.due_for_rotation(now)
+    return data
+
+
+def format_created(issued: IssuedKey, as_json: bool = False, now: dt.datetime | None = None
+                   ) -> str:
+    """The one and only display of a new key's plaintext, with the warning."""
+    now = now or utcnow()
+    if as_json:
+        return json.dumps(
+            {"key": issued.key, "warning": _WARNING, "record": _record_json(issued.record, now)},
+            indent=2,
+        )
+    r = issued.record
+    lines = [
+        f"Created {r.mode} key {r.id} ({r.name}).",
+        "",
+        f"    {issued.key}",
+        "",
+        _WARNING,
+    ]
+    if r.expires_at is not None:
+        lines.append(f"It expires at {r.expires_at.isoformat()}.")
+    return "\n".join(lines)
+
+
+def format_record(record: KeyRecord, as_json: bool = False, now: dt.datetime | None = None
+                  ) -> str:
+    """Every public field of one key, one per line (``keys show``)."""
+    now = now or utcnow()
+    data = _record_json(record, now)
+    if as_json:
+        return json.dumps(data, indent=2)
+    width = max(len(k) for k in data)
+    out = []
+    for name, value in data.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        elif value is None:
+            value = "-"
+        out.append(f"{name:<{width}}  {value}")
+    return "\n".join(out)
+
+
+_COLUMNS: Final = ("ID", "NAME", "MODE", "HINT", "CREATED", "AGE", "LAST USED", "REQUESTS",
+                   "STATUS")
+
+
+def format_records(records: Sequence[KeyRecord], as_json: bool = False,
+                   now: dt.datetime | None = None) -> str:
+    """The ``keys list`` table; keys older than 90 days are flagged for rotation."""
+    now = now or utcnow()
+    if as_json:
+        return json.dumps([_record_json(r, now) for r in records], indent=2)
+    if not records:
+        return "No keys."
+    rows = []
+    due = False
+    for r in records:
+        status = r.status(now)
+        if r.due_for_rotation(now):
+            status += " *"
+            due = True
+        name = r.name if len(r.name) <= 30 else r.name[:29] + "…"
+        rows.append((r.id, name, r.mode, r.hint, _when(r.created_at),
+                     format_age(now - r.created_at), _when(r.last_used_at), str(r.usage_count),
+                     status))
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    if due:
+        lines += ["", "* older than 90 days: due for rotation "
+                      f"({PROG} keys rotate ID --grace 24h)"]
+    return "\n".join(lines)
+
+
+def format_revoked(record: KeyRecord, as_json: bool = False) -> str:
+    """The confirmation of ``keys revoke``."""
+    if as_json:
+        return json.dumps(_record_json(record, utcnow()), indent=2)
+    assert record.revoked_at is not None
+    return (f"Revoked key {record.id} ({record.name}) at {record.revoked_at.isoformat()}. "
+            "Requests with it now get key_revoked.")
+
+
+def format_rotated(old: KeyRecord, issued: IssuedKey, as_json: bool = False) -> str:
+    """The new key of ``keys rotate``, and when the old one stops working."""
+    if as_json:
+        data = json.loads(format_created(issued, True))
+        data["replaced"] = _record_json(old, utcnow())
+        return json.dumps(data, indent=2)
+    ends = old.expires_at.isoformat() if old.expires_at else "now"
+    return (format_created(issued)
+            + f"\nThe old key {old.id} keeps working until {ends}, then gets key_revoked.")
+
+
+# -- the commands -----------------------------------------------------------
+
+
+def _hasher(args: argparse.Namespace) -> Hasher:
+    if args.hasher == "hmac":
+        hasher = HMACHasher.from_env()
+        if hasher is None:
+            raise ConfigurationError("--hasher hmac needs the pepper in AQNT_AUTH_PEPPER")
+        return hasher
+    return Argon2Hasher(args.argon2_profile)
+
+
+def _manager(args: argparse.Namespace, hasher: Hasher | None = None) -> KeyManager:
+    return KeyManager(open_store(args.store), hasher=hasher, prefixes=args.prefix)
+
+
+def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
+    expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    with _manager(args, _hasher(args)) as keys:
+        issued = keys.create(
+            args.name,
+            mode="test" if args.test else "live",
+            scopes=args.scope,
+            read_only=args.read_only,
+            allowed_paths=args.allow_path,
+            expires_in=expires_in,
+            owner=args.owner,
+            prefix=args.prefix[0],
+        )
+    print(format_created(issued, args.json), file=out)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        records = keys.list(include_inactive=args.all, owner=args.owner)
+    print(format_records(records, args.json), file=out)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        record = keys.get(args.key_id)
+    print(format_record(record, args.json), file=out)
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        record = keys.revoke(args.key_id)
+    print(format_revoked(record, args.json), file=out)
+    return 0
+
+
+def _cmd_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    grace = parse_duration(args.grace)
+    with _manager(args, _hasher(args)) as keys:
+        issued = keys.rotate(args.key_id, grace=grace)
+        old = keys.get(args.key_id)
+    print(format_rotated(old, issued, args.json), file=out)
+    return 0
+
+
+def _read_key(stdin: TextIO) -> str:
+    key = os.environ.get(KEY_ENV)
+    if key is None:
+        if stdin.isatty():
+            print(f"Paste the key and press Enter (or set {KEY_ENV}):", file=sys.stderr)
+        key = stdin.readline()
+    key = key.strip()
+    if not key:
+        raise ConfigurationError(f"no key given: set {KEY_ENV} or pipe the key on stdin")
+    return key
+
+
+def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    key = _read_key(sys.stdin)
+    with Authenticator(args.store, prefixes=args.prefix, track_usage=False) as auth:
+        try:
+            principal = auth.authenticate(f"Bearer {key}")
+        except AuthError as exc:
+            print(f"invalid: {exc.code} ({exc.message})", file=out)
+            return 1
+    print(f"valid: {principal.mode} key {principal.id} ({principal.name})", file=out)
+    print(json.dumps(principal.to_dict(), indent=2), file=out)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        from aqnt_auth.adapters import _demo  # noqa: PLC0415 - needs the demo extra
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the demo needs its extra: pip install 'aqnt-auth[demo]' ({exc})"
+        ) from None
+    _demo.run(host=args.host, port=args.port, store_url=args.demo_store)
+    return 0
+
+
+# -- the parser -------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``aqnt-auth`` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
+        help=f"store URL (default: ${STORE_ENV} or {DEFAULT_STORE_URL})",
+    )
+    common.add_argument("--prefix", action="append", default=None,
+                        help="key prefix to accept or issue (default: sk)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+
+    hashing = argparse.ArgumentParser(add_help=False)
+    hashing.add_argument("--hasher", choices=("argon2", "hmac"), default="argon2",
+                         help="hash for new keys (hmac needs AQNT_AUTH_PEPPER)")
+    hashing.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES), default="owasp",
+                         help="argon2id parameters for new keys (default: owasp)")
+
+    parser = argparse.ArgumentParser(prog=PROG, description="API keys for any Python web app.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="create, list, show, revoke and rotate keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    create = key_commands.add_parser("create", parents=[common, hashing], help="issue a new key")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
+    create.add_argument("--scope", action="append", default=[], metavar="S",
+                        help="a scope the key carries (repeatable)")
+    create.add_argument("--read-only", action="store_true", help="only GET, HEAD and OPTIONS")
+    create.add_argument("--allow-path", action="append", default=[], metavar="P",
+                        help="a path prefix the key is limited to (repeatable)")
+    create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
+    create.add_argument("--owner", help="account or tenant id")
+    create.set_defaults(func=_cmd_create)
+
+    listing = key_commands.add_parser("list", parents=[common], help="list keys")
+    listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
+    listing.add_argument("--owner", help="only keys of this owner")
+    listing.set_defaults(func=_cmd_list)
+
+    show = key_commands.add_parser("show", parents=[common], help="show one key")
+    show.add_argument("key_id", metavar="ID")
+    show.set_defaults(func=_cmd_show)
+
+    revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key, for good")
+    revoke.add_argument("key_id", metavar="ID")
+    revoke.set_defaults(func=_cmd_revoke)
+
+    rotate = key_commands.add_parser("rotate", parents=[common, hashing],
+                                     help="issue a replacement; the old key expires after --grace")
+    rotate.add_argument("key_id", metavar="ID")
+    rotate.add_argument("--grace", default="0", metavar="DURATION",
+                        help="how long the old key keeps working (default 0: not at all)")
+    rotate.set_defaults(func=_cmd_rotate)
+
+    verify = commands.add_parser(
+        "verify", parents=[common],
+        help=f"check a key read from ${KEY_ENV} or stdin (never from the command line)",
+    )
+    verify.set_defaults(func=_cmd_verify)
+
+    demo = commands.add_parser("demo", help="serve a small protected API on 127.0.0.1:8000")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--store", dest="demo_store", default="sqlite:///aqnt_demo.db",
+                      help="store URL for the demo (default: sqlite:///aqnt_demo.db)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; return the exit status (0 success, 1 failure, 2 usage)."""
+    # Store errors are reported on stderr as one line below; without this,
+    # logging's last-resort handler would print them a second time.
+    logging.getLogger("aqnt_auth").addHandler(logging.NullHandler())
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "prefix", None) is None:
+        args.prefix = ["sk"]
+    command: Command = args.func
+    try:
+        return command(args, out or sys.stdout)
+    except AQNTError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the promise is one line and no traceback
+        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
