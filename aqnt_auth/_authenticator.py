@@ -54,12 +54,12 @@ __all__ = ["Authenticator"]
 
 log = logging.getLogger("aqnt_auth")
 
-# What the flow asks its driver for.
-_LOAD: Final = 0  # (_LOAD, key_id) -> KeyRecord | None
-_VERIFY: Final = 1  # (_VERIFY, hasher, stored, key, digest) -> _Verdict
+# What the flow asks its driver for.  A load, asked on every request, is the
+# bare key id (no tuple to build or unpack); the rare operations are tuples:
+_VERIFY: Final = 1  # (_VERIFY, hasher, stored, key, digest) -> _Verdict (argon2 only)
 _REHASH: Final = 2  # (_REHASH, key_id, old_hash, new_hash) -> None
 
-_Flow = Generator[tuple[Any, ...], Any, Principal]
+_Flow = Generator["str | tuple[Any, ...]", Any, Principal]
 
 
 class _Verdict(NamedTuple):
@@ -112,7 +112,7 @@ class Authenticator:
     ) -> None:
         self.store: KeyStore = open_store(store)
         self._astore: AsyncKeyStore | None = None
-        self.format = KeyFormat(tuple(prefixes))
+        self.format = self._format = KeyFormat(tuple(prefixes))
         modes = frozenset(allowed_modes)
         if not modes or not modes <= set(MODES):
             raise ConfigurationError("allowed_modes must be a non-empty subset of ('live', 'test')")
@@ -135,6 +135,7 @@ class Authenticator:
         self._pool_lock = threading.Lock()
         self._rehash = rehash
         self._clock = clock
+        self._store_get = self.store.get
         self._store_blocking = bool(getattr(self.store, "blocking", True))
         self._has_native_async = getattr(self.store, "aio", None) is not None
         self._usage = None
@@ -151,33 +152,51 @@ class Authenticator:
 
     # -- the decision ------------------------------------------------------
 
-    def _flow(self, key: ParsedKey, method: str | None, path: str | None) -> _Flow:
-        record: KeyRecord | None = yield (_LOAD, key.key_id)
-        if record is None or record.mode != key.mode or record.prefix != key.prefix:
-            raise InvalidAPIKey("unknown key id")
-        stored = record.hash
-        hasher = self._hasher_for(stored, record.id)
-        if hasher.expensive:
-            digest = self._cache.digest(key.raw, stored)
-            if digest not in self._cache:
-                verdict: _Verdict = yield (_VERIFY, hasher, stored, key, digest)
-                if not verdict.ok:
-                    raise InvalidAPIKey("wrong secret")
-                if verdict.new_hash is not None:
-                    yield (_REHASH, record.id, stored, verdict.new_hash)
+    def _token(self, authorization: str | bytes | None) -> str:
+        """Header and format checks: everything that needs no store.
+
+        Run by the drivers before the flow starts, so that garbage and typos
+        are rejected before anything else is set up.
+        """
+        token = bearer_token(authorization)
+        if not self._format.checksum_ok(token):
+            raise InvalidAPIKey("malformed key or bad checksum")
+        return token
+
+    def _flow(self, token: str, method: str | None, path: str | None) -> _Flow:
+        cache = self._cache
+        digest = cache.digest(token)
+        known = cache.get(digest)
+        key: ParsedKey | None = None
+        if known is None:
+            key = self._format.split(token)
+            key_id, mode, prefix = key.key_id, key.mode, key.prefix
         else:
-            verdict = self._verify(hasher, stored, key, None)
+            # This exact string passed the format, checksum and secret checks
+            # before; the record below still decides everything else.
+            key_id, mode, prefix = known.key_id, known.mode, known.prefix
+        record: KeyRecord | None = yield key_id
+        if record is None or record.mode != mode or record.prefix != prefix:
+            raise InvalidAPIKey("unknown key id")
+        if known is None or known.stored_hash != record.hash:
+            if key is None:
+                key = self._format.split(token)
+            hasher = self._hasher_for(record)
+            if hasher.expensive:
+                verdict: _Verdict = yield (_VERIFY, hasher, record.hash, key, digest)
+            else:
+                verdict = self._verify(hasher, record.hash, key, digest)
             if not verdict.ok:
                 raise InvalidAPIKey("wrong secret")
             if verdict.new_hash is not None:
-                yield (_REHASH, record.id, stored, verdict.new_hash)
+                yield (_REHASH, record.id, record.hash, verdict.new_hash)
         now = self._clock()
         if record.revoked_at is not None:
             raise RevokedAPIKey("revoked")
         expires = record.expires_at
         if expires is not None and expires.timestamp() <= now:
             raise RevokedAPIKey("expired")
-        if key.mode not in self.allowed_modes:
+        if mode not in self.allowed_modes:
             raise InvalidAPIKey("mode not allowed here")
         principal = Principal(record)
         if method is not None:
@@ -186,22 +205,22 @@ class Authenticator:
             self._usage.hit(record.id, now)
         return principal
 
-    def _hasher_for(self, stored: str, key_id: str) -> Hasher:
+    def _hasher_for(self, record: KeyRecord) -> Hasher:
+        stored = record.hash
         for identifier, hasher in self._hasher_table:
             if stored.startswith(identifier):
                 return hasher
-        log.error("key %s: stored hash made by no configured hasher", key_id)
+        log.error("key %s: stored hash made by no configured hasher", record.id)
         raise InvalidAPIKey("no hasher for stored hash")
 
-    def _verify(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes | None
-                ) -> _Verdict:
-        """Verify a secret (blocking: argon2 runs here) and cache a success."""
+    def _verify(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes) -> _Verdict:
+        """Verify a secret (blocking: argon2 runs here); remember a success."""
         try:
-            if digest is None:
-                ok = hasher.verify(stored, key.secret)
-            else:
+            if hasher.expensive:
                 with self._hash_slots:
                     ok = hasher.verify(stored, key.secret)
+            else:
+                ok = hasher.verify(stored, key.secret)
         except InvalidStoredHash as exc:
             log.error("key %s: %s", key.key_id, exc)
             return _MISMATCH
@@ -210,20 +229,17 @@ class Authenticator:
         new_hash = None
         if self._rehash and hasher.needs_rehash(stored):
             new_hash = hasher.hash(key.secret)
-        if digest is not None:
-            self._cache.add(digest)
-            if new_hash is not None:
-                self._cache.add(self._cache.digest(key.raw, new_hash))
+        self._cache.add(digest, key.key_id, key.mode, key.prefix, new_hash or stored)
         return _Verdict(True, new_hash)
 
-    def _lead(self, flight: Future[_Verdict], digest: bytes, hasher: Hasher, stored: str,
-              key: ParsedKey) -> None:
+    def _lead(self, flight: Future[_Verdict], flight_key: bytes, hasher: Hasher, stored: str,
+              key: ParsedKey, digest: bytes) -> None:
         try:
             verdict = self._verify(hasher, stored, key, digest)
         except BaseException as exc:
-            self._flights.land(digest, flight, error=exc)
+            self._flights.land(flight_key, flight, error=exc)
             raise
-        self._flights.land(digest, flight, verdict)
+        self._flights.land(flight_key, flight, verdict)
 
     # -- the synchronous driver -------------------------------------------
 
@@ -241,13 +257,18 @@ class Authenticator:
         :class:`PermissionDenied` or :class:`StoreUnavailable`; never returns
         a falsy "not authenticated".  Blocks while argon2 runs on a cold key.
         """
-        flow = self._flow(self.format.parse(bearer_token(authorization)), method, path)
+        flow = self._flow(self._token(authorization), method, path)
         answer: Any = None
         try:
             while True:
                 op = flow.send(answer)
-                if op[0] == _LOAD:
-                    answer = self._load(op[1])
+                if type(op) is str:
+                    try:
+                        answer = self._store_get(op)
+                    except AQNTError:
+                        raise
+                    except Exception as exc:
+                        raise _store_failed(exc) from None
                 elif op[0] == _VERIFY:
                     answer = self._verify_once(*op[1:])
                 else:
@@ -255,19 +276,14 @@ class Authenticator:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    def _load(self, key_id: str) -> KeyRecord | None:
-        try:
-            return self.store.get(key_id)
-        except AQNTError:
-            raise
-        except Exception as exc:
-            raise _store_failed(exc) from None
-
     def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
                      ) -> _Verdict:
-        flight, leader = self._flights.join(digest)
+        # One flight per (key, stored hash): concurrent first requests with
+        # the same key wait for one argon2 run instead of each doing their own.
+        flight_key = digest + stored.encode()
+        flight, leader = self._flights.join(flight_key)
         if leader:
-            self._lead(flight, digest, hasher, stored, key)
+            self._lead(flight, flight_key, hasher, stored, key, digest)
         return flight.result()
 
     def _replace_hash(self, key_id: str, old: str, new: str) -> None:
@@ -292,16 +308,21 @@ class Authenticator:
         worker threads; a store that does no I/O is called inline, so a warm
         request on it never leaves the loop.
         """
-        flow = self._flow(self.format.parse(bearer_token(authorization)), method, path)
+        flow = self._flow(self._token(authorization), method, path)
         answer: Any = None
         try:
             while True:
                 op = flow.send(answer)
-                if op[0] == _LOAD:
+                if type(op) is str:
                     if self._store_blocking or self._has_native_async:
-                        answer = await self._load_async(op[1])
+                        answer = await self._load_async(op)
                     else:
-                        answer = self._load(op[1])
+                        try:
+                            answer = self._store_get(op)
+                        except AQNTError:
+                            raise
+                        except Exception as exc:
+                            raise _store_failed(exc) from None
                 elif op[0] == _VERIFY:
                     answer = await self._verify_once_async(*op[1:])
                 else:
@@ -336,9 +357,10 @@ class Authenticator:
 
     async def _verify_once_async(self, hasher: Hasher, stored: str, key: ParsedKey,
                                  digest: bytes) -> _Verdict:
-        flight, leader = self._flights.join(digest)
+        flight_key = digest + stored.encode()
+        flight, leader = self._flights.join(flight_key)
         if leader:
-            self._pool().submit(self._lead, flight, digest, hasher, stored, key)
+            self._pool().submit(self._lead, flight, flight_key, hasher, stored, key, digest)
         return await _wait(flight)
 
     async def _replace_hash_async(self, key_id: str, old: str, new: str) -> None:

@@ -1,18 +1,22 @@
-"""Remembering successful argon2 verifications, and doing each one once.
+"""Remembering successful verifications, and doing each argon2 once.
 
 An argon2 verify costs milliseconds; the rest of a request costs
-microseconds.  So a *successful* verification is remembered, keyed by a
-keyed BLAKE2b digest of the presented key together with the stored hash:
+microseconds.  So a *successful* verification is remembered under a keyed
+BLAKE2b digest of the presented key, together with the stored hash it was
+checked against:
 
-* the digest key is random per process, so the cache holds nothing an
-  attacker who dumps memory could test guesses against offline;
-* the stored hash is part of the digest, so a rehash, a rotation or any
-  change of the stored hash misses the cache;
+* the BLAKE2b key is random per process and the entry holds no secret, so
+  the cache gives an attacker who reads process memory nothing to test
+  guesses against offline;
+* an entry counts only while the record's stored hash is still the one it
+  remembers, so a rehash, a rotation or any change of the stored hash misses;
 * only successes enter, so a flood of bogus keys never grows it;
 * it is a bounded LRU with a TTL.
 
-It saves argon2 work only: the key's record (revocation, expiry) is still
-read on every request.
+It saves argon2 work and, because the presented key is looked up by its
+digest before anything else, the format and checksum work of a key already
+proven good.  It never saves the store read: revocation and expiry are
+checked on every request.
 """
 
 from __future__ import annotations
@@ -24,19 +28,29 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from ._errors import ConfigurationError
 
-__all__ = ["SingleFlight", "VerificationCache"]
+__all__ = ["SingleFlight", "Verified", "VerificationCache"]
 
 T = TypeVar("T")
 
 
-class VerificationCache:
-    """A thread-safe, bounded, expiring set of verified (key, hash) digests."""
+class Verified(NamedTuple):
+    """What the cache remembers of a key that verified: nothing secret."""
 
-    __slots__ = ("_entries", "_key", "_lock", "clock", "maxsize", "ttl")
+    expires: float
+    key_id: str
+    mode: str
+    prefix: str
+    stored_hash: str
+
+
+class VerificationCache:
+    """A thread-safe, bounded, expiring map of verified key digests."""
+
+    __slots__ = ("_entries", "_keyed", "_lock", "clock", "maxsize", "ttl")
 
     def __init__(
         self,
@@ -52,8 +66,9 @@ class VerificationCache:
         self.maxsize = maxsize
         self.ttl = ttl
         self.clock = clock
-        self._key = os.urandom(32)
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        # Copying a keyed BLAKE2b state is cheaper than keying a new one.
+        self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=16)
+        self._entries: OrderedDict[bytes, Verified] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -62,37 +77,44 @@ class VerificationCache:
     def __repr__(self) -> str:
         return f"VerificationCache(size={len(self)}, maxsize={self.maxsize}, ttl={self.ttl})"
 
-    def digest(self, presented: str, stored_hash: str) -> bytes:
-        """The cache key for *presented* checked against *stored_hash*."""
-        # NUL cannot occur in a key or a hash, so the join is unambiguous.
-        return hashlib.blake2b(
-            f"{presented}\0{stored_hash}".encode(), key=self._key, digest_size=16
-        ).digest()
+    def digest(self, presented: str) -> bytes:
+        """The cache key of a presented key: keyed BLAKE2b, 128 bits."""
+        h = self._keyed.copy()
+        h.update(presented.encode("ascii", "replace"))
+        return h.digest()
 
-    def __contains__(self, digest: bytes) -> bool:
-        expires = self._entries.get(digest)
-        if expires is None:
-            return False
-        if expires <= self.clock():
+    def get(self, digest: bytes) -> Verified | None:
+        """The remembered verification under *digest*, if still fresh."""
+        # Lock-free on the hit path: each OrderedDict call below is a single
+        # C call, atomic under the GIL; a concurrent eviction only turns
+        # move_to_end into a KeyError, and the entry was valid when read.
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry.expires <= self.clock():
             with self._lock:
                 self._entries.pop(digest, None)
-            return False
-        with self._lock:
-            try:
-                self._entries.move_to_end(digest)
-            except KeyError:
-                pass  # evicted by another thread meanwhile: still verified.
-        return True
+            return None
+        try:
+            self._entries.move_to_end(digest)
+        except KeyError:
+            pass
+        return entry
 
-    def add(self, digest: bytes) -> None:
-        """Remember a successful verification."""
+    def add(self, digest: bytes, key_id: str, mode: str, prefix: str, stored_hash: str) -> None:
+        """Remember that the key under *digest* verified against *stored_hash*."""
         if self.maxsize == 0 or self.ttl == 0:
             return
+        entry = Verified(self.clock() + self.ttl, key_id, mode, prefix, stored_hash)
         with self._lock:
-            self._entries[digest] = self.clock() + self.ttl
+            self._entries[digest] = entry
             self._entries.move_to_end(digest)
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
+
+    def discard(self, digest: bytes) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
 
     def clear(self) -> None:
         with self._lock:

@@ -43,10 +43,13 @@ class AQNTError(Exception):
     code: ClassVar[str] = "internal_error"
     message: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str | None = None) -> None:
-        # The public message is fixed per class; ``detail`` is for logs and
-        # operators and must never contain a key.
-        super().__init__(detail or self.message)
+    # No __init__ of our own: these are raised on every rejected request, and
+    # Exception's C constructor is several times cheaper than a Python one.
+    # The optional argument is a detail for logs and operators; it never
+    # contains a key.  The public message is fixed per class.
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args and self.args[0] else self.message
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON body of this error, exactly as the contract gives it."""

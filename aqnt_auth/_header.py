@@ -45,21 +45,23 @@ def bearer_token(value: str | bytes | None) -> str:
     # Servers strip optional whitespace around field values (RFC 9110 §5.5);
     # do the same so a framework that does not cannot change the outcome.
     value = value.strip(" \t")
+    scheme, _, token = value.partition(" ")
+    if scheme == "Bearer" or scheme.lower() == "bearer":
+        token = token.lstrip(" ")
+        if not token:
+            raise MissingAPIKey()
+        # Control and non-ASCII characters in the token are left to the key
+        # parser, which accepts nothing but the key alphabet.
+        return token
     if not value:
         raise MissingAPIKey()
     if not (value.isascii() and value.isprintable()):
         raise InvalidAPIKey("authorization header has control or non-ASCII characters")
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer":
-        if "," in value and _names_bearer(value):
-            # Two headers joined by a server ("Basic x, Bearer y"): never
-            # "any one matches".
-            raise InvalidAPIKey("several credentials")
-        raise MissingAPIKey()
-    token = token.lstrip(" ")
-    if not token:
-        raise MissingAPIKey()
-    return token
+    if "," in value and _names_bearer(value):
+        # Two headers joined by a server ("Basic x, Bearer y"): never
+        # "any one matches".
+        raise InvalidAPIKey("several credentials")
+    raise MissingAPIKey()
 
 
 def _names_bearer(value: str) -> bool:

@@ -1,0 +1,189 @@
+"""Core benchmark: ``Authenticator.authenticate`` per call, against a baseline.
+
+Run: ``python benchmarks/bench_core.py [--repeats N]``.
+
+The baseline is what any verifier must do at the least: split the header,
+look the key up in a dict, compare SHA-256 digests with ``compare_digest``.
+Every figure is the median of interleaved repetitions in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+from aqnt_auth import (
+    AQNTError,
+    Argon2Hasher,
+    Authenticator,
+    KeyManager,
+    MemoryKeyStore,
+    SQLiteKeyStore,
+)
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import interleaved_medians, per_call_us, print_table  # noqa: E402
+
+
+class CountingHasher(Argon2Hasher):
+    """argon2id that counts verifications and the most that ran at once."""
+
+    def __init__(self, profile: str = "owasp") -> None:
+        super().__init__(profile)
+        self.calls = 0
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def verify(self, stored: str, secret: str) -> bool:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().verify(stored, secret)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def _failing(auth: Authenticator, header: str) -> Callable[[], object]:
+    def call() -> object:
+        try:
+            auth.authenticate(header)
+        except AQNTError as exc:
+            return exc
+        raise AssertionError("expected a failure")
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    hasher = CountingHasher("owasp")
+    memory = MemoryKeyStore()
+    tmp = tempfile.mkdtemp()
+    sqlite = SQLiteKeyStore(os.path.join(tmp, "bench.db"))
+    issued_mem = KeyManager(memory, hasher=hasher).create("bench")
+    issued_sql = KeyManager(sqlite, hasher=hasher).create("bench")
+    mem_auth = Authenticator(memory, hashers=[hasher], usage_flush_interval=3600)
+    sql_auth = Authenticator(sqlite, hashers=[hasher], usage_flush_interval=3600)
+    good_mem = f"Bearer {issued_mem.key}"
+    good_sql = f"Bearer {issued_sql.key}"
+    mem_auth.authenticate(good_mem)
+    sql_auth.authenticate(good_sql)
+
+    # Baseline: the least any verifier does.
+    table = {issued_mem.key: hashlib.sha256(issued_mem.key.encode()).digest()}
+
+    def baseline() -> bool:
+        scheme, _, token = good_mem.partition(" ")
+        expected = table.get(token)
+        return expected is not None and hmac.compare_digest(
+            hashlib.sha256(token.encode()).digest(), expected
+        )
+
+    k = issued_mem.key
+    malformed = "Bearer sk_live_not-a-key!"
+    bad_checksum = f"Bearer {k[:-1]}{'A' if k[-1] != 'A' else 'B'}"
+    other = KeyManager(MemoryKeyStore(), hasher=hasher).create("elsewhere")
+    unknown = f"Bearer {other.key}"
+    wrong_secret_key = mem_auth.format.generate("live")
+    head = f"sk_live_{issued_mem.record.id}{wrong_secret_key.secret}"
+    from aqnt_auth import checksum
+
+    wrong_secret = f"Bearer {head}{checksum(head)}"
+
+    calls_before = hasher.calls
+    medians = interleaved_medians(
+        [
+            ("baseline", baseline, 20000),
+            ("warm, memory store", lambda: mem_auth.authenticate(good_mem), 20000),
+            ("warm, SQLite store", lambda: sql_auth.authenticate(good_sql), 5000),
+            ("malformed key", _failing(mem_auth, malformed), 20000),
+            ("bad checksum", _failing(mem_auth, bad_checksum), 20000),
+            ("unknown id", _failing(mem_auth, unknown), 20000),
+        ],
+        args.repeats,
+    )
+    argon_during_fast = hasher.calls - calls_before
+
+    def cold() -> None:
+        mem_auth.cache.clear()
+        mem_auth.authenticate(good_mem)
+
+    slow = {
+        "cold valid key (argon2id, OWASP)": per_call_us(cold, 20),
+        "wrong secret (argon2id, OWASP)": per_call_us(_failing(mem_auth, wrong_secret), 20),
+    }
+    rfc = Argon2Hasher("rfc9106-low-memory")
+    rfc_hash = rfc.hash("x" * 32)
+    slow["cold verify, RFC 9106 low-memory profile"] = per_call_us(
+        lambda: rfc.verify(rfc_hash, "x" * 32), 5
+    )
+
+    base = medians["baseline"]
+    rows = [("case", "median µs", "ratio to baseline")]
+    for name, value in medians.items():
+        rows.append((name, f"{value:.2f}", f"{value / base:.2f}x"))
+    for name, value in slow.items():
+        rows.append((name, f"{value:.0f}", f"{value / base:.0f}x"))
+    print_table(f"authenticate() per call ({args.repeats} interleaved repeats)", rows)
+    print(f"\n  argon2 verifications during malformed / bad checksum / unknown id runs: "
+          f"{argon_during_fast}")
+    warm = medians["warm, memory store"] / base
+    fast_fail = max(medians["malformed key"], medians["bad checksum"]) / base
+    print(f"  target warm memory <= 5x baseline: {warm:.2f}x "
+          f"{'MET' if warm <= 5 else 'MISSED'}")
+    print(f"  target malformed/bad checksum <= 2x baseline: {fast_fail:.2f}x "
+          f"{'MET' if fast_fail <= 2 else 'MISSED'}")
+
+    # 200 concurrent wrong-secret attempts against one known id.
+    bound = 2
+    flood_auth = Authenticator(memory, hashers=[hasher], max_concurrent_hashes=bound,
+                               track_usage=False)
+    hasher.peak = 0
+
+    async def flood() -> int:
+        async def attempt(i: int) -> bool:
+            g = flood_auth.format.generate("live")
+            head = f"sk_live_{issued_mem.record.id}{g.secret}"
+            try:
+                await flood_auth.authenticate_async(f"Bearer {head}{checksum(head)}")
+            except AQNTError:
+                return False
+            return True
+
+        results = await asyncio.gather(*(attempt(i) for i in range(200)))
+        return sum(results)
+
+    start = time.perf_counter()
+    accepted = asyncio.run(flood())
+    elapsed = time.perf_counter() - start
+    print(f"\n  200 concurrent wrong-secret attempts (async): peak argon2 at once = "
+          f"{hasher.peak} (bound {bound}), accepted = {accepted}, {elapsed:.2f} s")
+    hasher.peak = 0
+    threads = [threading.Thread(target=_failing(flood_auth, wrong_secret)) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"  200 concurrent wrong-secret attempts (threads): peak argon2 at once = "
+          f"{hasher.peak} (bound {bound})")
+    for auth in (mem_auth, sql_auth, flood_auth):
+        auth.close()
+
+
+if __name__ == "__main__":
+    main()
