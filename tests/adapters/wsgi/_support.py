@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
 
 from aqnt_auth import KeyRecord, MemoryKeyStore
 
@@ -34,6 +35,19 @@ UNAVAILABLE: Final = _body(
 CHALLENGE: Final = 'Bearer realm="api"'
 INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
 SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_refused(response: TestResponse, status: int, body: bytes, challenge: str | None
+                   ) -> None:
+    """The exact answer: status, JSON body, Content-Type and WWW-Authenticate."""
+    assert response.status_code == status
+    assert response.get_data() == body
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers.get("WWW-Authenticate") == challenge
 
 
 class BrokenStore(MemoryKeyStore):

@@ -28,7 +28,9 @@ from ._support import (
     SCOPE_CHALLENGE,
     UNAVAILABLE,
     BrokenStore,
+    bearer,
 )
+from ._support import assert_refused as check_refusal
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -77,16 +79,9 @@ def key(manager: KeyManager) -> str:
     return manager.create("test key").key
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def assert_refused(response: TestResponse, inner: Recorder, status: int, body: bytes,
                    challenge: str | None) -> None:
-    assert response.status_code == status
-    assert response.get_data() == body
-    assert response.headers["Content-Type"] == "application/json"
-    assert response.headers.get("WWW-Authenticate") == challenge
+    check_refusal(response, status, body, challenge)
     assert inner.calls == []
 
 

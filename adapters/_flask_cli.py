@@ -1,0 +1,167 @@
+"""``flask aqnt-keys``: key management in the app's configured store.
+
+The same actions, options and output as ``aqnt-auth keys`` (the output
+comes from the same ``format_*`` functions), except that the store is the
+app's ``AQNT_AUTH_STORE`` rather than a ``--store`` option.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from aqnt_auth import (
+    ARGON2_PROFILES,
+    AQNTError,
+    Argon2Hasher,
+    ConfigurationError,
+    Hasher,
+    HMACHasher,
+    KeyManager,
+    parse_duration,
+)
+from aqnt_auth._cli import (
+    format_created,
+    format_record,
+    format_records,
+    format_revoked,
+    format_rotated,
+)
+
+__all__ = ["keys_group"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+keys_group = AppGroup(
+    "aqnt-keys", help="Create, list, show, revoke and rotate API keys in the app's store."
+)
+
+
+def _manager(hasher: Hasher | None = None) -> KeyManager:
+    from aqnt_auth.adapters.flask import EXTENSION_KEY  # import cycle: flask.py imports this module
+
+    extension = current_app.extensions.get(EXTENSION_KEY)
+    if extension is None:
+        raise click.ClickException("AQNTAuth is not registered on this app (call init_app)")
+    authenticator = extension.get_authenticator()
+    # The manager shares the app's store object, so it must not close it.
+    return KeyManager(authenticator.store, hasher=hasher, prefixes=authenticator.format.prefixes)
+
+
+def _hasher(name: str | None, profile: str) -> Hasher:
+    if name is None:
+        configured: Hasher | None = current_app.config.get("AQNT_AUTH_HASHER")
+        if configured is not None:
+            return configured
+    if name == "hmac":
+        hasher = HMACHasher.from_env()
+        if hasher is None:
+            raise ConfigurationError("--hasher hmac needs the pepper in AQNT_AUTH_PEPPER")
+        return hasher
+    return Argon2Hasher(profile)
+
+
+def _reporting_errors(command: F) -> F:
+    # One line on stderr and exit status 1, never a traceback, as the core CLI.
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AQNTError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return cast("F", run)
+
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_hasher_option = click.option(
+    "--hasher", type=click.Choice(["argon2", "hmac"]), default=None,
+    help="Hash for new keys (hmac needs AQNT_AUTH_PEPPER; default: AQNT_AUTH_HASHER or argon2).",
+)
+_profile_option = click.option(
+    "--argon2-profile", type=click.Choice(sorted(ARGON2_PROFILES)), default="owasp",
+    show_default=True, help="argon2id parameters for new keys.",
+)
+
+
+@keys_group.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--test", is_flag=True, help="A test-mode key (sk_test_...).")
+@click.option("--scope", "scopes", multiple=True, metavar="S",
+              help="A scope the key carries (repeatable).")
+@click.option("--read-only", is_flag=True, help="Only GET, HEAD and OPTIONS.")
+@click.option("--allow-path", "allow_paths", multiple=True, metavar="P",
+              help="A path prefix the key is limited to (repeatable).")
+@click.option("--expires-in", metavar="DURATION", help="Like 90d, 24h, 30m.")
+@click.option("--owner", help="Account or tenant id.")
+@click.option("--prefix", default=None, help="Key prefix (default: the first configured).")
+@_hasher_option
+@_profile_option
+@_json
+@_reporting_errors
+def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
+           allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
+           prefix: str | None, hasher: str | None, argon2_profile: str, as_json: bool) -> None:
+    """Issue a new key; its plaintext is shown this once."""
+    issued = _manager(_hasher(hasher, argon2_profile)).create(
+        name,
+        mode="test" if test else "live",
+        scopes=scopes,
+        read_only=read_only,
+        allowed_paths=allow_paths,
+        expires_in=parse_duration(expires_in) if expires_in else None,
+        owner=owner,
+        prefix=prefix,
+    )
+    click.echo(format_created(issued, as_json))
+
+
+@keys_group.command("list")
+@click.option("--all", "include_inactive", is_flag=True,
+              help="Include revoked and expired keys.")
+@click.option("--owner", help="Only keys of this owner.")
+@_json
+@_reporting_errors
+def list_keys(include_inactive: bool, owner: str | None, as_json: bool) -> None:
+    """List keys, oldest first; keys due for rotation are flagged."""
+    records = _manager().list(include_inactive=include_inactive, owner=owner)
+    click.echo(format_records(records, as_json))
+
+
+@keys_group.command("show")
+@click.argument("key_id", metavar="ID")
+@_json
+@_reporting_errors
+def show(key_id: str, as_json: bool) -> None:
+    """Show every public field of one key."""
+    click.echo(format_record(_manager().get(key_id), as_json))
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", metavar="ID")
+@_json
+@_reporting_errors
+def revoke(key_id: str, as_json: bool) -> None:
+    """Revoke a key, at once and for good."""
+    click.echo(format_revoked(_manager().revoke(key_id), as_json))
+
+
+@keys_group.command("rotate")
+@click.argument("key_id", metavar="ID")
+@click.option("--grace", default="0", metavar="DURATION",
+              help="How long the old key keeps working (default 0: not at all).")
+@_hasher_option
+@_profile_option
+@_json
+@_reporting_errors
+def rotate(key_id: str, grace: str, hasher: str | None, argon2_profile: str,
+           as_json: bool) -> None:
+    """Issue a replacement; the old key expires after --grace."""
+    keys = _manager(_hasher(hasher, argon2_profile))
+    issued = keys.rotate(key_id, grace=parse_duration(grace))
+    click.echo(format_rotated(keys.get(key_id), issued, as_json))

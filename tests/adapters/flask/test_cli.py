@@ -1,0 +1,191 @@
+"""``flask aqnt-keys``: the core CLI's actions and output, on the app's store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from aqnt_auth import IssuedKey, MemoryKeyStore
+from aqnt_auth._cli import format_created, format_records, format_revoked, format_rotated
+
+from ..wsgi._support import REVOKED, bearer
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+def create(runner: FlaskCliRunner, *args: str) -> tuple[dict[str, Any], str]:
+    """Run ``create --json``; return the record and the key it printed."""
+    result = runner.invoke(args=["aqnt-keys", "create", "--json", *args])
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    return created["record"], created["key"]
+
+
+def printed_key(output: str) -> str:
+    # The plaintext is on its own indented line, as format_created prints it.
+    return next(line.strip() for line in output.splitlines() if line.startswith("    sk_"))
+
+
+class TestCreate:
+    def test_json(self, runner: FlaskCliRunner, app: Flask, memory_store: MemoryKeyStore
+                  ) -> None:
+        """The key lands in the app's configured store and works against the app."""
+        record, key = create(runner, "--name", "billing", "--scope", "refunds:write",
+                             "--owner", "acct_1")
+        assert memory_store.get(record["id"]) is not None
+        assert record["scopes"] == ["refunds:write"]
+        assert record["owner"] == "acct_1"
+        assert key.startswith("sk_live_")
+        client = app.test_client()
+        assert client.post("/refunds", headers=bearer(key)).status_code == 200
+
+    def test_text_is_the_core_clis(self, runner: FlaskCliRunner,
+                                   memory_store: MemoryKeyStore) -> None:
+        """The text output is format_created's, byte for byte."""
+        result = runner.invoke(args=["aqnt-keys", "create", "--name", "ci", "--test",
+                                     "--expires-in", "30d"])
+        assert result.exit_code == 0, result.output
+        key = printed_key(result.output)
+        assert key.startswith("sk_test_")
+        (record,) = memory_store.list()
+        assert result.output == format_created(IssuedKey(key, record)) + "\n"
+        assert record.expires_at is not None
+
+    def test_restrictions(self, runner: FlaskCliRunner, app: Flask) -> None:
+        _, key = create(runner, "--name", "reader", "--read-only", "--allow-path", "/v1/charges")
+        client = app.test_client()
+        assert client.get("/v1/charges", headers=bearer(key)).status_code == 200
+        assert client.post("/v1/charges", headers=bearer(key)).status_code == 403
+        assert client.get("/", headers=bearer(key)).status_code == 403
+
+    def test_hasher_choice(self, runner: FlaskCliRunner, memory_store: MemoryKeyStore) -> None:
+        """Without --hasher, AQNT_AUTH_HASHER (here argon2 "cheapest") issues the key;
+        --hasher argon2 uses --argon2-profile (default owasp)."""
+        configured, _ = create(runner, "--name", "configured")
+        explicit, _ = create(runner, "--name", "explicit", "--hasher", "argon2")
+        configured_record = memory_store.get(configured["id"])
+        explicit_record = memory_store.get(explicit["id"])
+        assert configured_record is not None
+        assert explicit_record is not None
+        assert configured_record.hash.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+        assert explicit_record.hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+class TestManage:
+    def test_list(self, runner: FlaskCliRunner, memory_store: MemoryKeyStore) -> None:
+        """Text and JSON listings, with revoked keys only under --all."""
+        keep, _ = create(runner, "--name", "kept")
+        gone, _ = create(runner, "--name", "gone")
+        runner.invoke(args=["aqnt-keys", "revoke", gone["id"]])
+        listed = json.loads(runner.invoke(args=["aqnt-keys", "list", "--json"]).output)
+        assert [r["id"] for r in listed] == [keep["id"]]
+        every = json.loads(runner.invoke(args=["aqnt-keys", "list", "--all", "--json"]).output)
+        assert [r["status"] for r in every] == ["active", "revoked"]
+        text = runner.invoke(args=["aqnt-keys", "list"]).output
+        assert text.splitlines()[0].split() == ["ID", "NAME", "MODE", "HINT", "CREATED", "AGE",
+                                                "LAST", "USED", "REQUESTS", "STATUS"]
+        assert keep["id"] in text
+        assert gone["id"] not in text
+
+    def test_list_empty(self, runner: FlaskCliRunner) -> None:
+        result = runner.invoke(args=["aqnt-keys", "list"])
+        assert result.output == format_records([]) + "\n"
+
+    def test_show(self, runner: FlaskCliRunner) -> None:
+        record, _ = create(runner, "--name", "shown", "--scope", "a")
+        result = runner.invoke(args=["aqnt-keys", "show", record["id"], "--json"])
+        shown = json.loads(result.output)
+        assert shown["id"] == record["id"]
+        assert shown["scopes"] == ["a"]
+        assert "hash" not in shown
+
+    def test_revoke(self, runner: FlaskCliRunner, app: Flask,
+                    memory_store: MemoryKeyStore) -> None:
+        """Revocation through the CLI takes effect on the running app at once."""
+        record, key = create(runner, "--name", "doomed")
+        result = runner.invoke(args=["aqnt-keys", "revoke", record["id"]])
+        assert result.exit_code == 0
+        revoked = memory_store.get(record["id"])
+        assert revoked is not None
+        assert result.output == format_revoked(revoked) + "\n"
+        response = app.test_client().get("/", headers=bearer(key))
+        assert response.get_data() == REVOKED
+
+    def test_rotate(self, runner: FlaskCliRunner, app: Flask,
+                    memory_store: MemoryKeyStore) -> None:
+        """The new key works, the old one stops (grace 0), the output is the core CLI's."""
+        old, old_key = create(runner, "--name", "rotating")
+        result = runner.invoke(args=["aqnt-keys", "rotate", old["id"], "--grace", "0"])
+        assert result.exit_code == 0, result.output
+        new_key = printed_key(result.output)
+        new = next(r for r in memory_store.list() if r.rotated_from == old["id"])
+        old_record = memory_store.get(old["id"])
+        assert old_record is not None
+        assert result.output == format_rotated(old_record, IssuedKey(new_key, new)) + "\n"
+        client = app.test_client()
+        assert client.get("/", headers=bearer(new_key)).status_code == 200
+        assert client.get("/", headers=bearer(old_key)).get_data() == REVOKED
+
+    def test_rotate_with_grace(self, runner: FlaskCliRunner, app: Flask) -> None:
+        old, old_key = create(runner, "--name", "graceful")
+        result = runner.invoke(args=["aqnt-keys", "rotate", old["id"], "--grace", "1h",
+                                     "--json"])
+        rotated = json.loads(result.output)
+        assert rotated["replaced"]["status"] == "expiring"
+        client = app.test_client()
+        assert client.get("/", headers=bearer(old_key)).status_code == 200
+        assert client.get("/", headers=bearer(rotated["key"])).status_code == 200
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["show", "nosuchkeyid0"],
+            ["revoke", "nosuchkeyid0"],
+            ["rotate", "nosuchkeyid0"],
+            ["create", "--name", "x", "--expires-in", "soon"],
+            ["create", "--name", "x", "--allow-path", "relative"],
+            ["create", "--name", "x", "--prefix", "zz"],
+            ["create", "--name", "   "],
+        ],
+    )
+    def test_one_line_and_exit_1(self, runner: FlaskCliRunner, args: list[str]) -> None:
+        """Bad input: one line on stderr, exit status 1, no traceback."""
+        result = runner.invoke(args=["aqnt-keys", *args])
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: ")
+        assert len(result.output.strip().splitlines()) == 1
+        assert "Traceback" not in result.output
+
+    def test_hmac_without_pepper(self, runner: FlaskCliRunner,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("AQNT_AUTH_PEPPER", raising=False)
+        result = runner.invoke(args=["aqnt-keys", "create", "--name", "x", "--hasher", "hmac"])
+        assert result.exit_code == 1
+        assert "AQNT_AUTH_PEPPER" in result.output
+
+    def test_usage_error(self, runner: FlaskCliRunner) -> None:
+        result = runner.invoke(args=["aqnt-keys", "create"])
+        assert result.exit_code == 2
+        assert "--name" in result.output
+
+    def test_rotating_a_revoked_key(self, runner: FlaskCliRunner) -> None:
+        record, _ = create(runner, "--name", "final")
+        runner.invoke(args=["aqnt-keys", "revoke", record["id"]])
+        result = runner.invoke(args=["aqnt-keys", "rotate", record["id"]])
+        assert result.exit_code == 1
+        assert "revoked" in result.output
+
+    def test_app_without_the_extension(self) -> None:
+        """The group is only added by init_app, so an app without it has no such command."""
+        app = Flask(__name__)
+        result = app.test_cli_runner().invoke(args=["aqnt-keys", "list"])
+        assert result.exit_code == 2

@@ -1,0 +1,206 @@
+"""AQNTAuth: registration, configuration and decorator misuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from aqnt_auth import (
+    DEFAULT_STORE_URL,
+    Argon2Hasher,
+    Authenticator,
+    ConfigurationError,
+    KeyManager,
+    MemoryKeyStore,
+    SQLiteKeyStore,
+)
+from aqnt_auth.adapters.flask import CONFIG_DEFAULTS, EXTENSION_KEY, AQNTAuth
+
+from ..wsgi._support import INVALID, INVALID_CHALLENGE, assert_refused, bearer
+from .conftest import AppFactory
+
+
+def bare_app(**config: object) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    return app
+
+
+class TestRegistration:
+    def test_registers_itself(self, app: Flask, auth: AQNTAuth) -> None:
+        assert app.extensions[EXTENSION_KEY] is auth
+
+    def test_constructor_with_app(self) -> None:
+        app = bare_app(AQNT_AUTH_STORE="memory://")
+        auth = AQNTAuth(app)
+        assert app.extensions["aqnt_auth"] is auth
+        assert app.test_client().get("/").status_code == 401
+
+    def test_second_registration_is_refused(self, app: Flask, auth: AQNTAuth) -> None:
+        """init_app twice, or a second AQNTAuth on the same app, is an error."""
+        with pytest.raises(ConfigurationError, match="already registered"):
+            auth.init_app(app)
+        with pytest.raises(ConfigurationError, match="already registered"):
+            AQNTAuth(app)
+        assert app.extensions[EXTENSION_KEY] is auth
+
+    def test_one_instance_many_apps(self, auth: AQNTAuth) -> None:
+        """An app factory's module-level instance serves each app with its own store."""
+        first, second = MemoryKeyStore(), MemoryKeyStore()
+        app1 = bare_app(AQNT_AUTH_STORE=first)
+        app2 = bare_app(AQNT_AUTH_STORE=second, AQNT_AUTH_REALM="two")
+        auth.init_app(app1)
+        auth.init_app(app2)
+        assert auth.get_authenticator(app1).store is first
+        assert auth.get_authenticator(app2).store is second
+        with app2.app_context():
+            assert auth.authenticator.realm == "two"
+        response = app2.test_client().get("/")
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="two"'
+
+    def test_not_registered(self, auth: AQNTAuth) -> None:
+        """Asking for the authenticator of an app never initialised says what is missing."""
+        app = bare_app()
+        with pytest.raises(RuntimeError, match="Did you forget to call init_app"):
+            auth.get_authenticator(app)
+        with app.app_context(), pytest.raises(RuntimeError, match="Did you forget"):
+            _ = auth.authenticator
+
+    def test_scoped_view_without_init_app(self, auth: AQNTAuth) -> None:
+        """A scoped view on an app without the extension fails loudly, never open."""
+        app = bare_app()
+        app.testing = True
+
+        @app.get("/scoped")
+        @auth.require_scopes("x")
+        def scoped() -> str:
+            return "should not run"
+
+        with pytest.raises(RuntimeError, match="Did you forget to call init_app"):
+            app.test_client().get("/scoped")
+
+    def test_close(self, make_app: AppFactory, auth: AQNTAuth, manager: KeyManager) -> None:
+        """close() writes pending usage counts (at shutdown, never per request)."""
+        key = manager.create("closing").key
+        app = make_app()
+        app.test_client().get("/", headers=bearer(key))
+        auth.close(app)
+        assert manager.list()[0].usage_count == 1
+
+
+class TestConfig:
+    def test_defaults_are_set(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every documented key is in app.config after init_app, with its default."""
+        monkeypatch.chdir(tmp_path)
+        app = bare_app()
+        auth = AQNTAuth(app)
+        for name, default in CONFIG_DEFAULTS.items():
+            assert app.config[name] == default
+        assert app.config["AQNT_AUTH_STORE"] == DEFAULT_STORE_URL
+        store = auth.get_authenticator(app).store
+        assert isinstance(store, SQLiteKeyStore)
+        assert (tmp_path / "aqnt_keys.db").exists()
+        auth.close(app)
+
+    def test_documented_keys(self) -> None:
+        """The issue's keys and the core's options are all read."""
+        assert {
+            "AQNT_AUTH_STORE", "AQNT_AUTH_EXEMPT_PATHS", "AQNT_AUTH_ALLOWED_MODES",
+            "AQNT_AUTH_REALM", "AQNT_AUTH_CACHE_SIZE", "AQNT_AUTH_CACHE_TTL",
+            "AQNT_AUTH_USAGE_FLUSH_INTERVAL", "AQNT_AUTH_ALLOW_CORS_PREFLIGHT",
+        } <= set(CONFIG_DEFAULTS)
+        assert CONFIG_DEFAULTS["AQNT_AUTH_CACHE_SIZE"] == 10_000
+        assert CONFIG_DEFAULTS["AQNT_AUTH_REALM"] == "api"
+
+    def test_options_reach_the_authenticator(self, auth: AQNTAuth) -> None:
+        app = bare_app(AQNT_AUTH_STORE="memory://", AQNT_AUTH_CACHE_SIZE=5,
+                       AQNT_AUTH_CACHE_TTL=7.0, AQNT_AUTH_MAX_CONCURRENT_HASHES=1,
+                       AQNT_AUTH_PREFIXES=["rk", "sk"], AQNT_AUTH_REALM="r")
+        auth.init_app(app)
+        authenticator: Authenticator = auth.get_authenticator(app)
+        assert authenticator.cache.maxsize == 5
+        assert authenticator.cache.ttl == 7.0
+        assert authenticator.max_concurrent_hashes == 1
+        assert authenticator.format.prefixes == ("rk", "sk")
+        assert authenticator.realm == "r"
+
+    def test_allowed_modes(self, make_app: AppFactory, calls: list[str], manager: KeyManager
+                           ) -> None:
+        """A test-only app refuses live keys as invalid; a comma string works too."""
+        live = manager.create("live").key
+        test = manager.create("test", mode="test").key
+        for modes in (["test"], "test", " test , "):
+            client = make_app(AQNT_AUTH_ALLOWED_MODES=modes).test_client()
+            assert_refused(client.get("/", headers=bearer(live)), 401, INVALID,
+                           INVALID_CHALLENGE)
+            assert calls == []
+            assert client.get("/", headers=bearer(test)).status_code == 200
+            calls.clear()
+
+    def test_exempt_paths_as_a_string(self, make_app: AppFactory) -> None:
+        """FLASK_AQNT_AUTH_EXEMPT_PATHS=/health,/docs/* style values are split on commas."""
+        client = make_app(AQNT_AUTH_EXEMPT_PATHS="/public-a, /docs/*").test_client()
+        assert client.get("/docs/x").status_code == 404
+        assert client.get("/").status_code == 401
+
+    def test_cors_preflight_can_be_turned_off(self, make_app: AppFactory) -> None:
+        client = make_app(AQNT_AUTH_ALLOW_CORS_PREFLIGHT=False).test_client()
+        response = client.options("/", headers={"Origin": "https://x.example",
+                                                "Access-Control-Request-Method": "GET"})
+        assert response.status_code == 401
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("AQNT_AUTH_EXEMPT_PATHS", ["health"]),
+            ("AQNT_AUTH_ALLOWED_MODES", ["prod"]),
+            ("AQNT_AUTH_REALM", 'a"b'),
+            ("AQNT_AUTH_STORE", "nosuch://x"),
+            ("AQNT_AUTH_CACHE_SIZE", -1),
+            ("AQNT_AUTH_USAGE_FLUSH_INTERVAL", 0),
+        ],
+    )
+    def test_bad_config(self, auth: AQNTAuth, name: str, value: object) -> None:
+        """A bad value fails at init_app, and the app is left unregistered."""
+        app = bare_app(AQNT_AUTH_STORE="memory://")
+        app.config[name] = value
+        with pytest.raises(ConfigurationError):
+            auth.init_app(app)
+        assert EXTENSION_KEY not in app.extensions
+
+
+class TestDecoratorMisuse:
+    def test_exempt_and_scoped(self, auth: AQNTAuth) -> None:
+        """A view cannot be both public and scoped, whichever decorator comes first."""
+
+        def view() -> str:
+            return "x"
+
+        with pytest.raises(ConfigurationError, match="cannot also require scopes"):
+            auth.require_scopes("a")(auth.exempt(view))
+
+        def other() -> str:
+            return "x"
+
+        with pytest.raises(ConfigurationError, match="cannot also be exempt"):
+            auth.exempt(auth.require_scopes("a")(other))
+
+    @pytest.mark.parametrize("scopes", [(), ("",), ("ok", "")])
+    def test_bad_scopes(self, auth: AQNTAuth, scopes: tuple[str, ...]) -> None:
+        with pytest.raises(ConfigurationError):
+            auth.require_scopes(*scopes)
+
+
+def test_hasher_config_is_used_for_verification(make_app: AppFactory, cheap_hasher: Argon2Hasher
+                                                ) -> None:
+    """AQNT_AUTH_HASHERS reaches the authenticator (the suite's cheap argon2 profile)."""
+    app = make_app()
+    authenticator = app.extensions[EXTENSION_KEY].get_authenticator(app)
+    assert authenticator.hashers == (cheap_hasher,)
