@@ -1,0 +1,233 @@
+"""The SQL store's tables: the documented PostgreSQL DDL and the SQLAlchemy Core model.
+
+On PostgreSQL the store runs :data:`SCHEMA` itself (with the configured
+table names), so the documented DDL is exactly what runs.  Other databases
+get the same tables from the Core model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from .._errors import ConfigurationError
+from .._records import KeyRecord
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "VERSION_TABLE",
+    "Tables",
+    "postgres_ddl",
+    "record_from_row",
+    "row_from_record",
+]
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_TABLE: Final = "aqnt_api_keys"
+#: One row per key table: ``(name, version)``.
+VERSION_TABLE: Final = "aqnt_auth_schema"
+
+_UTC: Final = dt.timezone.utc
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_DDL_TEMPLATE: Final = """\
+CREATE TABLE IF NOT EXISTS {table} (
+    id            text        PRIMARY KEY,
+    name          text        NOT NULL,
+    mode          text        NOT NULL CHECK (mode IN ('live', 'test')),
+    prefix        text        NOT NULL,
+    hash          text        NOT NULL,
+    hint          text        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    expires_at    timestamptz,
+    revoked_at    timestamptz,
+    last_used_at  timestamptz,
+    usage_count   bigint      NOT NULL DEFAULT 0,
+    scopes        jsonb       NOT NULL DEFAULT '[]',
+    read_only     boolean     NOT NULL DEFAULT false,
+    allowed_paths jsonb       NOT NULL DEFAULT '[]',
+    owner         text,
+    metadata      jsonb       NOT NULL DEFAULT '{{}}',
+    rotated_from  text
+);
+CREATE INDEX IF NOT EXISTS {index} ON {table} (owner);
+CREATE TABLE IF NOT EXISTS {versions} (
+    name    text    PRIMARY KEY,
+    version integer NOT NULL
+);
+INSERT INTO {versions} (name, version) VALUES ('{name}', {version})
+    ON CONFLICT (name) DO NOTHING"""
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Return *value* if it is a plain lower-case SQL identifier, else raise."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigurationError(
+            f"{what} must be a lower-case SQL identifier (letters, digits, _), got {value!r}"
+        )
+    return value
+
+
+def postgres_ddl(table: str = DEFAULT_TABLE, schema: str | None = None) -> list[str]:
+    """The statements that create the store's tables on PostgreSQL, in order."""
+    check_identifier(table, "table")
+    qualify = (lambda name: f"{check_identifier(schema, 'schema')}.{name}") if schema else str
+    text = _DDL_TEMPLATE.format(
+        table=qualify(table),
+        index=f"{table}_owner",
+        versions=qualify(VERSION_TABLE),
+        name=table,
+        version=SCHEMA_VERSION,
+    )
+    return [statement.strip() for statement in text.split(";")]
+
+
+#: The PostgreSQL DDL with the default names, for teams that run their own
+#: migrations.  Version 1 of the schema; the row in ``aqnt_auth_schema``
+#: tells the store which version a database holds.
+SCHEMA: Final = ";\n".join(postgres_ddl()) + ";\n"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every database.
+
+    PostgreSQL keeps ``timestamptz``; SQLite keeps naive text, which is
+    written in UTC and read back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect
+                           ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("datetimes must be timezone-aware")
+        value = value.astimezone(_UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect
+                             ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)
+        return value.astimezone(_UTC)
+
+
+def _json() -> JSON:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+class Tables:
+    """The Core model of the key table and the version table."""
+
+    def __init__(self, table: str = DEFAULT_TABLE, schema: str | None = None) -> None:
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        self.name = table
+        self.schema = schema
+        self.metadata = MetaData(schema=schema)
+        self.keys = Table(
+            table,
+            self.metadata,
+            Column("id", String(64), primary_key=True),
+            Column("name", Text, nullable=False),
+            Column("mode", String(8), nullable=False),
+            Column("prefix", String(16), nullable=False),
+            Column("hash", Text, nullable=False),
+            Column("hint", Text, nullable=False),
+            Column("created_at", UTCDateTime, nullable=False),
+            Column("expires_at", UTCDateTime),
+            Column("revoked_at", UTCDateTime),
+            Column("last_used_at", UTCDateTime),
+            Column("usage_count", BigInteger, nullable=False, default=0),
+            Column("scopes", _json(), nullable=False),
+            Column("read_only", Boolean, nullable=False, default=False),
+            Column("allowed_paths", _json(), nullable=False),
+            Column("owner", Text),
+            Column("metadata", _json(), nullable=False),
+            Column("rotated_from", String(64)),
+            CheckConstraint("mode IN ('live', 'test')", name=f"{table}_mode"),
+            Index(f"{table}_owner", "owner"),
+        )
+        self.versions = Table(
+            VERSION_TABLE,
+            self.metadata,
+            Column("name", String(63), primary_key=True),
+            Column("version", Integer, nullable=False),
+        )
+
+    @property
+    def qualified_versions(self) -> str:
+        """The version table's name as ``to_regclass`` wants it."""
+        return f"{self.schema}.{VERSION_TABLE}" if self.schema else VERSION_TABLE
+
+
+def row_from_record(record: KeyRecord) -> dict[str, Any]:
+    """The column values of *record*."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "mode": record.mode,
+        "prefix": record.prefix,
+        "hash": record.hash,
+        "hint": record.hint,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "revoked_at": record.revoked_at,
+        "last_used_at": record.last_used_at,
+        "usage_count": record.usage_count,
+        "scopes": list(record.scopes),
+        "read_only": record.read_only,
+        "allowed_paths": list(record.allowed_paths),
+        "owner": record.owner,
+        "metadata": dict(record.metadata),
+        "rotated_from": record.rotated_from,
+    }
+
+
+def record_from_row(row: Any) -> KeyRecord:
+    """The record of a row selected with every column of the key table, in order."""
+    return KeyRecord(
+        id=row[0],
+        name=row[1],
+        mode=row[2],
+        prefix=row[3],
+        hash=row[4],
+        hint=row[5],
+        created_at=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+        last_used_at=row[9],
+        usage_count=row[10],
+        scopes=tuple(row[11]),
+        read_only=bool(row[12]),
+        allowed_paths=tuple(row[13]),
+        owner=row[14],
+        metadata=row[15],
+        rotated_from=row[16],
+    )

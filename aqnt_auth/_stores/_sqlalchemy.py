@@ -1,0 +1,765 @@
+"""The SQL store: SQLAlchemy 2, with a native async twin; built for PostgreSQL.
+
+``open_store("postgresql+psycopg://user@host/db")`` opens it (psycopg 3
+serves the sync store and its async twin, :attr:`SQLAlchemyKeyStore.aio`);
+so can an existing :class:`~sqlalchemy.engine.Engine` (and
+:class:`~sqlalchemy.ext.asyncio.AsyncEngine`), so the application's pool is
+reused.  Other SQLAlchemy databases work too (``sqlite+pysqlite:///keys.db``),
+without the record cache.
+
+On PostgreSQL a warm lookup makes no database round trip: records are
+cached in the process and every change to a key sends ``NOTIFY`` in its own
+transaction, which every process's listener turns into an invalidation (see
+:mod:`aqnt_auth._stores._pg_listener` for why that is safe when the listener
+is down).  Usage updates do not notify: a cached record's ``usage_count`` and
+``last_used_at`` may lag by up to ``cache_ttl``.
+
+Every call is bounded in time: a connection attempt by *connect_timeout*,
+a statement by *statement_timeout* (on the server, and on the client by
+:mod:`aqnt_auth._stores._deadline`, which also covers a silent network).
+Past either, or with the database down, a call raises
+:class:`~aqnt_auth.StoreUnavailable`, which the authenticator answers with
+503, never 401 and never 200.  Nothing is cached about an outage: the first
+call after the database returns succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import psycopg
+from sqlalchemy import (
+    URL,
+    BigInteger,
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    make_url,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavailable
+from .._records import KeyRecord, UsageDelta
+from ._deadline import WATCHDOG, connect_within
+from ._pg_listener import Listener, RecordCache
+from ._sql_schema import (
+    DEFAULT_TABLE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Tables,
+    UTCDateTime,
+    check_identifier,
+    postgres_ddl,
+    record_from_row,
+    row_from_record,
+)
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "AsyncSQLAlchemyKeyStore",
+    "SQLAlchemyKeyStore",
+]
+
+log = logging.getLogger("aqnt_auth.store.sql")
+
+T = TypeVar("T")
+
+DEFAULT_CHANNEL: Final = "aqnt_auth_keys"
+# pg_advisory_xact_lock key serialising schema creation across processes.
+_SCHEMA_LOCK: Final = 0x61716E74  # "aqnt"
+
+
+class _TimedOut(Exception):  # noqa: N818 - internal, never escapes
+    """A statement outlived its client-side deadline."""
+
+
+def _normalise_url(url: URL) -> URL:
+    if url.drivername in ("postgresql", "postgres"):
+        # psycopg 3 is what the ``sql`` extra installs; SQLAlchemy's default
+        # PostgreSQL driver is psycopg2.
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _close_quietly(conn: Any) -> None:
+    conn.close()
+
+
+class SQLAlchemyKeyStore:
+    """Keys in a SQL database, through SQLAlchemy 2.
+
+    :param url_or_engine: a database URL (``postgresql+psycopg://...``;
+        plain ``postgresql://`` means psycopg 3) or an existing
+        :class:`~sqlalchemy.engine.Engine`, whose pool is then shared.
+    :param async_engine: an :class:`~sqlalchemy.ext.asyncio.AsyncEngine` for
+        :attr:`aio` to share; by default one is made from the URL.
+    :param table: the key table's name; *schema*: its PostgreSQL schema
+        (default: the connection's ``search_path``).
+    :param create_schema: create missing tables on first use.  With
+        ``False`` the store expects ``aqnt-auth store init`` or :data:`SCHEMA`
+        to have run.
+    :param cache: cache records in the process, invalidated by
+        ``LISTEN``/``NOTIFY``.  Default: on for PostgreSQL through psycopg 3,
+        which it requires.
+    :param cache_ttl: seconds a cached record lives at most, whatever
+        happens (a second line of defence).
+    :param cache_size: records cached at most.
+    :param channel: the ``NOTIFY`` channel.
+    :param connect_timeout: seconds a connection attempt (or a wait for a
+        pooled connection) may take; *statement_timeout*: seconds a
+        statement may take.  Past either a call raises
+        :class:`~aqnt_auth.StoreUnavailable`.
+    :param heartbeat: seconds between the listener's liveness round trips;
+        *lease*: seconds the cache is trusted after one.  The lease bounds
+        how long a silently dead listener could miss a revocation.
+    :param listener_name: the listener's ``application_name``.
+    :param listener_retry: first delay before the listener reconnects.
+    :param engine_options: more :func:`~sqlalchemy.create_engine` options
+        (``pool_size``...), for engines the store creates.
+
+    Thread-safe.  Call :meth:`close` (or close the authenticator) to stop
+    the listener and release connections.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | Engine,
+        *,
+        async_engine: AsyncEngine | None = None,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        create_schema: bool = True,
+        cache: bool | None = None,
+        cache_ttl: float = 30.0,
+        cache_size: int = 100_000,
+        channel: str = DEFAULT_CHANNEL,
+        connect_timeout: float = 1.0,
+        statement_timeout: float = 1.0,
+        heartbeat: float = 0.25,
+        lease: float = 1.0,
+        listener_name: str = "aqnt-auth-listener",
+        listener_retry: float = 0.1,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        for value, what in ((connect_timeout, "connect_timeout"),
+                            (statement_timeout, "statement_timeout"),
+                            (cache_ttl, "cache_ttl"), (heartbeat, "heartbeat"),
+                            (listener_retry, "listener_retry")):
+            if not value > 0:
+                raise ConfigurationError(f"{what} must be positive")
+        if not lease > heartbeat:
+            raise ConfigurationError("lease must be longer than heartbeat")
+        if cache_size < 0:
+            raise ConfigurationError("cache_size must be >= 0")
+        self.channel = check_identifier(channel, "channel")
+        self.connect_timeout = float(connect_timeout)
+        self.statement_timeout = float(statement_timeout)
+        self.tables = Tables(table, schema)
+        self._create_schema = create_schema
+        options = dict(engine_options or {})
+
+        if isinstance(url_or_engine, Engine):
+            self.engine = url_or_engine
+            self._owns_engine = False
+            url = url_or_engine.url
+        else:
+            url = _normalise_url(make_url(url_or_engine))
+            self.engine = self._make_engine(url, dict(options))
+            self._owns_engine = True
+        dialect = self.engine.dialect
+        self._postgres = dialect.name == "postgresql"
+        psycopg3 = self._postgres and dialect.driver == "psycopg"
+        # Client-side deadlines need the driver's socket: psycopg has one.
+        self._guarded = psycopg3
+
+        self._owns_async = False
+        if async_engine is None and psycopg3:
+            async_engine = self._make_async_engine(url, options)
+            self._owns_async = True
+        self.async_engine = async_engine
+
+        # A user's engine keeps its own session settings: bound writes per
+        # transaction instead (reads are bounded on the client).
+        ms = max(1, round(self.statement_timeout * 1000))
+        set_local = f"SET LOCAL statement_timeout = {ms}" if self._postgres else None
+        self._set_local_sync = None if self._owns_engine else set_local
+        self._set_local_async = None if self._owns_async else set_local
+
+        want_cache = psycopg3 if cache is None else cache
+        if want_cache and not psycopg3:
+            raise ConfigurationError(
+                "the record cache needs PostgreSQL through psycopg 3 (LISTEN/NOTIFY); "
+                "pass cache=False"
+            )
+        #: The record cache (never answers when the cache is off).
+        self.cache = RecordCache(cache_size, cache_ttl)
+        #: The listener thread's controller, when the cache is on.
+        self.listener: Listener | None = None
+        if want_cache:
+            self.listener = Listener(
+                self._listener_connection, self.cache, channel=self.channel,
+                name=listener_name, heartbeat=heartbeat, lease=lease,
+                timeout=self.statement_timeout, retry=listener_retry,
+            )
+
+        self._prepare_statements()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self._closed = False
+        self._async_disposed = False
+        #: The native async twin (``None`` without an async engine; callers
+        #: then use :func:`aqnt_auth.to_async`'s threads).
+        self.aio: AsyncSQLAlchemyKeyStore | None = (
+            AsyncSQLAlchemyKeyStore(self) if async_engine is not None else None
+        )
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_pools(ref))
+        try:
+            self.init_schema()
+        except StoreUnavailable as exc:
+            # The database may come up after the application: try again on
+            # first use rather than refuse to start.
+            log.warning("SQL store %s: schema check deferred: %s", self, exc)
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyKeyStore({_redacted(self.engine.url)!r}, table={self.tables.name!r})"
+
+    # -- engines -----------------------------------------------------------
+
+    def _connect_args(self, url: URL) -> tuple[URL, dict[str, Any]]:
+        if url.get_backend_name() != "postgresql":
+            return url, {}
+        ms = max(1, round(self.statement_timeout * 1000))
+        options = url.query.get("options", "")
+        if not isinstance(options, str):
+            options = " ".join(options)
+        return url.difference_update_query(["options"]), {
+            # libpq rounds this up to 2 s; connect_within() enforces ours.
+            "connect_timeout": max(2, math.ceil(self.connect_timeout)),
+            "options": f"{options} -c statement_timeout={ms}".strip(),
+        }
+
+    def _make_engine(self, url: URL, options: dict[str, Any]) -> Engine:
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            if url.database in (None, "", ":memory:"):
+                raise ConfigurationError(
+                    "an in-memory SQLite database lives in one connection; give the SQL store "
+                    "a file (sqlite+pysqlite:///keys.db) or use memory://"
+                )
+            options.setdefault("connect_args", {"timeout": max(self.statement_timeout, 5.0)})
+            return create_engine(url, hide_parameters=True, **options)
+        url, connect_args = self._connect_args(url)
+        connect_args.update(options.pop("connect_args", {}))
+        options.setdefault("pool_timeout", self.connect_timeout)
+        engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **options)
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "do_connect", self._bounded_connect)
+        return engine
+
+    def _make_async_engine(self, url: URL, options: dict[str, Any]) -> AsyncEngine:
+        url, connect_args = self._connect_args(url)
+        options = dict(options)
+        connect_args.update(options.pop("connect_args", {}))
+        options.setdefault("pool_timeout", self.connect_timeout)
+        engine = create_async_engine(url, connect_args=connect_args, hide_parameters=True,
+                                     **options)
+        event.listen(engine.sync_engine, "do_connect", self._bounded_async_connect)
+        return engine
+
+    def _bounded_connect(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return connect_within(lambda: dialect.connect(*cargs, **cparams),
+                                  self.connect_timeout, _close_quietly)
+        except TimeoutError as exc:
+            raise psycopg.errors.ConnectionTimeout(str(exc)) from None
+
+    def _bounded_async_connect(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: Any
+                               ) -> None:
+        # SQLAlchemy's psycopg dialect awaits this instead of
+        # AsyncConnection.connect (what its ``async_creator`` option uses).
+        cparams["async_creator_fn"] = self._connect_async
+
+    async def _connect_async(self, *args: Any, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await asyncio.wait_for(psycopg.AsyncConnection.connect(*args, **kwargs),
+                                          self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise psycopg.errors.ConnectionTimeout(
+                f"connection attempt timed out after {self.connect_timeout:g} s") from None
+
+    def _listener_connection(self) -> psycopg.Connection[Any]:
+        # A connection made the way the application's are (URL, connect
+        # arguments, events), then taken out of the pool for good.
+        proxy = self.engine.raw_connection()
+        conn = proxy.driver_connection
+        proxy.detach()
+        if not isinstance(conn, psycopg.Connection):  # pragma: no cover - checked at init
+            raise ConfigurationError("the record cache needs psycopg 3")
+        return conn
+
+    # -- statements --------------------------------------------------------
+
+    def _prepare_statements(self) -> None:
+        t = self.tables.keys
+        columns = list(t.c)
+        key = t.c.id == bindparam("key_id")
+        at = bindparam("at", type_=UTCDateTime())
+        self._q_get = select(*columns).where(key)
+        self._q_list = select(*columns).order_by(t.c.created_at, t.c.id)
+        self._q_list_owner = self._q_list.where(t.c.owner == bindparam("owner"))
+        self._q_insert = insert(t)
+        self._q_revoke = update(t).where(key).values(revoked_at=func.coalesce(t.c.revoked_at, at))
+        self._q_expiry = update(t).where(key).values(expires_at=at)
+        self._returning = bool(self.engine.dialect.update_returning)
+        if self._returning:
+            self._q_revoke = self._q_revoke.returning(*columns)
+            self._q_expiry = self._q_expiry.returning(*columns)
+        self._q_rehash = (
+            update(t).where(key, t.c.hash == bindparam("old")).values(hash=bindparam("new"))
+        )
+        self._q_delete = delete(t).where(key)
+        used = bindparam("used", type_=UTCDateTime())
+        self._q_usage = update(t).where(key).values(
+            usage_count=t.c.usage_count + bindparam("count", type_=BigInteger()),
+            last_used_at=case(
+                (or_(t.c.last_used_at.is_(None), t.c.last_used_at < used), used),
+                else_=t.c.last_used_at,
+            ),
+        )
+        self._q_notify = text("SELECT pg_notify(:channel, :key_id)") if self._postgres else None
+
+    # -- running operations ------------------------------------------------
+
+    def _fileno(self, conn: Connection) -> int | None:
+        if not self._guarded:
+            return None
+        try:
+            fileno: int = conn.connection.driver_connection.fileno()  # type: ignore[union-attr]
+            return fileno
+        except Exception:
+            return None
+
+    def _call(self, conn: Connection, op: Callable[..., T], args: tuple[Any, ...],
+              write: bool, set_local: str | None) -> T:
+        """Run *op(conn, *args)*, in a transaction if *write*, within the deadline.
+
+        Runs in the caller's thread, or in a greenlet under ``run_sync`` for
+        the async twin: the same code serves both.
+        """
+        with WATCHDOG.guard(self._fileno(conn), self.statement_timeout) as deadline:
+            try:
+                if not write:
+                    return op(conn, *args)
+                with conn.begin():
+                    if set_local is not None:
+                        conn.exec_driver_sql(set_local)
+                    return op(conn, *args)
+            except sa_exc.SQLAlchemyError:
+                if deadline is not None and deadline.fired:
+                    raise _TimedOut(
+                        f"no answer within {self.statement_timeout:g} s") from None
+                raise
+
+    def _run(self, op: Callable[..., T], *args: Any, write: bool = False) -> T:
+        if not self._schema_ready:
+            self.init_schema()
+        engine = self.engine if write else self._reader
+        retried = False
+        while True:
+            try:
+                with engine.connect() as conn:
+                    return self._call(conn, op, args, write, self._set_local_sync)
+            except sa_exc.DBAPIError as exc:
+                if _retryable(exc, write, retried):
+                    retried = True
+                    continue
+                raise self._failure(exc) from None
+            except (sa_exc.SQLAlchemyError, _TimedOut) as exc:
+                raise self._failure(exc) from None
+
+    async def _arun(self, op: Callable[..., T], *args: Any, write: bool = False) -> T:
+        if not self._schema_ready:
+            await self._ainit_schema()
+        engine = self._async_engine_for(write)
+        retried = False
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    return await conn.run_sync(self._call, op, args, write,
+                                               self._set_local_async)
+            except sa_exc.DBAPIError as exc:
+                if _retryable(exc, write, retried):
+                    retried = True
+                    continue
+                raise self._failure(exc) from None
+            except (sa_exc.SQLAlchemyError, _TimedOut) as exc:
+                raise self._failure(exc) from None
+
+    def _async_engine_for(self, write: bool) -> AsyncEngine:
+        if write:
+            assert self.async_engine is not None
+            return self.async_engine
+        return self._areader
+
+    @functools.cached_property
+    def _reader(self) -> Engine:
+        # Reads run in autocommit: one round trip, no BEGIN/ROLLBACK.
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @functools.cached_property
+    def _areader(self) -> AsyncEngine:
+        assert self.async_engine is not None
+        return self.async_engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _failure(self, exc: Exception) -> AQNTError:
+        if isinstance(exc, sa_exc.IntegrityError):
+            return KeyStateError(f"constraint failed: {_describe(exc)}")
+        # Down, unreachable, too slow, or missing its tables: the store
+        # cannot answer, which is never the same as "this key is invalid".
+        detail = _describe(exc)
+        log.warning("SQL store %s unavailable: %s", self, detail)
+        return StoreUnavailable(f"SQL store unavailable: {detail}")
+
+    # -- schema ------------------------------------------------------------
+
+    def init_schema(self) -> int:
+        """Check the schema, creating the tables if they are missing (and
+        *create_schema* allows); return the schema version.
+
+        Safe to run from many processes at once.  Raises
+        :class:`~aqnt_auth.StoreUnavailable` when the database cannot be
+        reached, :class:`~aqnt_auth.ConfigurationError` when the schema is
+        missing (and may not be created) or newer than this aqnt-auth.
+        """
+        with self._schema_lock:
+            try:
+                with self.engine.connect() as conn:
+                    version = self._call(conn, self._op_schema, (), False,
+                                         self._set_local_sync)
+            except (sa_exc.SQLAlchemyError, _TimedOut) as exc:
+                raise self._failure(exc) from None
+            self._schema_ready = True
+            return version
+
+    async def _ainit_schema(self) -> None:
+        assert self.async_engine is not None
+        try:
+            async with self.async_engine.connect() as conn:
+                await conn.run_sync(self._call, self._op_schema, (), False,
+                                    self._set_local_async)
+        except (sa_exc.SQLAlchemyError, _TimedOut) as exc:
+            raise self._failure(exc) from None
+        self._schema_ready = True
+
+    def _op_schema(self, conn: Connection) -> int:
+        with conn.begin():
+            if self._postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+            version = self._read_version(conn)
+            if version is None:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        f"table {self.tables.name!r} is missing: run `aqnt-auth store init` "
+                        "or apply aqnt_auth's SQL SCHEMA"
+                    )
+                self._create_tables(conn)
+                version = self._read_version(conn)
+        if version is None or version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"schema version {version} of table {self.tables.name!r} is not one this "
+                f"aqnt-auth understands ({SCHEMA_VERSION}); upgrade aqnt-auth"
+            )
+        return version
+
+    def _read_version(self, conn: Connection) -> int | None:
+        tables = self.tables
+        if self._postgres:
+            found = conn.execute(text("SELECT to_regclass(:name)"),
+                                 {"name": tables.qualified_versions}).scalar()
+        else:
+            found = inspect(conn).has_table(tables.versions.name, schema=tables.schema)
+        if not found:
+            return None
+        version: int | None = conn.execute(
+            select(tables.versions.c.version).where(tables.versions.c.name == tables.name)
+        ).scalar()
+        return version
+
+    def _create_tables(self, conn: Connection) -> None:
+        tables = self.tables
+        if self._postgres:
+            # The documented DDL itself, so docs and database never differ.
+            for statement in postgres_ddl(tables.name, tables.schema):
+                conn.exec_driver_sql(statement)
+            return
+        tables.metadata.create_all(conn)
+        conn.execute(insert(tables.versions).values(name=tables.name, version=SCHEMA_VERSION))
+
+    # -- operations (sync or under run_sync) --------------------------------
+
+    def _op_get(self, conn: Connection, key_id: str) -> KeyRecord | None:
+        row = conn.execute(self._q_get, {"key_id": key_id}).first()
+        return None if row is None else record_from_row(row)
+
+    def _op_add(self, conn: Connection, record: KeyRecord) -> None:
+        conn.execute(self._q_insert, row_from_record(record))
+
+    def _op_list(self, conn: Connection, owner: str | None) -> list[KeyRecord]:
+        if owner is None:
+            rows = conn.execute(self._q_list)
+        else:
+            rows = conn.execute(self._q_list_owner, {"owner": owner})
+        return [record_from_row(row) for row in rows]
+
+    def _notify(self, conn: Connection, key_id: str) -> None:
+        if self._q_notify is not None:
+            # Delivered when (and only if) this transaction commits.
+            conn.execute(self._q_notify, {"channel": self.channel, "key_id": key_id})
+
+    def _op_change(self, conn: Connection, stmt: Any, key_id: str, at: dt.datetime | None
+                   ) -> KeyRecord | None:
+        params = {"key_id": key_id, "at": at}
+        if self._returning:
+            row = conn.execute(stmt, params).first()
+        else:
+            conn.execute(stmt, params)
+            row = conn.execute(self._q_get, {"key_id": key_id}).first()
+        if row is None:
+            return None
+        self._notify(conn, key_id)
+        return record_from_row(row)
+
+    def _op_rehash(self, conn: Connection, key_id: str, old: str, new: str) -> bool:
+        changed = conn.execute(self._q_rehash, {"key_id": key_id, "old": old, "new": new})
+        if changed.rowcount != 1:
+            return False
+        self._notify(conn, key_id)
+        return True
+
+    def _op_delete(self, conn: Connection, key_id: str) -> bool:
+        if conn.execute(self._q_delete, {"key_id": key_id}).rowcount != 1:
+            return False
+        self._notify(conn, key_id)
+        return True
+
+    def _op_usage(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        conn.execute(self._q_usage, rows)
+
+    # -- the KeyStore protocol --------------------------------------------
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        cache = self.cache
+        record = cache.get(key_id)
+        if record is not None:
+            return record
+        epoch = cache.epoch
+        record = self._run(self._op_get, key_id)
+        if record is not None:
+            cache.put(record, epoch)
+        return record
+
+    def add(self, record: KeyRecord) -> None:
+        self._run(self._op_add, record, write=True)
+
+    def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        return self._run(self._op_list, owner)
+
+    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        try:
+            return self._run(self._op_change, self._q_revoke, key_id, at, write=True)
+        finally:
+            # Even after a failure: the commit may have happened.
+            self.cache.drop(key_id)
+
+    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        try:
+            return self._run(self._op_change, self._q_expiry, key_id, at, write=True)
+        finally:
+            self.cache.drop(key_id)
+
+    def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        try:
+            return self._run(self._op_rehash, key_id, old_hash, new_hash, write=True)
+        finally:
+            self.cache.drop(key_id)
+
+    def delete(self, key_id: str) -> bool:
+        try:
+            return self._run(self._op_delete, key_id, write=True)
+        finally:
+            self.cache.drop(key_id)
+
+    def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        """Add the counts in one batched ``UPDATE``; exact under concurrency.
+
+        Rows are updated in key-id order, so concurrent flushes from many
+        processes queue on row locks instead of deadlocking.  Cached records
+        are not invalidated (their usage fields may lag).
+        """
+        if usage:
+            self._run(self._op_usage, _usage_rows(usage), write=True)
+
+    def close(self) -> None:
+        """Stop the listener and close the pools the store created.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.listener is not None:
+            self.listener.stop()
+        if self._owns_async and not self._async_disposed and self.async_engine is not None:
+            self._async_disposed = True
+            _dispose_async(self.async_engine)
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+class AsyncSQLAlchemyKeyStore:
+    """The native async twin of a :class:`SQLAlchemyKeyStore` (its ``aio``).
+
+    Shares the store's record cache and listener: a warm lookup is a dict
+    read on the event loop; a miss goes through the async engine.
+    """
+
+    def __init__(self, store: SQLAlchemyKeyStore) -> None:
+        self.sync = store
+        self._cache = store.cache
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLAlchemyKeyStore({self.sync!r})"
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        cache = self._cache
+        record = cache.get(key_id)
+        if record is not None:
+            return record
+        epoch = cache.epoch
+        record = await self.sync._arun(self.sync._op_get, key_id)
+        if record is not None:
+            cache.put(record, epoch)
+        return record
+
+    async def add(self, record: KeyRecord) -> None:
+        await self.sync._arun(self.sync._op_add, record, write=True)
+
+    async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        return await self.sync._arun(self.sync._op_list, owner)
+
+    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        store = self.sync
+        try:
+            return await store._arun(store._op_change, store._q_revoke, key_id, at, write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        store = self.sync
+        try:
+            return await store._arun(store._op_change, store._q_expiry, key_id, at, write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        try:
+            return await self.sync._arun(self.sync._op_rehash, key_id, old_hash, new_hash,
+                                         write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def delete(self, key_id: str) -> bool:
+        try:
+            return await self.sync._arun(self.sync._op_delete, key_id, write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        if usage:
+            await self.sync._arun(self.sync._op_usage, _usage_rows(usage), write=True)
+
+    async def close(self) -> None:
+        """Close the async pool on this loop, then the rest in a thread.  Idempotent."""
+        store = self.sync
+        if store._closed:
+            return
+        if store._owns_async and not store._async_disposed and store.async_engine is not None:
+            store._async_disposed = True
+            await store.async_engine.dispose()
+        await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+
+def _usage_rows(usage: Mapping[str, UsageDelta]) -> list[dict[str, Any]]:
+    return [
+        {"key_id": key_id, "count": delta.count, "used": delta.last_used_at}
+        for key_id, delta in sorted(usage.items())
+    ]
+
+
+def _retryable(exc: sa_exc.DBAPIError, write: bool, retried: bool) -> bool:
+    # A pooled connection that died while idle (database restarted): read
+    # again once, on a fresh one.  Writes are not repeated: the first may
+    # have committed.
+    return exc.connection_invalidated and not write and not retried
+
+
+def _describe(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        exc = orig
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
+
+
+def _dispose_async(engine: AsyncEngine) -> None:
+    # Closing asyncio connections needs an event loop; this thread may be
+    # running one already, so use a fresh loop in a helper thread.
+    def run() -> None:
+        try:
+            asyncio.run(engine.dispose())
+        except Exception as exc:  # pragma: no cover - closing is best effort
+            log.warning("closing the async SQL pool failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="aqnt-sql-close")
+    thread.start()
+    thread.join()
+
+
+def _forget_pools(ref: weakref.ref[SQLAlchemyKeyStore]) -> None:
+    store = ref()
+    if store is None:
+        return
+    # Pooled connections belong to the parent: the child opens its own.
+    if store._owns_engine:
+        store.engine.dispose(close=False)
+    if store._owns_async and store.async_engine is not None:
+        store.async_engine.sync_engine.dispose(close=False)
