@@ -43,9 +43,10 @@ def _unsafe_segments(path: str) -> bool:
 def _normalise_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not prefix.startswith("/"):
         raise ConfigurationError(f"path {prefix!r} must start with '/'")
-    if _unsafe_segments(prefix + "/") and prefix != "/":
+    stripped = prefix.rstrip("/") or "/"
+    if stripped != "/" and _unsafe_segments(stripped + "/"):
         raise ConfigurationError(f"path {prefix!r} must not contain empty or dot segments")
-    return prefix.rstrip("/") or "/"
+    return stripped
 
 
 def path_within(path: str, prefix: str) -> bool:
@@ -97,7 +98,7 @@ class PathRules:
             if rule.endswith("/*"):
                 prefixes.append(_normalise_prefix(rule[:-2] or "/"))
             else:
-                if _unsafe_segments(rule + "/") and rule != "/":
+                if _unsafe_segments(rule):
                     raise ConfigurationError(
                         f"exempt path {rule!r} must not contain empty or dot segments"
                     )

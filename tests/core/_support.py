@@ -1,0 +1,72 @@
+"""Test doubles for the core tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping
+
+from aqnt_auth import Argon2Hasher, KeyRecord, MemoryKeyStore, StoreUnavailable, UsageDelta
+
+
+class CountingHasher(Argon2Hasher):
+    """The cheapest argon2id, counting verifications and the peak running at once.
+
+    With ``gate`` set, every verify waits for the gate to open: a test can
+    hold verifications in flight for as long as it needs.
+    """
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        super().__init__("cheapest")
+        self.calls = 0
+        self.running = 0
+        self.peak = 0
+        self.gate = gate
+        self.threads: set[int] = set()
+        self._lock = threading.Lock()
+
+    def verify(self, stored: str, secret: str) -> bool:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.threads.add(threading.get_ident())
+        try:
+            if self.gate is not None:
+                self.gate.wait(10)
+            return super().verify(stored, secret)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+class InstrumentedStore(MemoryKeyStore):
+    """A memory store that counts reads, records their threads, and can be broken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+        self.get_threads: set[int] = set()
+        self.failure: Exception | None = None
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self.gets += 1
+        self.get_threads.add(threading.get_ident())
+        if self.failure is not None:
+            raise self.failure
+        return super().get(key_id)
+
+    def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        if self.failure is not None:
+            raise StoreUnavailable("down")
+        super().record_usage(usage)
+
+
+class BlockingInstrumentedStore(InstrumentedStore):
+    """The same, claiming to do I/O: async callers must use worker threads."""
+
+    blocking = True
+
+
+def ts(record: KeyRecord) -> dt.datetime:
+    return record.created_at

@@ -1,0 +1,154 @@
+"""KeyManager: issuing, listing, revoking, rotating."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from aqnt_auth import (
+    Authenticator,
+    ConfigurationError,
+    KeyManager,
+    KeyNotFound,
+    KeyStateError,
+    MemoryKeyStore,
+    RevokedAPIKey,
+)
+
+UTC = dt.timezone.utc
+
+
+class TestCreate:
+    def test_plaintext_is_never_stored(self, manager: KeyManager,
+                                       memory_store: MemoryKeyStore) -> None:
+        """The store holds the hash and a hint; neither the key nor the secret."""
+        issued = manager.create("Production Server")
+        record = memory_store.get(issued.record.id)
+        assert record is not None
+        text = repr(dataclasses.asdict(record))
+        assert issued.key not in text
+        assert issued.key[20:52] not in text
+        assert record.hint == issued.key[:8] + "..." + issued.key[-4:]
+        assert issued.key not in repr(issued)
+
+    def test_fields(self, manager: KeyManager) -> None:
+        issued = manager.create(
+            "  Billing  ", mode="test", scopes=["a:b", "a:b", "c"], read_only=True,
+            allowed_paths=["/v1/charges/"], expires_in=dt.timedelta(days=1), owner="acct_9",
+            metadata={"tier": 2},
+        )
+        r = issued.record
+        assert (r.name, r.mode, r.scopes, r.read_only) == ("Billing", "test", ("a:b", "c"), True)
+        assert r.allowed_paths == ("/v1/charges",)
+        assert r.owner == "acct_9"
+        assert r.metadata == {"tier": 2}
+        assert r.expires_at is not None
+        assert r.status() == "expiring"
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"name": ""},
+            {"name": "   "},
+            {"name": "x" * 201},
+            {"name": "a\nb"},
+            {"name": "ok", "mode": "prod"},
+            {"name": "ok", "scopes": ["has space"]},
+            {"name": "ok", "scopes": ['quo"te']},
+            {"name": "ok", "allowed_paths": ["v1"]},
+            {"name": "ok", "allowed_paths": ["/v1/../admin"]},
+            {"name": "ok", "metadata": {"x": object()}},
+            {"name": "ok", "expires_in": dt.timedelta(0)},
+            {"name": "ok", "expires_at": dt.datetime(2030, 1, 1)},
+        ],
+    )
+    def test_bad_input(self, manager: KeyManager, kwargs: dict[str, object]) -> None:
+        """Bad options are refused with a ConfigurationError and store nothing."""
+        with pytest.raises(ConfigurationError):
+            manager.create(**kwargs)  # type: ignore[arg-type]
+        assert manager.list() == []
+
+
+class TestManage:
+    def test_get_and_list(self, manager: KeyManager) -> None:
+        a = manager.create("a")
+        b = manager.create("b")
+        assert manager.get(a.record.id) == a.record
+        assert [r.id for r in manager.list()] == [a.record.id, b.record.id]
+        with pytest.raises(KeyNotFound):
+            manager.get("nosuchkey123")
+
+    def test_list_active_only(self, manager: KeyManager) -> None:
+        a = manager.create("a")
+        b = manager.create("b")
+        manager.revoke(a.record.id)
+        assert [r.id for r in manager.list(include_inactive=False)] == [b.record.id]
+        assert len(manager.list()) == 2
+
+    def test_revoke_is_final(self, manager: KeyManager) -> None:
+        issued = manager.create("a")
+        first = manager.revoke(issued.record.id)
+        assert first.status() == "revoked"
+        again = manager.revoke(issued.record.id)
+        assert again.revoked_at == first.revoked_at
+        with pytest.raises(KeyStateError):
+            manager.rotate(issued.record.id)
+        with pytest.raises(KeyStateError):
+            manager.expire(issued.record.id, dt.datetime(2099, 1, 1, tzinfo=UTC))
+        with pytest.raises(KeyNotFound):
+            manager.revoke("nosuchkey123")
+
+    def test_rotate_with_grace(self, manager: KeyManager,
+                               memory_store: MemoryKeyStore) -> None:
+        """The new key copies everything; the old one works until the grace ends."""
+        old = manager.create("svc", scopes=["x"], read_only=True, allowed_paths=["/v1"],
+                             owner="o", metadata={"k": "v"}, mode="test")
+        new = manager.rotate(old.record.id, grace=dt.timedelta(hours=24))
+        n = new.record
+        assert n.id != old.record.id
+        assert (n.name, n.mode, n.scopes, n.read_only, n.allowed_paths, n.owner, n.metadata) == (
+            "svc", "test", ("x",), True, ("/v1",), "o", {"k": "v"})
+        assert n.rotated_from == old.record.id
+        old_now = manager.get(old.record.id)
+        assert old_now.expires_at is not None
+        assert old_now.expires_at - n.created_at == dt.timedelta(hours=24)
+        hasher = manager.hasher
+        with Authenticator(memory_store, hashers=[hasher]) as auth:
+            assert auth.authenticate(f"Bearer {old.key}").id == old.record.id
+            assert auth.authenticate(f"Bearer {new.key}").id == n.id
+
+    def test_rotate_without_grace_ends_the_old_key(self, manager: KeyManager,
+                                                   memory_store: MemoryKeyStore) -> None:
+        old = manager.create("svc")
+        manager.rotate(old.record.id)
+        with Authenticator(memory_store, hashers=[manager.hasher]) as auth, \
+                pytest.raises(RevokedAPIKey):
+            auth.authenticate(f"Bearer {old.key}")
+
+    def test_rotate_never_extends_an_expiry(self, manager: KeyManager) -> None:
+        old = manager.create("svc", expires_in=dt.timedelta(hours=1))
+        manager.rotate(old.record.id, grace=dt.timedelta(days=7))
+        assert manager.get(old.record.id).expires_at == old.record.expires_at
+
+    def test_negative_grace(self, manager: KeyManager) -> None:
+        old = manager.create("svc")
+        with pytest.raises(ConfigurationError):
+            manager.rotate(old.record.id, grace=dt.timedelta(seconds=-1))
+
+    def test_delete(self, manager: KeyManager) -> None:
+        issued = manager.create("a")
+        manager.delete(issued.record.id)
+        with pytest.raises(KeyNotFound):
+            manager.delete(issued.record.id)
+
+    def test_status_and_rotation_age(self, manager: KeyManager) -> None:
+        issued = manager.create("a")
+        r = issued.record
+        later = r.created_at + dt.timedelta(days=91)
+        assert r.due_for_rotation(later) is True
+        assert r.due_for_rotation(r.created_at + dt.timedelta(days=89)) is False
+        expired = dataclasses.replace(r, expires_at=r.created_at + dt.timedelta(seconds=1))
+        assert expired.status(later) == "expired"
+        assert expired.due_for_rotation(later) is False
