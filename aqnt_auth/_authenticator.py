@@ -22,6 +22,7 @@ The order of checks is part of the security design:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -140,7 +141,7 @@ class Authenticator:
         self._has_native_async = getattr(self.store, "aio", None) is not None
         self._usage = None
         if track_usage:
-            from ._usage import UsageBuffer  # noqa: PLC0415 - keeps import cost off when unused
+            from ._usage import UsageBuffer
 
             self._usage = UsageBuffer(self._write_usage, interval=usage_flush_interval)
 
@@ -168,6 +169,7 @@ class Authenticator:
         digest = cache.digest(token)
         known = cache.get(digest)
         key: ParsedKey | None = None
+        mode: str
         if known is None:
             key = self._format.split(token)
             key_id, mode, prefix = key.key_id, key.mode, key.prefix
@@ -272,7 +274,8 @@ class Authenticator:
                 elif op[0] == _VERIFY:
                     answer = self._verify_once(*op[1:])
                 else:
-                    answer = self._replace_hash(*op[1:])
+                    self._replace_hash(*op[1:])
+                    answer = None
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
@@ -442,10 +445,9 @@ async def _wait(flight: Future[_Verdict]) -> _Verdict:
             waiter.set_result(done.result())
 
     def on_done(done: Future[_Verdict]) -> None:
-        try:
+        # The loop may have closed meanwhile (RuntimeError): nobody is waiting.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(copy, done)
-        except RuntimeError:  # pragma: no cover - the loop closed meanwhile
-            pass
 
     flight.add_done_callback(on_done)
     return await waiter

@@ -123,7 +123,7 @@ def format_records(records: Sequence[KeyRecord], as_json: bool = False,
     rows = []
     due = False
     for r in records:
-        status = r.status(now)
+        status: str = r.status(now)
         if r.due_for_rotation(now):
             status += " *"
             due = True
@@ -132,8 +132,10 @@ def format_records(records: Sequence[KeyRecord], as_json: bool = False,
                      format_age(now - r.created_at), _when(r.last_used_at), str(r.usage_count),
                      status))
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (_COLUMNS, *rows)
+    ]
     if due:
         lines += ["", "* older than 90 days: due for rotation "
                       f"({PROG} keys rotate ID --grace 24h)"]
@@ -250,7 +252,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        from aqnt_auth.adapters import _demo  # noqa: PLC0415 - needs the demo extra
+        from aqnt_auth.adapters import _demo
     except ImportError as exc:
         raise ConfigurationError(
             f"the demo needs its extra: pip install 'aqnt-auth[demo]' ({exc})"

@@ -181,7 +181,7 @@ class KeyFormat:
             raise InvalidAPIKey("malformed key: character outside base62")
         prefix, mode = self._heads[token[:-BODY_LENGTH]]
         # tuple.__new__ skips the NamedTuple's Python-level constructor.
-        return _tuple_new(  # type: ignore[no-any-return]
+        return _tuple_new(
             ParsedKey, (prefix, mode, body[:ID_LENGTH], body[ID_LENGTH:-CHECKSUM_LENGTH], token)
         )
 

@@ -37,7 +37,7 @@ def bearer_token(value: str | bytes | None) -> str:
         raise MissingAPIKey()
     if len(value) > MAX_AUTHORIZATION_LENGTH:
         raise InvalidAPIKey("authorization header too long")
-    if type(value) is not str:
+    if not isinstance(value, str):
         try:
             value = bytes(value).decode("ascii")
         except (UnicodeDecodeError, TypeError):

@@ -43,7 +43,9 @@ def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError("a key needs a non-empty name")
     if len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise ConfigurationError(f"key names are printable text of at most {MAX_NAME_LENGTH} characters")
+        raise ConfigurationError(
+            f"key names are printable text of at most {MAX_NAME_LENGTH} characters"
+        )
     return name.strip()
 
 

@@ -6,11 +6,16 @@ formats JSON or builds ``WWW-Authenticate`` on its own.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
-from ._errors import AQNTError, AuthError, ConfigurationError, PermissionDenied, RateLimited
-from ._errors import StoreUnavailable
+from ._errors import (
+    AQNTError,
+    AuthError,
+    ConfigurationError,
+    PermissionDenied,
+    RateLimited,
+    StoreUnavailable,
+)
 
 __all__ = ["ErrorResponse", "render_error", "validate_realm"]
 
@@ -57,13 +62,18 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
         )
     if isinstance(error, (RateLimited, StoreUnavailable)):
         return _build(error, (("Retry-After", str(error.retry_after)),))
-    return _static(type(error), realm)
+    cached = _STATIC.get((type(error), realm))
+    if cached is None:
+        # Such errors carry no per-instance data, so the rendered answer is
+        # computed once per class and realm and shared.
+        cached = _STATIC[(type(error), realm)] = _static(type(error), realm)
+    return cached
 
 
-@functools.lru_cache(maxsize=64)
+_STATIC: dict[tuple[type[AQNTError], str], ErrorResponse] = {}
+
+
 def _static(cls: type[AQNTError], realm: str) -> ErrorResponse:
-    # Error classes carry no per-instance data here, so the rendered answer
-    # is computed once per class and realm and shared.
     error = cls()
     if isinstance(error, AuthError):
         challenge = f'Bearer realm="{realm}"'

@@ -30,7 +30,7 @@ from aqnt_auth import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import interleaved_medians, per_call_us, print_table  # noqa: E402
+from _util import interleaved_medians, per_call_us, print_table
 
 
 class CountingHasher(Argon2Hasher):
@@ -88,7 +88,7 @@ def main() -> None:
     table = {issued_mem.key: hashlib.sha256(issued_mem.key.encode()).digest()}
 
     def baseline() -> bool:
-        scheme, _, token = good_mem.partition(" ")
+        _scheme, _, token = good_mem.partition(" ")
         expected = table.get(token)
         return expected is not None and hmac.compare_digest(
             hashlib.sha256(token.encode()).digest(), expected

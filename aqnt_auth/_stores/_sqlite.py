@@ -8,14 +8,15 @@ up).  The schema is created on first use and versioned with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
-import sqlite3
-import threading
 import shutil
+import sqlite3
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -323,10 +324,8 @@ class SQLiteKeyStore:
             connections, self._connections = self._connections, []
             self._generation += 1
         for conn in connections:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # closing is best effort
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing is best effort
-                pass
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
 

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -236,7 +237,7 @@ class TestRestrictions:
 
 
 class TestErrorsOnTheWire:
-    BODIES = {
+    BODIES: ClassVar[dict[str, bytes]] = {
         "missing": b'{"error": {"type": "authentication_error", "message": '
                    b'"No API key provided", "code": "missing_api_key"}}',
         "invalid": b'{"error": {"type": "authentication_error", "message": '
@@ -302,7 +303,7 @@ class TestErrorsOnTheWire:
                        f"Bearer {issued.key}x"]:
             try:
                 auth.authenticate(header)
-            except Exception as exc:  # noqa: BLE001 - collecting every message
+            except Exception as exc:
                 seen += [str(exc), repr(exc)]
         store.failure = RuntimeError("boom")
         with pytest.raises(StoreUnavailable) as info:

@@ -15,7 +15,7 @@ def _worker(path: str, key: str, n: int) -> None:
             auth.authenticate(f"Bearer {key}")
 
 
-def _check_revoked(path: str, key: str, out: "multiprocessing.Queue[str]") -> None:
+def _check_revoked(path: str, key: str, out: multiprocessing.Queue[str]) -> None:
     with Authenticator(SQLiteKeyStore(path), hashers=[Argon2Hasher("cheapest")]) as auth:
         try:
             auth.authenticate(f"Bearer {key}")
