@@ -38,6 +38,7 @@ from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
 from ._manager import IssuedKey, KeyManager
+from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
 from ._response import ErrorResponse, render_error
 from ._stores._async import ThreadedAsyncStore, to_async
@@ -60,6 +61,7 @@ __all__ = [
     "Authenticator",
     "ConfigurationError",
     "ErrorResponse",
+    "FailureLimiter",
     "HMACHasher",
     "Hasher",
     "InvalidAPIKey",

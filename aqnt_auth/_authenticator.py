@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from ._access import check_access
 from ._cache import SingleFlight, VerificationCache
@@ -39,12 +39,14 @@ from ._errors import (
     ConfigurationError,
     InvalidAPIKey,
     InvalidStoredHash,
+    RateLimited,
     RevokedAPIKey,
     StoreUnavailable,
 )
 from ._format import MODES, KeyFormat, Mode, ParsedKey
 from ._hashers import Hasher, default_hashers
 from ._header import bearer_token
+from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
@@ -59,6 +61,9 @@ log = logging.getLogger("aqnt_auth")
 # bare key id (no tuple to build or unpack); the rare operations are tuples:
 _VERIFY: Final = 1  # (_VERIFY, hasher, stored, key, digest) -> _Verdict (argon2 only)
 _REHASH: Final = 2  # (_REHASH, key_id, old_hash, new_hash) -> None
+_ADMIT: Final = 3  # (_ADMIT, client, key_id) -> None, or raises RateLimited
+
+_T = TypeVar("_T")
 
 _Flow = Generator["str | tuple[Any, ...]", Any, Principal]
 
@@ -89,6 +94,8 @@ class Authenticator:
     :param usage_flush_interval: seconds between usage flushes.
     :param track_usage: count requests and ``last_used_at`` per key.
     :param rehash: upgrade outdated hashes after a successful verification.
+    :param rate_limit: a :class:`FailureLimiter` throttling failed attempts
+        per key id and per client address (``None``: no throttling).
     :param clock: wall-clock time, for expiry (tests pass a fake).
 
     Safe to share between threads and event loops.  Use it as a context
@@ -109,6 +116,7 @@ class Authenticator:
         usage_flush_interval: float = 10.0,
         track_usage: bool = True,
         rehash: bool = True,
+        rate_limit: FailureLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store: KeyStore = open_store(store)
@@ -135,10 +143,12 @@ class Authenticator:
         self._hash_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._rehash = rehash
+        self.rate_limit = rate_limit
         self._clock = clock
         self._store_get = self.store.get
         self._store_blocking = bool(getattr(self.store, "blocking", True))
         self._has_native_async = getattr(self.store, "aio", None) is not None
+        self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._usage = None
         if track_usage:
             from ._usage import UsageBuffer
@@ -164,7 +174,8 @@ class Authenticator:
             raise InvalidAPIKey("malformed key or bad checksum")
         return token
 
-    def _flow(self, token: str, method: str | None, path: str | None) -> _Flow:
+    def _flow(self, token: str, method: str | None, path: str | None, client: str | None
+              ) -> _Flow:
         cache = self._cache
         digest = cache.digest(token)
         known = cache.get(digest)
@@ -173,6 +184,10 @@ class Authenticator:
         if known is None:
             key = self._format.split(token)
             key_id, mode, prefix = key.key_id, key.mode, key.prefix
+            if self.rate_limit is not None:
+                # Work is about to be done for an unproven key: refuse it
+                # first if this client or this id is past its failure limit.
+                yield (_ADMIT, client, key_id)
         else:
             # This exact string passed the format, checksum and secret checks
             # before; the record below still decides everything else.
@@ -189,7 +204,9 @@ class Authenticator:
             else:
                 verdict = self._verify(hasher, record.hash, key, digest)
             if not verdict.ok:
-                raise InvalidAPIKey("wrong secret")
+                error = InvalidAPIKey("wrong secret")
+                error.key_id = record.id
+                raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
         now = self._clock()
@@ -251,17 +268,19 @@ class Authenticator:
         *,
         method: str | None = None,
         path: str | None = None,
+        client: str | None = None,
     ) -> Principal:
         """Return the :class:`Principal` of the key in an ``Authorization`` value.
 
         With *method* and *path* (as the router sees it) the key's
-        restrictions are enforced too.  Raises an :class:`AuthError`,
+        restrictions are enforced too; *client* (the peer address) is what
+        the per-client failure limit counts.  Raises an :class:`AuthError`,
         :class:`PermissionDenied` or :class:`StoreUnavailable`; never returns
         a falsy "not authenticated".  Blocks while argon2 runs on a cold key.
         """
-        flow = self._flow(self._token(authorization), method, path)
         answer: Any = None
         try:
+            flow = self._flow(self._token(authorization), method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -273,11 +292,20 @@ class Authenticator:
                         raise _store_failed(exc) from None
                 elif op[0] == _VERIFY:
                     answer = self._verify_once(*op[1:])
+                elif op[0] == _ADMIT:
+                    self._admit(op[1], op[2])
+                    answer = None
                 else:
                     self._replace_hash(*op[1:])
                     answer = None
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except InvalidAPIKey as exc:
+            if self.rate_limit is not None:
+                refusal = self._limit_failure(client, exc.key_id)
+                if refusal is not None:
+                    raise refusal from None
+            raise
 
     def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
                      ) -> _Verdict:
@@ -288,6 +316,27 @@ class Authenticator:
         if leader:
             self._lead(flight, flight_key, hasher, stored, key, digest)
         return flight.result()
+
+    def _admit(self, client: str | None, key_id: str) -> None:
+        assert self.rate_limit is not None
+        try:
+            self.rate_limit.admit(client, key_id)
+        except RateLimited:
+            raise
+        except Exception as exc:
+            raise _limiter_failed(exc) from None
+
+    def _limit_failure(self, client: str | None, key_id: str | None) -> RateLimited | None:
+        assert self.rate_limit is not None
+        try:
+            return self.rate_limit.failed(client, key_id)
+        except Exception as exc:
+            raise _limiter_failed(exc) from None
+
+    async def _in_thread_if(self, blocking: bool, func: Callable[..., _T], *args: Any) -> _T:
+        if not blocking:
+            return func(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
     def _replace_hash(self, key_id: str, old: str, new: str) -> None:
         try:
@@ -304,6 +353,7 @@ class Authenticator:
         *,
         method: str | None = None,
         path: str | None = None,
+        client: str | None = None,
     ) -> Principal:
         """:meth:`authenticate` for event loops: never blocks the loop.
 
@@ -311,9 +361,9 @@ class Authenticator:
         worker threads; a store that does no I/O is called inline, so a warm
         request on it never leaves the loop.
         """
-        flow = self._flow(self._token(authorization), method, path)
         answer: Any = None
         try:
+            flow = self._flow(self._token(authorization), method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -328,11 +378,22 @@ class Authenticator:
                             raise _store_failed(exc) from None
                 elif op[0] == _VERIFY:
                     answer = await self._verify_once_async(*op[1:])
+                elif op[0] == _ADMIT:
+                    answer = await self._in_thread_if(self._limiter_blocking, self._admit,
+                                                      op[1], op[2])
                 else:
                     await self._replace_hash_async(*op[1:])
                     answer = None
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except InvalidAPIKey as exc:
+            if self.rate_limit is not None:
+                refusal = await self._in_thread_if(
+                    self._limiter_blocking, self._limit_failure, client, exc.key_id
+                )
+                if refusal is not None:
+                    raise refusal from None
+            raise
 
     @property
     def async_store(self) -> AsyncKeyStore:
@@ -420,6 +481,12 @@ class Authenticator:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def _limiter_failed(exc: Exception) -> StoreUnavailable:
+    # Without its counters the limiter cannot protect argon2: fail closed.
+    log.error("rate limiter storage failed: %s: %s", type(exc).__name__, exc)
+    return StoreUnavailable(f"rate limiter failed: {type(exc).__name__}")
 
 
 def _store_failed(exc: Exception) -> StoreUnavailable:

@@ -82,6 +82,9 @@ class InvalidAPIKey(AuthError):
 
     code = "invalid_api_key"
     message = "Invalid API key provided"
+    #: Set when the id was known and the secret was wrong: what the per-id
+    #: brute-force limit counts.  Never shown to the client.
+    key_id: str | None = None
 
 
 class RevokedAPIKey(AuthError):

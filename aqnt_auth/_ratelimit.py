@@ -1,0 +1,99 @@
+"""Throttling failed verifications, per key id and per client address.
+
+Built on the ``limits`` library (the ``limits`` extra; add ``redis`` to share
+counters between servers).  Only *failures* are counted, and only requests
+that would cost work are checked, so:
+
+* a request whose key is already proven good (a verification-cache hit)
+  never touches the limiter: a key keeps working while its id is attacked;
+* a client past its limit gets 429 before any store call or argon2;
+* guessing secrets for a known id is throttled per id, whatever the
+  attacker's addresses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigurationError, RateLimited
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
+__all__ = ["FailureLimiter"]
+
+
+class FailureLimiter:
+    """Counts failed authentications and refuses clients and ids past a limit.
+
+    :param per_key: failures allowed per key id (``limits`` notation).
+    :param per_client: failures allowed per client address.
+    :param storage_uri: ``memory://`` (per process, the default) or
+        ``redis://127.0.0.1:6379`` (shared by every server).
+    :param strategy: ``moving-window`` (exact) or ``fixed-window`` (cheaper).
+
+    ``blocking`` is true for a networked storage: async callers then run the
+    limiter in worker threads.
+    """
+
+    def __init__(
+        self,
+        per_key: str = "10/minute",
+        per_client: str = "60/minute",
+        *,
+        storage_uri: str = "memory://",
+        strategy: str = "moving-window",
+    ) -> None:
+        try:
+            from limits import parse, storage, strategies  # optional extra
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                "rate limiting needs the limits library: pip install 'aqnt-auth[limits]'"
+            ) from None
+        try:
+            self._per_key: RateLimitItem = parse(per_key)
+            self._per_client: RateLimitItem = parse(per_client)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad rate limit: {exc}") from None
+        kinds: dict[str, Any] = {
+            "moving-window": strategies.MovingWindowRateLimiter,
+            "fixed-window": strategies.FixedWindowRateLimiter,
+        }
+        if strategy not in kinds:
+            raise ConfigurationError(f"strategy must be one of {sorted(kinds)}")
+        try:
+            self._storage = storage.storage_from_string(storage_uri)
+        except Exception as exc:  # limits raises several types for bad URIs
+            raise ConfigurationError(f"bad rate limit storage: {exc}") from None
+        self._limiter = kinds[strategy](self._storage)
+        self.blocking = not storage_uri.startswith("memory://")
+        self.storage_uri = storage_uri
+
+    def __repr__(self) -> str:
+        return (f"FailureLimiter(per_key={str(self._per_key)!r}, "
+                f"per_client={str(self._per_client)!r}, storage={self.storage_uri!r})")
+
+    def _refuse(self, item: RateLimitItem, *identifiers: str) -> RateLimited:
+        reset = self._limiter.get_window_stats(item, *identifiers).reset_time
+        return RateLimited("too many failures", retry_after=int(reset - time.time()) + 1)
+
+    def admit(self, client: str | None, key_id: str | None) -> None:
+        """Raise :class:`RateLimited` if *client* or *key_id* is past its limit."""
+        if client is not None and not self._limiter.test(self._per_client, "client", client):
+            raise self._refuse(self._per_client, "client", client)
+        if key_id is not None and not self._limiter.test(self._per_key, "key", key_id):
+            raise self._refuse(self._per_key, "key", key_id)
+
+    def failed(self, client: str | None, key_id: str | None) -> RateLimited | None:
+        """Count one failure; return the 429 to answer instead if a limit was already hit."""
+        refusal = None
+        if client is not None and not self._limiter.hit(self._per_client, "client", client):
+            refusal = self._refuse(self._per_client, "client", client)
+        if key_id is not None and not self._limiter.hit(self._per_key, "key", key_id):
+            refusal = refusal or self._refuse(self._per_key, "key", key_id)
+        return refusal
+
+    def reset(self) -> None:
+        """Forget every counter (tests, or after an incident)."""
+        self._storage.reset()

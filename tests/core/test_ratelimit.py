@@ -1,0 +1,155 @@
+"""Brute-force and flood limits on failed verifications."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from aqnt_auth import (
+    Authenticator,
+    ConfigurationError,
+    FailureLimiter,
+    InvalidAPIKey,
+    KeyManager,
+    MissingAPIKey,
+    RateLimited,
+    StoreUnavailable,
+    checksum,
+)
+
+from ..conftest import require_service
+from ._support import CountingHasher, InstrumentedStore
+
+BODY = (b'{"error": {"type": "rate_limit_error", "message": '
+        b'"Too many failed authentication attempts", "code": "rate_limited"}}')
+
+
+def guess(key: str, n: int) -> str:
+    head = key[:20] + f"{n:032d}"
+    return f"Bearer {head}{checksum(head)}"
+
+
+@pytest.fixture
+def setup() -> tuple[InstrumentedStore, CountingHasher, str, str]:
+    store, hasher = InstrumentedStore(), CountingHasher()
+    issued = KeyManager(store, hasher=hasher).create("victim")
+    return store, hasher, issued.key, issued.record.id
+
+
+class TestPerKey:
+    def test_guessing_an_id_is_throttled(self, setup: tuple[InstrumentedStore, CountingHasher,
+                                                            str, str]) -> None:
+        """Past the per-id limit, guesses get 429 without argon2, from any address."""
+        store, hasher, key, _ = setup
+        limiter = FailureLimiter(per_key="3/minute", per_client="1000/minute")
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            for n in range(3):
+                with pytest.raises(InvalidAPIKey):
+                    auth.authenticate(guess(key, n), client=f"10.0.0.{n}")
+            calls = hasher.calls
+            with pytest.raises(RateLimited) as info:
+                auth.authenticate(guess(key, 99), client="10.9.9.9")
+            assert hasher.calls == calls
+            response = auth.render_error(info.value)
+            assert response.status == 429
+            assert response.body == BODY
+            assert int(dict(response.headers)["Retry-After"]) >= 1
+
+    def test_a_verified_key_keeps_working_under_attack(
+        self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
+    ) -> None:
+        store, hasher, key, key_id = setup
+        limiter = FailureLimiter(per_key="2/minute", per_client="1000/minute")
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            assert auth.authenticate(f"Bearer {key}", client="1.1.1.1").id == key_id
+            for n in range(5):
+                with pytest.raises((InvalidAPIKey, RateLimited)):
+                    auth.authenticate(guess(key, n), client="6.6.6.6")
+            assert auth.authenticate(f"Bearer {key}", client="1.1.1.1").id == key_id
+
+    @pytest.mark.anyio
+    async def test_async(self, setup: tuple[InstrumentedStore, CountingHasher, str, str]) -> None:
+        store, hasher, key, _ = setup
+        limiter = FailureLimiter(per_key="2/minute", per_client="1000/minute")
+        async with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            for n in range(2):
+                with pytest.raises(InvalidAPIKey):
+                    await auth.authenticate_async(guess(key, n))
+            with pytest.raises(RateLimited):
+                await auth.authenticate_async(guess(key, 3))
+
+
+class TestPerClient:
+    def test_garbage_from_one_client_is_throttled(
+        self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
+    ) -> None:
+        """Malformed keys count against the client; then 429 before any store call."""
+        store, hasher, key, _ = setup
+        limiter = FailureLimiter(per_key="100/minute", per_client="5/minute")
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            for _ in range(5):
+                with pytest.raises(InvalidAPIKey):
+                    auth.authenticate("Bearer garbage", client="6.6.6.6")
+            with pytest.raises(RateLimited):
+                auth.authenticate("Bearer garbage", client="6.6.6.6")
+            gets = store.gets
+            with pytest.raises(RateLimited):
+                auth.authenticate(guess(key, 1), client="6.6.6.6")
+            assert store.gets == gets
+            # Other clients are unaffected; so is a proven key from the same address.
+            with pytest.raises(InvalidAPIKey):
+                auth.authenticate("Bearer garbage", client="7.7.7.7")
+
+    def test_missing_keys_are_not_failures(
+        self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
+    ) -> None:
+        store, hasher, _, _ = setup
+        limiter = FailureLimiter(per_client="1/minute")
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            for _ in range(5):
+                with pytest.raises(MissingAPIKey):
+                    auth.authenticate(None, client="1.2.3.4")
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(ConfigurationError):
+        FailureLimiter(per_key="lots")
+    with pytest.raises(ConfigurationError):
+        FailureLimiter(strategy="leaky")
+
+
+def test_limiter_storage_failure_fails_closed(
+    setup: tuple[InstrumentedStore, CountingHasher, str, str]
+) -> None:
+    """Without its counters the limiter answers 503, never lets guesses through unthrottled."""
+    store, hasher, key, _ = setup
+    limiter = FailureLimiter(storage_uri="redis://127.0.0.1:1")
+    with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth, \
+            pytest.raises(StoreUnavailable):
+        auth.authenticate(guess(key, 1), client="1.2.3.4")
+
+
+def test_redis_storage_is_shared_between_servers(
+    setup: tuple[InstrumentedStore, CountingHasher, str, str]
+) -> None:
+    """Two authenticators (two servers) share failure counts through Redis."""
+    require_service("Redis", "127.0.0.1", 6379)
+    store, hasher, key, _ = setup
+    # A namespace per run: the key id is random, so counters never collide.
+    uri = "redis://127.0.0.1:6379"
+    a = Authenticator(store, hashers=[hasher],
+                      rate_limit=FailureLimiter(per_key="2/minute", storage_uri=uri))
+    b = Authenticator(store, hashers=[hasher],
+                      rate_limit=FailureLimiter(per_key="2/minute", storage_uri=uri))
+    client = str(uuid.uuid4())
+    with pytest.raises(InvalidAPIKey):
+        a.authenticate(guess(key, 1), client=client)
+    with pytest.raises(InvalidAPIKey):
+        b.authenticate(guess(key, 2), client=client)
+    with pytest.raises(RateLimited):
+        a.authenticate(guess(key, 3), client=client)
+    with pytest.raises(RateLimited):
+        b.authenticate(guess(key, 4), client=client)
+    a.close()
+    b.close()
