@@ -32,7 +32,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from ._errors import ConfigurationError
 
-__all__ = ["SingleFlight", "Verified", "VerificationCache"]
+__all__ = ["SingleFlight", "VerificationCache", "Verified"]
 
 T = TypeVar("T")
 
@@ -95,7 +95,9 @@ class VerificationCache:
             with self._lock:
                 self._entries.pop(digest, None)
             return None
-        try:
+        # try/except, not contextlib.suppress: this is the hot path, and a
+        # context manager costs more than the whole lookup.
+        try:  # noqa: SIM105
             self._entries.move_to_end(digest)
         except KeyError:
             pass

@@ -32,9 +32,9 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def print_table(title: str, rows: Sequence[tuple[str, str, str]]) -> None:
-    """Print a three-column table: what, median, note."""
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
+    """Print a table whose first row is the header: what, median, notes."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"\n{title}")
     for i, row in enumerate(rows):
         print("  " + "  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())

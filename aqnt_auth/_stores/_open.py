@@ -35,7 +35,8 @@ def _open_sqlite(url: str) -> KeyStore:
 
 def _open_sqlalchemy(url: str) -> KeyStore:
     try:
-        from ._sqlalchemy import SQLAlchemyKeyStore  # noqa: PLC0415 - optional extra
+        # Imported here: SQLAlchemy is an optional extra.
+        from ._sqlalchemy import SQLAlchemyKeyStore
     except ImportError as exc:
         raise ConfigurationError(
             f"store URL {_redact(url)!r} needs SQLAlchemy: pip install 'aqnt-auth[sql]' ({exc})"
