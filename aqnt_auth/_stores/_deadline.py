@@ -162,7 +162,7 @@ def _reset_after_fork(ref: weakref.ref[Watchdog]) -> None:
 WATCHDOG = Watchdog()
 
 
-class ConnectTimeout(TimeoutError):  # noqa: N818 - a TimeoutError, named like one
+class ConnectTimeout(TimeoutError):
     """A connection attempt did not finish within its deadline."""
 
 

@@ -94,7 +94,7 @@ DEFAULT_CHANNEL: Final = "aqnt_auth_keys"
 _SCHEMA_LOCK: Final = 0x61716E74  # "aqnt"
 
 
-class _TimedOut(Exception):  # noqa: N818 - internal, never escapes
+class _TimedOut(Exception):
     """A statement outlived its client-side deadline."""
 
 
@@ -251,6 +251,9 @@ class SQLAlchemyKeyStore:
             # The database may come up after the application: try again on
             # first use rather than refuse to start.
             log.warning("SQL store %s: schema check deferred: %s", self, exc)
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"SQLAlchemyKeyStore({_redacted(self.engine.url)!r}, table={self.tables.name!r})"

@@ -1,0 +1,257 @@
+"""The SQL store's schema, options and deadlines."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aqnt_auth import ConfigurationError, StoreUnavailable, open_store
+from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
+from aqnt_auth._stores._sql_schema import SCHEMA, SCHEMA_VERSION, postgres_ddl
+from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
+
+from .contract import make_record
+from .pg_support import PGSchema, pg_schema_fixture
+
+# -- deadlines (no database) ----------------------------------------------------
+
+
+def test_watchdog_shuts_down_a_socket_past_its_deadline() -> None:
+    """A read that would wait for ever returns (EOF) once the deadline passes."""
+    watchdog = Watchdog()
+    a, b = socket.socketpair()
+    with a, b, watchdog.guard(a.fileno(), 0.05) as deadline:
+        assert a.recv(10) == b""
+        assert deadline is not None
+        assert deadline.fired
+
+
+def test_watchdog_leaves_finished_operations_alone() -> None:
+    """An operation that ends in time is not touched, and is forgotten."""
+    watchdog = Watchdog()
+    a, b = socket.socketpair()
+    with a, b:
+        for _ in range(3):
+            with watchdog.guard(a.fileno(), 0.05) as deadline:
+                b.sendall(b"ping")
+                assert a.recv(10) == b"ping"
+            assert deadline is not None
+            assert not deadline.fired
+        assert len(watchdog) == 0
+        time.sleep(0.1)  # past every deadline: the socket still works
+        b.sendall(b"pong")
+        assert a.recv(10) == b"pong"
+
+
+def test_watchdog_without_socket_does_nothing() -> None:
+    with Watchdog().guard(None, 0.01) as deadline:
+        assert deadline is None
+
+
+def test_connect_within_returns_or_raises_what_connect_did() -> None:
+    assert connect_within(lambda: 42, 1.0, lambda _: None) == 42
+
+    def refuse() -> int:
+        raise ConnectionRefusedError("no")
+
+    with pytest.raises(ConnectionRefusedError):
+        connect_within(refuse, 1.0, lambda _: None)
+
+
+def test_connect_within_gives_up_and_closes_the_late_connection() -> None:
+    """A slow attempt raises ConnectTimeout; its connection, when it comes,
+    is closed rather than leaked."""
+    release, closed = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "conn"
+
+    with pytest.raises(ConnectTimeout):
+        connect_within(slow, 0.05, lambda conn: closed.set())
+    release.set()
+    assert closed.wait(5)
+
+
+# -- options ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("connect_timeout", 0), ("statement_timeout", -1), ("cache_ttl", 0),
+    ("heartbeat", 0), ("lease", 0.1), ("cache_size", -1), ("table", "Keys; DROP"),
+    ("channel", "bad channel"), ("schema", "1x"),
+])
+def test_bad_options_are_refused(option: str, value: object, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLAlchemyKeyStore(f"sqlite+pysqlite:///{tmp_path / 'k.db'}", cache=False,
+                           **{option: value})  # type: ignore[arg-type]
+
+
+def test_cache_needs_postgres(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="LISTEN/NOTIFY"):
+        SQLAlchemyKeyStore(f"sqlite+pysqlite:///{tmp_path / 'k.db'}", cache=True)
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="file"):
+        SQLAlchemyKeyStore("sqlite+pysqlite://")
+
+
+def test_unreachable_database_is_unavailable_and_hides_the_password() -> None:
+    """Port 1 refuses connections: the store still opens (the schema check is
+    deferred), calls raise StoreUnavailable, and no message shows the password."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    store = open_store(f"postgres://aqnt:s3cr3t-pw@127.0.0.1:{port}/nothing")
+    try:
+        assert isinstance(store, SQLAlchemyKeyStore)
+        assert store.engine.dialect.driver == "psycopg"  # postgres:// means psycopg 3
+        assert "s3cr3t" not in repr(store)
+        with pytest.raises(StoreUnavailable) as caught:
+            store.get("nosuchkey123")
+        assert "s3cr3t" not in str(caught.value)
+    finally:
+        store.close()
+
+
+def test_core_import_does_not_load_sqlalchemy() -> None:
+    """SQLAlchemy is an optional extra: importing the package must not need it."""
+    code = ("import sys, aqnt_auth; "
+            "assert 'sqlalchemy' not in sys.modules and 'psycopg' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the schema -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PGSchema]:
+    yield from pg_schema_fixture()
+
+
+def _table() -> str:
+    return f"keys_{secrets.token_hex(4)}"
+
+
+def test_schema_constant_is_the_default_ddl() -> None:
+    """SCHEMA documents exactly the statements the store runs by default."""
+    expected = ";\n".join(postgres_ddl()) + ";\n"
+    assert expected == SCHEMA
+    assert "CREATE TABLE IF NOT EXISTS aqnt_api_keys" in SCHEMA
+    assert "PRIMARY KEY" in SCHEMA
+    assert f"VALUES ('aqnt_api_keys', {SCHEMA_VERSION})" in SCHEMA
+
+
+def test_store_runs_on_tables_made_from_the_documented_ddl(pg: PGSchema) -> None:
+    """A team that applies SCHEMA by hand gets a working store with
+    create_schema=False; applying it twice is harmless."""
+    table = _table()
+    for _ in range(2):
+        for statement in postgres_ddl(table):
+            pg.execute(statement)
+    store = SQLAlchemyKeyStore(pg.url(), table=table, create_schema=False, cache=False)
+    try:
+        assert store.init_schema() == SCHEMA_VERSION
+        record = make_record()
+        store.add(record)
+        assert store.get(record.id) == record
+    finally:
+        store.close()
+
+
+def test_missing_schema_without_create_is_a_configuration_error(pg: PGSchema) -> None:
+    with pytest.raises(ConfigurationError, match="store init"):
+        SQLAlchemyKeyStore(pg.url(), table=_table(), create_schema=False, cache=False)
+
+
+def test_newer_schema_is_refused(pg: PGSchema) -> None:
+    table = _table()
+    SQLAlchemyKeyStore(pg.url(), table=table, cache=False).close()
+    pg.execute("UPDATE aqnt_auth_schema SET version = %s WHERE name = %s",
+               (SCHEMA_VERSION + 1, table))
+    with pytest.raises(ConfigurationError, match="upgrade aqnt-auth"):
+        SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+
+
+def test_schema_creation_races_safely(pg: PGSchema) -> None:
+    """Many processes starting at once on an empty database: one creates the
+    tables, none fails."""
+    table = _table()
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+            results.append(store.init_schema())
+            store.close()
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [SCHEMA_VERSION] * 6
+    assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
+        (SCHEMA_VERSION,)]
+    indexes = pg.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))
+    assert any("(id)" in str(row[0]) for row in indexes)  # lookup by key id is indexed
+
+
+def test_explicit_schema_option(pg: PGSchema) -> None:
+    """schema= qualifies every table, whatever the connection's search_path."""
+    url = pg.url().split("?")[0]
+    table = _table()
+    store = SQLAlchemyKeyStore(url, schema=pg.name, table=table, cache=False)
+    try:
+        record = make_record()
+        store.add(record)
+        assert store.get(record.id) == record
+        assert pg.execute(f"SELECT count(*) FROM {pg.name}.{table}") == [(1,)]  # noqa: S608
+    finally:
+        store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_gets_its_own_connections(pg: PGSchema) -> None:
+    """A pre-forking server: the child reads through its own connections and
+    listener, and the parent's keep working."""
+    store = SQLAlchemyKeyStore(pg.url(), channel=pg.name, listener_name="aqnt-fork-test")
+    try:
+        record = make_record()
+        store.add(record)
+        assert store.get(record.id) == record
+        for _ in range(500):
+            if store.cache.listening:
+                break
+            time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            status = 1
+            try:
+                got = store.get(record.id)
+                status = 0 if got == record else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get(record.id) == record
+        assert store.cache.listening
+        store.revoke(record.id, record.created_at)
+        got = store.get(record.id)
+        assert got is not None
+        assert got.revoked_at == record.created_at
+    finally:
+        store.close()
