@@ -7,8 +7,9 @@ two of these against one database.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aqnt_auth import Argon2Hasher, Authenticator
@@ -17,6 +18,8 @@ from aqnt_auth.adapters.asgi import APIKeyMiddleware
 
 STORE_URL_ENV = "AQNT_TEST_STORE_URL"
 BODY = b'{"hello": "world"}'
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
 async def hello(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
@@ -40,8 +43,23 @@ def protect(authenticator: Authenticator) -> APIKeyMiddleware:
     return APIKeyMiddleware(hello, authenticator=authenticator, exempt_paths=["/health"])
 
 
-def create_app() -> APIKeyMiddleware:
-    """The uvicorn factory: the store URL comes from the environment."""
+def create_app() -> ASGIApp:
+    """The uvicorn factory: the store URL comes from the environment.
+
+    ``GET /_cache`` (outside the middleware) tells whether the record cache
+    is answering, so a test can wait for warm servers.
+    """
     store = SQLAlchemyKeyStore(os.environ[STORE_URL_ENV])
-    return APIKeyMiddleware(hello, store=store, hashers=[Argon2Hasher("cheapest")],
-                            exempt_paths=["/health"])
+    protected = APIKeyMiddleware(hello, store=store, hashers=[Argon2Hasher("cheapest")],
+                                 exempt_paths=["/health"])
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/_cache":
+            body = json.dumps({"listening": store.cache.listening}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await protected(scope, receive, send)
+
+    return app
