@@ -261,6 +261,29 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_store_init(args: argparse.Namespace, out: TextIO) -> int:
+    from ._stores._sql_ddl import SCHEMA
+
+    if args.sql:
+        print(SCHEMA, end="", file=out)
+        return 0
+    store = open_store(args.store)
+    try:
+        # Stores that manage a schema (the SQL store) create and check it
+        # here; the embedded ones already did when they opened.
+        init = getattr(store, "init_schema", None)
+        version = init() if init is not None else None
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"store": repr(store), "schema_version": version}, indent=2), file=out)
+    elif version is None:
+        print(f"Store {store!r} is ready.", file=out)
+    else:
+        print(f"Store {store!r} is ready: schema version {version}.", file=out)
+    return 0
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -332,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", dest="demo_store", default="sqlite:///aqnt_demo.db",
                       help="store URL for the demo (default: sqlite:///aqnt_demo.db)")
     demo.set_defaults(func=_cmd_demo)
+
+    store = commands.add_parser("store", help="prepare the key store")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    init = store_commands.add_parser(
+        "init", parents=[common],
+        help="create the store's tables if missing and check their schema version",
+    )
+    init.add_argument("--sql", action="store_true",
+                      help="print the PostgreSQL DDL instead, for your own migrations")
+    init.set_defaults(func=_cmd_store_init)
     return parser
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from aqnt_auth import ConfigurationError, StoreUnavailable, open_store
 from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
-from aqnt_auth._stores._sql_schema import SCHEMA, SCHEMA_VERSION, postgres_ddl
+from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 
 from .contract import make_record
