@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from aqnt_auth import (
@@ -77,6 +77,7 @@ _AUTHENTICATOR_OPTIONS: Final = {
     "AQNT_AUTH_USAGE_FLUSH_INTERVAL": "usage_flush_interval",
     "AQNT_AUTH_TRACK_USAGE": "track_usage",
     "AQNT_AUTH_REHASH": "rehash",
+    "AQNT_AUTH_RATE_LIMIT": "rate_limit",
 }
 
 _PARAMETERS = inspect.signature(Authenticator).parameters
@@ -120,7 +121,7 @@ current_api_key: Principal = LocalProxy(_principal)  # type: ignore[assignment]
 
 
 class _AppState:
-    """What one app's request hook needs, resolved once at ``init_app``."""
+    """One app's authenticator and rules, resolved once at ``init_app``."""
 
     __slots__ = ("allow_cors_preflight", "authenticator", "exempt", "exempt_endpoints")
 
@@ -141,42 +142,63 @@ class _AppState:
         return response
 
     def endpoint_exempt(self, endpoint: str) -> bool:
-        exempt = self.exempt_endpoints.get(endpoint)
-        if exempt is None:
-            view = current_app.view_functions.get(endpoint)
-            exempt = self.exempt_endpoints[endpoint] = bool(
-                getattr(view, _EXEMPT, False)
-                or getattr(getattr(view, "view_class", None), _EXEMPT, False)
-            )
+        view = current_app.view_functions.get(endpoint)
+        exempt = self.exempt_endpoints[endpoint] = bool(
+            getattr(view, _EXEMPT, False)
+            or getattr(getattr(view, "view_class", None), _EXEMPT, False)
+        )
         return exempt
 
-    def guard(self) -> ResponseReturnValue | None:
-        """The ``before_request`` function: authenticate, or answer the error."""
-        req = request
-        path = req.path
-        environ = req.environ
-        endpoint = req.endpoint
-        if (
-            self.exempt.is_exempt(path)
-            or (endpoint is not None and self.endpoint_exempt(endpoint))
-            or (
-                self.allow_cors_preflight
-                and is_cors_preflight(
-                    req.method,
-                    environ.get("HTTP_ORIGIN"),
-                    environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+    def make_guard(self) -> Callable[[], ResponseReturnValue | None]:
+        """The ``before_request`` function: authenticate, or answer the error.
+
+        A closure over what it needs, as this runs on every request.
+        """
+        authenticate = self.authenticator.authenticate
+        is_exempt_path = self.exempt.is_exempt if self.exempt else None
+        exempt_endpoints = self.exempt_endpoints
+        endpoint_exempt = self.endpoint_exempt
+        allow_cors_preflight = self.allow_cors_preflight
+        error = self.error
+
+        def aqnt_auth_guard() -> ResponseReturnValue | None:
+            # One context lookup, rather than one per attribute via the proxy.
+            req: Request = request._get_current_object()  # type: ignore[attr-defined]
+            path = req.path
+            method = req.method
+            environ = req.environ
+            rule = req.url_rule
+            if rule is not None:
+                exempt = exempt_endpoints.get(rule.endpoint)
+                if exempt is None:
+                    exempt = endpoint_exempt(rule.endpoint)
+            else:
+                exempt = False
+            if (
+                exempt
+                or (is_exempt_path is not None and is_exempt_path(path))
+                or (
+                    method == "OPTIONS"
+                    and allow_cors_preflight
+                    and is_cors_preflight(
+                        method,
+                        environ.get("HTTP_ORIGIN"),
+                        environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+                    )
                 )
-            )
-        ):
-            g.api_key = None
+            ):
+                g.api_key = None
+                return None
+            try:
+                g.api_key = authenticate(
+                    environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                    client=environ.get("REMOTE_ADDR"),
+                )
+            except AQNTError as exc:
+                return error(exc)
             return None
-        try:
-            g.api_key = self.authenticator.authenticate(
-                environ.get("HTTP_AUTHORIZATION"), method=req.method, path=path
-            )
-        except AQNTError as exc:
-            return self.error(exc)
-        return None
+
+        return aqnt_auth_guard
 
 
 class AQNTAuth:
@@ -206,9 +228,11 @@ class AQNTAuth:
         Let CORS preflights through without a key (default ``True``).
     ``AQNT_AUTH_PREFIXES``, ``AQNT_AUTH_HASHERS``, ``AQNT_AUTH_CACHE_SIZE``,
     ``AQNT_AUTH_CACHE_TTL``, ``AQNT_AUTH_MAX_CONCURRENT_HASHES``,
-    ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``
+    ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,
+    ``AQNT_AUTH_RATE_LIMIT``
         The :class:`~aqnt_auth.Authenticator` options of the same names,
-        with its defaults.
+        with its defaults (``RATE_LIMIT`` takes a
+        :class:`~aqnt_auth.FailureLimiter`; the client is ``REMOTE_ADDR``).
     ``AQNT_AUTH_HASHER``
         The hasher ``flask aqnt-keys`` issues keys with (default argon2id).
 
@@ -247,7 +271,7 @@ class AQNTAuth:
         app.extensions[EXTENSION_KEY] = self
         # First, so no other before_request function runs for a request
         # that has no valid key.
-        app.before_request_funcs.setdefault(None, []).insert(0, state.guard)
+        app.before_request_funcs.setdefault(None, []).insert(0, state.make_guard())
         # More specific than any handler of the app's own for Exception or
         # 500, so a refusal a view raises is never rendered as HTML.
         for refusal in REFUSALS:

@@ -67,7 +67,8 @@ class APIKeyMiddleware:
         ``Origin`` and ``Access-Control-Request-Method``) through without a
         key, since browsers never send credentials on them.
     :param options: keyword options of :class:`~aqnt_auth.Authenticator`
-        (``allowed_modes``, ``realm``, ``cache_size``...), with *store* only.
+        (``allowed_modes``, ``realm``, ``cache_size``, ``rate_limit``...), with
+        *store* only.  A rate limit counts failures per ``REMOTE_ADDR``.
 
     Errors are answered here, with the core's exact JSON bodies and
     ``WWW-Authenticate``; *app* never sees an unauthenticated request.
@@ -117,7 +118,8 @@ class APIKeyMiddleware:
             path = get_path_info(environ)
         method: str = environ.get("REQUEST_METHOD", "GET")
         if self.exempt.is_exempt(path) or (
-            self.allow_cors_preflight
+            method == "OPTIONS"
+            and self.allow_cors_preflight
             and is_cors_preflight(
                 method,
                 environ.get("HTTP_ORIGIN"),
@@ -130,7 +132,8 @@ class APIKeyMiddleware:
             # WSGI servers join repeated headers with commas; the core's
             # header parser answers such a value with invalid_api_key.
             environ[ENVIRON_KEY] = self._authenticate(
-                environ.get("HTTP_AUTHORIZATION"), method=method, path=path
+                environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                client=environ.get("REMOTE_ADDR"),
             )
         except AQNTError as exc:
             response = error_response(self.authenticator.render_error(exc))

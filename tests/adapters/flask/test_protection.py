@@ -9,7 +9,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from aqnt_auth import KeyManager, MemoryKeyStore, require_scopes
+from aqnt_auth import Argon2Hasher, FailureLimiter, KeyManager, MemoryKeyStore, require_scopes
 from aqnt_auth.adapters.flask import AQNTAuth, current_api_key
 
 from ..wsgi._support import (
@@ -18,6 +18,7 @@ from ..wsgi._support import (
     INVALID,
     INVALID_CHALLENGE,
     MISSING,
+    RATE_LIMITED,
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
@@ -122,6 +123,27 @@ class TestEveryRouteIsProtected:
                                         ) -> None:
         response = client.get("/", headers=bearer(f"{key}, Bearer {key}"))
         refused(response, calls, 401, INVALID, INVALID_CHALLENGE)
+
+
+class TestRateLimit:
+    def test_failures_are_limited_per_client(self, make_app: AppFactory, calls: list[str],
+                                             cheap_hasher: Argon2Hasher) -> None:
+        """AQNT_AUTH_RATE_LIMIT counts failures per REMOTE_ADDR: 429 past the limit."""
+        app = make_app(AQNT_AUTH_RATE_LIMIT=FailureLimiter(per_key="9/minute",
+                                                           per_client="2/minute"))
+        strangers = KeyManager(MemoryKeyStore(), hasher=cheap_hasher)
+        client = app.test_client()
+
+        def attempt(addr: str) -> TestResponse:
+            return client.get("/", headers=bearer(strangers.create("x").key),
+                              environ_overrides={"REMOTE_ADDR": addr})
+
+        for _ in range(2):
+            refused(attempt("10.0.0.1"), calls, 401, INVALID, INVALID_CHALLENGE)
+        response = attempt("10.0.0.1")
+        refused(response, calls, 429, RATE_LIMITED, None)
+        assert int(response.headers["Retry-After"]) >= 1
+        refused(attempt("10.0.0.2"), calls, 401, INVALID, INVALID_CHALLENGE)
 
 
 class TestKeyRestrictions:

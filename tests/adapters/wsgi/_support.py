@@ -31,6 +31,9 @@ FORBIDDEN: Final = _body(
 UNAVAILABLE: Final = _body(
     "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
 )
+RATE_LIMITED: Final = _body(
+    "rate_limit_error", "Too many failed authentication attempts", "rate_limited"
+)
 
 CHALLENGE: Final = 'Bearer realm="api"'
 INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'

@@ -13,6 +13,7 @@ from aqnt_auth import (
     Argon2Hasher,
     Authenticator,
     ConfigurationError,
+    FailureLimiter,
     KeyManager,
     MemoryKeyStore,
 )
@@ -24,6 +25,7 @@ from ._support import (
     INVALID,
     INVALID_CHALLENGE,
     MISSING,
+    RATE_LIMITED,
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
@@ -161,6 +163,28 @@ class TestRefusals:
         response = Client(mw).get("/", headers=bearer(key))
         assert_refused(response, inner, 503, UNAVAILABLE, None)
         assert response.headers["Retry-After"] == "1"
+
+
+class TestRateLimit:
+    def test_failures_are_limited_per_remote_addr(self, inner: Recorder, cheap_hasher: Argon2Hasher,
+                                                  memory_store: MemoryKeyStore) -> None:
+        """With a FailureLimiter, REMOTE_ADDR is the client it counts: 429 past the limit."""
+        mw = APIKeyMiddleware(inner, memory_store, hashers=[cheap_hasher], track_usage=False,
+                              rate_limit=FailureLimiter(per_key="9/minute",
+                                                        per_client="2/minute"))
+        strangers = KeyManager(MemoryKeyStore(), hasher=cheap_hasher)
+        client = Client(mw)
+
+        def attempt(addr: str) -> TestResponse:
+            return client.get("/", headers=bearer(strangers.create("x").key),
+                              environ_overrides={"REMOTE_ADDR": addr})
+
+        for _ in range(2):
+            assert_refused(attempt("10.0.0.1"), inner, 401, INVALID, INVALID_CHALLENGE)
+        response = attempt("10.0.0.1")
+        assert_refused(response, inner, 429, RATE_LIMITED, None)
+        assert int(response.headers["Retry-After"]) >= 1
+        assert_refused(attempt("10.0.0.2"), inner, 401, INVALID, INVALID_CHALLENGE)
 
 
 class TestSuccess:

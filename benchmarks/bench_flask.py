@@ -1,0 +1,175 @@
+"""Flask benchmark: what AQNTAuth adds to a request, against Flask-HTTPAuth.
+
+Run: ``python benchmarks/bench_flask.py [--repeats N]``.
+
+One Flask app with one route returning "ok", called directly as a WSGI
+callable with a prebuilt environ (no server, no socket), in four versions:
+bare; Flask-HTTPAuth's ``HTTPTokenAuth(scheme="Bearer")`` with a dict-lookup
+``verify_token``; AQNTAuth with a warm key on the memory store; the same on
+the SQLite store.  The WSGI middleware in front of the bare app is measured
+too.  Every figure is the median µs per request of interleaved repetitions
+in this one run; "added" is the median, over rounds, of a variant's time
+less the bare app's time in the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from flask_httpauth import HTTPTokenAuth  # type: ignore[import-untyped]
+from werkzeug.test import EnvironBuilder
+
+from aqnt_auth import KeyManager, MemoryKeyStore, SQLiteKeyStore
+from aqnt_auth.adapters.flask import AQNTAuth
+from aqnt_auth.adapters.wsgi import APIKeyMiddleware
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _util import per_call_us, print_table
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+
+def ok_app() -> Flask:
+    app = Flask("bench")
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    return app
+
+
+def httpauth_app(tokens: dict[str, str]) -> Flask:
+    app = Flask("bench")
+    auth = HTTPTokenAuth(scheme="Bearer")
+
+    @auth.verify_token  # type: ignore[untyped-decorator]
+    def verify_token(token: str) -> str | None:
+        return tokens.get(token)
+
+    @app.get("/")
+    @auth.login_required  # type: ignore[untyped-decorator]
+    def index() -> str:
+        return "ok"
+
+    return app
+
+
+def ours_app(store: Any) -> Flask:
+    app = ok_app()
+    app.config["AQNT_AUTH_STORE"] = store
+    AQNTAuth(app)
+    return app
+
+
+def request(app: WSGIApplication, authorization: str) -> Callable[[], object]:
+    """One full request: call the app, drain and close its body."""
+    environ = EnvironBuilder(path="/", headers=[("Authorization", authorization)]).get_environ()
+
+    def start_response(status: str, headers: Iterable[tuple[str, str]], *exc: Any) -> Any:
+        return None
+
+    def call() -> object:
+        body = app(environ.copy(), start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        return body
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=31, help="interleaved rounds")
+    parser.add_argument("--number", type=int, default=500, help="requests per timed pass")
+    args = parser.parse_args()
+
+    memory = MemoryKeyStore()
+    sqlite = SQLiteKeyStore(os.path.join(tempfile.mkdtemp(), "bench.db"))
+    mem_key = KeyManager(memory).create("bench").key
+    sql_key = KeyManager(sqlite).create("bench").key
+    token = "s3cr3t-token-of-the-same-length-as-a-key-000000000000"
+
+    variants: list[tuple[str, WSGIApplication, str]] = [
+        ("bare Flask", ok_app(), f"Bearer {mem_key}"),
+        ("Flask-HTTPAuth HTTPTokenAuth", httpauth_app({token: "bench"}), f"Bearer {token}"),
+        ("AQNTAuth, memory store", ours_app(memory), f"Bearer {mem_key}"),
+        ("AQNTAuth, SQLite store", ours_app(sqlite), f"Bearer {sql_key}"),
+        ("APIKeyMiddleware (WSGI), memory store",
+         APIKeyMiddleware(ok_app(), memory), f"Bearer {mem_key}"),
+    ]
+    calls: dict[str, Callable[[], object]] = {}
+    for name, app, authorization in variants:
+        call = request(app, authorization)
+        # A warm key: argon2 runs once, here; every timed request hits the cache.
+        call()
+        calls[name] = call
+    samples = paired_samples(calls, args.repeats, args.number)
+
+    bare = statistics.median(samples["bare Flask"])
+    added = {
+        name: statistics.median(a - b for a, b in zip(values, samples["bare Flask"], strict=True))
+        for name, values in samples.items()
+    }
+    httpauth = added["Flask-HTTPAuth HTTPTokenAuth"]
+    rows = [("case", "median µs", "added µs", "added / Flask-HTTPAuth's")]
+    for name, values in samples.items():
+        extra = ("-", "-") if name == "bare Flask" else (
+            f"{added[name]:.2f}", f"{added[name] / httpauth:.2f}")
+        rows.append((name, f"{statistics.median(values):.2f}", *extra))
+    print_table(
+        f"Flask request: WSGI call with a prebuilt environ; median of {args.repeats} "
+        f"interleaved rounds (each the best of 3 passes of {args.number} requests); "
+        f"added = median of per-round differences from bare Flask",
+        rows,
+    )
+    for name in ("AQNTAuth, memory store", "AQNTAuth, SQLite store"):
+        ratio = added[name] / httpauth
+        print(f"  target {name}: added <= Flask-HTTPAuth's added: {ratio:.2f} "
+              f"{'MET' if ratio <= 1.0 else 'MISSED'}")
+
+
+def paired_samples(calls: dict[str, Callable[[], object]], rounds: int, number: int,
+                   passes: int = 3) -> dict[str, list[float]]:
+    """µs per request of every variant, one sample per round.
+
+    A round runs every variant *passes* times, interleaved, in an order
+    rotated from round to round, and keeps each variant's fastest pass: load
+    from elsewhere on the machine only ever adds time, so the fastest of a
+    few adjacent passes is the least disturbed.  The garbage collector is
+    paused while a variant runs, as :mod:`timeit` does.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up
+        per_call_us(calls[name], number)
+    for i in range(rounds):
+        best = dict.fromkeys(names, float("inf"))
+        for p in range(passes):
+            shift = (i + p) % len(names)
+            for name in names[shift:] + names[:shift]:
+                gc.collect()
+                gc.disable()
+                try:
+                    best[name] = min(best[name], per_call_us(calls[name], number))
+                finally:
+                    gc.enable()
+        for name in names:
+            samples[name].append(best[name])
+    return samples
+
+
+if __name__ == "__main__":
+    main()
