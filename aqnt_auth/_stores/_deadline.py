@@ -10,7 +10,8 @@ connection.
 
 The watchdog holds a duplicate of the socket's descriptor while an operation
 runs, so a descriptor closed and reused meanwhile can never be hit by
-mistake.  One daemon thread serves a whole process and sleeps when idle.
+mistake.  One daemon thread serves a whole process; arming a deadline
+never wakes it (it checks in at least as often as the shortest timeout).
 
 :func:`connect_within` bounds connection attempts the same way (libpq
 rounds every connect timeout up to 2 seconds).
@@ -84,6 +85,8 @@ class Watchdog:
         self._cond = threading.Condition(threading.Lock())
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        # The shortest timeout armed so far: the longest the thread sleeps.
+        self._tick = 1.0
 
     def __len__(self) -> int:
         """Operations being watched."""
@@ -107,17 +110,18 @@ class Watchdog:
         deadline = Deadline(self._clock() + timeout, 0, os.dup(fileno))
         with self._cond:
             deadline.seq = next(self._seq)
-            was_idle = not self._heap
             heapq.heappush(self._heap, deadline)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="aqnt-sql-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif was_idle or deadline is self._heap[0]:
-                # The thread sleeps without a timeout when idle, and until the
-                # earliest deadline otherwise: wake it only when that changes.
+            if timeout < self._tick:
+                self._tick = timeout
                 self._cond.notify()
+            # Otherwise no wake-up (a thread switch per database call): the
+            # thread never sleeps longer than the shortest timeout, so it is
+            # up again before this deadline can pass.
         return deadline
 
     def disarm(self, deadline: Deadline) -> None:
@@ -134,12 +138,12 @@ class Watchdog:
                 while heap and heap[0].done:
                     heapq.heappop(heap)
                 if not heap:
-                    cond.wait()
+                    cond.wait(self._tick)
                     continue
                 head = heap[0]
                 wait = head.at - self._clock()
                 if wait > 0:
-                    cond.wait(wait)
+                    cond.wait(min(wait, self._tick))
                     continue
                 heapq.heappop(heap)
                 head.done = head.fired = True
