@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aqnt_auth import ConfigurationError, StoreUnavailable, open_store
+from aqnt_auth import ConfigurationError, StoreUnavailable, open_store, sql
 from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
 from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
@@ -150,6 +150,15 @@ def test_schema_constant_is_the_default_ddl() -> None:
     assert "CREATE TABLE IF NOT EXISTS aqnt_api_keys" in SCHEMA
     assert "PRIMARY KEY" in SCHEMA
     assert f"VALUES ('aqnt_api_keys', {SCHEMA_VERSION})" in SCHEMA
+
+
+def test_readme_shows_the_schema() -> None:
+    """The DDL in the README is SCHEMA, character for character."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in readme.split("```sql\n")[1:]]
+    assert SCHEMA in blocks
+    assert sql.SCHEMA is SCHEMA
+    assert sql.SQLAlchemyKeyStore is SQLAlchemyKeyStore
 
 
 def test_store_runs_on_tables_made_from_the_documented_ddl(pg: PGSchema) -> None:
