@@ -101,6 +101,14 @@ def _redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def _redact_text(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
 def _close_quietly(conn: Any) -> None:
     conn.close()
 
@@ -136,6 +144,12 @@ class SQLAlchemyKeyStore:
     :param listener_retry: first delay before the listener reconnects.
     :param engine_options: more :func:`~sqlalchemy.create_engine` options
         (``pool_size``...), for engines the store creates.
+
+    With the application's engine, its own connect settings apply (give it
+    a ``connect_timeout``); statements are still bounded by
+    *statement_timeout*.  The listener holds one session-level connection
+    (taken from *engine*'s pool for good): it cannot go through a pooler in
+    transaction mode.
 
     Thread-safe.  Call :meth:`close` (or close the authenticator) to stop
     the listener and release connections.
@@ -185,8 +199,17 @@ class SQLAlchemyKeyStore:
             self._owns_engine = False
             url = url_or_engine.url
         else:
-            url = _normalise_url(make_url(url_or_engine))
-            self.engine = self._make_engine(url, dict(options))
+            try:
+                url = _normalise_url(make_url(url_or_engine))
+                self.engine = self._make_engine(url, dict(options))
+            except ConfigurationError:
+                raise
+            except (sa_exc.ArgumentError, ImportError, ValueError) as exc:
+                # A malformed URL, an unknown dialect or a driver that is not
+                # installed: say so, without echoing a password.
+                shown = (_redacted(url_or_engine) if isinstance(url_or_engine, URL)
+                         else _redact_text(str(url_or_engine)))
+                raise ConfigurationError(f"cannot open SQL store {shown!r}: {exc}") from None
             self._owns_engine = True
         dialect = self.engine.dialect
         self._postgres = dialect.name == "postgresql"

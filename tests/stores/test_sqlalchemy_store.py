@@ -96,6 +96,18 @@ def test_bad_options_are_refused(option: str, value: object, tmp_path: Path) -> 
                            **{option: value})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql+nosuchdriver://u:pw-x@127.0.0.1/db",   # unknown driver
+    "mysql+pymysql://u:pw-x@127.0.0.1/db",              # driver not installed
+    "postgresql+psycopg://u:pw-x@127.0.0.1:notaport/db",
+])
+def test_unusable_url_is_a_configuration_error(url: str) -> None:
+    """A URL the store cannot use says why, without the password."""
+    with pytest.raises(ConfigurationError) as caught:
+        open_store(url)
+    assert "pw-x" not in str(caught.value)
+
+
 def test_cache_needs_postgres(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="LISTEN/NOTIFY"):
         SQLAlchemyKeyStore(f"sqlite+pysqlite:///{tmp_path / 'k.db'}", cache=True)
