@@ -1,0 +1,314 @@
+"""API-key authentication as pure ASGI 3 middleware, for any ASGI app.
+
+Works under Starlette, FastAPI, Quart, Litestar or a bare ASGI callable:
+nothing here imports a web framework.  What it leaves in the scope follows
+Starlette's conventions (``scope["user"]``, ``scope["auth"]``,
+``scope["state"]``), so ``request.user``, ``request.auth`` and
+``request.state.api_key`` work there with no further glue.
+
+The middleware only translates: every decision (which paths are exempt, what
+a header means, whether a key is valid and may do this) is made by the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final
+
+from aqnt_auth import (
+    AQNTError,
+    Authenticator,
+    ConfigurationError,
+    KeyStore,
+    PathRules,
+    Principal,
+    is_cors_preflight,
+    relative_path,
+    single_authorization,
+)
+
+__all__ = [
+    "ANONYMOUS",
+    "APIKeyCredentials",
+    "APIKeyMiddleware",
+    "APIKeyUser",
+    "AnonymousUser",
+    "Exemptions",
+    "authenticate_scope",
+    "make_authenticator",
+    "principal_of",
+    "route_path",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class APIKeyUser:
+    """``request.user`` for a request with a valid key, shaped like Starlette's
+    ``BaseUser``: its :attr:`identity` is the key id."""
+
+    __slots__ = ("principal",)
+
+    is_authenticated: Final = True
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    def __repr__(self) -> str:
+        return f"APIKeyUser({self.principal!r})"
+
+    @property
+    def identity(self) -> str:
+        return self.principal.id
+
+    @property
+    def display_name(self) -> str:
+        return self.principal.name
+
+
+class AnonymousUser:
+    """``request.user`` where no key was checked (an exempt path, a CORS
+    preflight): like Starlette's ``UnauthenticatedUser``."""
+
+    __slots__ = ()
+
+    is_authenticated: Final = False
+    identity: Final = ""
+    display_name: Final = ""
+
+    def __repr__(self) -> str:
+        return "AnonymousUser()"
+
+
+#: The one :class:`AnonymousUser`; it holds no state.
+ANONYMOUS: Final = AnonymousUser()
+
+
+class APIKeyCredentials:
+    """``request.auth``, shaped like Starlette's ``AuthCredentials``.
+
+    :attr:`scopes` lists the key's scopes, so Starlette's ``@requires`` works.
+    :attr:`principal` is ``None`` where no key was checked.
+    :attr:`authenticator` is the one that checked (or would have checked) the
+    request, so route-level checks answer with its realm and can
+    authenticate an exempt request on demand.
+    """
+
+    __slots__ = ("_scopes", "authenticator", "principal")
+
+    def __init__(self, principal: Principal | None, authenticator: Authenticator) -> None:
+        self.principal = principal
+        self.authenticator = authenticator
+        self._scopes: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"APIKeyCredentials({self.principal!r})"
+
+    @property
+    def scopes(self) -> list[str]:
+        # Built on first use: most requests never look at it.
+        if self._scopes is None:
+            self._scopes = sorted(self.principal.scopes) if self.principal is not None else []
+        return self._scopes
+
+    @property
+    def realm(self) -> str:
+        return self.authenticator.realm
+
+
+def make_authenticator(
+    store: KeyStore | str | None, authenticator: Authenticator | None, options: dict[str, Any]
+) -> Authenticator:
+    """The authenticator an adapter is configured with: *authenticator*, or
+    one built on *store* with *options*."""
+    if authenticator is not None:
+        if store is not None or options:
+            raise ConfigurationError(
+                "pass either authenticator= or a store (with Authenticator options), not both"
+            )
+        return authenticator
+    if store is None:
+        raise ConfigurationError(
+            'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
+        )
+    return Authenticator(store, **options)
+
+
+def route_path(scope: Scope) -> str:
+    """The decoded path as the app's router sees it: relative to ``root_path``."""
+    root_path = scope.get("root_path")
+    return relative_path(scope["path"], root_path) if root_path else scope["path"]
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """The principal an adapter put in *scope* (``scope["state"]["api_key"]``)."""
+    state = scope.get("state")
+    return state.get("api_key") if state is not None else None
+
+
+def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> None:
+    """Record a successful authentication in *scope*, the way Starlette expects it."""
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state["api_key"] = principal
+    scope["user"] = APIKeyUser(principal)
+    scope["auth"] = APIKeyCredentials(principal, authenticator)
+
+
+async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Principal:
+    """Authenticate an ``http`` or ``websocket`` scope, key restrictions included.
+
+    A WebSocket handshake is a ``GET`` (RFC 6455 §4.1): that is the method
+    a read-only key is judged by.
+    """
+    return await authenticator.authenticate_async(
+        single_authorization(scope["headers"]),
+        method=scope.get("method", "GET"),
+        path=route_path(scope),
+    )
+
+
+class Exemptions:
+    """Which requests go through without a key: exempt paths, and CORS
+    preflights when *allow_cors_preflight*.  Built once, asked per request."""
+
+    __slots__ = ("_is_exempt", "allow_cors_preflight", "paths")
+
+    def __init__(self, exempt_paths: Iterable[str] = (), allow_cors_preflight: bool = True
+                 ) -> None:
+        self.paths = PathRules(exempt_paths)
+        self._is_exempt = self.paths.is_exempt if self.paths else None
+        self.allow_cors_preflight = allow_cors_preflight
+
+    def __repr__(self) -> str:
+        return f"Exemptions({self.paths!r}, allow_cors_preflight={self.allow_cors_preflight})"
+
+    def __call__(self, scope: Scope, method: str, path: str) -> bool:
+        """Whether the request (its *method* and router *path*) skips authentication."""
+        if self._is_exempt is not None and self._is_exempt(path):
+            return True
+        return method == "OPTIONS" and self.allow_cors_preflight and _is_preflight(scope)
+
+
+def _is_preflight(scope: Scope) -> bool:
+    origin = request_method = None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin = value
+        elif name == b"access-control-request-method":
+            request_method = value
+    return is_cors_preflight("OPTIONS", origin, request_method)
+
+
+class APIKeyMiddleware:
+    """Require a valid API key on every ``http`` and ``websocket`` request.
+
+    :param app: the ASGI app to protect.
+    :param store: a :class:`~aqnt_auth.KeyStore` or a store URL
+        (``"sqlite:///keys.db"``).  The middleware owns the
+        :class:`~aqnt_auth.Authenticator` it builds on it and closes it at
+        lifespan shutdown.
+    :param authenticator: an :class:`~aqnt_auth.Authenticator` to use instead
+        of *store*.  Its owner closes it; the middleware flushes its usage
+        counts at shutdown.
+    :param exempt_paths: paths served without a key: exact (``"/health"``) or
+        segment-boundary prefixes written ``"/docs/*"``, matched against the
+        decoded path relative to ``root_path``, as the router sees it.
+    :param allow_cors_preflight: let CORS preflights (``OPTIONS`` with
+        ``Origin`` and ``Access-Control-Request-Method``) through without a
+        key, so a CORS middleware outside this one can answer them.  Every
+        other ``OPTIONS`` needs a key.
+    :param options: passed with *store* to :class:`~aqnt_auth.Authenticator`
+        (``allowed_modes``, ``realm``, ``prefixes``, ``hashers``...).
+
+    On success the :class:`~aqnt_auth.Principal` is at
+    ``scope["state"]["api_key"]`` (``request.state.api_key``), an
+    :class:`APIKeyUser` at ``scope["user"]`` and :class:`APIKeyCredentials` at
+    ``scope["auth"]``.  Otherwise the app never sees the request: it gets the
+    core's error response, and a WebSocket is refused with that response
+    (``websocket.http.response`` extension) or, without the extension,
+    closed with code 1008.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: KeyStore | str | None = None,
+        *,
+        authenticator: Authenticator | None = None,
+        exempt_paths: Iterable[str] = (),
+        allow_cors_preflight: bool = True,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.authenticator = make_authenticator(store, authenticator, options)
+        self._owns_authenticator = authenticator is None
+        self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
+
+    def __repr__(self) -> str:
+        return f"APIKeyMiddleware(authenticator={self.authenticator!r}, {self.exemptions!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                send = self._on_shutdown(send)
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        method = scope.get("method", "GET")
+        if self.exemptions(scope, method, path):
+            scope.setdefault("user", ANONYMOUS)
+            scope.setdefault("auth", APIKeyCredentials(None, self.authenticator))
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticator.authenticate_async(
+                single_authorization(scope["headers"]), method=method, path=path
+            )
+        except AQNTError as exc:
+            await self._refuse(exc, scope, receive, send)
+            return
+        admit(scope, principal, self.authenticator)
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, error: AQNTError, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = self.authenticator.render_error(error)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": answer.status,
+                        "headers": answer.raw_headers})
+            await send({"type": "http.response.body", "body": answer.body})
+            return
+        # The handshake request arrives as websocket.connect; answer it.
+        await receive()
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send({"type": "websocket.http.response.start", "status": answer.status,
+                        "headers": answer.raw_headers})
+            await send({"type": "websocket.http.response.body", "body": answer.body})
+        else:
+            # 1008: policy violation (RFC 6455 §7.4.1); the reason is the error code.
+            await send({"type": "websocket.close", "code": 1008, "reason": error.code})
+
+    def _on_shutdown(self, send: Send) -> Send:
+        # Flush and close after the app's own shutdown, which may still use keys.
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        return lifespan_send
+
+    async def aclose(self) -> None:
+        """Flush usage counts, and close the authenticator if this middleware built it."""
+        if self._owns_authenticator:
+            await self.authenticator.aclose()
+        else:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.authenticator.flush_usage
+            )

@@ -1,0 +1,125 @@
+"""What the ASGI adapter tests share: exact bodies, a recording app, raw ASGI calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+import httpx
+
+from aqnt_auth import KeyRecord, MemoryKeyStore, Principal
+
+
+def _body(type_: str, message: str, code: str) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message, "code": code}}).encode()
+
+
+MISSING: Final = _body("authentication_error", "No API key provided", "missing_api_key")
+INVALID: Final = _body("authentication_error", "Invalid API key provided", "invalid_api_key")
+REVOKED: Final = _body("authentication_error", "API key has been revoked", "key_revoked")
+FORBIDDEN: Final = _body(
+    "permission_error", "This API key does not have the required permissions",
+    "insufficient_scope",
+)
+UNAVAILABLE: Final = _body(
+    "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
+)
+
+CHALLENGE: Final = 'Bearer realm="api"'
+INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
+SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_refused(response: httpx.Response, status: int, body: bytes, challenge: str | None
+                   ) -> None:
+    """The exact answer: status, JSON body, Content-Type and WWW-Authenticate."""
+    assert response.status_code == status
+    assert response.content == body
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(body))
+    assert response.headers.get("www-authenticate") == challenge
+
+
+class Recorder:
+    """A bare ASGI app that records every scope it is called with.
+
+    HTTP requests get 200 and a JSON echo of the path and the key id the
+    middleware left; WebSockets are accepted, sent the key id, and closed.
+    """
+
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+        self.lifespan: list[str] = []
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.scopes)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.lifespan.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        self.scopes.append(scope)
+        principal: Principal | None = scope.get("state", {}).get("api_key")
+        key_id = principal.id if principal is not None else None
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": str(key_id)})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        body = json.dumps({"path": scope["path"], "key": key_id}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def http_scope(path: str = "/", *, method: str = "GET", headers: list[tuple[bytes, bytes]]
+               | None = None, root_path: str = "", raw_path: bytes | None = None) -> Scope:
+    """A raw ASGI ``http`` scope, as a server would build it."""
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": raw_path or path.encode(),
+        "query_string": b"", "root_path": root_path, "headers": headers or [],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }
+
+
+async def call(app: Any, scope: Scope, inbound: list[Message] | None = None) -> list[Message]:
+    """Drive *app* with *scope* directly; return every message it sent."""
+    queue = list(inbound or [{"type": "http.request", "body": b"", "more_body": False}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def status_of(messages: list[Message]) -> int:
+    return int(messages[0]["status"])
+
+
+class BrokenStore(MemoryKeyStore):
+    """A store whose database is down: every lookup fails as a driver would."""
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        raise OSError("connection refused")
