@@ -41,6 +41,7 @@ from ._manager import IssuedKey, KeyManager
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
 from ._response import ErrorResponse, render_error
+from ._scan import LeakFinding, LeakRevocation, find_keys, revoke_leaked
 from ._stores._async import ThreadedAsyncStore, to_async
 from ._stores._memory import MemoryKeyStore
 from ._stores._open import DEFAULT_STORE_URL, open_store, register_store_scheme
@@ -74,6 +75,8 @@ __all__ = [
     "KeyStateError",
     "KeyStatus",
     "KeyStore",
+    "LeakFinding",
+    "LeakRevocation",
     "MemoryKeyStore",
     "MissingAPIKey",
     "Mode",
@@ -92,6 +95,7 @@ __all__ = [
     "bearer_token",
     "check_access",
     "checksum",
+    "find_keys",
     "is_cors_preflight",
     "open_store",
     "parse_duration",
@@ -100,6 +104,7 @@ __all__ = [
     "relative_path",
     "render_error",
     "require_scopes",
+    "revoke_leaked",
     "single_authorization",
     "to_async",
 ]
