@@ -24,6 +24,7 @@ from ._errors import AQNTError, AuthError, ConfigurationError
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IssuedKey, KeyManager
 from ._records import KeyRecord, utcnow
+from ._scan_files import DEFAULT_MAX_SIZE, prefix_argument, run_scan, size_argument
 from ._stores._open import DEFAULT_STORE_URL, open_store
 
 __all__ = [
@@ -284,6 +285,15 @@ def _cmd_store_init(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
+    return run_scan(
+        args.paths or ["."], out, sys.stderr, prog=PROG,
+        revoke_store=args.store if args.revoke else None, as_json=args.json,
+        git=args.git, max_size=args.max_size, prefixes=args.scan_prefix, exclude=args.exclude,
+        stdin=getattr(sys.stdin, "buffer", sys.stdin),
+    )
+
+
 # -- the parser -------------------------------------------------------------
 
 
@@ -355,6 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", dest="demo_store", default="sqlite:///aqnt_demo.db",
                       help="store URL for the demo (default: sqlite:///aqnt_demo.db)")
     demo.set_defaults(func=_cmd_demo)
+
+    scan = commands.add_parser(
+        "scan", help="find leaked keys (valid checksum) in files, stdin (-) or git history; "
+                     "exit 1 if any")
+    scan.add_argument("paths", nargs="*", metavar="PATH",
+                      help="files and directories to scan (default: .); - reads stdin")
+    scan.add_argument("--git", action="store_true",
+                      help="also scan the history (every ref) of each PATH's repository")
+    scan.add_argument("--prefix", dest="scan_prefix", action="append", type=prefix_argument,
+                      metavar="PREFIX",
+                      help="only keys with this prefix (repeatable; default: any prefix)")
+    scan.add_argument("--max-size", type=size_argument, default=DEFAULT_MAX_SIZE,
+                      metavar="SIZE", help="skip, and report, bigger files and blobs "
+                                           "(default: 10MiB; 0: no limit)")
+    scan.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                      help="skip files and directories whose name or path matches (repeatable)")
+    scan.add_argument("--revoke", action="store_true",
+                      help="revoke the keys found in --store (exit status stays 1)")
+    scan.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
+                      help=f"store URL for --revoke (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
+    scan.add_argument("--json", action="store_true", help="print JSON")
+    scan.set_defaults(func=_cmd_scan)
 
     store = commands.add_parser("store", help="prepare the key store")
     store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
