@@ -162,8 +162,9 @@ class _AppState:
         error = self.error
 
         def aqnt_auth_guard() -> ResponseReturnValue | None:
-            # One context lookup, rather than one per attribute via the proxy.
+            # One context lookup each, rather than one per attribute via the proxies.
             req: Request = request._get_current_object()  # type: ignore[attr-defined]
+            app_globals = g._get_current_object()
             path = req.path
             method = req.method
             environ = req.environ
@@ -187,10 +188,10 @@ class _AppState:
                     )
                 )
             ):
-                g.api_key = None
+                app_globals.api_key = None
                 return None
             try:
-                g.api_key = authenticate(
+                app_globals.api_key = authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                     client=environ.get("REMOTE_ADDR"),
                 )
