@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+
 import pytest
 
 from aqnt_auth import KeyManager, MemoryKeyStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -297,7 +297,9 @@ class TestExemptPaths:
 
 
 class TestMethods:
-    PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    PREFLIGHT: ClassVar[dict[str, str]] = {
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+    }
 
     async def test_cors_preflight_passes(self, client: httpx.AsyncClient,
                                          recorder: Recorder) -> None:
