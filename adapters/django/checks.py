@@ -1,0 +1,98 @@
+"""System checks, run by ``manage.py check`` and before every management command.
+
+* ``aqnt_auth.E001``: ``AQNT_AUTH`` is invalid (an unknown key, a wrong
+  type, an exempt path not starting with ``/``, a bad prefix or mode...).
+* ``aqnt_auth.E002``: the middleware is listed more than once.
+* ``aqnt_auth.E003``: the middleware comes before ``SecurityMiddleware``,
+  so HTTPS redirects and security headers would not cover its answers.
+* ``aqnt_auth.E004``: the middleware comes after a middleware that answers
+  requests itself before any view runs (the cache's ``FetchFromCacheMiddleware``
+  and ``CacheMiddleware``), so those answers would skip authentication.
+* ``aqnt_auth.W001``: neither the middleware nor the DRF authentication
+  class is configured, so no request is authenticated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from aqnt_auth import ConfigurationError
+from aqnt_auth.adapters.django.settings import SETTING, load_settings
+
+__all__ = ["check_middleware", "check_settings"]
+
+MIDDLEWARE_PATHS: Final = frozenset({
+    "aqnt_auth.adapters.django.APIKeyMiddleware",
+    "aqnt_auth.adapters.django.middleware.APIKeyMiddleware",
+})
+DRF_CLASS: Final = "aqnt_auth.adapters.django.rest_framework.APIKeyAuthentication"
+SECURITY_MIDDLEWARE: Final = "django.middleware.security.SecurityMiddleware"
+# Middleware that can answer a request without calling what comes after it.
+ANSWERING_MIDDLEWARE: Final = frozenset({
+    "django.middleware.cache.FetchFromCacheMiddleware",
+    "django.middleware.cache.CacheMiddleware",
+})
+
+
+@register(Tags.security)
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+                   ) -> list[CheckMessage]:
+    """``AQNT_AUTH`` loads and the core accepts its values."""
+    try:
+        load_settings()
+    except ConfigurationError as exc:
+        return [Error(str(exc), hint=f"See the keys documented in {__package__}.settings.",
+                      obj=SETTING, id="aqnt_auth.E001")]
+    return []
+
+
+def _drf_class_configured() -> bool:
+    rest_framework = getattr(settings, "REST_FRAMEWORK", None) or {}
+    classes = rest_framework.get("DEFAULT_AUTHENTICATION_CLASSES", ())
+    return any(c == DRF_CLASS or getattr(c, "__name__", None) == "APIKeyAuthentication"
+               for c in classes)
+
+
+@register(Tags.security)
+def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+                     ) -> list[CheckMessage]:
+    """The middleware is present once, after SecurityMiddleware, before caches."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    ours = [i for i, path in enumerate(middleware) if path in MIDDLEWARE_PATHS]
+    if not ours:
+        if _drf_class_configured():
+            return []
+        return [Warning(
+            "aqnt_auth is installed but no request is authenticated.",
+            hint='Add "aqnt_auth.adapters.django.APIKeyMiddleware" to MIDDLEWARE, or '
+                 f'"{DRF_CLASS}" to REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].',
+            id="aqnt_auth.W001",
+        )]
+    errors: list[CheckMessage] = []
+    if len(ours) > 1:
+        errors.append(Error(
+            "APIKeyMiddleware is listed more than once in MIDDLEWARE.",
+            hint="Keep one entry.", id="aqnt_auth.E002",
+        ))
+    first = ours[0]
+    if SECURITY_MIDDLEWARE in middleware and middleware.index(SECURITY_MIDDLEWARE) > first:
+        errors.append(Error(
+            "APIKeyMiddleware comes before SecurityMiddleware in MIDDLEWARE.",
+            hint="Move it after django.middleware.security.SecurityMiddleware, so HTTPS "
+                 "redirects and security headers apply to its answers too.",
+            id="aqnt_auth.E003",
+        ))
+    for i, path in enumerate(middleware[:first]):
+        if path in ANSWERING_MIDDLEWARE:
+            errors.append(Error(
+                f"APIKeyMiddleware comes after {path} (position {i}), which answers "
+                "requests from its cache before any view runs, without a key.",
+                hint=f"Move APIKeyMiddleware before {path}.",
+                id="aqnt_auth.E004",
+            ))
+    return errors

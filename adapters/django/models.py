@@ -1,0 +1,118 @@
+"""The key record as a Django model: one row per key, never the key itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from aqnt_auth import KeyRecord
+
+__all__ = ["APIKey", "aware", "db_datetime", "record_fields"]
+
+MODE_CHOICES = (("live", "live"), ("test", "test"))
+
+
+class APIKey(models.Model):
+    """Every field of :class:`aqnt_auth.KeyRecord`, one column each.
+
+    ``hash`` holds an argon2 PHC string (about 100 characters with the default
+    profile, some 200 with the largest salt and hash lengths) or an
+    HMAC hash, so it is wide.  The primary key is the key id, so the lookup
+    each request makes is one primary-key index probe.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    name = models.CharField(max_length=200)
+    mode = models.CharField(max_length=4, choices=MODE_CHOICES)
+    prefix = models.CharField(max_length=8, default="sk", editable=False)
+    hash = models.CharField(max_length=512, editable=False)
+    hint = models.CharField(max_length=32, editable=False)
+    created_at = models.DateTimeField(editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    usage_count = models.PositiveBigIntegerField(default=0, editable=False)
+    scopes = models.JSONField(default=list, blank=True)
+    read_only = models.BooleanField(default=False)
+    allowed_paths = models.JSONField(default=list, blank=True)
+    owner = models.CharField(max_length=200, null=True, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    rotated_from = models.CharField(max_length=32, null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+        ordering = ("created_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint})"
+
+    def to_record(self) -> KeyRecord:
+        """This row as the core's immutable record."""
+        return KeyRecord(
+            id=self.id,
+            name=self.name,
+            mode=self.mode,  # type: ignore[arg-type]
+            prefix=self.prefix,
+            hash=self.hash,
+            hint=self.hint,
+            created_at=aware(self.created_at),  # type: ignore[arg-type]
+            expires_at=aware(self.expires_at),
+            revoked_at=aware(self.revoked_at),
+            last_used_at=aware(self.last_used_at),
+            usage_count=self.usage_count,
+            scopes=tuple(self.scopes),
+            read_only=self.read_only,
+            allowed_paths=tuple(self.allowed_paths),
+            owner=self.owner,
+            metadata=self.metadata,
+            rotated_from=self.rotated_from,
+        )
+
+    @property
+    def status(self) -> str:
+        """``active``, ``expiring``, ``expired`` or ``revoked``, as the core decides."""
+        return self.to_record().status()
+
+
+def record_fields(record: KeyRecord) -> dict[str, Any]:
+    """The column values of *record*, for ``APIKey(**fields)``."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "mode": record.mode,
+        "prefix": record.prefix,
+        "hash": record.hash,
+        "hint": record.hint,
+        "created_at": db_datetime(record.created_at),
+        "expires_at": db_datetime(record.expires_at),
+        "revoked_at": db_datetime(record.revoked_at),
+        "last_used_at": db_datetime(record.last_used_at),
+        "usage_count": record.usage_count,
+        "scopes": list(record.scopes),
+        "read_only": record.read_only,
+        "allowed_paths": list(record.allowed_paths),
+        "owner": record.owner,
+        "metadata": dict(record.metadata),
+        "rotated_from": record.rotated_from,
+    }
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """*value* as an aware datetime: with ``USE_TZ = False`` Django hands back
+    naive local times, while records always hold aware ones."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return timezone.make_aware(value, timezone.get_default_timezone())
+
+
+def db_datetime(value: dt.datetime | None) -> dt.datetime | None:
+    """*value* as Django stores it: aware with ``USE_TZ``, else naive local time
+    (some backends refuse aware datetimes when ``USE_TZ = False``)."""
+    if value is None or settings.USE_TZ:
+        return value
+    return timezone.make_naive(value, timezone.get_default_timezone())

@@ -1,0 +1,296 @@
+"""The ``AQNT_AUTH`` setting, and the one authenticator built from it.
+
+Every key is optional; these are the defaults::
+
+    AQNT_AUTH = {
+        # Paths that need no key: exact ("/health") or, ending in "/*", a
+        # prefix on segment boundaries ("/docs/*"), matched on request.path_info.
+        "EXEMPT_PATHS": [],
+        # Let CORS preflights through: browsers never send credentials on them.
+        "ALLOW_CORS_PREFLIGHT": True,
+        # Key modes accepted; a key of another mode gets invalid_api_key.
+        "ALLOWED_MODES": ["live", "test"],
+        # The realm of WWW-Authenticate.
+        "REALM": "api",
+        # Key prefixes accepted; the first is the one new keys get.
+        "PREFIXES": ["sk"],
+        # Hashers able to verify stored hashes (None: argon2id, plus
+        # HMAC-SHA256 when AQNT_AUTH_PEPPER is set).
+        "HASHERS": None,
+        # The hasher new keys are issued with by the admin and manage.py
+        # (None: argon2id, OWASP profile).
+        "HASHER": None,
+        "CACHE_SIZE": 10_000,          # argon2 verifications remembered
+        "CACHE_TTL": 300.0,            # seconds one stays remembered
+        "MAX_CONCURRENT_HASHES": None, # argon2 runs at once (None: CPU count)
+        "USAGE_FLUSH_INTERVAL": 10.0,  # seconds between usage-count writes
+        "TRACK_USAGE": True,           # count requests and last use per key
+        "REHASH": True,                # upgrade outdated hashes on use
+        # Database alias of the key table (None: ask the database routers).
+        "DATABASE": None,
+    }
+
+The setting is read once, validated, and re-read whenever Django sends
+``setting_changed`` for it (so ``override_settings`` works in tests), as
+django-rest-knox does with its ``REST_KNOX`` setting.  The middleware, the
+DRF authentication class and ``manage.py aqnt_keys`` share one
+:class:`~aqnt_auth.Authenticator`, so they share its verification cache and
+usage counts; :func:`get_authenticator` returns it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+from aqnt_auth import (
+    Authenticator,
+    ConfigurationError,
+    Hasher,
+    MemoryKeyStore,
+    Mode,
+    PathRules,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "SETTING",
+    "AuthSettings",
+    "Runtime",
+    "get_authenticator",
+    "get_settings",
+    "load_settings",
+    "reload",
+    "runtime",
+]
+
+#: The name of the Django setting.
+SETTING: Final = "AQNT_AUTH"
+
+#: The documented defaults the user's ``AQNT_AUTH`` dict is layered over.
+DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "EXEMPT_PATHS": (),
+        "ALLOW_CORS_PREFLIGHT": True,
+        "ALLOWED_MODES": ("live", "test"),
+        "REALM": "api",
+        "PREFIXES": ("sk",),
+        "HASHERS": None,
+        "HASHER": None,
+        "CACHE_SIZE": 10_000,
+        "CACHE_TTL": 300.0,
+        "MAX_CONCURRENT_HASHES": None,
+        "USAGE_FLUSH_INTERVAL": 10.0,
+        "TRACK_USAGE": True,
+        "REHASH": True,
+        "DATABASE": None,
+    }
+)
+
+# Settings that change what the runtime is built from.
+_WATCHED: Final = frozenset({SETTING, "DATABASES", "DATABASE_ROUTERS"})
+
+
+class AuthSettings(NamedTuple):
+    """``AQNT_AUTH``, validated and layered over :data:`DEFAULTS`."""
+
+    exempt_paths: PathRules
+    allow_cors_preflight: bool
+    allowed_modes: tuple[Mode, ...]
+    realm: str
+    prefixes: tuple[str, ...]
+    hashers: tuple[Hasher, ...] | None
+    hasher: Hasher | None
+    cache_size: int
+    cache_ttl: float
+    max_concurrent_hashes: int | None
+    usage_flush_interval: float
+    track_usage: bool
+    rehash: bool
+    database: str | None
+
+    def authenticator_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~aqnt_auth.Authenticator`."""
+        return {
+            "prefixes": self.prefixes,
+            "allowed_modes": self.allowed_modes,
+            "realm": self.realm,
+            "hashers": self.hashers,
+            "cache_size": self.cache_size,
+            "cache_ttl": self.cache_ttl,
+            "max_concurrent_hashes": self.max_concurrent_hashes,
+            "usage_flush_interval": self.usage_flush_interval,
+            "track_usage": self.track_usage,
+            "rehash": self.rehash,
+        }
+
+
+def _fail(key: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(f"{SETTING}[{key!r}] {problem}")
+
+
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    # A bare string would be iterated character by character.
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _fail(key, f"must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be True or False, not {value!r}")
+    return value
+
+
+def _number(key: str, value: object, *, minimum: float, integer: bool = False,
+            optional: bool = False, inclusive: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise _fail(key, f"must be a {'whole ' if integer else ''}number, not {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        relation = "at least" if inclusive else "more than"
+        raise _fail(key, f"must be {relation} {minimum}, not {value!r}")
+    return value
+
+
+def _hasher(key: str, value: object) -> Hasher | None:
+    if value is not None and not isinstance(value, Hasher):
+        raise _fail(key, f"must be a hasher such as aqnt_auth.Argon2Hasher(), not {value!r}")
+    return value
+
+
+def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
+    """Validate *raw* (default: ``settings.AQNT_AUTH``) over :data:`DEFAULTS`.
+
+    Raises :class:`~aqnt_auth.ConfigurationError` naming the bad key.  The
+    prefixes, modes and realm are checked by the core itself.
+    """
+    if raw is None:
+        raw = getattr(django_settings, SETTING, None) or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{SETTING} must be a dict, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"{SETTING} has unknown keys {unknown}; the keys are {sorted(DEFAULTS)}"
+        )
+    merged = {**DEFAULTS, **raw}
+    try:
+        exempt = PathRules(_strings("EXEMPT_PATHS", merged["EXEMPT_PATHS"]))
+    except ConfigurationError as exc:
+        raise _fail("EXEMPT_PATHS", f"is invalid: {exc}") from None
+    hashers = merged["HASHERS"]
+    if hashers is not None:
+        if not isinstance(hashers, (list, tuple)) or not hashers:
+            raise _fail("HASHERS", "must be None or a non-empty list of hashers")
+        hashers = tuple(_hasher("HASHERS", h) for h in hashers)
+    database = merged["DATABASE"]
+    if database is not None and database not in django_settings.DATABASES:
+        raise _fail("DATABASE", f"names no database in DATABASES: {database!r}")
+    if not isinstance(merged["REALM"], str):
+        raise _fail("REALM", f"must be a string, not {merged['REALM']!r}")
+    loaded = AuthSettings(
+        exempt_paths=exempt,
+        allow_cors_preflight=_flag("ALLOW_CORS_PREFLIGHT", merged["ALLOW_CORS_PREFLIGHT"]),
+        allowed_modes=_strings("ALLOWED_MODES", merged["ALLOWED_MODES"]),  # type: ignore[arg-type]
+        realm=merged["REALM"],
+        prefixes=_strings("PREFIXES", merged["PREFIXES"]),
+        hashers=hashers,
+        hasher=_hasher("HASHER", merged["HASHER"]),
+        cache_size=_number("CACHE_SIZE", merged["CACHE_SIZE"], minimum=0, integer=True),
+        cache_ttl=_number("CACHE_TTL", merged["CACHE_TTL"], minimum=0),
+        max_concurrent_hashes=_number("MAX_CONCURRENT_HASHES", merged["MAX_CONCURRENT_HASHES"],
+                                      minimum=1, integer=True, optional=True),
+        usage_flush_interval=_number("USAGE_FLUSH_INTERVAL", merged["USAGE_FLUSH_INTERVAL"],
+                                     minimum=0, inclusive=False),
+        track_usage=_flag("TRACK_USAGE", merged["TRACK_USAGE"]),
+        rehash=_flag("REHASH", merged["REHASH"]),
+        database=database,
+    )
+    for key, option in (("PREFIXES", "prefixes"), ("ALLOWED_MODES", "allowed_modes"),
+                        ("REALM", "realm")):
+        _core_check(key, **{option: getattr(loaded, option)})
+    return loaded
+
+
+def _core_check(key: str, **option: Any) -> None:
+    # The core is the one place these rules live; an authenticator over an
+    # empty memory store, without usage tracking, costs microseconds and
+    # starts no thread.
+    try:
+        Authenticator(MemoryKeyStore(), track_usage=False, **option).close()
+    except ConfigurationError as exc:
+        raise _fail(key, f"is invalid: {exc}") from None
+
+
+class Runtime(NamedTuple):
+    """What a request needs: the settings and the authenticator built from them."""
+
+    settings: AuthSettings
+    authenticator: Authenticator
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_settings: AuthSettings | None = None
+
+
+def get_settings() -> AuthSettings:
+    """The current ``AQNT_AUTH``, validated (cached until the setting changes)."""
+    global _settings
+    loaded = _settings
+    if loaded is None:
+        loaded = _settings = load_settings()
+    return loaded
+
+
+def _build() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            # Imported here: the store imports the model, which must wait for
+            # the app registry, while this module is imported during app loading.
+            from aqnt_auth.adapters.django.store import DjangoKeyStore
+
+            conf = get_settings()
+            store = DjangoKeyStore(using=conf.database)
+            _runtime = Runtime(conf, Authenticator(store, **conf.authenticator_options()))
+        return _runtime
+
+
+def runtime() -> Runtime:
+    """The shared :class:`Runtime`, built on first use."""
+    current = _runtime
+    return current if current is not None else _build()
+
+
+def get_authenticator() -> Authenticator:
+    """The :class:`~aqnt_auth.Authenticator` the middleware and DRF class use."""
+    return runtime().authenticator
+
+
+def reload() -> None:
+    """Forget the settings and the authenticator; the next request rebuilds them.
+
+    The old authenticator is closed, which writes its pending usage counts.
+    """
+    global _runtime, _settings
+    with _lock:
+        old, _runtime, _settings = _runtime, None, None
+    if old is not None:
+        old.authenticator.close()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in _WATCHED:
+        reload()
+
+
+_receiver: Callable[..., None] = _on_setting_changed
+setting_changed.connect(_receiver, dispatch_uid="aqnt_auth.adapters.django.settings")

@@ -1,0 +1,50 @@
+"""Django for this directory only.
+
+The rest of the suite must not pay for (or be changed by) Django, so it is
+configured here, when pytest first collects this directory, rather than with
+``DJANGO_SETTINGS_MODULE`` in the pytest configuration.  pytest-django then
+sees configured settings and provides its database fixtures and marks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.settings"
+django.setup()
+
+from aqnt_auth.adapters.django.settings import reload  # noqa: E402
+
+from ._support import require_postgres  # noqa: E402
+from .views import CALLS  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _block_database(django_db_blocker: object) -> Iterator[None]:
+    # pytest-django blocks database access outside marked tests only when it
+    # set Django up itself; do the same, so a forgotten mark fails loudly
+    # instead of touching a real database.
+    with django_db_blocker.block():  # type: ignore[attr-defined]
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state() -> Iterator[None]:
+    """Each test starts with no authenticator and no recorded view calls;
+    closing the authenticator after it writes its usage counts while the
+    test's database still exists."""
+    reload()
+    CALLS.clear()
+    yield
+    reload()
+
+
+@pytest.fixture
+def _require_postgres() -> None:
+    require_postgres()

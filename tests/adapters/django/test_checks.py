@@ -1,0 +1,122 @@
+"""System checks and the ``AQNT_AUTH`` setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test.utils import override_settings
+
+from aqnt_auth import Argon2Hasher, Authenticator, ConfigurationError
+from aqnt_auth.adapters.django.settings import (
+    DEFAULTS,
+    get_authenticator,
+    get_settings,
+    load_settings,
+    runtime,
+)
+
+from ._support import auth_settings
+
+SECURITY = "django.middleware.security.SecurityMiddleware"
+OURS = "aqnt_auth.adapters.django.APIKeyMiddleware"
+FETCH = "django.middleware.cache.FetchFromCacheMiddleware"
+
+
+def ids(**overrides: Any) -> list[str]:
+    with override_settings(**overrides):
+        return sorted(m.id for m in run_checks() if m.id and m.id.startswith("aqnt_auth"))
+
+
+class TestSettingsCheck:
+    def test_project_settings_pass(self) -> None:
+        """The test project is clean (and manage.py check says so)."""
+        assert ids() == []
+        call_command("check", verbosity=0)
+
+    @pytest.mark.parametrize("value", [
+        {"EXEMPT_PATHS": ["health"]},
+        {"EXEMPT_PATHS": "/health"},
+        {"EXEMPT_PATHS": ["/a/../b/*"]},
+        {"ALLOWED_MODES": ["prod"]},
+        {"ALLOWED_MODES": []},
+        {"REALM": 'a"b'},
+        {"REALM": 3},
+        {"PREFIXES": ["SK"]},
+        {"CACHE_SIZE": -1},
+        {"CACHE_TTL": "5"},
+        {"MAX_CONCURRENT_HASHES": 0},
+        {"USAGE_FLUSH_INTERVAL": 0},
+        {"TRACK_USAGE": "yes"},
+        {"HASHERS": []},
+        {"HASHERS": ["argon2"]},
+        {"HASHER": "argon2"},
+        {"DATABASE": "nope"},
+        {"EXEMPT_PATH": ["/health"]},
+    ])
+    def test_invalid_settings(self, value: dict[str, Any]) -> None:
+        """Each kind of mistake is aqnt_auth.E001, naming the key, and manage.py refuses."""
+        assert ids(AQNT_AUTH=value) == ["aqnt_auth.E001"]
+        with override_settings(AQNT_AUTH=value), pytest.raises(ConfigurationError) as info:
+            load_settings()
+        key = next(iter(value))
+        assert key in str(info.value)
+        with override_settings(AQNT_AUTH=value), pytest.raises(SystemCheckError):
+            call_command("check", verbosity=0)
+
+    def test_not_a_dict(self) -> None:
+        assert ids(AQNT_AUTH=["/health"]) == ["aqnt_auth.E001"]
+
+
+class TestMiddlewareCheck:
+    def test_order(self) -> None:
+        """After SecurityMiddleware, before cache fetching, listed once."""
+        assert ids(MIDDLEWARE=[SECURITY, OURS, FETCH]) == []
+        assert ids(MIDDLEWARE=[OURS, SECURITY]) == ["aqnt_auth.E003"]
+        assert ids(MIDDLEWARE=[SECURITY, FETCH, OURS]) == ["aqnt_auth.E004"]
+        assert ids(MIDDLEWARE=[SECURITY, OURS, OURS]) == ["aqnt_auth.E002"]
+        long_path = "aqnt_auth.adapters.django.middleware.APIKeyMiddleware"
+        assert ids(MIDDLEWARE=[SECURITY, long_path]) == []
+
+    def test_nothing_authenticates(self) -> None:
+        """Neither the middleware nor the DRF class: a warning."""
+        assert ids(MIDDLEWARE=[SECURITY], REST_FRAMEWORK={}) == ["aqnt_auth.W001"]
+        drf = {"DEFAULT_AUTHENTICATION_CLASSES": [
+            "aqnt_auth.adapters.django.rest_framework.APIKeyAuthentication"]}
+        assert ids(MIDDLEWARE=[SECURITY], REST_FRAMEWORK=drf) == []
+
+
+class TestLayeredSettings:
+    def test_defaults(self) -> None:
+        """An absent or empty AQNT_AUTH is the documented defaults."""
+        with override_settings(AQNT_AUTH={}):
+            conf = get_settings()
+        assert conf.exempt_paths.exact == frozenset()
+        assert conf.allow_cors_preflight is True
+        assert conf.allowed_modes == ("live", "test")
+        assert (conf.realm, conf.prefixes, conf.database) == ("api", ("sk",), None)
+        assert set(DEFAULTS) == {f.upper() for f in conf._fields}
+
+    def test_layered_and_reloaded(self) -> None:
+        """Given keys override the defaults; setting_changed rebuilds the runtime."""
+        before = runtime()
+        with override_settings(AQNT_AUTH=auth_settings(REALM="billing", CACHE_SIZE=5)):
+            inside = runtime()
+            assert inside is not before
+            assert inside.settings.realm == "billing"
+            assert inside.authenticator.realm == "billing"
+            assert inside.settings.prefixes == ("sk",)
+            assert inside.authenticator.cache.maxsize == 5
+        after = get_authenticator()
+        assert after is not inside.authenticator
+        assert after.realm == "api"
+
+    def test_hashers_reach_the_authenticator(self) -> None:
+        hasher = Argon2Hasher("cheapest")
+        with override_settings(AQNT_AUTH={"HASHERS": [hasher]}):
+            authenticator = get_authenticator()
+        assert isinstance(authenticator, Authenticator)
+        assert authenticator.hashers == (hasher,)

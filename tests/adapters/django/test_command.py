@@ -1,0 +1,165 @@
+"""``manage.py aqnt_keys``: the options and output of ``aqnt-auth keys``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import io
+import json
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from aqnt_auth import IssuedKey, KeyRecord
+from aqnt_auth._cli import (
+    build_parser,
+    format_created,
+    format_record,
+    format_records,
+    format_revoked,
+)
+from aqnt_auth.adapters.django.management.commands.aqnt_keys import Command
+from aqnt_auth.adapters.django.store import DjangoKeyStore
+from tests.stores.contract import make_record
+
+from ._support import bearer
+
+UTC = dt.timezone.utc
+# Long ago, so ages print in whole days and cannot tick between two calls.
+LONG_AGO = dt.datetime(2020, 5, 17, 12, 0, 0, 500000, tzinfo=UTC)
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("aqnt_keys", *args, stdout=out)
+    return out.getvalue()
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no sub-commands")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[str]:
+    return [a.dest for a in parser._actions if not a.option_strings]
+
+
+def _record(**changes: Any) -> KeyRecord:
+    return make_record(created_at=LONG_AGO, expires_at=None, **changes)
+
+
+class TestOptions:
+    def test_same_options_as_the_cli(self) -> None:
+        """Every action takes the CLI's options and arguments, less --store
+        (the database is the project's)."""
+        cli = _subparsers(_subparsers(build_parser())["keys"])
+        ours = _subparsers(Command().create_parser("manage.py", "aqnt_keys"))
+        assert set(ours) == set(cli)
+        for name, parser in cli.items():
+            assert _options(ours[name]) == _options(parser) - {"--store"}, name
+            assert _positionals(ours[name]) == _positionals(parser), name
+
+
+@pytest.mark.django_db
+class TestOutput:
+    def test_create(self) -> None:
+        """create prints the CLI's text, and the key works."""
+        out = run("create", "--name", "Production Server")
+        key = out.splitlines()[2].strip()
+        record = DjangoKeyStore().get(key[8:20])
+        assert record is not None
+        assert out == format_created(IssuedKey(key, record)) + "\n"
+        from django.test import Client
+
+        assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
+
+    def test_create_every_option_json(self) -> None:
+        """The create options reach the record; --json prints the CLI's JSON."""
+        out = run("create", "--name", "Reporting", "--test", "--scope", "a:read", "--scope",
+                  "b:write", "--read-only", "--allow-path", "/v1/reports", "--expires-in",
+                  "30d", "--owner", "acct_9", "--json")
+        data = json.loads(out)
+        record = DjangoKeyStore().get(data["record"]["id"])
+        assert record is not None
+        assert data["key"].startswith("sk_test_")
+        assert (record.mode, record.scopes, record.read_only, record.allowed_paths,
+                record.owner) == ("test", ("a:read", "b:write"), True, ("/v1/reports",),
+                                  "acct_9")
+        assert record.expires_at is not None
+        expected = json.loads(format_created(IssuedKey(data["key"], record), True))
+        for document in (data, expected):
+            document["record"].pop("age_seconds")
+        assert data == expected
+
+    def test_list_and_show(self) -> None:
+        """list (active, --all, --owner) and show print what the CLI prints."""
+        store = DjangoKeyStore()
+        active = _record(owner="acct_1")
+        revoked = _record(owner="acct_2", revoked_at=LONG_AGO + dt.timedelta(days=1))
+        store.add(active)
+        store.add(revoked)
+        assert run("list") == format_records([active]) + "\n"
+        assert run("list", "--all") == format_records([active, revoked]) + "\n"
+        assert run("list", "--all", "--owner", "acct_2") == format_records([revoked]) + "\n"
+        listed = json.loads(run("list", "--all", "--json"))
+        assert [r["id"] for r in listed] == [active.id, revoked.id]
+        assert run("show", active.id) == format_record(active) + "\n"
+        assert json.loads(run("show", active.id, "--json"))["status"] == "active"
+
+    def test_revoke(self) -> None:
+        """revoke prints the CLI's confirmation; the key is revoked for good."""
+        store = DjangoKeyStore()
+        record = _record()
+        store.add(record)
+        out = run("revoke", record.id)
+        revoked = store.get(record.id)
+        assert revoked is not None
+        assert revoked.revoked_at is not None
+        assert out == format_revoked(revoked) + "\n"
+        run("revoke", record.id)  # a second revoke keeps the first time
+        assert store.get(record.id) == revoked
+
+    def test_rotate(self) -> None:
+        """rotate issues a replacement and gives the old key a grace period."""
+        store = DjangoKeyStore()
+        record = _record(scopes=("charges:read",))
+        store.add(record)
+        out = run("rotate", record.id, "--grace", "24h")
+        assert f"The old key {record.id} keeps working until " in out
+        key = out.splitlines()[2].strip()
+        new = store.get(key[8:20])
+        assert new is not None
+        assert (new.rotated_from, new.scopes) == (record.id, ("charges:read",))
+        old = store.get(record.id)
+        assert old is not None
+        assert old.expires_at is not None
+        data = json.loads(run("rotate", new.id, "--json"))
+        assert data["replaced"]["id"] == new.id
+
+    @pytest.mark.parametrize(("args", "message"), [
+        (("revoke", "nosuchkey123"), "no key with id 'nosuchkey123'"),
+        (("create", "--name", "x", "--expires-in", "soon"), "bad duration 'soon'"),
+        (("create", "--name", "x", "--prefix", "rk"), "prefix 'rk' is not in"),
+        (("create", "--name", "x", "--scope", 'a"b'), "must be non-empty printable ASCII"),
+    ])
+    def test_errors_are_one_line(self, args: tuple[str, ...], message: str) -> None:
+        """Errors are a CommandError with the core's message, no traceback."""
+        with pytest.raises(CommandError, match=message):
+            run(*args)
+
+    def test_rotating_a_revoked_key_is_refused(self) -> None:
+        store = DjangoKeyStore()
+        record = _record(revoked_at=LONG_AGO)
+        store.add(record)
+        with pytest.raises(CommandError, match="a revoked key cannot be rotated"):
+            run("rotate", record.id)
+        assert store.list() == [dataclasses.replace(record)]

@@ -1,0 +1,113 @@
+"""End to end: Django under uvicorn on 127.0.0.1, driven by httpx, keys managed
+with ``python -m django aqnt_keys`` against the same database file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ._support import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
+
+ROOT = Path(__file__).resolve().parents[3]
+
+pytestmark = pytest.mark.slow
+
+
+def _env(database: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.adapters.django.server_settings",
+        AQNT_TEST_DATABASE=str(database),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "django", *args], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    env = _env(tmp_path_factory.mktemp("django-e2e") / "db.sqlite3")
+    manage(env, "migrate", "--noinput", "-v", "0")
+    # The test binds the socket and hands it over: no port race.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.adapters.django.asgi:application",
+         "--fd", str(listener.fileno()), "--log-level", "warning", "--lifespan", "off"],
+        env=env, cwd=ROOT, pass_fds=[listener.fileno()],
+    )
+    listener.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield base, env
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
+    """A key made with manage.py works on sync and async views; missing and
+    invalid keys get the exact answers; a revocation applies at once."""
+    base, env = server
+    key = json.loads(manage(env, "aqnt_keys", "create", "--name", "e2e", "--json"))["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for path in ("/v1/whoami", "/v1/async-whoami"):
+            ok = client.get(path, headers=auth)
+            assert ok.status_code == 200
+            assert ok.json()["api_key"]["name"] == "e2e"
+
+        missing = client.get("/v1/whoami")
+        assert missing.status_code == 401
+        assert missing.content == MISSING
+        assert missing.headers["content-type"] == "application/json"
+        assert missing.headers["www-authenticate"] == CHALLENGE
+        assert missing.headers["content-length"] == str(len(MISSING))
+
+        health = client.get("/health")
+        assert health.json() == {"ok": True, "api_key": None}
+
+        key_id = key[8:20]
+        manage(env, "aqnt_keys", "revoke", key_id)
+        revoked = client.get("/v1/async-whoami", headers=auth)
+        assert revoked.status_code == 401
+        assert revoked.content == REVOKED
+        assert revoked.headers["www-authenticate"] == INVALID_CHALLENGE
+
+    # The server flushes usage counts every 0.2 s: the two good requests.
+    deadline = time.monotonic() + 10
+    while True:
+        listed = json.loads(manage(env, "aqnt_keys", "list", "--all", "--json"))
+        if listed[0]["usage_count"] == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listed[0]["usage_count"] == 2
+    assert listed[0]["status"] == "revoked"

@@ -1,0 +1,219 @@
+"""``DjangoKeyStore`` passes the store contract on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+from django.db import DatabaseError, OperationalError, connections
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from aqnt_auth import (
+    AsyncKeyStore,
+    KeyRecord,
+    KeyStore,
+    StoreUnavailable,
+    UsageDelta,
+    to_async,
+)
+from aqnt_auth.adapters.django.models import APIKey
+from aqnt_auth.adapters.django.store import AsyncDjangoKeyStore, DjangoKeyStore
+from tests.stores.contract import StoreContract, make_record
+
+from ._support import STORE_ONLY, close_thread_connections, on_databases, postgres_mark
+
+T = TypeVar("T")
+
+
+class OwnThread:
+    """The "sync" variant for Django: the store's sync methods, called on one
+    worker thread this facade owns.  Django refuses ORM calls on a thread
+    running an event loop (the test's), and a connection opened there would
+    belong to the coroutine's context, beyond anyone's reach to close."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.sync = store
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="contract-sync")
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(func, *args, **kwargs))
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        return await self._call(self.sync.get, key_id)
+
+    async def add(self, record: KeyRecord) -> None:
+        await self._call(self.sync.add, record)
+
+    async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
+        return await self._call(self.sync.list, owner=owner)
+
+    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+        return await self._call(self.sync.revoke, key_id, at)
+
+    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        return await self._call(self.sync.set_expiry, key_id, at)
+
+    async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        return await self._call(self.sync.replace_hash, key_id, old_hash, new_hash)
+
+    async def delete(self, key_id: str) -> bool:
+        return await self._call(self.sync.delete, key_id)
+
+    async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
+        await self._call(self.sync.record_usage, usage)
+
+    async def close(self) -> None:
+        await self._call(self.sync.close)
+
+    def shutdown(self) -> None:
+        self.pool.submit(connections.close_all).result()
+        self.pool.shutdown()
+
+
+class _DjangoContract(StoreContract):
+    alias = "default"
+
+    @pytest.fixture
+    def store(self) -> Iterator[DjangoKeyStore]:
+        store = DjangoKeyStore(using=self.alias)
+        yield store
+        store.close()
+        close_thread_connections()
+
+    @pytest.fixture(params=["sync", "async"])
+    def kstore(self, request: pytest.FixtureRequest, store: KeyStore
+               ) -> Iterator[AsyncKeyStore]:
+        if request.param == "async":
+            yield to_async(store)
+            return
+        facade = OwnThread(store)
+        yield facade
+        facade.shutdown()
+
+
+@pytest.mark.django_db(transaction=True, available_apps=STORE_ONLY)
+class TestDjangoKeyStoreSQLite(_DjangoContract):
+    alias = "default"
+
+
+@postgres_mark(transaction=True, available_apps=STORE_ONLY)
+class TestDjangoKeyStorePostgres(_DjangoContract):
+    alias = "postgres"
+
+
+class TestDjangoKeyStore:
+    def test_async_twin_is_native(self) -> None:
+        """to_async() gives the store's own sync_to_async twin, not a thread pool."""
+        store = DjangoKeyStore(using="default")
+        assert store.blocking is True
+        assert isinstance(to_async(store), AsyncDjangoKeyStore)
+        assert repr(store) == "DjangoKeyStore(using='default')"
+
+    @pytest.mark.parametrize("alias", on_databases())
+    def test_get_is_one_query_on_the_primary_key(self, alias: str) -> None:
+        """The per-request read is one SELECT by primary key, with no ORDER BY."""
+        store = DjangoKeyStore(using=alias)
+        record = make_record()
+        store.add(record)
+        store.get(record.id)  # compiles the query
+        with CaptureQueriesContext(connections[alias]) as queries:
+            assert store.get(record.id) == record
+        assert len(queries) == 1
+        sql = queries[0]["sql"]
+        assert sql.startswith("SELECT ")
+        assert "ORDER BY" not in sql
+        assert f"WHERE \"aqnt_auth_apikey\".\"id\" = '{record.id}'" in sql
+
+    @pytest.mark.parametrize("alias", on_databases(transaction=True, available_apps=STORE_ONLY))
+    def test_database_failure_is_store_unavailable(self, alias: str) -> None:
+        """Every store call answers a database error with StoreUnavailable."""
+        store = DjangoKeyStore(using=alias)
+        record = make_record()
+        store.add(record)
+
+        def fail(*args: Any) -> Any:
+            raise OperationalError("server closed the connection unexpectedly")
+
+        calls: list[Callable[[], object]] = [
+            lambda: store.get(record.id),
+            lambda: store.add(make_record()),
+            lambda: store.list(),
+            lambda: store.revoke(record.id, record.created_at),
+            lambda: store.set_expiry(record.id, None),
+            lambda: store.replace_hash(record.id, record.hash, "$argon2id$x"),
+            lambda: store.delete(record.id),
+            lambda: store.record_usage({record.id: UsageDelta(1, record.created_at)}),
+        ]
+        with connections[alias].execute_wrapper(fail):
+            for call in calls:
+                with pytest.raises(StoreUnavailable) as info:
+                    call()
+                assert "OperationalError" in str(info.value)
+        assert store.get(record.id) == record
+
+    @pytest.mark.django_db
+    def test_missing_table_is_store_unavailable(self) -> None:
+        """A database without the migration is an outage, never 'invalid key'."""
+        store = DjangoKeyStore(using="default")
+        with connections["default"].cursor() as cursor:
+            # Undone with the rest of the test's transaction.
+            cursor.execute(f"DROP TABLE {APIKey._meta.db_table}")
+        with pytest.raises(StoreUnavailable):
+            store.get("nosuchkey123")
+
+    @pytest.mark.django_db
+    def test_duplicate_inside_a_transaction_keeps_it_usable(self) -> None:
+        """A refused duplicate does not break the caller's transaction."""
+        from django.db import transaction
+
+        from aqnt_auth import KeyStateError
+
+        store = DjangoKeyStore(using="default")
+        record = make_record()
+        with transaction.atomic():
+            store.add(record)
+            with pytest.raises(KeyStateError):
+                store.add(record)
+            assert store.get(record.id) == record
+
+    @pytest.mark.django_db
+    @override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris")
+    def test_round_trip_without_use_tz(self) -> None:
+        """With USE_TZ = False (naive local times in the database) records
+        still come back aware and equal."""
+        store = DjangoKeyStore(using="default")
+        record = make_record(last_used_at=make_record().created_at)
+        store.add(record)
+        got = store.get(record.id)
+        assert got == record
+        assert got is not None
+        assert got.created_at.tzinfo is not None
+        later = record.created_at + dt.timedelta(days=1)
+        store.record_usage({record.id: UsageDelta(2, later)})
+        revoked = store.revoke(record.id, later)
+        assert revoked is not None
+        assert revoked.revoked_at == later
+        assert [r.id for r in store.list()] == [record.id]
+        assert store.list()[0] == dataclasses.replace(revoked, usage_count=2,
+                                                      last_used_at=later)
+
+    @pytest.mark.django_db
+    def test_interface_errors_are_unavailable_too(self) -> None:
+        """Errors outside DatabaseError (InterfaceError) are outages as well."""
+        from django.db import InterfaceError
+
+        store = DjangoKeyStore(using="default")
+
+        def fail(*args: Any) -> Any:
+            raise InterfaceError("connection already closed")
+
+        with connections["default"].execute_wrapper(fail), pytest.raises(StoreUnavailable):
+            store.get("nosuchkey123")
+        assert not issubclass(InterfaceError, DatabaseError)
