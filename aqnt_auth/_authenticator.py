@@ -134,6 +134,8 @@ class Authenticator:
             raise ConfigurationError("at least one hasher is required")
         self._hasher_table = tuple((h.identifier, h) for h in self.hashers)
         self._cache = VerificationCache(cache_size, cache_ttl)
+        # hash() of tokens that verified: see _token.
+        self._verified_hints: set[int] = set()
         self._flights: SingleFlight[_Verdict] = SingleFlight()
         bound = max_concurrent_hashes if max_concurrent_hashes is not None else os.cpu_count()
         if not bound or bound < 1:
@@ -170,6 +172,12 @@ class Authenticator:
         are rejected before anything else is set up.
         """
         token = bearer_token(authorization)
+        # A token that verified before skips the checksum here (costly in a
+        # real request, where zlib's tables are cold).  The hint decides
+        # nothing: the flow's keyed-digest lookup does, and checks the
+        # checksum itself if that lookup misses.
+        if hash(token) in self._verified_hints:
+            return token
         if not self._format.checksum_ok(token):
             raise InvalidAPIKey("malformed key or bad checksum")
         return token
@@ -182,6 +190,8 @@ class Authenticator:
         key: ParsedKey | None = None
         mode: str
         if known is None:
+            if hash(token) in self._verified_hints and not self._format.checksum_ok(token):
+                raise InvalidAPIKey("malformed key or bad checksum")
             key = self._format.split(token)
             key_id, mode, prefix = key.key_id, key.mode, key.prefix
             if self.rate_limit is not None:
@@ -249,6 +259,10 @@ class Authenticator:
         if self._rehash and hasher.needs_rehash(stored):
             new_hash = hasher.hash(key.secret)
         self._cache.add(digest, key.key_id, key.mode, key.prefix, new_hash or stored)
+        hints = self._verified_hints
+        if len(hints) >= self._cache.maxsize:
+            hints.clear()  # bounded like the cache; a lost hint costs one checksum
+        hints.add(hash(key.raw))
         return _Verdict(True, new_hash)
 
     def _lead(self, flight: Future[_Verdict], flight_key: bytes, hasher: Hasher, stored: str,
