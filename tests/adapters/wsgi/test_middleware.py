@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
+from flask import Flask, request
 from werkzeug.test import Client, TestResponse
 
 from aqnt_auth import (
@@ -216,6 +217,28 @@ class TestSuccess:
         mw = APIKeyMiddleware(app, memory_store, hashers=[cheap_hasher], track_usage=False)
         with pytest.raises(ZeroDivisionError):
             Client(mw).get("/", headers=bearer(key))
+
+
+class TestFrameworks:
+    def test_flask_wsgi_app(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher,
+                            key: str) -> None:
+        """Flask's own WSGI app wrapped: its views read the principal from the environ."""
+        app = Flask(__name__)
+        ran: list[str] = []
+
+        @app.get("/whoami")
+        def whoami() -> str:
+            ran.append("whoami")
+            return str(request.environ[ENVIRON_KEY].name)
+
+        mw = APIKeyMiddleware(app.wsgi_app, memory_store, hashers=[cheap_hasher],
+                              track_usage=False)
+        app.wsgi_app = mw  # type: ignore[method-assign]
+        client = app.test_client()
+        assert client.get("/whoami", headers=bearer(key)).get_data() == b"test key"
+        check_refusal(client.get("/whoami"), 401, MISSING, CHALLENGE)
+        check_refusal(client.get("/nope"), 401, MISSING, CHALLENGE)
+        assert ran == ["whoami"]
 
 
 class TestExemptions:
