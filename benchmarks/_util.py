@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -40,3 +41,33 @@ def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
         print("  " + "  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def paired_samples(calls: dict[str, Callable[[], object]], rounds: int, number: int,
+                   passes: int = 3) -> dict[str, list[float]]:
+    """µs per request of every variant, one sample per round.
+
+    A round runs every variant *passes* times, interleaved, in an order
+    rotated from round to round, and keeps each variant's fastest pass: load
+    from elsewhere on the machine only ever adds time, so the fastest of a
+    few adjacent passes is the least disturbed.  The garbage collector is
+    paused while a variant runs, as :mod:`timeit` does.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up
+        per_call_us(calls[name], number)
+    for i in range(rounds):
+        best = dict.fromkeys(names, float("inf"))
+        for p in range(passes):
+            shift = (i + p) % len(names)
+            for name in names[shift:] + names[:shift]:
+                gc.collect()
+                gc.disable()
+                try:
+                    best[name] = min(best[name], per_call_us(calls[name], number))
+                finally:
+                    gc.enable()
+        for name in names:
+            samples[name].append(best[name])
+    return samples

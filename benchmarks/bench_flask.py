@@ -15,7 +15,6 @@ less the bare app's time in the same round.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ from aqnt_auth.adapters.flask import AQNTAuth
 from aqnt_auth.adapters.wsgi import APIKeyMiddleware
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import per_call_us, print_table
+from _util import paired_samples, print_table
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -118,7 +117,6 @@ def main() -> None:
         calls[name] = call
     samples = paired_samples(calls, args.repeats, args.number)
 
-    bare = statistics.median(samples["bare Flask"])
     added = {
         name: statistics.median(a - b for a, b in zip(values, samples["bare Flask"], strict=True))
         for name, values in samples.items()
@@ -139,36 +137,6 @@ def main() -> None:
         ratio = added[name] / httpauth
         print(f"  target {name}: added <= Flask-HTTPAuth's added: {ratio:.2f} "
               f"{'MET' if ratio <= 1.0 else 'MISSED'}")
-
-
-def paired_samples(calls: dict[str, Callable[[], object]], rounds: int, number: int,
-                   passes: int = 3) -> dict[str, list[float]]:
-    """µs per request of every variant, one sample per round.
-
-    A round runs every variant *passes* times, interleaved, in an order
-    rotated from round to round, and keeps each variant's fastest pass: load
-    from elsewhere on the machine only ever adds time, so the fastest of a
-    few adjacent passes is the least disturbed.  The garbage collector is
-    paused while a variant runs, as :mod:`timeit` does.
-    """
-    names = list(calls)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:  # warm-up
-        per_call_us(calls[name], number)
-    for i in range(rounds):
-        best = dict.fromkeys(names, float("inf"))
-        for p in range(passes):
-            shift = (i + p) % len(names)
-            for name in names[shift:] + names[:shift]:
-                gc.collect()
-                gc.disable()
-                try:
-                    best[name] = min(best[name], per_call_us(calls[name], number))
-                finally:
-                    gc.enable()
-        for name in names:
-            samples[name].append(best[name])
-    return samples
 
 
 if __name__ == "__main__":
