@@ -15,22 +15,14 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from aqnt_auth import (
-    ARGON2_PROFILES,
-    AQNTError,
-    Argon2Hasher,
-    ConfigurationError,
-    Hasher,
-    HMACHasher,
-    KeyManager,
-    parse_duration,
-)
+from aqnt_auth import ARGON2_PROFILES, AQNTError, Hasher, KeyManager, parse_duration
 from aqnt_auth._cli import (
     format_created,
     format_record,
     format_records,
     format_revoked,
     format_rotated,
+    new_key_hasher,
 )
 
 __all__ = ["keys_group"]
@@ -54,16 +46,7 @@ def _manager(hasher: Hasher | None = None) -> KeyManager:
 
 
 def _hasher(name: str | None, profile: str) -> Hasher:
-    if name is None:
-        configured: Hasher | None = current_app.config.get("AQNT_AUTH_HASHER")
-        if configured is not None:
-            return configured
-    if name == "hmac":
-        hasher = HMACHasher.from_env()
-        if hasher is None:
-            raise ConfigurationError("--hasher hmac needs the pepper in AQNT_AUTH_PEPPER")
-        return hasher
-    return Argon2Hasher(profile)
+    return new_key_hasher(name, profile, current_app.config.get("AQNT_AUTH_HASHER"))
 
 
 def _reporting_errors(command: F) -> F:

@@ -36,6 +36,7 @@ __all__ = [
     "format_revoked",
     "format_rotated",
     "main",
+    "new_key_hasher",
 ]
 
 STORE_ENV: Final = "AQNT_AUTH_STORE"
@@ -166,13 +167,22 @@ def format_rotated(old: KeyRecord, issued: IssuedKey, as_json: bool = False) -> 
 # -- the commands -----------------------------------------------------------
 
 
-def _hasher(args: argparse.Namespace) -> Hasher:
-    if args.hasher == "hmac":
+def new_key_hasher(name: str | None, argon2_profile: str = "owasp",
+                   configured: Hasher | None = None) -> Hasher:
+    """The hasher ``--hasher`` names (``argon2``, ``hmac``); without one, the
+    front end's *configured* hasher, else argon2id with *argon2_profile*."""
+    if name is None and configured is not None:
+        return configured
+    if name == "hmac":
         hasher = HMACHasher.from_env()
         if hasher is None:
             raise ConfigurationError("--hasher hmac needs the pepper in AQNT_AUTH_PEPPER")
         return hasher
-    return Argon2Hasher(args.argon2_profile)
+    return Argon2Hasher(argon2_profile)
+
+
+def _hasher(args: argparse.Namespace) -> Hasher:
+    return new_key_hasher(args.hasher, args.argon2_profile)
 
 
 def _manager(args: argparse.Namespace, hasher: Hasher | None = None) -> KeyManager:
