@@ -25,7 +25,7 @@ def interleaved_medians(
     load hits all of them alike instead of whichever ran last.
     """
     samples: dict[str, list[float]] = {name: [] for name, _, _ in variants}
-    for name, func, number in variants:  # warm-up: caches, imports, branch predictors
+    for _name, func, number in variants:  # warm-up: caches, imports, branch predictors
         per_call_us(func, max(1, number // 10))
     for _ in range(repeats):
         for name, func, number in variants:
