@@ -70,21 +70,22 @@ def ours_app(store: Any) -> Flask:
     return app
 
 
-def request(app: WSGIApplication, authorization: str) -> Callable[[], object]:
-    """One full request: call the app, drain and close its body."""
+def request(app: WSGIApplication, authorization: str) -> Callable[[], str]:
+    """One full request: call the app, drain and close its body; return the status."""
     environ = EnvironBuilder(path="/", headers=[("Authorization", authorization)]).get_environ()
+    status = [""]
 
-    def start_response(status: str, headers: Iterable[tuple[str, str]], *exc: Any) -> Any:
-        return None
+    def start_response(line: str, headers: Iterable[tuple[str, str]], *exc: Any) -> Any:
+        status[0] = line
 
-    def call() -> object:
+    def call() -> str:
         body = app(environ.copy(), start_response)
         for _ in body:
             pass
         close = getattr(body, "close", None)
         if close is not None:
             close()
-        return body
+        return status[0]
 
     return call
 
@@ -95,27 +96,35 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=500, help="requests per timed pass")
     args = parser.parse_args()
 
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args.repeats, args.number, os.path.join(tmp, "bench.db"))
+
+
+def run(repeats: int, number: int, sqlite_path: str) -> None:
     memory = MemoryKeyStore()
-    sqlite = SQLiteKeyStore(os.path.join(tempfile.mkdtemp(), "bench.db"))
+    sqlite = SQLiteKeyStore(sqlite_path)
     mem_key = KeyManager(memory).create("bench").key
     sql_key = KeyManager(sqlite).create("bench").key
     token = "s3cr3t-token-of-the-same-length-as-a-key-000000000000"
 
+    ours_memory, ours_sqlite = ours_app(memory), ours_app(sqlite)
+    middleware = APIKeyMiddleware(ok_app(), memory)
     variants: list[tuple[str, WSGIApplication, str]] = [
         ("bare Flask", ok_app(), f"Bearer {mem_key}"),
         ("Flask-HTTPAuth HTTPTokenAuth", httpauth_app({token: "bench"}), f"Bearer {token}"),
-        ("AQNTAuth, memory store", ours_app(memory), f"Bearer {mem_key}"),
-        ("AQNTAuth, SQLite store", ours_app(sqlite), f"Bearer {sql_key}"),
-        ("APIKeyMiddleware (WSGI), memory store",
-         APIKeyMiddleware(ok_app(), memory), f"Bearer {mem_key}"),
+        ("AQNTAuth, memory store", ours_memory, f"Bearer {mem_key}"),
+        ("AQNTAuth, SQLite store", ours_sqlite, f"Bearer {sql_key}"),
+        ("APIKeyMiddleware (WSGI), memory store", middleware, f"Bearer {mem_key}"),
     ]
     calls: dict[str, Callable[[], object]] = {}
     for name, app, authorization in variants:
         call = request(app, authorization)
         # A warm key: argon2 runs once, here; every timed request hits the cache.
-        call()
+        status = call()
+        if status != "200 OK":
+            raise SystemExit(f"{name}: expected 200 OK, got {status}")
         calls[name] = call
-    samples = paired_samples(calls, args.repeats, args.number)
+    samples = paired_samples(calls, repeats, number)
 
     added = {
         name: statistics.median(a - b for a, b in zip(values, samples["bare Flask"], strict=True))
@@ -128,8 +137,8 @@ def main() -> None:
             f"{added[name]:.2f}", f"{added[name] / httpauth:.2f}")
         rows.append((name, f"{statistics.median(values):.2f}", *extra))
     print_table(
-        f"Flask request: WSGI call with a prebuilt environ; median of {args.repeats} "
-        f"interleaved rounds (each the best of 3 passes of {args.number} requests); "
+        f"Flask request: WSGI call with a prebuilt environ; median of {repeats} "
+        f"interleaved rounds (each the best of 3 passes of {number} requests); "
         f"added = median of per-round differences from bare Flask",
         rows,
     )
@@ -137,6 +146,10 @@ def main() -> None:
         ratio = added[name] / httpauth
         print(f"  target {name}: added <= Flask-HTTPAuth's added: {ratio:.2f} "
               f"{'MET' if ratio <= 1.0 else 'MISSED'}")
+    # Write the usage counts while the SQLite file still exists.
+    for app in (ours_memory, ours_sqlite):
+        app.extensions["aqnt_auth"].close(app)
+    middleware.close()
 
 
 if __name__ == "__main__":
