@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Final
+from typing import Any
 
 from aqnt_auth import (
     AQNTError,
@@ -29,12 +29,10 @@ from aqnt_auth import (
 )
 
 __all__ = [
-    "ANONYMOUS",
-    "APIKeyCredentials",
+    "APIKeyAuth",
     "APIKeyMiddleware",
-    "APIKeyUser",
-    "AnonymousUser",
     "Exemptions",
+    "admit",
     "authenticate_scope",
     "make_authenticator",
     "principal_of",
@@ -48,55 +46,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class APIKeyUser:
-    """``request.user`` for a request with a valid key, shaped like Starlette's
-    ``BaseUser``: its :attr:`identity` is the key id."""
+class APIKeyAuth:
+    """``request.user`` and ``request.auth`` at once, shaped like Starlette's
+    ``BaseUser`` and ``AuthCredentials``: one object, because on the warm
+    path every allocation shows.
 
-    __slots__ = ("principal",)
-
-    is_authenticated: Final = True
-
-    def __init__(self, principal: Principal) -> None:
-        self.principal = principal
-
-    def __repr__(self) -> str:
-        return f"APIKeyUser({self.principal!r})"
-
-    @property
-    def identity(self) -> str:
-        return self.principal.id
-
-    @property
-    def display_name(self) -> str:
-        return self.principal.name
-
-
-class AnonymousUser:
-    """``request.user`` where no key was checked (an exempt path, a CORS
-    preflight): like Starlette's ``UnauthenticatedUser``."""
-
-    __slots__ = ()
-
-    is_authenticated: Final = False
-    identity: Final = ""
-    display_name: Final = ""
-
-    def __repr__(self) -> str:
-        return "AnonymousUser()"
-
-
-#: The one :class:`AnonymousUser`; it holds no state.
-ANONYMOUS: Final = AnonymousUser()
-
-
-class APIKeyCredentials:
-    """``request.auth``, shaped like Starlette's ``AuthCredentials``.
-
-    :attr:`scopes` lists the key's scopes, so Starlette's ``@requires`` works.
-    :attr:`principal` is ``None`` where no key was checked.
-    :attr:`authenticator` is the one that checked (or would have checked) the
-    request, so route-level checks answer with its realm and can
-    authenticate an exempt request on demand.
+    :attr:`principal` is the key's :class:`~aqnt_auth.Principal`, or ``None``
+    where no key was checked (an exempt path, a CORS preflight); then
+    :attr:`is_authenticated` is false.  The :attr:`identity` is the key id,
+    and :attr:`scopes` lists the key's scopes, so Starlette's ``@requires``
+    works.  :attr:`authenticator` is the one that checked (or would have
+    checked) the request: route-level checks answer with its :attr:`realm`,
+    and can authenticate an exempt request on demand.
     """
 
     __slots__ = ("_scopes", "authenticator", "principal")
@@ -107,13 +68,27 @@ class APIKeyCredentials:
         self._scopes: list[str] | None = None
 
     def __repr__(self) -> str:
-        return f"APIKeyCredentials({self.principal!r})"
+        return f"APIKeyAuth({self.principal!r})"
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.principal is not None
+
+    @property
+    def identity(self) -> str:
+        return self.principal.id if self.principal is not None else ""
+
+    @property
+    def display_name(self) -> str:
+        return self.principal.name if self.principal is not None else ""
 
     @property
     def scopes(self) -> list[str]:
+        if self.principal is None:
+            return []  # a fresh list: the anonymous object is shared
         # Built on first use: most requests never look at it.
         if self._scopes is None:
-            self._scopes = sorted(self.principal.scopes) if self.principal is not None else []
+            self._scopes = sorted(self.principal.scopes)
         return self._scopes
 
     @property
@@ -151,18 +126,24 @@ def principal_of(scope: Scope) -> Principal | None:
     return state.get("api_key") if state is not None else None
 
 
-def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> None:
+def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> APIKeyAuth:
     """Record a successful authentication in *scope*, the way Starlette expects it."""
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
     state["api_key"] = principal
-    scope["user"] = APIKeyUser(principal)
-    scope["auth"] = APIKeyCredentials(principal, authenticator)
+    scope["user"] = scope["auth"] = auth = APIKeyAuth(principal, authenticator)
+    return auth
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Principal:
-    """Authenticate an ``http`` or ``websocket`` scope, key restrictions included.
+    """Authenticate an ``http`` or ``websocket`` scope, key restrictions
+    included; the peer address goes to the authenticator's failure limiter.
 
     A WebSocket handshake is a ``GET`` (RFC 6455 §4.1): that is the method
     a read-only key is judged by.
@@ -171,6 +152,7 @@ async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Prin
         single_authorization(scope["headers"]),
         method=scope.get("method", "GET"),
         path=route_path(scope),
+        client=_client_host(scope),
     )
 
 
@@ -228,11 +210,11 @@ class APIKeyMiddleware:
         (``allowed_modes``, ``realm``, ``prefixes``, ``hashers``...).
 
     On success the :class:`~aqnt_auth.Principal` is at
-    ``scope["state"]["api_key"]`` (``request.state.api_key``), an
-    :class:`APIKeyUser` at ``scope["user"]`` and :class:`APIKeyCredentials` at
-    ``scope["auth"]``.  Otherwise the app never sees the request: it gets the
-    core's error response, and a WebSocket is refused with that response
-    (``websocket.http.response`` extension) or, without the extension,
+    ``scope["state"]["api_key"]`` (``request.state.api_key``), and an
+    :class:`APIKeyAuth` at ``scope["user"]`` and ``scope["auth"]``.
+    Otherwise the app never sees the request: it gets the core's error
+    response, and a WebSocket is refused with that response (the
+    ``websocket.http.response`` extension) or, without the extension,
     closed with code 1008.
     """
 
@@ -250,6 +232,10 @@ class APIKeyMiddleware:
         self.authenticator = make_authenticator(store, authenticator, options)
         self._owns_authenticator = authenticator is None
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
+        self._authenticate = self.authenticator.authenticate_async
+        self._anonymous = APIKeyAuth(None, self.authenticator)
+        # The peer address matters only to a failure limiter.
+        self._rate_limited = self.authenticator.rate_limit is not None
 
     def __repr__(self) -> str:
         return f"APIKeyMiddleware(authenticator={self.authenticator!r}, {self.exemptions!r})"
@@ -261,21 +247,29 @@ class APIKeyMiddleware:
                 send = self._on_shutdown(send)
             await self.app(scope, receive, send)
             return
-        path = route_path(scope)
+        # The warm path: route_path() and admit() written out, as every call
+        # here costs a measurable share of the whole request.
+        root_path = scope.get("root_path")
+        path = relative_path(scope["path"], root_path) if root_path else scope["path"]
         method = scope.get("method", "GET")
         if self.exemptions(scope, method, path):
-            scope.setdefault("user", ANONYMOUS)
-            scope.setdefault("auth", APIKeyCredentials(None, self.authenticator))
+            scope.setdefault("user", self._anonymous)
+            scope.setdefault("auth", self._anonymous)
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self.authenticator.authenticate_async(
-                single_authorization(scope["headers"]), method=method, path=path
+            principal = await self._authenticate(
+                single_authorization(scope["headers"]), method=method, path=path,
+                client=_client_host(scope) if self._rate_limited else None,
             )
         except AQNTError as exc:
             await self._refuse(exc, scope, receive, send)
             return
-        admit(scope, principal, self.authenticator)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["api_key"] = principal
+        scope["user"] = scope["auth"] = APIKeyAuth(principal, self.authenticator)
         await self.app(scope, receive, send)
 
     async def _refuse(self, error: AQNTError, scope: Scope, receive: Receive, send: Send) -> None:

@@ -27,7 +27,7 @@ from fastapi.security.base import SecurityBase
 
 from aqnt_auth import Authenticator, KeyStore, Principal, require_scopes
 from aqnt_auth.adapters.asgi import (
-    APIKeyCredentials,
+    APIKeyAuth,
     admit,
     authenticate_scope,
     make_authenticator,
@@ -94,7 +94,7 @@ class APIKey(SecurityBase):
         if principal is None:
             authenticator = self._authenticator_for(scope)
             # Set before authenticating so a refusal is rendered with this realm.
-            scope["auth"] = APIKeyCredentials(None, authenticator)
+            scope["auth"] = APIKeyAuth(None, authenticator)
             principal = await authenticate_scope(authenticator, scope)
             admit(scope, principal, authenticator)
         if security_scopes.scopes:
@@ -105,7 +105,7 @@ class APIKey(SecurityBase):
         if self.authenticator is not None:
             return self.authenticator
         auth = scope.get("auth")
-        if isinstance(auth, APIKeyCredentials):
+        if isinstance(auth, APIKeyAuth):
             # APIKeyMiddleware let this request through (an exempt path): the
             # route still wants a key, so check it the way the middleware would.
             found: Authenticator = auth.authenticator

@@ -32,10 +32,7 @@ from aqnt_auth import (
     require_scopes,
 )
 from aqnt_auth.adapters.asgi import (
-    ANONYMOUS,
-    AnonymousUser,
-    APIKeyCredentials,
-    APIKeyUser,
+    APIKeyAuth,
     Exemptions,
     admit,
     authenticate_scope,
@@ -73,7 +70,7 @@ def error_response(error: AQNTError, realm: str = _DEFAULT_REALM) -> Response:
 
 def _realm(conn: HTTPConnection) -> str:
     auth = conn.scope.get("auth")
-    return auth.realm if isinstance(auth, APIKeyCredentials) else _DEFAULT_REALM
+    return auth.realm if isinstance(auth, APIKeyAuth) else _DEFAULT_REALM
 
 
 async def refuse(conn: HTTPConnection, error: AQNTError) -> Response | None:
@@ -199,16 +196,14 @@ class APIKeyBackend(AuthenticationBackend):
         self.authenticator = make_authenticator(store, authenticator, options)
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
         self.allow_anonymous = allow_anonymous
-
-    @property
-    def _anonymous(self) -> tuple[APIKeyCredentials, AnonymousUser]:
         # Our own "unauthenticated" pair, not Starlette's, so that requires()
         # answers with this backend's realm.
-        return APIKeyCredentials(None, self.authenticator), ANONYMOUS
+        anonymous = APIKeyAuth(None, self.authenticator)
+        self._anonymous = (anonymous, anonymous)
 
     async def authenticate(
         self, conn: HTTPConnection
-    ) -> tuple[APIKeyCredentials, APIKeyUser | AnonymousUser]:
+    ) -> tuple[APIKeyAuth, APIKeyAuth]:
         scope = conn.scope
         if self.exemptions(scope, scope.get("method", "GET"), route_path(scope)):
             return self._anonymous
@@ -220,8 +215,8 @@ class APIKeyBackend(AuthenticationBackend):
             raise APIKeyAuthenticationError(exc, self.authenticator.realm) from None
         except AQNTError as exc:
             raise APIKeyAuthenticationError(exc, self.authenticator.realm) from None
-        admit(scope, principal, self.authenticator)
-        return scope["auth"], scope["user"]
+        auth = admit(scope, principal, self.authenticator)
+        return auth, auth
 
     @staticmethod
     def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:

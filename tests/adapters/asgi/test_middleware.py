@@ -17,7 +17,7 @@ from aqnt_auth import (
     MemoryKeyStore,
     SQLiteKeyStore,
 )
-from aqnt_auth.adapters.asgi import ANONYMOUS, APIKeyCredentials, APIKeyMiddleware, APIKeyUser
+from aqnt_auth.adapters.asgi import APIKeyAuth, APIKeyMiddleware
 
 from ._support import (
     CHALLENGE,
@@ -76,15 +76,15 @@ class TestSuccess:
         """scope["user"] is authenticated with the key id as identity; scope["auth"] has scopes."""
         await client.get("/", headers=bearer(keys.live))
         scope = recorder.scopes[0]
-        user, credentials = scope["user"], scope["auth"]
-        assert isinstance(user, APIKeyUser)
-        assert user.is_authenticated is True
-        assert user.identity == keys.live_id
-        assert user.display_name == "live"
-        assert isinstance(credentials, APIKeyCredentials)
-        assert credentials.scopes == ["charges:read"]
-        assert credentials.principal is scope["state"]["api_key"]
-        assert credentials.realm == "api"
+        auth = scope["user"]
+        assert scope["auth"] is auth
+        assert isinstance(auth, APIKeyAuth)
+        assert auth.is_authenticated is True
+        assert auth.identity == keys.live_id
+        assert auth.display_name == "live"
+        assert auth.scopes == ["charges:read"]
+        assert auth.principal is scope["state"]["api_key"]
+        assert auth.realm == "api"
 
     async def test_existing_lifespan_state_is_kept(
         self, app: APIKeyMiddleware, recorder: Recorder, keys: Keys
@@ -224,8 +224,10 @@ class TestExemptPaths:
         response = await client.get(path)
         assert response.status_code == 200
         assert response.json() == {"path": path, "key": None}
-        assert recorder.scopes[0]["user"] is ANONYMOUS
-        assert recorder.scopes[0]["auth"].scopes == []
+        anonymous = recorder.scopes[0]["user"]
+        assert anonymous.is_authenticated is False
+        assert (anonymous.identity, anonymous.display_name, anonymous.scopes) == ("", "", [])
+        assert recorder.scopes[0]["auth"] is anonymous
 
     @pytest.mark.parametrize(
         "path",
@@ -306,7 +308,7 @@ class TestMethods:
         """OPTIONS with Origin and Access-Control-Request-Method goes through unauthenticated."""
         response = await client.options("/v1/charges", headers=self.PREFLIGHT)
         assert response.status_code == 200
-        assert recorder.scopes[0]["user"] is ANONYMOUS
+        assert recorder.scopes[0]["user"].is_authenticated is False
 
     @pytest.mark.parametrize(
         "headers",
