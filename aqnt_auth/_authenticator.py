@@ -5,7 +5,10 @@ generator in the manner of httpx's ``auth_flow``: it yields what it needs
 (a record, an argon2 verification, a hash upgrade) and receives the answer.
 It does no I/O.  :meth:`Authenticator.authenticate` and
 :meth:`Authenticator.authenticate_async` drive it; they differ only in how
-they fetch and verify.
+they fetch and verify.  Before starting it, each driver tries
+:meth:`Authenticator._warm`, the same decision for a key that verified
+before, on a store it may read inline: that request then costs its checks
+and no generator.  Both share the record check and :meth:`_accept`.
 
 The order of checks is part of the security design:
 
@@ -150,6 +153,8 @@ class Authenticator:
         self._store_get = self.store.get
         self._store_blocking = bool(getattr(self.store, "blocking", True))
         self._has_native_async = getattr(self.store, "aio", None) is not None
+        # Async callers read this store on the loop, so its warm path can too.
+        self._inline_store = not (self._store_blocking or self._has_native_async)
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._usage = None
         if track_usage:
@@ -202,9 +207,7 @@ class Authenticator:
             # This exact string passed the format, checksum and secret checks
             # before; the record below still decides everything else.
             key_id, mode, prefix = known.key_id, known.mode, known.prefix
-        record: KeyRecord | None = yield key_id
-        if record is None or record.mode != mode or record.prefix != prefix:
-            raise InvalidAPIKey("unknown key id")
+        record = _matching((yield key_id), mode, prefix)
         if known is None or known.stored_hash != record.hash:
             if key is None:
                 key = self._format.split(token)
@@ -219,6 +222,30 @@ class Authenticator:
                 raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
+        return self._accept(record, mode, method, path)
+
+    def _warm(self, token: str, method: str | None, path: str | None) -> Principal | None:
+        """:meth:`_flow` without a generator, for a token that verified before
+        on a store that can be read inline: the warm request, at the cost of
+        its checks alone.  ``None`` when the flow must run instead (the token
+        never verified, or its stored hash has changed since)."""
+        known = self._cache.get(self._cache.digest(token))
+        if known is None:
+            return None
+        try:
+            found = self._store_get(known.key_id)
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
+        record = _matching(found, known.mode, known.prefix)
+        if known.stored_hash != record.hash:
+            return None
+        return self._accept(record, known.mode, method, path)
+
+    def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None
+                ) -> Principal:
+        """The checks after the secret verified: state, mode, restrictions."""
         now = self._clock()
         if record.revoked_at is not None:
             raise RevokedAPIKey("revoked")
@@ -294,7 +321,11 @@ class Authenticator:
         """
         answer: Any = None
         try:
-            flow = self._flow(self._token(authorization), method, path, client)
+            token = self._token(authorization)
+            principal = self._warm(token, method, path)
+            if principal is not None:
+                return principal
+            flow = self._flow(token, method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -377,7 +408,12 @@ class Authenticator:
         """
         answer: Any = None
         try:
-            flow = self._flow(self._token(authorization), method, path, client)
+            token = self._token(authorization)
+            if self._inline_store:
+                principal = self._warm(token, method, path)
+                if principal is not None:
+                    return principal
+            flow = self._flow(token, method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -501,6 +537,13 @@ def _limiter_failed(exc: Exception) -> StoreUnavailable:
     # Without its counters the limiter cannot protect argon2: fail closed.
     log.error("rate limiter storage failed: %s: %s", type(exc).__name__, exc)
     return StoreUnavailable(f"rate limiter failed: {type(exc).__name__}")
+
+
+def _matching(record: KeyRecord | None, mode: str, prefix: str) -> KeyRecord:
+    """*record*, if it is the key the token names (same mode and prefix)."""
+    if record is None or record.mode != mode or record.prefix != prefix:
+        raise InvalidAPIKey("unknown key id")
+    return record
 
 
 def _store_failed(exc: Exception) -> StoreUnavailable:

@@ -1,0 +1,122 @@
+"""The warm path: a key that verified before, decided without the flow's generator.
+
+Both drivers try it first; it must decide exactly as the flow would, with one
+store read per request, and hand anything else to the flow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from aqnt_auth import (
+    Authenticator,
+    InvalidAPIKey,
+    KeyManager,
+    PermissionDenied,
+    RevokedAPIKey,
+    StoreUnavailable,
+)
+
+from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def store() -> InstrumentedStore:
+    return InstrumentedStore()
+
+
+@pytest.fixture
+def keys(store: InstrumentedStore, hasher: CountingHasher) -> KeyManager:
+    return KeyManager(store, hasher=hasher)
+
+
+@pytest.fixture
+def auth(store: InstrumentedStore, hasher: CountingHasher) -> Iterator[Authenticator]:
+    with Authenticator(store, hashers=[hasher], usage_flush_interval=3600) as a:
+        yield a
+
+
+class TestSync:
+    def test_one_store_read_per_warm_request(self, auth: Authenticator, keys: KeyManager,
+                                             store: InstrumentedStore,
+                                             hasher: CountingHasher) -> None:
+        issued = keys.create("k")
+        auth.authenticate(f"Bearer {issued.key}")
+        reads = store.gets
+        for _ in range(3):
+            assert auth.authenticate(f"Bearer {issued.key}").id == issued.record.id
+        assert store.gets == reads + 3
+        assert hasher.calls == 1
+
+    def test_deleted_key(self, auth: Authenticator, keys: KeyManager,
+                         store: InstrumentedStore) -> None:
+        """A warm key deleted from the store is unknown at once, in one read."""
+        issued = keys.create("k")
+        auth.authenticate(f"Bearer {issued.key}")
+        keys.delete(issued.record.id)
+        reads = store.gets
+        with pytest.raises(InvalidAPIKey):
+            auth.authenticate(f"Bearer {issued.key}")
+        assert store.gets == reads + 1
+
+    def test_restrictions_and_revocation(self, auth: Authenticator, keys: KeyManager) -> None:
+        issued = keys.create("k", read_only=True)
+        auth.authenticate(f"Bearer {issued.key}")
+        with pytest.raises(PermissionDenied):
+            auth.authenticate(f"Bearer {issued.key}", method="POST", path="/")
+        keys.revoke(issued.record.id)
+        with pytest.raises(RevokedAPIKey):
+            auth.authenticate(f"Bearer {issued.key}")
+
+    def test_store_failure(self, auth: Authenticator, keys: KeyManager,
+                           store: InstrumentedStore) -> None:
+        """A store that breaks on the warm path is a 503, never a 401."""
+        issued = keys.create("k")
+        auth.authenticate(f"Bearer {issued.key}")
+        store.failure = OSError("connection reset")
+        with pytest.raises(StoreUnavailable):
+            auth.authenticate(f"Bearer {issued.key}")
+
+    def test_changed_hash_goes_through_the_flow(self, auth: Authenticator, keys: KeyManager,
+                                                store: InstrumentedStore,
+                                                hasher: CountingHasher) -> None:
+        issued = keys.create("k")
+        auth.authenticate(f"Bearer {issued.key}")
+        record = store.get(issued.record.id)
+        assert record is not None
+        assert store.replace_hash(record.id, record.hash, hasher.hash(issued.key[20:52]))
+        assert auth.authenticate(f"Bearer {issued.key}").id == issued.record.id
+        assert hasher.calls == 2
+
+
+@pytest.mark.anyio
+class TestAsync:
+    async def test_memory_store(self, auth: Authenticator, keys: KeyManager,
+                                store: InstrumentedStore) -> None:
+        issued = keys.create("k")
+        await auth.authenticate_async(f"Bearer {issued.key}")
+        reads = store.gets
+        assert (await auth.authenticate_async(f"Bearer {issued.key}")).id == issued.record.id
+        assert store.gets == reads + 1
+        keys.revoke(issued.record.id)
+        with pytest.raises(RevokedAPIKey):
+            await auth.authenticate_async(f"Bearer {issued.key}")
+
+    async def test_blocking_store_is_never_read_on_the_loop(
+        self, hasher: CountingHasher
+    ) -> None:
+        """A blocking store skips the inline warm path: its reads stay in threads."""
+        store = BlockingInstrumentedStore()
+        issued = KeyManager(store, hasher=hasher).create("k")
+        with Authenticator(store, hashers=[hasher], usage_flush_interval=3600) as auth:
+            for _ in range(2):
+                await auth.authenticate_async(f"Bearer {issued.key}")
+        assert threading.get_ident() not in store.get_threads
