@@ -148,12 +148,15 @@ async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Prin
     A WebSocket handshake is a ``GET`` (RFC 6455 §4.1): that is the method
     a read-only key is judged by.
     """
-    return await authenticator.authenticate_async(
-        single_authorization(scope["headers"]),
-        method=scope.get("method", "GET"),
-        path=route_path(scope),
-        client=_client_host(scope),
-    )
+    header = single_authorization(scope["headers"])
+    method = scope.get("method", "GET")
+    path = route_path(scope)
+    principal = authenticator.authenticate_nowait(header, method=method, path=path)
+    if principal is None:
+        principal = await authenticator.authenticate_async(
+            header, method=method, path=path, client=_client_host(scope)
+        )
+    return principal
 
 
 class Exemptions:
@@ -233,6 +236,7 @@ class APIKeyMiddleware:
         self._owns_authenticator = authenticator is None
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
         self._authenticate = self.authenticator.authenticate_async
+        self._authenticate_nowait = self.authenticator.authenticate_nowait
         self._anonymous = APIKeyAuth(None, self.authenticator)
         # The peer address matters only to a failure limiter.
         self._rate_limited = self.authenticator.rate_limit is not None
@@ -258,10 +262,15 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self._authenticate(
-                single_authorization(scope["headers"]), method=method, path=path,
-                client=_client_host(scope) if self._rate_limited else None,
-            )
+            # authenticate_scope(), written out: a warm key on a store that
+            # does no I/O is decided without creating a coroutine.
+            header = single_authorization(scope["headers"])
+            principal = self._authenticate_nowait(header, method=method, path=path)
+            if principal is None:  # a cold key, a store that does I/O...
+                principal = await self._authenticate(
+                    header, method=method, path=path,
+                    client=_client_host(scope) if self._rate_limited else None,
+                )
         except AQNTError as exc:
             await self._refuse(exc, scope, receive, send)
             return

@@ -155,6 +155,8 @@ class Authenticator:
         self._has_native_async = getattr(self.store, "aio", None) is not None
         # Async callers read this store on the loop, so its warm path can too.
         self._inline_store = not (self._store_blocking or self._has_native_async)
+        # A failure limiter may need I/O for each refusal: nothing then is "nowait".
+        self._nowait = self._inline_store and rate_limit is None
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._usage = None
         if track_usage:
@@ -391,6 +393,26 @@ class Authenticator:
             log.warning("key %s: hash upgrade failed: %s", key_id, exc)
 
     # -- the asynchronous driver ------------------------------------------
+
+    def authenticate_nowait(
+        self,
+        authorization: str | bytes | None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> Principal | None:
+        """:meth:`authenticate_async` for an answer that needs no waiting.
+
+        Returns the :class:`Principal` or raises, exactly as
+        :meth:`authenticate_async` would, when that takes neither I/O nor
+        argon2: a key that verified before, on a store that does no I/O (and
+        no failure limiter).  Returns ``None`` otherwise; then await
+        :meth:`authenticate_async`.  ASGI middleware calls this first, so a
+        warm request costs no coroutine.
+        """
+        if not self._nowait:
+            return None
+        return self._warm(self._token(authorization), method, path)
 
     async def authenticate_async(
         self,

@@ -1,7 +1,8 @@
 """The warm path: a key that verified before, decided without the flow's generator.
 
-Both drivers try it first; it must decide exactly as the flow would, with one
-store read per request, and hand anything else to the flow.
+Both drivers try it first, and ``authenticate_nowait`` exposes it; it must
+decide exactly as the flow would, with one store read per request, and hand
+anything else to the flow.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import pytest
 
 from aqnt_auth import (
     Authenticator,
+    FailureLimiter,
     InvalidAPIKey,
     KeyManager,
+    MissingAPIKey,
     PermissionDenied,
     RevokedAPIKey,
     StoreUnavailable,
@@ -120,3 +123,46 @@ class TestAsync:
             for _ in range(2):
                 await auth.authenticate_async(f"Bearer {issued.key}")
         assert threading.get_ident() not in store.get_threads
+
+
+class TestNowait:
+    def test_warm_key(self, auth: Authenticator, keys: KeyManager,
+                      hasher: CountingHasher) -> None:
+        """None while the key is cold; then the principal, with no argon2 at all."""
+        issued = keys.create("k", read_only=True)
+        assert auth.authenticate_nowait(f"Bearer {issued.key}") is None
+        assert hasher.calls == 0
+        auth.authenticate(f"Bearer {issued.key}")
+        principal = auth.authenticate_nowait(f"Bearer {issued.key}", method="GET", path="/")
+        assert principal is not None
+        assert principal.id == issued.record.id
+        with pytest.raises(PermissionDenied):
+            auth.authenticate_nowait(f"Bearer {issued.key}", method="POST", path="/")
+        assert hasher.calls == 1
+
+    @pytest.mark.parametrize("header", [None, "Bearer sk_live_garbage", "Basic eDp5"])
+    def test_decided_offline(self, auth: Authenticator, header: str | None) -> None:
+        """What needs no store is refused right away, as authenticate() would."""
+        with pytest.raises((InvalidAPIKey, MissingAPIKey)):
+            auth.authenticate_nowait(header)
+
+    def test_blocking_store_never_answers(self, hasher: CountingHasher) -> None:
+        store = BlockingInstrumentedStore()
+        issued = KeyManager(store, hasher=hasher).create("k")
+        with Authenticator(store, hashers=[hasher], usage_flush_interval=3600) as auth:
+            auth.authenticate(f"Bearer {issued.key}")
+            reads = store.gets
+            assert auth.authenticate_nowait(f"Bearer {issued.key}") is None
+            assert auth.authenticate_nowait("Bearer sk_live_garbage") is None
+        assert store.gets == reads
+
+    def test_failure_limiter_never_answers(self, store: InstrumentedStore,
+                                           hasher: CountingHasher, keys: KeyManager) -> None:
+        """With a failure limiter every refusal must be counted: that is the async path's."""
+        issued = keys.create("k")
+        limiter = FailureLimiter(per_key="5/minute", per_client="100/minute")
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter,
+                           usage_flush_interval=3600) as auth:
+            auth.authenticate(f"Bearer {issued.key}")
+            assert auth.authenticate_nowait(f"Bearer {issued.key}") is None
+            assert auth.authenticate_nowait("Bearer sk_live_garbage") is None
