@@ -118,6 +118,18 @@ def status_of(messages: list[Message]) -> int:
     return int(messages[0]["status"])
 
 
+def assert_sent_refusal(messages: list[Message], status: int, body: bytes,
+                        challenge: str | None) -> None:
+    """:func:`assert_refused` for the raw messages of :func:`call`."""
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
+    assert messages[0]["status"] == status
+    headers = dict(messages[0]["headers"])
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"content-length"] == str(len(body)).encode()
+    assert headers.get(b"www-authenticate") == (challenge.encode() if challenge else None)
+    assert messages[1]["body"] == body
+
+
 class BrokenStore(MemoryKeyStore):
     """A store whose database is down: every lookup fails as a driver would."""
 
