@@ -62,8 +62,11 @@ def error_response(error: ErrorResponse) -> HttpResponse:
 def authenticate_request(authenticator: Authenticator, request: HttpRequest) -> Principal:
     """The principal of *request*'s key; raises the core's errors."""
     try:
+        # No local holds META or the header: this frame stays in the
+        # traceback of an unexpected error, and DEBUG pages print locals.
         return authenticator.authenticate(
-            request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info
+            request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info,
+            client=request.META.get("REMOTE_ADDR"),
         )
     except AQNTError:
         raise
@@ -77,7 +80,8 @@ async def authenticate_request_async(authenticator: Authenticator, request: Http
     """:func:`authenticate_request`, without blocking the event loop."""
     try:
         return await authenticator.authenticate_async(
-            request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info
+            request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info,
+            client=request.META.get("REMOTE_ADDR"),
         )
     except AQNTError:
         raise
@@ -97,11 +101,12 @@ def _without_frames(exc: Exception) -> Exception:
 def _exempt(conf: AuthSettings, request: HttpRequest) -> bool:
     if conf.exempt_paths.is_exempt(request.path_info):
         return True
+    # The method first: the headers are looked up for OPTIONS requests only.
+    if request.method != "OPTIONS" or not conf.allow_cors_preflight:
+        return False
     meta = request.META
-    return conf.allow_cors_preflight and is_cors_preflight(
-        request.method or "",
-        meta.get("HTTP_ORIGIN"),
-        meta.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+    return is_cors_preflight(
+        "OPTIONS", meta.get("HTTP_ORIGIN"), meta.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
     )
 
 

@@ -26,6 +26,9 @@ Every key is optional; these are the defaults::
         "USAGE_FLUSH_INTERVAL": 10.0,  # seconds between usage-count writes
         "TRACK_USAGE": True,           # count requests and last use per key
         "REHASH": True,                # upgrade outdated hashes on use
+        # A FailureLimiter throttling failed attempts per key id and per
+        # client (REMOTE_ADDR); None: no throttling.
+        "RATE_LIMIT": None,
         # Database alias of the key table (None: ask the database routers).
         "DATABASE": None,
     }
@@ -51,6 +54,7 @@ from django.core.signals import setting_changed
 from aqnt_auth import (
     Authenticator,
     ConfigurationError,
+    FailureLimiter,
     Hasher,
     MemoryKeyStore,
     Mode,
@@ -88,12 +92,14 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "USAGE_FLUSH_INTERVAL": 10.0,
         "TRACK_USAGE": True,
         "REHASH": True,
+        "RATE_LIMIT": None,
         "DATABASE": None,
     }
 )
 
-# Settings that change what the runtime is built from.
-_WATCHED: Final = frozenset({SETTING, "DATABASES", "DATABASE_ROUTERS"})
+# Settings that change what the runtime is built from (the time zone ones
+# change how the store reads dates, and it remembers what it read).
+_WATCHED: Final = frozenset({SETTING, "DATABASES", "DATABASE_ROUTERS", "USE_TZ", "TIME_ZONE"})
 
 
 class AuthSettings(NamedTuple):
@@ -112,6 +118,7 @@ class AuthSettings(NamedTuple):
     usage_flush_interval: float
     track_usage: bool
     rehash: bool
+    rate_limit: FailureLimiter | None
     database: str | None
 
     def authenticator_options(self) -> dict[str, Any]:
@@ -127,6 +134,7 @@ class AuthSettings(NamedTuple):
             "usage_flush_interval": self.usage_flush_interval,
             "track_usage": self.track_usage,
             "rehash": self.rehash,
+            "rate_limit": self.rate_limit,
         }
 
 
@@ -193,6 +201,9 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
     database = merged["DATABASE"]
     if database is not None and database not in django_settings.DATABASES:
         raise _fail("DATABASE", f"names no database in DATABASES: {database!r}")
+    rate_limit = merged["RATE_LIMIT"]
+    if rate_limit is not None and not isinstance(rate_limit, FailureLimiter):
+        raise _fail("RATE_LIMIT", f"must be None or a FailureLimiter, not {rate_limit!r}")
     if not isinstance(merged["REALM"], str):
         raise _fail("REALM", f"must be a string, not {merged['REALM']!r}")
     loaded = AuthSettings(
@@ -211,6 +222,7 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
                                      minimum=0, inclusive=False),
         track_usage=_flag("TRACK_USAGE", merged["TRACK_USAGE"]),
         rehash=_flag("REHASH", merged["REHASH"]),
+        rate_limit=rate_limit,
         database=database,
     )
     for key, option in (("PREFIXES", "prefixes"), ("ALLOWED_MODES", "allowed_modes"),

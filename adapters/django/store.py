@@ -1,11 +1,12 @@
 """``DjangoKeyStore``: the key store on the Django ORM.
 
 Management calls (add, list, revoke...) are ordinary ORM queries.  The read
-each request makes is not: building a queryset and compiling it to SQL costs
-far more than running it, so :meth:`DjangoKeyStore.get` compiles its query
-once per database connection and then runs the SQL text through Django's own
-cursor, which keeps Django's error wrapping, ``execute_wrapper`` hooks and
-query logging, and converts the columns with Django's own converters.
+each request makes is not: building a queryset and compiling it costs
+several times more than running it, so :meth:`DjangoKeyStore.get` runs one
+prepared ``SELECT ... WHERE id = %s`` (a primary-key probe) through Django's
+own cursor, which keeps Django's error wrapping, ``execute_wrapper`` hooks
+and query logging, and converts the columns with Django's own converters.
+The row is read on every call, so a revocation applies to the next request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime as dt
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from asgiref.sync import sync_to_async
 from django.db import (
@@ -44,29 +45,96 @@ _FIELDS: Final = (
 )
 
 
-class _Prepared(NamedTuple):
-    sql: str
-    # (column position, Django's converters for it, the column expression)
-    converters: tuple[tuple[int, tuple[Callable[..., Any], ...], Expression], ...]
+# Raw JSON text that needs no parser: most keys have no scopes, paths or metadata.
+_EMPTY_JSON: Final = frozenset({"[]", "{}"})
+# Records remembered per reader (per thread), against the row they were made of.
+_MEMO_SIZE: Final = 1024
 
 
-def _prepare(alias: str) -> _Prepared:
-    # Any non-empty placeholder: Oracle would turn "" into IS NULL.
-    query = APIKey.objects.using(alias).filter(pk="?").order_by().values_list(*_FIELDS).query
-    compiler = query.get_compiler(using=alias)
-    sql, params = compiler.as_sql()
-    if len(params) != 1:  # pragma: no cover - guards against a Django change
-        raise RuntimeError(f"unexpected parameters in the key lookup: {params!r}")
-    expressions = [column for column, _, _ in compiler.select]
-    found = compiler.get_converters(expressions)
-    converters = tuple(
-        (position, tuple(funcs), expression) for position, (funcs, expression) in found.items()
-    )
-    return _Prepared(sql, converters)
+class _Reader:
+    """The read each request makes, on one Django connection object.
+
+    Django has one connection object per thread, and the SQL text and the
+    column converters belong to its backend, so each gets its own reader.
+    The SQL names the columns once, unqualified: a backend cursor may scan
+    the whole text on every execute (Django's SQLite one does), so a short
+    text is a faster one.  The cursor is kept between requests while the
+    underlying database connection stays the same.
+    """
+
+    __slots__ = ("converters", "cursor", "memo", "named", "raw", "sql")
+
+    def __init__(self, alias: str, connection: BaseDatabaseWrapper) -> None:
+        quote = connection.ops.quote_name
+        meta = APIKey._meta
+        columns = [meta.get_field(name) for name in _FIELDS]
+        # A named parameter where the backend takes one: Django's SQLite
+        # cursor then formats the text with % instead of a regex substitution.
+        self.named: bool = connection.features.supports_paramstyle_pyformat
+        self.sql = (
+            f"SELECT {', '.join(quote(f.column) for f in columns)} "  # noqa: S608
+            f"FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = "
+            + ("%(id)s" if self.named else "%s")
+        )
+        # Django's own converters (SQLite's datetime parsing, JSON decoding,
+        # booleans...), taken from the compiler of the equivalent queryset.
+        compiler = APIKey.objects.using(alias).values_list(*_FIELDS).query.get_compiler(alias)
+        compiler.setup_query()
+        found = compiler.get_converters([column for column, _, _ in compiler.select])
+        json = {i for i, f in enumerate(columns) if f.get_internal_type() == "JSONField"}
+        # (position, converters, column expression, whether it holds JSON)
+        self.converters: tuple[
+            tuple[int, tuple[Callable[..., Any], ...], Expression, bool], ...
+        ] = tuple((i, tuple(funcs), expr, i in json) for i, (funcs, expr) in found.items())
+        self.cursor: Any = None
+        self.raw: Any = None
+        # key id -> (the row as the driver gave it, the record made of it)
+        self.memo: dict[str, tuple[Any, KeyRecord]] = {}
+
+    def fetch(self, connection: BaseDatabaseWrapper, key_id: str) -> KeyRecord | None:
+        # What connection.cursor() would check once per request.
+        connection.close_if_health_check_failed()
+        params = {"id": key_id} if self.named else (key_id,)
+        if connection.queries_logged:
+            # DEBUG or a test capturing queries: a logging cursor, each time.
+            with connection.cursor() as logged:
+                logged.execute(self.sql, params)
+                found = logged.fetchone()
+        else:
+            cursor = self.cursor
+            if cursor is None or connection.connection is not self.raw:
+                # Kept while Django keeps this database connection open.
+                cursor = connection.cursor()
+                self.cursor, self.raw = cursor, connection.connection
+            cursor.execute(self.sql, params)
+            found = cursor.fetchone()
+        if found is None:
+            return None
+        # The same values from the driver as last time for this id make the
+        # same record: converting them again (dates, JSON) and building a new
+        # record would only cost time.  Any change to the row (a revocation,
+        # usage counts written) changes the values.
+        memo = self.memo.get(key_id)
+        if memo is not None and memo[0] == found:
+            return memo[1]
+        row = list(found)
+        for position, funcs, expression, json in self.converters:
+            value = row[position]
+            # NULL is None whatever the converter; "[]" and "{}" need no parser.
+            if value is None or (json and type(value) is str and value in _EMPTY_JSON):
+                continue
+            for func in funcs:
+                value = func(value, expression, connection)
+            row[position] = value
+        record = _record(row)
+        if len(self.memo) >= _MEMO_SIZE:
+            del self.memo[next(iter(self.memo))]
+        self.memo[key_id] = (found, record)
+        return record
 
 
 def _record(row: list[Any]) -> KeyRecord:
-    created = row[6]
+    created, scopes, paths, metadata = row[6], row[11], row[13], row[15]
     return KeyRecord(
         id=row[0],
         name=row[1],
@@ -79,11 +147,11 @@ def _record(row: list[Any]) -> KeyRecord:
         revoked_at=aware(row[8]),
         last_used_at=aware(row[9]),
         usage_count=row[10],
-        scopes=tuple(row[11]),
+        scopes=() if scopes == "[]" else tuple(scopes),
         read_only=row[12],
-        allowed_paths=tuple(row[13]),
+        allowed_paths=() if paths == "[]" else tuple(paths),
         owner=row[14],
-        metadata=row[15],
+        metadata={} if metadata == "{}" else metadata,
         rotated_from=row[16],
     )
 
@@ -109,9 +177,7 @@ class DjangoKeyStore:
     def __init__(self, using: str | None = None) -> None:
         self.read_alias: str = using or router.db_for_read(APIKey) or "default"
         self.write_alias: str = using or router.db_for_write(APIKey) or "default"
-        # Compiled per connection object: the SQL and the converters belong to
-        # one backend, and Django has one connection object per thread.
-        self._prepared: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Prepared] = (
+        self._readers: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Reader] = (
             weakref.WeakKeyDictionary()
         )
         self.aio = AsyncDjangoKeyStore(self)
@@ -125,24 +191,13 @@ class DjangoKeyStore:
 
     def get(self, key_id: str) -> KeyRecord | None:
         connection = connections[self.read_alias]
-        prepared = self._prepared.get(connection)
+        reader = self._readers.get(connection)
         try:
-            if prepared is None:
-                prepared = self._prepared[connection] = _prepare(self.read_alias)
-            with connection.cursor() as cursor:
-                cursor.execute(prepared.sql, (key_id,))
-                found = cursor.fetchone()
+            if reader is None:
+                reader = self._readers[connection] = _Reader(self.read_alias, connection)
+            return reader.fetch(connection, key_id)
         except Error as exc:
             raise _unavailable(exc) from None
-        if found is None:
-            return None
-        row = list(found)
-        for position, funcs, expression in prepared.converters:
-            value = row[position]
-            for func in funcs:
-                value = func(value, expression, connection)
-            row[position] = value
-        return _record(row)
 
     # -- management ----------------------------------------------------------
 

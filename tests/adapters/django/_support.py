@@ -28,6 +28,8 @@ REVOKED = (b'{"error": {"type": "authentication_error", "message": "API key has 
            b'"code": "key_revoked"}}')
 FORBIDDEN = (b'{"error": {"type": "permission_error", "message": "This API key does not have '
              b'the required permissions", "code": "insufficient_scope"}}')
+RATE_LIMITED = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '
+                b'authentication attempts", "code": "rate_limited"}}')
 UNAVAILABLE = (b'{"error": {"type": "api_error", "message": "Authentication is temporarily '
                b'unavailable", "code": "auth_unavailable"}}')
 
@@ -46,7 +48,7 @@ STORE_ONLY: Final = ["aqnt_auth.adapters.django"]
 
 
 def postgres_mark(*, transaction: bool = False, available_apps: list[str] | None = None
-                  ) -> Any:
+                  ) -> pytest.MarkDecorator:
     """The mark of a test on the ``postgres`` alias: its database, or a skip."""
     if "postgres" in settings.DATABASES:
         return pytest.mark.django_db(transaction=transaction, databases=["default", "postgres"],

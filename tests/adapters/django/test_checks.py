@@ -55,6 +55,7 @@ class TestSettingsCheck:
         {"HASHERS": ["argon2"]},
         {"HASHER": "argon2"},
         {"DATABASE": "nope"},
+        {"RATE_LIMIT": "10/minute"},
         {"EXEMPT_PATH": ["/health"]},
     ])
     def test_invalid_settings(self, value: dict[str, Any]) -> None:

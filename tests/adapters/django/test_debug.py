@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.http import HttpRequest
-from django.test import Client, RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
 from django.test.utils import override_settings
 from django.views.debug import (
     ExceptionReporter,
@@ -106,6 +107,23 @@ class TestDebugPage:
         assert "hasher bug" in page
         _assert_absent(page, issued.key)
         _assert_absent(caplog.text, issued.key)
+        assert CALLS == []
+
+    @override_settings(DEBUG=True)
+    def test_bug_below_the_async_middleware(self) -> None:
+        """The same under ASGI, where the middleware runs as a coroutine."""
+        issued = issue()
+
+        async def run() -> Any:
+            client = AsyncClient(raise_request_exception=False)
+            return await client.get("/v1/async-whoami", headers=bearer(issued.key))
+
+        with override_settings(AQNT_AUTH=auth_settings(HASHERS=[BrokenHasher("cheapest")])):
+            response = async_to_sync(run)()
+        assert response.status_code == 500
+        page = response.content.decode()
+        assert "hasher bug" in page
+        _assert_absent(page, issued.key)
         assert CALLS == []
 
     def test_error_report_hides_the_key(self) -> None:

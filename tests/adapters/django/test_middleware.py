@@ -7,15 +7,16 @@ import json
 import logging
 from typing import Any
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
-from django.db import OperationalError, connections
+from django.db import OperationalError, close_old_connections, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 
-from aqnt_auth import KeyManager, Principal
+from aqnt_auth import FailureLimiter, KeyManager, Principal
 from aqnt_auth.adapters.django import APIKeyMiddleware, get_authenticator
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
@@ -26,6 +27,7 @@ from ._support import (
     INVALID,
     INVALID_CHALLENGE,
     MISSING,
+    RATE_LIMITED,
     REVOKED,
     UNAVAILABLE,
     assert_error,
@@ -33,6 +35,7 @@ from ._support import (
     bearer,
     issue,
     on_databases,
+    postgres_mark,
     wrong_secret,
 )
 from .views import CALLS
@@ -131,6 +134,46 @@ class TestDecisions:
         assert_error(response, 503, UNAVAILABLE)
         assert response["Retry-After"] == "1"
         assert CALLS == []
+
+    @postgres_mark(transaction=True)
+    def test_database_restart_is_survived(self, client: Client) -> None:
+        """A connection the server dropped gives one 503; Django closes it when
+        that request ends, and the next request reconnects."""
+        issued = issue("postgres")
+        with _on("postgres"):
+            assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+            connection = connections["postgres"]
+            pid = connection.connection.info.backend_pid
+            conf = connection.settings_dict
+            with psycopg.connect(host=conf["HOST"], port=conf["PORT"], user=conf["USER"],
+                                 dbname=conf["NAME"], autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            response = client.get("/v1/whoami", headers=bearer(issued.key))
+            assert_error(response, 503, UNAVAILABLE)
+            # What request_finished does under a real server (the test client
+            # leaves it out): close connections that failed.
+            close_old_connections()
+            assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+
+    @pytest.mark.django_db
+    def test_failures_are_rate_limited_per_client(self, client: Client) -> None:
+        """With RATE_LIMIT, a client past its failures gets 429 with Retry-After,
+        before any lookup; another client, and a proven key, still get through."""
+        issued = issue()
+        limiter = FailureLimiter(per_key="100/minute", per_client="2/minute")
+        bad = wrong_secret(issued.key)
+        with override_settings(AQNT_AUTH=auth_settings(RATE_LIMIT=limiter)):
+            client.get("/v1/whoami", headers=bearer(issued.key))  # proven first
+            for _ in range(2):
+                assert_error(client.get("/v1/whoami", headers=bearer(bad)), 401, INVALID,
+                             INVALID_CHALLENGE)
+            refused = client.get("/v1/whoami", headers=bearer(bad))
+            assert_error(refused, 429, RATE_LIMITED)
+            assert int(refused["Retry-After"]) >= 1
+            other = client.get("/v1/whoami", headers=bearer(bad), REMOTE_ADDR="10.0.0.9")
+            assert_error(other, 401, INVALID, INVALID_CHALLENGE)
+            assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+        assert CALLS == ["whoami", "whoami"]
 
     @pytest.mark.django_db
     def test_mode_not_allowed(self, client: Client) -> None:

@@ -129,7 +129,53 @@ class TestDjangoKeyStore:
         sql = queries[0]["sql"]
         assert sql.startswith("SELECT ")
         assert "ORDER BY" not in sql
-        assert f"WHERE \"aqnt_auth_apikey\".\"id\" = '{record.id}'" in sql
+        assert sql.endswith(f"FROM \"aqnt_auth_apikey\" WHERE \"id\" = '{record.id}'")
+
+    @pytest.mark.parametrize("alias", on_databases(transaction=True, available_apps=STORE_ONLY))
+    def test_read_survives_a_closed_connection(self, alias: str) -> None:
+        """The kept cursor is dropped when Django reconnects."""
+        store = DjangoKeyStore(using=alias)
+        record = make_record()
+        store.add(record)
+        assert store.get(record.id) == record
+        connections[alias].close()
+        assert store.get(record.id) == record
+
+    @pytest.mark.parametrize("alias", on_databases())
+    def test_execute_wrappers_see_every_read(self, alias: str) -> None:
+        """Django's execute_wrapper hooks see the warm read too."""
+        store = DjangoKeyStore(using=alias)
+        record = make_record()
+        store.add(record)
+        store.get(record.id)
+        seen: list[str] = []
+
+        def spy(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+            seen.append(sql)
+            return execute(sql, *args)
+
+        with connections[alias].execute_wrapper(spy):
+            assert store.get(record.id) == record
+            assert store.get(record.id) == record
+        assert len(seen) == 2
+        assert all("FROM \"aqnt_auth_apikey\" WHERE \"id\" = " in sql for sql in seen)
+
+    @pytest.mark.parametrize("alias", on_databases())
+    def test_changed_row_is_read_again(self, alias: str) -> None:
+        """A read after a change gives the changed record, not a remembered one."""
+        store = DjangoKeyStore(using=alias)
+        record = make_record(expires_at=None)
+        store.add(record)
+        first = store.get(record.id)
+        assert store.get(record.id) is first
+        store.record_usage({record.id: UsageDelta(3, record.created_at)})
+        counted = store.get(record.id)
+        assert counted is not None
+        assert counted.usage_count == 3
+        store.revoke(record.id, record.created_at)
+        revoked = store.get(record.id)
+        assert revoked is not None
+        assert revoked.revoked_at == record.created_at
 
     @pytest.mark.parametrize("alias", on_databases(transaction=True, available_apps=STORE_ONLY))
     def test_database_failure_is_store_unavailable(self, alias: str) -> None:
