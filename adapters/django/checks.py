@@ -1,7 +1,9 @@
 """System checks, run by ``manage.py check`` and before every management command.
 
 * ``aqnt_auth.E001``: ``AQNT_AUTH`` is invalid (an unknown key, a wrong
-  type, an exempt path not starting with ``/``, a bad prefix or mode...).
+  type, a bad prefix, mode or realm...).
+* ``aqnt_auth.E005``: an exempt path does not start with ``/`` (or is
+  otherwise not a path rule).
 * ``aqnt_auth.E002``: the middleware is listed more than once.
 * ``aqnt_auth.E003``: the middleware comes before ``SecurityMiddleware``,
   so HTTPS redirects and security headers would not cover its answers.
@@ -21,8 +23,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from aqnt_auth import ConfigurationError
-from aqnt_auth.adapters.django.settings import SETTING, load_settings
+from aqnt_auth.adapters.django.settings import SETTING, SettingError, load_settings
 
 __all__ = ["check_middleware", "check_settings"]
 
@@ -45,7 +46,11 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     """``AQNT_AUTH`` loads and the core accepts its values."""
     try:
         load_settings()
-    except ConfigurationError as exc:
+    except SettingError as exc:
+        if exc.key == "EXEMPT_PATHS":
+            return [Error(str(exc), hint='Exempt paths start with "/": "/health", or "/docs/*" '
+                                         "for /docs and everything below it.",
+                          obj=SETTING, id="aqnt_auth.E005")]
         return [Error(str(exc), hint=f"See the keys documented in {__package__}.settings.",
                       obj=SETTING, id="aqnt_auth.E001")]
     return []

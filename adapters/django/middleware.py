@@ -57,7 +57,9 @@ def error_response(error: ErrorResponse) -> HttpResponse:
 
 
 # Every local of these frames, and of the core's frames below them, is
-# hidden from Django's error reports: they hold the presented key.
+# hidden from Django's error reports (the mails to ADMINS, and any reporter
+# that uses its filter): they hold the presented key.  DEBUG pages ignore
+# this marking, hence the frames dropped on an unexpected error below.
 @sensitive_variables()
 def authenticate_request(authenticator: Authenticator, request: HttpRequest) -> Principal:
     """The principal of *request*'s key; raises the core's errors."""

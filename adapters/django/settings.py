@@ -44,7 +44,7 @@ usage counts; :func:`get_authenticator` returns it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -66,6 +66,7 @@ __all__ = [
     "SETTING",
     "AuthSettings",
     "Runtime",
+    "SettingError",
     "get_authenticator",
     "get_settings",
     "load_settings",
@@ -138,8 +139,16 @@ class AuthSettings(NamedTuple):
         }
 
 
-def _fail(key: str, problem: str) -> ConfigurationError:
-    return ConfigurationError(f"{SETTING}[{key!r}] {problem}")
+class SettingError(ConfigurationError):
+    """A bad ``AQNT_AUTH`` value; :attr:`key` names it (``None``: the whole dict)."""
+
+    def __init__(self, detail: str, key: str | None = None) -> None:
+        super().__init__(detail)
+        self.key = key
+
+
+def _fail(key: str, problem: str) -> SettingError:
+    return SettingError(f"{SETTING}[{key!r}] {problem}", key)
 
 
 def _strings(key: str, value: object) -> tuple[str, ...]:
@@ -176,16 +185,17 @@ def _hasher(key: str, value: object) -> Hasher | None:
 def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
     """Validate *raw* (default: ``settings.AQNT_AUTH``) over :data:`DEFAULTS`.
 
-    Raises :class:`~aqnt_auth.ConfigurationError` naming the bad key.  The
-    prefixes, modes and realm are checked by the core itself.
+    Raises :class:`SettingError` (a :class:`~aqnt_auth.ConfigurationError`)
+    naming the bad key.  The prefixes, modes and realm are checked by the
+    core itself.
     """
     if raw is None:
         raw = getattr(django_settings, SETTING, None) or {}
     if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"{SETTING} must be a dict, not {type(raw).__name__}")
+        raise SettingError(f"{SETTING} must be a dict, not {type(raw).__name__}")
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise ConfigurationError(
+        raise SettingError(
             f"{SETTING} has unknown keys {unknown}; the keys are {sorted(DEFAULTS)}"
         )
     merged = {**DEFAULTS, **raw}
@@ -304,5 +314,4 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         reload()
 
 
-_receiver: Callable[..., None] = _on_setting_changed
-setting_changed.connect(_receiver, dispatch_uid="aqnt_auth.adapters.django.settings")
+setting_changed.connect(_on_setting_changed, dispatch_uid="aqnt_auth.adapters.django.settings")

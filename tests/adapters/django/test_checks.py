@@ -37,10 +37,12 @@ class TestSettingsCheck:
         assert ids() == []
         call_command("check", verbosity=0)
 
+    @pytest.mark.parametrize("paths", [["health"], "/health", ["/a/../b/*"], [3]])
+    def test_exempt_paths(self, paths: Any) -> None:
+        """Exempt paths that are not path rules are aqnt_auth.E005."""
+        assert ids(AQNT_AUTH={"EXEMPT_PATHS": paths}) == ["aqnt_auth.E005"]
+
     @pytest.mark.parametrize("value", [
-        {"EXEMPT_PATHS": ["health"]},
-        {"EXEMPT_PATHS": "/health"},
-        {"EXEMPT_PATHS": ["/a/../b/*"]},
         {"ALLOWED_MODES": ["prod"]},
         {"ALLOWED_MODES": []},
         {"REALM": 'a"b'},
