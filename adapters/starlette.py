@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
+from starlette.applications import Starlette
 from starlette.authentication import AuthenticationBackend, AuthenticationError
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ExceptionHandler
 from starlette.websockets import WebSocket
 
 from aqnt_auth import (
@@ -95,11 +97,13 @@ async def error_handler(conn: HTTPConnection, exc: Exception) -> Response | None
     return await refuse(conn, exc)
 
 
-def add_error_handlers(app: Any) -> None:
+def add_error_handlers(app: Starlette) -> None:
     """Register :func:`error_handler` on a Starlette or FastAPI *app*, so the
     contract's errors raised in endpoints keep their exact JSON bodies."""
+    # One handler for both kinds of connection: Starlette types them apart.
+    handler = cast("ExceptionHandler", error_handler)
     for cls in REFUSALS:
-        app.add_exception_handler(cls, error_handler)
+        app.add_exception_handler(cls, handler)
 
 
 def _find_connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:

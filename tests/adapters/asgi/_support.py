@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import MutableMapping
 from typing import Any, Final
@@ -46,6 +47,18 @@ def assert_refused(response: httpx.Response, status: int, body: bytes, challenge
     assert response.headers["content-type"] == "application/json"
     assert response.headers["content-length"] == str(len(body))
     assert response.headers.get("www-authenticate") == challenge
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    live: str  # scopes charges:read
+    test: str
+    revoked: str
+    expired: str
+    read_only: str
+    charges_only: str  # allowed_paths /v1/charges
+    writer: str  # scopes charges:read, charges:write
+    live_id: str
 
 
 class Recorder:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
 
 from aqnt_auth import KeyManager, MemoryKeyStore
 
-
-@dataclasses.dataclass(frozen=True)
-class Keys:
-    live: str  # scopes charges:read
-    test: str
-    revoked: str
-    expired: str
-    read_only: str
-    charges_only: str  # allowed_paths /v1/charges
-    writer: str  # scopes charges:read, charges:write
-    live_id: str
+from ._support import Keys
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from ._support import (
     INVALID_CHALLENGE,
     MISSING,
     REVOKED,
+    Keys,
     assert_refused,
     bearer,
 )
-from .conftest import Keys
 
 pytestmark = pytest.mark.anyio
 

@@ -29,6 +29,7 @@ from ._support import (
     SCOPE_CHALLENGE,
     UNAVAILABLE,
     BrokenStore,
+    Keys,
     Recorder,
     assert_refused,
     assert_sent_refusal,
@@ -37,7 +38,6 @@ from ._support import (
     http_scope,
     status_of,
 )
-from .conftest import Keys
 
 pytestmark = pytest.mark.anyio
 

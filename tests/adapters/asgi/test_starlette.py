@@ -37,10 +37,10 @@ from ._support import (
     REVOKED,
     UNAVAILABLE,
     BrokenStore,
+    Keys,
     assert_refused,
     bearer,
 )
-from .conftest import Keys
 
 pytestmark = pytest.mark.anyio
 

@@ -17,11 +17,11 @@ from ._support import (
     INVALID_CHALLENGE,
     MISSING,
     REVOKED,
+    Keys,
     Recorder,
     bearer,
     call,
 )
-from .conftest import Keys
 
 
 @pytest.fixture
