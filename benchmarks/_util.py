@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
 
 
 def per_call_us(func: Callable[[], object], number: int) -> float:
@@ -71,3 +73,28 @@ def paired_samples(calls: dict[str, Callable[[], object]], rounds: int, number: 
         for name in names:
             samples[name].append(best[name])
     return samples
+
+
+def asgi_batch(loop: asyncio.AbstractEventLoop, app: Callable[..., Awaitable[None]],
+               make_scope: Callable[[], MutableMapping[str, Any]], batch: int
+               ) -> Callable[[], object]:
+    """A callable serving *batch* requests through the ASGI *app* on *loop*,
+    each with a fresh scope from *make_scope*, as a server makes one; it
+    raises unless every answer was a 200."""
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def run() -> None:
+        for _ in range(batch):
+            await app(make_scope(), receive, send)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"unexpected statuses {set(statuses)}")
+        statuses.clear()
+
+    return lambda: loop.run_until_complete(run())

@@ -23,6 +23,7 @@ annotations at run time, and some refer to names local to a function.
 
 import argparse
 import asyncio
+import functools
 import hmac
 import json
 import os
@@ -55,7 +56,7 @@ from aqnt_auth.adapters.asgi import APIKeyMiddleware
 from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import paired_samples, print_table
+from _util import asgi_batch, paired_samples, print_table
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -159,10 +160,6 @@ async def _fastapi_ok() -> PlainTextResponse:
 # -- in process ----------------------------------------------------------------
 
 
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
 def _scope(key: str) -> Scope:
     return {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -174,33 +171,13 @@ def _scope(key: str) -> Scope:
     }
 
 
-def _batch(loop: asyncio.AbstractEventLoop, app: ASGIApp, key: str, batch: int
-           ) -> Callable[[], object]:
-    """A callable serving *batch* requests through *app* on *loop*."""
-    statuses: list[int] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    async def run() -> None:
-        for _ in range(batch):
-            # A fresh scope per request, as a server makes one.
-            await app(_scope(key), _receive, send)
-        if set(statuses) != {200}:
-            raise RuntimeError(f"unexpected statuses {set(statuses)}")
-        statuses.clear()
-
-    return lambda: loop.run_until_complete(run())
-
-
 def in_process(key: str, memory: MemoryKeyStore, sqlite_path: str, rounds: int, batch: int
                ) -> dict[str, list[float]]:
     """µs per request of every variant, one sample per round (see paired_samples)."""
     loop = asyncio.new_event_loop()
     try:
         groups = [starlette_apps(key, memory, sqlite_path), fastapi_apps(key, memory)]
-        calls = {name: _batch(loop, app, key, batch)
+        calls = {name: asgi_batch(loop, app, functools.partial(_scope, key), batch)
                  for group in groups for name, app in group.items()}
         samples = paired_samples(calls, rounds, 1)
     finally:
