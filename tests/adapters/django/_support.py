@@ -47,23 +47,31 @@ def require_postgres() -> None:
 STORE_ONLY: Final = ["aqnt_auth.adapters.django"]
 
 
+def _postgres_db(transaction: bool, available_apps: list[str] | None
+                 ) -> pytest.MarkDecorator:
+    return pytest.mark.django_db(transaction=transaction, databases=["default", "postgres"],
+                                 available_apps=available_apps)
+
+
 def postgres_mark(*, transaction: bool = False, available_apps: list[str] | None = None
                   ) -> pytest.MarkDecorator:
-    """The mark of a test on the ``postgres`` alias: its database, or a skip."""
+    """The mark of a test class or function on the ``postgres`` alias: its
+    database, or ``require_postgres`` where the server is absent."""
     if "postgres" in settings.DATABASES:
-        return pytest.mark.django_db(transaction=transaction, databases=["default", "postgres"],
-                                     available_apps=available_apps)
+        return _postgres_db(transaction, available_apps)
     return pytest.mark.usefixtures("_require_postgres")
 
 
 def on_databases(*, transaction: bool = False, available_apps: list[str] | None = None
                  ) -> list[Any]:
-    """``parametrize`` values running a test on SQLite and on PostgreSQL."""
+    """``parametrize("alias", ...)`` values: SQLite, and PostgreSQL (which the
+    conftest skips, or fails in CI, where the server is absent)."""
+    postgres = ((_postgres_db(transaction, available_apps),)
+                if "postgres" in settings.DATABASES else ())
     return [
         pytest.param("default", marks=pytest.mark.django_db(
             transaction=transaction, available_apps=available_apps), id="sqlite"),
-        pytest.param("postgres", marks=postgres_mark(
-            transaction=transaction, available_apps=available_apps), id="postgres"),
+        pytest.param("postgres", marks=postgres, id="postgres"),
     ]
 
 

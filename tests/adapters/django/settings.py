@@ -1,9 +1,10 @@
 """Django settings for the adapter's tests (and for mypy's django-stubs plugin).
 
 ``default`` is SQLite; ``postgres`` is the real server on 127.0.0.1:5432
-(trust auth), added only where it answers, or always in CI so that a missing
-server fails there instead of skipping.  Django creates its own test
-database on it, named per process, so concurrent runs do not collide.
+(trust auth), added only where it answers.  Where it does not, the tests on
+it skip, or fail when ``CI`` is set (``tests.conftest.require_service``).
+Django creates its own test database on it, named per process, so
+concurrent runs do not collide.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def _reachable(host: str, port: int) -> bool:
 
 
 PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_AVAILABLE = bool(os.environ.get("CI")) or _reachable(PG_HOST, PG_PORT)
+PG_PORT = int(os.environ.get("AQNT_TEST_PG_PORT", "5432"))
+PG_AVAILABLE = _reachable(PG_HOST, PG_PORT)
 
 SECRET_KEY = "tests-only-not-a-secret"
 DEBUG = False
