@@ -39,9 +39,15 @@ def bearer_token(value: str | bytes | None) -> str:
         raise InvalidAPIKey("authorization header too long")
     if not isinstance(value, str):
         try:
-            value = bytes(value).decode("ascii")
+            text: str | None = bytes(value).decode("ascii")
         except (UnicodeDecodeError, TypeError):
-            raise InvalidAPIKey("authorization header is not ASCII") from None
+            text = None
+        if text is None:
+            # Raised outside the except clause: even with "from None", the
+            # UnicodeDecodeError would stay reachable as our __context__, and
+            # it holds the whole header, key included.
+            raise InvalidAPIKey("authorization header is not ASCII")
+        value = text
     # Servers strip optional whitespace around field values (RFC 9110 §5.5);
     # do the same so a framework that does not cannot change the outcome.
     value = value.strip(" \t")
