@@ -1,0 +1,367 @@
+"""The hostile-request table: one list of requests, run against every adapter.
+
+Each :class:`Case` is a raw request (method, path as sent on the wire,
+headers as raw ``(name, value)`` bytes that may repeat and hold any byte,
+query string, mount point) and the one answer every adapter must give:
+status, exact body (``None``: the request reaches :attr:`Case.endpoint`),
+exact ``WWW-Authenticate``, and what it may cost (store reads, argon2
+verifications).  Where an adapter legitimately answers otherwise, the case
+says so in :attr:`Case.differs`, with the reason; the shared assertion is
+never loosened.
+
+Header values, paths and query strings are templates: ``{live}`` and the
+other names of :class:`~tests.hostile.keys.KeySet` become keys at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+ADAPTERS: Final = ("asgi", "starlette", "fastapi", "wsgi", "flask", "django", "drf")
+ASGI_FAMILY: Final = ("asgi", "starlette", "fastapi")
+WSGI_FAMILY: Final = ("wsgi", "flask", "django", "drf")
+#: Where werkzeug answers the request: it drops the body of a HEAD answer itself.
+WERKZEUG: Final = ("wsgi", "flask")
+
+
+def _body(type_: str, message: str, code: str) -> bytes:
+    return json.dumps({"error": {"type": type_, "message": message, "code": code}}).encode()
+
+
+MISSING: Final = _body("authentication_error", "No API key provided", "missing_api_key")
+INVALID: Final = _body("authentication_error", "Invalid API key provided", "invalid_api_key")
+REVOKED: Final = _body("authentication_error", "API key has been revoked", "key_revoked")
+FORBIDDEN: Final = _body(
+    "permission_error", "This API key does not have the required permissions",
+    "insufficient_scope",
+)
+RATE_LIMITED: Final = _body(
+    "rate_limit_error", "Too many failed authentication attempts", "rate_limited"
+)
+UNAVAILABLE: Final = _body(
+    "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
+)
+
+CHALLENGE: Final = 'Bearer realm="api"'
+INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
+SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
+
+#: A cold, valid key: one store read and one argon2 verification.
+VERIFIED: Final = (1, 1)
+#: A well-formed key whose id the store does not hold as such: a read, no argon2.
+LOOKED_UP: Final = (1, 0)
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """How an adapter's answer to a case differs, and why.
+
+    *changes* are :class:`Case` fields to replace; ``None`` means the case
+    does not apply to the adapter at all.
+    """
+
+    reason: str
+    changes: Mapping[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One hostile request and the answer every adapter must give."""
+
+    name: str
+    #: HTTP status; 101 for an accepted WebSocket; ``None`` when no HTTP
+    #: answer is expected (a lifespan, a WebSocket closed without one).
+    status: int | None
+    #: The exact body of a refusal; ``None``: the request reaches :attr:`endpoint`.
+    body: bytes | None
+    #: The exact ``WWW-Authenticate`` of a refusal (``None``: absent).
+    challenge: str | None = None
+    #: ``GET``, ``HEAD``..., or ``WEBSOCKET`` (a handshake) or ``LIFESPAN``.
+    method: str = "GET"
+    #: The path as sent on the wire (percent-encoded), mount point included.
+    path: str = "/v1/charges"
+    headers: Headers = ()
+    query: bytes = b""
+    #: The mount point: ASGI ``root_path``, WSGI ``SCRIPT_NAME``.
+    root: str = ""
+    #: The endpoint a passing request reaches: "protected", "health" or "lifespan".
+    endpoint: str | None = None
+    #: The key whose principal the endpoint must see (a KeySet name).
+    principal: str | None = None
+    #: (store reads, argon2 verifications) of the request (the last one, with attempts).
+    cost: tuple[int, int] = (0, 0)
+    #: The WebSocket close code of a handshake refused without an HTTP answer.
+    close_code: int | None = None
+    #: The body arrives empty (a HEAD answer) though Content-Length counts it.
+    stripped: bool = False
+    #: The same request is sent this many times; all but the last get invalid_api_key.
+    attempts: int = 1
+    #: The adapter is configured with a failure limiter (2 failures a minute per client).
+    rate_limit: bool = False
+    #: The key store fails every read.
+    store_down: bool = False
+    #: The server offers the ``websocket.http.response`` extension (ASGI).
+    ws_extension: bool = True
+    differs: Mapping[str, Difference] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def for_adapter(self, adapter: str) -> Case | None:
+        """The case as *adapter* must answer it; ``None`` if it does not apply."""
+        difference = self.differs.get(adapter)
+        if difference is None:
+            return self
+        if difference.changes is None:
+            return None
+        return dataclasses.replace(self, **difference.changes, differs={})
+
+    def reason(self, adapter: str) -> str:
+        difference = self.differs.get(adapter)
+        return difference.reason if difference is not None else ""
+
+
+def auth(*values: bytes) -> Headers:
+    """One ``Authorization`` header per value."""
+    return tuple((b"authorization", value) for value in values)
+
+
+def differs(reason: str, adapters: tuple[str, ...], **changes: Any) -> dict[str, Difference]:
+    return dict.fromkeys(adapters, Difference(reason, changes))
+
+
+def not_for(reason: str, adapters: tuple[str, ...]) -> dict[str, Difference]:
+    return dict.fromkeys(adapters, Difference(reason, None))
+
+
+def missing(name: str, **fields: Any) -> Case:
+    return Case(name, 401, MISSING, CHALLENGE, **fields)
+
+
+def invalid(name: str, **fields: Any) -> Case:
+    return Case(name, 401, INVALID, INVALID_CHALLENGE, **fields)
+
+
+def passes(name: str, endpoint: str = "protected", **fields: Any) -> Case:
+    return Case(name, fields.pop("status", 200), None, None, endpoint=endpoint, **fields)
+
+
+def valid(name: str, **fields: Any) -> Case:
+    """A request carrying the live key in some accepted form."""
+    fields.setdefault("headers", auth(b"Bearer {live}"))
+    fields.setdefault("principal", "live")
+    return passes(name, cost=VERIFIED, **fields)
+
+
+# -- the reasons adapters differ ------------------------------------------------
+
+_WERKZEUG_HEAD = differs(
+    "werkzeug drops the body of a HEAD answer itself (ASGI and Django leave it to the server)",
+    WERKZEUG, stripped=True,
+)
+_FLASK_SLASHES = differs(
+    "werkzeug strips leading slashes from PATH_INFO for request.path and for routing alike: "
+    "Flask's router serves /health here too", ("flask",),
+    status=200, body=None, challenge=None, endpoint="health",
+)
+_NO_PREFLIGHT = differs(
+    "a route dependency (FastAPI) or authentication class (DRF) cannot tell a preflight from "
+    "any OPTIONS request; a CORS middleware answers preflights before routing",
+    ("fastapi", "drf"), status=401, body=MISSING, challenge=CHALLENGE, endpoint=None,
+)
+_STARLETTE_WS_CLOSE = (
+    "Starlette's AuthenticationMiddleware closes a refused WebSocket itself, code 1000, "
+    "without an HTTP answer"
+)
+_WS_REFUSAL_CLOSED = differs(_STARLETTE_WS_CLOSE, ("starlette",),
+                             status=None, body=b"", challenge=None, close_code=1000)
+_WS_UPGRADE_IS_GET = {
+    **differs("WSGI cannot upgrade: the handshake reaches the endpoint as a plain GET",
+              ("wsgi", "django", "drf"), status=200),
+    **differs("the key passes; then werkzeug's router answers a WebSocket handshake to an "
+              "HTTP route 400 (WebsocketMismatch), so no endpoint runs",
+              ("flask",), status=400, endpoint=None, principal=None),
+}
+
+_WS_HEADERS: Final = (
+    (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13"),
+)
+_PREFLIGHT: Final = ((b"origin", b"https://app.example"),
+                     (b"access-control-request-method", b"POST"))
+_MEGABYTE: Final = 1024 * 1024
+_FULLWIDTH_BEARER: Final = "\uff22\uff45\uff41\uff52\uff45\uff52".encode()
+
+
+def _casings() -> list[Case]:
+    """Every upper/lower-case spelling of the scheme, all accepted."""
+    pairs = zip("bearer", "BEARER", strict=True)
+    spellings = ("".join(letters) for letters in itertools.product(*pairs))
+    return [valid(f"scheme_{s}", headers=auth(s.encode() + b" {live}")) for s in spellings]
+
+
+HEADER_CASES: Final = [
+    missing("no_header"),
+    missing("empty_value", headers=auth(b"")),
+    missing("blank_value", headers=auth(b"   ")),
+    missing("tab_value", headers=auth(b"\t")),
+    missing("bearer_alone", headers=auth(b"Bearer")),
+    missing("bearer_and_spaces", headers=auth(b"Bearer   ")),
+    invalid("tab_after_bearer", headers=auth(b"Bearer\t{live}")),
+    invalid("space_tab_after_bearer", headers=auth(b"Bearer \t{live}")),
+    valid("blanks_around_the_value", headers=auth(b" \tBearer {live}\t ")),
+    valid("several_spaces_after_bearer", headers=auth(b"Bearer    {live}")),
+    *_casings(),
+    # Other schemes: the client did not try to present one of our keys.
+    missing("basic_scheme", headers=auth(b"Basic dXNlcjpwYXNzd29yZA==")),
+    missing("token_scheme_with_key", headers=auth(b"Token {live}")),
+    missing("apikey_scheme_with_key", headers=auth(b"ApiKey {live}")),
+    missing("digest_scheme", headers=auth(b'Digest username="u", realm="api", nonce="n"')),
+    missing("bare_key", headers=auth(b"{live}")),
+    missing("bearer_glued_to_key", headers=auth(b"Bearer{live}")),
+    # Anything after the key.
+    invalid("junk_after_key", headers=auth(b"Bearer {live} x")),
+    invalid("key_twice_in_one_value", headers=auth(b"Bearer {live} {live}")),
+    invalid("comma_after_key", headers=auth(b"Bearer {live},")),
+    invalid("semicolon_after_key", headers=auth(b"Bearer {live};")),
+    invalid("quoted_key", headers=auth(b'Bearer "{live}"')),
+    invalid("key_as_auth_param", headers=auth(b'Bearer token="{live}"')),
+    # Two Authorization headers (WSGI servers join them with ", ").
+    invalid("two_headers_valid_first", headers=auth(b"Bearer {live}", b"Bearer {wrong_secret}")),
+    invalid("two_headers_valid_last", headers=auth(b"Bearer {wrong_secret}", b"Bearer {live}")),
+    invalid("two_identical_headers", headers=auth(b"Bearer {live}", b"Bearer {live}")),
+    invalid("basic_then_bearer", headers=auth(b"Basic dXNlcjpwYXNz", b"Bearer {live}")),
+    invalid("bearer_then_basic", headers=auth(b"Bearer {live}", b"Basic dXNlcjpwYXNz")),
+    invalid("empty_then_bearer", headers=auth(b"", b"Bearer {live}")),
+    invalid("names_in_other_cases",
+            headers=((b"Authorization", b"Bearer {live}"), (b"AUTHORIZATION", b"Bearer {live}"))),
+    invalid("comma_joined_bearers", headers=auth(b"Bearer {live}, Bearer {wrong_secret}")),
+    invalid("comma_joined_basic_first", headers=auth(b"Basic dXNlcjpwYXNz, Bearer {live}")),
+    # Size: refused before any store read or hash.
+    invalid("header_8kb", headers=auth(b"Bearer " + b"A" * 8 * 1024)),
+    invalid("header_64kb", headers=auth(b"Bearer " + b"A" * 64 * 1024)),
+    invalid("header_1mb", headers=auth(b"Bearer " + b"A" * _MEGABYTE)),
+    invalid("valid_key_then_1mb_of_blanks", headers=auth(b"Bearer {live}" + b" " * _MEGABYTE)),
+    missing("1mb_other_header", headers=((b"x-filler", b"A" * _MEGABYTE),)),
+    # NUL, control and non-ASCII bytes.
+    invalid("nul_after_key", headers=auth(b"Bearer {live}\x00")),
+    invalid("nul_before_key", headers=auth(b"Bearer \x00{live}")),
+    invalid("nul_alone", headers=auth(b"\x00")),
+    invalid("escape_before_scheme", headers=auth(b"\x1bBearer {live}")),
+    invalid("delete_after_key", headers=auth(b"Bearer {live}\x7f")),
+    invalid("crlf_injection", headers=auth(b"Bearer {live}\r\nX-Admin: 1")),
+    invalid("vertical_tab_separator", headers=auth(b"Bearer\x0b{live}")),
+    invalid("latin1_byte_after_key", headers=auth(b"Bearer {live}\xe9")),
+    invalid("zero_width_space_after_key", headers=auth(b"Bearer {live}\xe2\x80\x8b")),
+    invalid("latin1_nbsp_separator", headers=auth(b"Bearer\xa0{live}")),
+    invalid("utf8_nbsp_separator", headers=auth(b"Bearer\xc2\xa0{live}")),
+    invalid("invalid_utf8", headers=auth(b"\xff\xfe")),
+    invalid("fullwidth_scheme", headers=auth(_FULLWIDTH_BEARER + b" {live}")),
+    valid("non_ascii_in_another_header",
+          headers=(*auth(b"Bearer {live}"), (b"x-name", b"\xff\xe9\x00"))),
+]
+
+KEY_CASES: Final = [
+    valid("valid_live_key"),
+    valid("read_only_key_reads", headers=auth(b"Bearer {read_only}"), principal="read_only"),
+    invalid("test_key_where_only_live_is_allowed", headers=auth(b"Bearer {test}"),
+            cost=VERIFIED),
+    invalid("wrong_mode", headers=auth(b"Bearer {mode_swapped}"), cost=LOOKED_UP),
+    invalid("wrong_secret", headers=auth(b"Bearer {wrong_secret}"), cost=VERIFIED),
+    invalid("unknown_id", headers=auth(b"Bearer {unknown}"), cost=LOOKED_UP),
+    invalid("bad_checksum", headers=auth(b"Bearer {bad_checksum}")),
+    invalid("wrong_prefix", headers=auth(b"Bearer {wrong_prefix}")),
+    invalid("one_char_short", headers=auth(b"Bearer {short}")),
+    invalid("one_char_long", headers=auth(b"Bearer {long}")),
+    invalid("truncated", headers=auth(b"Bearer {truncated}")),
+    invalid("upper_cased_key", headers=auth(b"Bearer {upper}")),
+    Case("revoked", 401, REVOKED, INVALID_CHALLENGE, headers=auth(b"Bearer {revoked}"),
+         cost=VERIFIED),
+    Case("expired", 401, REVOKED, INVALID_CHALLENGE, headers=auth(b"Bearer {expired}"),
+         cost=VERIFIED),
+    Case("read_only_key_writes", 403, FORBIDDEN, SCOPE_CHALLENGE, method="POST",
+         headers=auth(b"Bearer {read_only}"), cost=VERIFIED),
+    Case("path_restricted_key_elsewhere", 403, FORBIDDEN, SCOPE_CHALLENGE, path="/v1/refunds",
+         headers=auth(b"Bearer {charges_only}"), cost=VERIFIED),
+    # Keys anywhere but the Authorization header are not looked at.
+    missing("key_in_query_string", query=b"api_key={live}"),
+    missing("access_token_in_query_string", query=b"access_token={live}"),
+    missing("key_in_x_api_key_header", headers=((b"x-api-key", b"{live}"),)),
+    missing("key_in_cookie", headers=((b"cookie", b"api_key={live}"),)),
+    missing("key_in_proxy_authorization", headers=((b"proxy-authorization", b"Bearer {live}"),)),
+]
+
+PATH_CASES: Final = [
+    passes("exempt_path", "health", path="/health"),
+    passes("exempt_path_with_query", "health", path="/health", query=b"full=1"),
+    passes("exempt_path_percent_encoded", "health", path="/%68ealth"),
+    missing("healthz", path="/healthz"),
+    missing("health_dash_x", path="/health-x"),
+    missing("trailing_slash", path="/health/"),
+    missing("double_leading_slash", path="//health", differs=_FLASK_SLASHES),
+    missing("encoded_leading_slash", path="/%2Fhealth", differs=_FLASK_SLASHES),
+    missing("dot_dot_after_exempt", path="/health/../admin"),
+    missing("encoded_dot_dot_after_exempt", path="/health/%2E%2E/admin"),
+    missing("dot_segment_before", path="/./health"),
+    missing("dot_segment_after", path="/health/."),
+    missing("upper_case", path="/HEALTH"),
+    missing("mixed_case", path="/Health"),
+    missing("semicolon_parameter", path="/health;x=1"),
+    missing("bare_semicolon", path="/health;"),
+    missing("encoded_nul", path="/health%00"),
+    missing("encoded_space", path="/health%20"),
+    missing("encoded_slash_suffix", path="/health%2Fadmin"),
+    missing("backslash", path="/health%5C"),
+    passes("mounted_exempt_path", "health", root="/api", path="/api/health"),
+    missing("mounted_protected_path", root="/api", path="/api/v1/charges"),
+    valid("mounted_valid_key", root="/api", path="/api/v1/charges"),
+    missing("mount_look_alike", root="/api", path="/api-v2/health"),
+    missing("mounted_double_slash", root="/api", path="/api//health", differs=_FLASK_SLASHES),
+    missing("unmounted_prefix", path="/api/health"),
+]
+
+METHOD_CASES: Final = [
+    passes("head_exempt_path", "health", method="HEAD", path="/health"),
+    missing("head_without_key", method="HEAD", differs=_WERKZEUG_HEAD),
+    valid("head_with_key", method="HEAD"),
+    missing("post_without_key", method="POST"),
+    missing("options_without_cors_headers", method="OPTIONS"),
+    passes("cors_preflight", method="OPTIONS", headers=_PREFLIGHT, differs=_NO_PREFLIGHT),
+    missing("options_with_origin_only", method="OPTIONS", headers=_PREFLIGHT[:1]),
+    missing("options_with_request_method_only", method="OPTIONS", headers=_PREFLIGHT[1:]),
+    missing("get_with_preflight_headers", headers=_PREFLIGHT),
+    missing("trace_without_key", method="TRACE"),
+    missing("unknown_method_without_key", method="PROPFIND"),
+    missing("websocket_without_key", method="WEBSOCKET", headers=_WS_HEADERS,
+            differs=_WS_REFUSAL_CLOSED),
+    Case("websocket_without_key_or_extension", None, b"", method="WEBSOCKET",
+         headers=_WS_HEADERS, ws_extension=False, close_code=1008,
+         differs={**not_for("the handshake is a plain GET there; there is no extension to "
+                            "lack", WSGI_FAMILY),
+                  **differs(_STARLETTE_WS_CLOSE, ("starlette",), close_code=1000)}),
+    invalid("websocket_wrong_secret", method="WEBSOCKET",
+            headers=(*_WS_HEADERS, *auth(b"Bearer {wrong_secret}")), cost=VERIFIED,
+            differs=_WS_REFUSAL_CLOSED),
+    valid("websocket_with_key", method="WEBSOCKET", status=101,
+          headers=(*_WS_HEADERS, *auth(b"Bearer {live}")), differs=_WS_UPGRADE_IS_GET),
+    passes("lifespan", "lifespan", status=None, method="LIFESPAN",
+           differs=not_for("WSGI has no lifespan protocol", WSGI_FAMILY)),
+]
+
+LIMIT_CASES: Final = [
+    Case("rate_limited", 429, RATE_LIMITED, None, headers=auth(b"Bearer {wrong_secret}"),
+         attempts=3, rate_limit=True),
+    Case("store_down", 503, UNAVAILABLE, None, headers=auth(b"Bearer {live}"),
+         store_down=True, cost=LOOKED_UP),
+    passes("store_down_exempt_path", "health", path="/health", store_down=True),
+    invalid("store_down_malformed_key", headers=auth(b"Bearer {bad_checksum}"),
+            store_down=True),
+]
+
+CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES]

@@ -1,0 +1,23 @@
+"""Django for the hostile suite (its Django and DRF drivers), set up as the
+Django adapter's own tests do: configured when pytest first collects this
+directory, on the same test settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.settings"
+django.setup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _block_database(django_db_blocker: object) -> Iterator[None]:
+    # Only the Django drivers' tests, marked django_db, may use the database.
+    with django_db_blocker.block():  # type: ignore[attr-defined]
+        yield

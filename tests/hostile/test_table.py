@@ -1,0 +1,98 @@
+"""Every hostile case against every adapter: the exact answer, what it cost,
+that the endpoint did not run, and that no key leaked anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from aqnt_auth import FailureLimiter
+
+from .cases import ADAPTERS, CASES, INVALID, INVALID_CHALLENGE, Case
+from .driver import Driver, Outcome, Request, open_driver
+from .leaks import (
+    ExceptionTrap,
+    assert_no_leak,
+    authorization_values,
+    debug_everywhere,
+    exception_texts,
+    outcome_texts,
+)
+
+_DJANGO = pytest.mark.django_db
+
+
+def _params() -> list[object]:
+    return [
+        pytest.param(case, adapter, id=f"{case.name}-{adapter}",
+                     marks=_DJANGO if adapter in ("django", "drf") else ())
+        for case in CASES
+        for adapter in ADAPTERS
+    ]
+
+
+def check(case: Case, outcome: Outcome) -> None:
+    """The shared assertion: exactly *case*'s answer."""
+    assert outcome.escaped is None, f"the app raised {outcome.escaped!r}"
+    assert outcome.status == case.status
+    assert outcome.close_code == case.close_code
+    if case.body is None:
+        assert outcome.endpoint == case.endpoint
+        assert outcome.header("www-authenticate") is None
+        return
+    assert outcome.endpoint is None, "the endpoint ran"
+    assert outcome.body == (b"" if case.stripped else case.body)
+    if case.status is None:
+        return
+    assert outcome.header("content-type") == "application/json"
+    assert outcome.header("content-length") == str(len(case.body))
+    assert outcome.header("www-authenticate") == case.challenge
+    retry_after = outcome.header("retry-after")
+    if case.status in (429, 503):
+        assert retry_after is not None
+        assert 1 <= int(retry_after) <= 60
+    else:
+        assert retry_after is None
+
+
+def _principal_id(principal: object) -> str | None:
+    return getattr(principal, "id", None) if principal is not None else None
+
+
+@pytest.mark.parametrize(("case", "adapter"), _params())
+def test_hostile_request(case: Case, adapter: str, caplog: pytest.LogCaptureFixture) -> None:
+    expected = case.for_adapter(adapter)
+    if expected is None:
+        pytest.skip(case.reason(adapter))
+    limiter = FailureLimiter(per_key="100/minute", per_client="2/minute") \
+        if expected.rate_limit else None
+    with open_driver(adapter, rate_limit=limiter) as driver:
+        # Keys are issued first: the check covers requests, not key management.
+        request = Request.of(expected, driver.keys)
+        with debug_everywhere(caplog):
+            _send(expected, request, driver, caplog)
+
+
+def _send(expected: Case, request: Request, driver: Driver,
+          caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(expected.attempts - 1):
+        earlier = driver.send(request)
+        check(Case("earlier attempt", 401, INVALID, INVALID_CHALLENGE), earlier)
+    _run(expected, request, driver, caplog)
+
+
+def _run(expected: Case, request: Request, driver: Driver,
+         caplog: pytest.LogCaptureFixture) -> None:
+    driver.reset_cost()
+    if expected.store_down:
+        driver.break_store()
+    with ExceptionTrap() as trap:
+        outcome = driver.send(request)
+    check(expected, outcome)
+    assert driver.cost() == expected.cost, "(store reads, argon2 verifications)"
+    expected_principal = (driver.keys.id_of(expected.principal)
+                          if expected.principal is not None else None)
+    assert _principal_id(outcome.principal) == expected_principal
+    assert_no_leak(driver.keys, [
+        ("log", caplog.text), *outcome_texts(outcome),
+        *exception_texts(trap.escaped),
+    ], also=authorization_values(request.headers))
