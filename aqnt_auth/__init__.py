@@ -17,7 +17,7 @@ from ._access import (
     relative_path,
     require_scopes,
 )
-from ._authenticator import Authenticator
+from ._authenticator import Authenticator, AuthenticatorOptions
 from ._cache import VerificationCache
 from ._durations import parse_duration
 from ._errors import (
@@ -60,6 +60,7 @@ __all__ = [
     "AsyncKeyStore",
     "AuthError",
     "Authenticator",
+    "AuthenticatorOptions",
     "ConfigurationError",
     "ErrorResponse",
     "FailureLimiter",

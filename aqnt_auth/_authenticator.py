@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypedDict, TypeVar
 
 from ._access import check_access
 from ._cache import SingleFlight, VerificationCache
@@ -56,7 +56,7 @@ from ._stores._async import to_async
 from ._stores._open import open_store
 from ._stores._protocol import AsyncKeyStore, KeyStore
 
-__all__ = ["Authenticator"]
+__all__ = ["Authenticator", "AuthenticatorOptions"]
 
 log = logging.getLogger("aqnt_auth")
 
@@ -77,6 +77,29 @@ class _Verdict(NamedTuple):
 
 
 _MISMATCH: Final = _Verdict(False, None)
+
+
+class AuthenticatorOptions(TypedDict, total=False):
+    """The keyword options of :class:`Authenticator`, as one type.
+
+    Adapters take them as ``**options: Unpack[AuthenticatorOptions]`` and
+    pass them on, so type checkers check every option at the adapter too
+    (a plain ``**options: Any`` also defeats Starlette's typed
+    ``add_middleware``).
+    """
+
+    prefixes: Iterable[str]
+    allowed_modes: Iterable[Mode]
+    realm: str
+    hashers: Iterable[Hasher] | None
+    cache_size: int
+    cache_ttl: float
+    max_concurrent_hashes: int | None
+    usage_flush_interval: float
+    track_usage: bool
+    rehash: bool
+    rate_limit: FailureLimiter | None
+    clock: Callable[[], float]
 
 
 class Authenticator:
