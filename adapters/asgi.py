@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aqnt_auth import (
     AQNTError,
     Authenticator,
-    ConfigurationError,
+    AuthenticatorOptions,
     KeyStore,
     PathRules,
     Principal,
     is_cors_preflight,
+    make_authenticator,
     relative_path,
     single_authorization,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "APIKeyAuth",
@@ -34,7 +38,6 @@ __all__ = [
     "Exemptions",
     "admit",
     "authenticate_scope",
-    "make_authenticator",
     "principal_of",
     "route_path",
 ]
@@ -94,24 +97,6 @@ class APIKeyAuth:
     @property
     def realm(self) -> str:
         return self.authenticator.realm
-
-
-def make_authenticator(
-    store: KeyStore | str | None, authenticator: Authenticator | None, options: dict[str, Any]
-) -> Authenticator:
-    """The authenticator an adapter is configured with: *authenticator*, or
-    one built on *store* with *options*."""
-    if authenticator is not None:
-        if store is not None or options:
-            raise ConfigurationError(
-                "pass either authenticator= or a store (with Authenticator options), not both"
-            )
-        return authenticator
-    if store is None:
-        raise ConfigurationError(
-            'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
-        )
-    return Authenticator(store, **options)
 
 
 def route_path(scope: Scope) -> str:
@@ -229,7 +214,7 @@ class APIKeyMiddleware:
         authenticator: Authenticator | None = None,
         exempt_paths: Iterable[str] = (),
         allow_cors_preflight: bool = True,
-        **options: Any,
+        **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.app = app
         self.authenticator = make_authenticator(store, authenticator, options)

@@ -18,22 +18,26 @@ marks each operation that depends on it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 
-from aqnt_auth import Authenticator, KeyStore, Principal, require_scopes
-from aqnt_auth.adapters.asgi import (
-    APIKeyAuth,
-    admit,
-    authenticate_scope,
+from aqnt_auth import (
+    Authenticator,
+    AuthenticatorOptions,
+    KeyStore,
+    Principal,
     make_authenticator,
-    principal_of,
+    require_scopes,
 )
+from aqnt_auth.adapters.asgi import APIKeyAuth, admit, authenticate_scope, principal_of
 from aqnt_auth.adapters.starlette import REFUSALS, add_error_handlers
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["APIKey", "add_error_handlers"]
 
@@ -69,7 +73,7 @@ class APIKey(SecurityBase):
         authenticator: Authenticator | None = None,
         scheme_name: str = "APIKey",
         description: str = _DESCRIPTION,
-        **options: Any,
+        **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.model = HTTPBearerModel(
             bearerFormat="sk_live_... / sk_test_...", description=description

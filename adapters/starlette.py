@@ -12,10 +12,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from starlette.applications import Starlette
-from starlette.authentication import AuthenticationBackend, AuthenticationError
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+)
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ExceptionHandler
@@ -24,12 +29,14 @@ from starlette.websockets import WebSocket
 from aqnt_auth import (
     AQNTError,
     Authenticator,
+    AuthenticatorOptions,
     AuthError,
     KeyStore,
     MissingAPIKey,
     PermissionDenied,
     RateLimited,
     StoreUnavailable,
+    make_authenticator,
     render_error,
     require_scopes,
 )
@@ -38,10 +45,12 @@ from aqnt_auth.adapters.asgi import (
     Exemptions,
     admit,
     authenticate_scope,
-    make_authenticator,
     principal_of,
     route_path,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "REFUSALS",
@@ -172,6 +181,12 @@ class APIKeyAuthenticationError(AuthenticationError):
         self.realm = realm
 
 
+def _pair(auth: APIKeyAuth) -> tuple[AuthCredentials, BaseUser]:
+    # APIKeyAuth has the shape of both AuthCredentials and BaseUser without
+    # deriving from them: the ASGI module it comes from imports no framework.
+    return cast("tuple[AuthCredentials, BaseUser]", (auth, auth))
+
+
 class APIKeyBackend(AuthenticationBackend):
     """An ``AuthenticationBackend`` checking API keys, for Starlette's
     ``AuthenticationMiddleware``::
@@ -195,7 +210,7 @@ class APIKeyBackend(AuthenticationBackend):
         exempt_paths: Iterable[str] = (),
         allow_cors_preflight: bool = True,
         allow_anonymous: bool = False,
-        **options: Any,
+        **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.authenticator = make_authenticator(store, authenticator, options)
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
@@ -203,11 +218,9 @@ class APIKeyBackend(AuthenticationBackend):
         # Our own "unauthenticated" pair, not Starlette's, so that requires()
         # answers with this backend's realm.
         anonymous = APIKeyAuth(None, self.authenticator)
-        self._anonymous = (anonymous, anonymous)
+        self._anonymous = _pair(anonymous)
 
-    async def authenticate(
-        self, conn: HTTPConnection
-    ) -> tuple[APIKeyAuth, APIKeyAuth]:
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser]:
         scope = conn.scope
         if self.exemptions(scope, scope.get("method", "GET"), route_path(scope)):
             return self._anonymous
@@ -219,8 +232,7 @@ class APIKeyBackend(AuthenticationBackend):
             raise APIKeyAuthenticationError(exc, self.authenticator.realm) from None
         except AQNTError as exc:
             raise APIKeyAuthenticationError(exc, self.authenticator.realm) from None
-        auth = admit(scope, principal, self.authenticator)
-        return auth, auth
+        return _pair(admit(scope, principal, self.authenticator))
 
     @staticmethod
     def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:

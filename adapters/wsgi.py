@@ -22,7 +22,7 @@ rule.  The path is otherwise taken as it is: ``//health`` is not
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_path_info
@@ -30,15 +30,17 @@ from werkzeug.wsgi import get_path_info
 from aqnt_auth import (
     AQNTError,
     Authenticator,
-    ConfigurationError,
+    AuthenticatorOptions,
     ErrorResponse,
     KeyStore,
     PathRules,
     is_cors_preflight,
+    make_authenticator,
 )
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
 
 __all__ = ["ENVIRON_KEY", "APIKeyMiddleware", "error_response"]
 
@@ -84,22 +86,10 @@ class APIKeyMiddleware:
         authenticator: Authenticator | None = None,
         exempt_paths: Iterable[str] = (),
         allow_cors_preflight: bool = True,
-        **options: Any,
+        **options: Unpack[AuthenticatorOptions],
     ) -> None:
-        if authenticator is None:
-            if store is None:
-                raise ConfigurationError(
-                    'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
-                )
-            authenticator = Authenticator(store, **options)
-            self._owns_authenticator = True
-        elif store is not None or options:
-            raise ConfigurationError(
-                "pass either authenticator= or a store with Authenticator options, not both"
-            )
-        else:
-            self._owns_authenticator = False
-        self.authenticator = authenticator
+        self.authenticator = make_authenticator(store, authenticator, options)
+        self._owns_authenticator = authenticator is None
         self.app = app
         self.exempt = PathRules(exempt_paths)
         self.allow_cors_preflight = allow_cors_preflight

@@ -17,7 +17,7 @@ from ._access import (
     relative_path,
     require_scopes,
 )
-from ._authenticator import Authenticator, AuthenticatorOptions
+from ._authenticator import Authenticator, AuthenticatorOptions, make_authenticator
 from ._cache import VerificationCache
 from ._durations import parse_duration
 from ._errors import (
@@ -98,6 +98,7 @@ __all__ = [
     "checksum",
     "find_keys",
     "is_cors_preflight",
+    "make_authenticator",
     "open_store",
     "parse_duration",
     "path_within",

@@ -56,7 +56,7 @@ from ._stores._async import to_async
 from ._stores._open import open_store
 from ._stores._protocol import AsyncKeyStore, KeyStore
 
-__all__ = ["Authenticator", "AuthenticatorOptions"]
+__all__ = ["Authenticator", "AuthenticatorOptions", "make_authenticator"]
 
 log = logging.getLogger("aqnt_auth")
 
@@ -576,6 +576,31 @@ class Authenticator:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def make_authenticator(
+    store: KeyStore | str | None,
+    authenticator: Authenticator | None,
+    options: AuthenticatorOptions,
+) -> Authenticator:
+    """The authenticator an adapter is configured with.
+
+    Either *authenticator* (shared, owned by the caller) or a new one built
+    on *store* with *options*; anything else is a :class:`ConfigurationError`
+    that says what to pass.  Every adapter takes ``store=``,
+    ``authenticator=`` and the options the same way through this.
+    """
+    if authenticator is not None:
+        if store is not None or options:
+            raise ConfigurationError(
+                "pass either authenticator= or a store (with Authenticator options), not both"
+            )
+        return authenticator
+    if store is None:
+        raise ConfigurationError(
+            'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
+        )
+    return Authenticator(store, **options)
 
 
 def _limiter_failed(exc: Exception) -> StoreUnavailable:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -31,6 +31,9 @@ from aqnt_auth import (
 )
 from aqnt_auth.adapters.django.models import MODE_CHOICES, APIKey, db_datetime, record_fields
 from aqnt_auth.adapters.django.settings import get_settings, runtime
+
+if TYPE_CHECKING:
+    from aqnt_auth.adapters.django.store import DjangoKeyStore
 
 __all__ = ["APIKeyAdmin"]
 
@@ -150,7 +153,9 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             for name, value in record_fields(issued.record).items():
                 setattr(obj, name, value)
             obj._state.adding = False
-            obj._state.db = runtime().authenticator.store.write_alias
+            # The Django app always builds its authenticator on a DjangoKeyStore.
+            store = cast("DjangoKeyStore", runtime().authenticator.store)
+            obj._state.db = store.write_alias
             self.message_user(
                 request,
                 f"The new API key is {issued.key} . Copy it now: it will not be shown again.",

@@ -110,6 +110,13 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
     return timezone.make_aware(value, timezone.get_default_timezone())
 
 
+def aware_required(value: dt.datetime) -> dt.datetime:
+    """:func:`aware` for a column that is never null."""
+    if value.tzinfo is not None:
+        return value
+    return timezone.make_aware(value, timezone.get_default_timezone())
+
+
 def db_datetime(value: dt.datetime | None) -> dt.datetime | None:
     """*value* as Django stores it: aware with ``USE_TZ``, else naive local time
     (some backends refuse aware datetimes when ``USE_TZ = False``)."""

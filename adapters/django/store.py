@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from asgiref.sync import sync_to_async
 from django.db import (
@@ -27,11 +27,17 @@ from django.db import (
     transaction,
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Field, Value, When
 from django.db.models.expressions import Expression
 
 from aqnt_auth import KeyRecord, KeyStateError, StoreUnavailable, UsageDelta
-from aqnt_auth.adapters.django.models import APIKey, aware, db_datetime, record_fields
+from aqnt_auth.adapters.django.models import (
+    APIKey,
+    aware,
+    aware_required,
+    db_datetime,
+    record_fields,
+)
 
 __all__ = ["AsyncDjangoKeyStore", "DjangoKeyStore"]
 
@@ -67,13 +73,15 @@ class _Reader:
     def __init__(self, alias: str, connection: BaseDatabaseWrapper) -> None:
         quote = connection.ops.quote_name
         meta = APIKey._meta
-        columns = [meta.get_field(name) for name in _FIELDS]
+        # Every field named is a concrete column, never a relation.
+        columns = [cast("Field[Any, Any]", meta.get_field(name)) for name in _FIELDS]
+        names = [quote(f.column or f.name) for f in columns]
         # A named parameter where the backend takes one: Django's SQLite
         # cursor then formats the text with % instead of a regex substitution.
         self.named: bool = connection.features.supports_paramstyle_pyformat
         self.sql = (
-            f"SELECT {', '.join(quote(f.column) for f in columns)} "  # noqa: S608
-            f"FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} = "
+            f"SELECT {', '.join(names)} "  # noqa: S608
+            f"FROM {quote(meta.db_table)} WHERE {names[0]} = "
             + ("%(id)s" if self.named else "%s")
         )
         # Django's own converters (SQLite's datetime parsing, JSON decoding,
@@ -142,7 +150,7 @@ def _record(row: list[Any]) -> KeyRecord:
         prefix=row[3],
         hash=row[4],
         hint=row[5],
-        created_at=created if created.tzinfo is not None else aware(created),
+        created_at=aware_required(created),
         expires_at=aware(row[7]),
         revoked_at=aware(row[8]),
         last_used_at=aware(row[9]),

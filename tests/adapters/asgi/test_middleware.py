@@ -405,7 +405,9 @@ class TestConfiguration:
 
     def test_bad_option_reaches_the_authenticator(self, recorder: Recorder) -> None:
         with pytest.raises(ConfigurationError, match="allowed_modes"):
-            APIKeyMiddleware(recorder, store="memory://", allowed_modes=["staging"])
+            APIKeyMiddleware(
+                recorder, store="memory://", allowed_modes=["staging"]  # type: ignore[list-item]
+            )
 
     def test_add_middleware_form(self, authenticator: Authenticator, keys: Keys) -> None:
         """Starlette's add_middleware(APIKeyMiddleware, store=..., ...) works."""
