@@ -26,6 +26,7 @@ from aqnt_auth import (
     checksum,
     require_scopes,
 )
+from tests.bodies import INVALID, MISSING, REVOKED, UNAVAILABLE
 
 from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
 
@@ -238,12 +239,7 @@ class TestRestrictions:
 
 class TestErrorsOnTheWire:
     BODIES: ClassVar[dict[str, bytes]] = {
-        "missing": b'{"error": {"type": "authentication_error", "message": '
-                   b'"No API key provided", "code": "missing_api_key"}}',
-        "invalid": b'{"error": {"type": "authentication_error", "message": '
-                   b'"Invalid API key provided", "code": "invalid_api_key"}}',
-        "revoked": b'{"error": {"type": "authentication_error", "message": '
-                   b'"API key has been revoked", "code": "key_revoked"}}',
+        "missing": MISSING, "invalid": INVALID, "revoked": REVOKED,
     }
 
     def test_exact_bodies_and_challenges(self, keys: KeyManager, store: InstrumentedStore,
@@ -275,9 +271,7 @@ class TestErrorsOnTheWire:
             auth.authenticate(f"Bearer {issued.key}")
         response = auth.render_error(info.value)
         assert response.status == 503
-        assert response.body == (b'{"error": {"type": "api_error", "message": '
-                                 b'"Authentication is temporarily unavailable", '
-                                 b'"code": "auth_unavailable"}}')
+        assert response.body == UNAVAILABLE
         assert dict(response.headers)["Retry-After"] == "1"
 
     @pytest.mark.anyio

@@ -17,12 +17,10 @@ from aqnt_auth import (
     StoreUnavailable,
     checksum,
 )
+from tests.bodies import RATE_LIMITED
 
 from ..conftest import require_service
 from ._support import CountingHasher, InstrumentedStore
-
-BODY = (b'{"error": {"type": "rate_limit_error", "message": '
-        b'"Too many failed authentication attempts", "code": "rate_limited"}}')
 
 
 def guess(key: str, n: int) -> str:
@@ -53,7 +51,7 @@ class TestPerKey:
             assert hasher.calls == calls
             response = auth.render_error(info.value)
             assert response.status == 429
-            assert response.body == BODY
+            assert response.body == RATE_LIMITED
             assert int(dict(response.headers)["Retry-After"]) >= 1
 
     def test_a_verified_key_keeps_working_under_attack(

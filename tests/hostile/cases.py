@@ -17,9 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Mapping
 from typing import Any, Final
+
+from tests.bodies import (
+    CHALLENGE,
+    FORBIDDEN,
+    INVALID,
+    INVALID_CHALLENGE,
+    MISSING,
+    RATE_LIMITED,
+    REVOKED,
+    SCOPE_CHALLENGE,
+    UNAVAILABLE,
+)
 
 ADAPTERS: Final = ("asgi", "starlette", "fastapi", "wsgi", "flask", "django", "drf")
 ASGI_FAMILY: Final = ("asgi", "starlette", "fastapi")
@@ -27,28 +38,6 @@ WSGI_FAMILY: Final = ("wsgi", "flask", "django", "drf")
 #: Where werkzeug answers the request: it drops the body of a HEAD answer itself.
 WERKZEUG: Final = ("wsgi", "flask")
 
-
-def _body(type_: str, message: str, code: str) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message, "code": code}}).encode()
-
-
-MISSING: Final = _body("authentication_error", "No API key provided", "missing_api_key")
-INVALID: Final = _body("authentication_error", "Invalid API key provided", "invalid_api_key")
-REVOKED: Final = _body("authentication_error", "API key has been revoked", "key_revoked")
-FORBIDDEN: Final = _body(
-    "permission_error", "This API key does not have the required permissions",
-    "insufficient_scope",
-)
-RATE_LIMITED: Final = _body(
-    "rate_limit_error", "Too many failed authentication attempts", "rate_limited"
-)
-UNAVAILABLE: Final = _body(
-    "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
-)
-
-CHALLENGE: Final = 'Bearer realm="api"'
-INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
-SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
 
 #: A cold, valid key: one store read and one argon2 verification.
 VERIFIED: Final = (1, 1)

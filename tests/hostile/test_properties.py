@@ -17,16 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .cases import (
-    ADAPTERS,
-    CHALLENGE,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    UNAVAILABLE,
-    WERKZEUG,
-)
+from tests.bodies import CHALLENGE, INVALID, INVALID_CHALLENGE, MISSING, REVOKED, UNAVAILABLE
+
+from .cases import ADAPTERS, WERKZEUG
 from .driver import METHODS, Driver, Outcome, Request, open_driver
 from .keys import KeySet
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from aqnt_auth import FailureLimiter
+from tests.bodies import INVALID, INVALID_CHALLENGE
 
-from .cases import ADAPTERS, CASES, INVALID, INVALID_CHALLENGE, Case
+from .cases import ADAPTERS, CASES, Case
 from .driver import Driver, Outcome, Request, open_driver
 from .leaks import (
     ExceptionTrap,

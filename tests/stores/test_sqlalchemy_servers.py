@@ -25,19 +25,13 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
+from tests.bodies import REVOKED
 
 from .pg_asgi_app import BODY, STORE_URL_ENV
 from .pg_support import PGSchema, pg_schema_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("aqnt-auth")
-REVOKED = {
-    "error": {
-        "type": "authentication_error",
-        "message": "API key has been revoked",
-        "code": "key_revoked",
-    }
-}
 #: The issue's bound: a revocation is enforced everywhere within this.
 PROPAGATION = 1.0
 CLIENTS_PER_SERVER = 4
@@ -179,7 +173,7 @@ def test_revocation_reaches_both_servers_within_a_second(
         assert all(s.status == 200 and s.body == BODY for s in before)
         assert all(s.status == 401 for s in late)
         for sample in late[:3] + late[-3:]:
-            assert httpx.Response(401, content=sample.body).json() == REVOKED
+            assert sample.body == REVOKED
         # Report how fast it actually was (informative; the bound is asserted above).
         last_ok = max(s.started for s in mine if s.status == 200) - revoked
         first_no = min(s.started for s in mine if s.status == 401) - revoked

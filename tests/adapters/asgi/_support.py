@@ -1,35 +1,15 @@
-"""What the ASGI adapter tests share: exact bodies, a recording app, raw ASGI calls."""
+"""What the ASGI adapter tests share: a recording app, raw ASGI calls, refusal checks."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections.abc import MutableMapping
-from typing import Any, Final
+from typing import Any
 
 import httpx
 
 from aqnt_auth import KeyRecord, MemoryKeyStore, Principal
-
-
-def _body(type_: str, message: str, code: str) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message, "code": code}}).encode()
-
-
-MISSING: Final = _body("authentication_error", "No API key provided", "missing_api_key")
-INVALID: Final = _body("authentication_error", "Invalid API key provided", "invalid_api_key")
-REVOKED: Final = _body("authentication_error", "API key has been revoked", "key_revoked")
-FORBIDDEN: Final = _body(
-    "permission_error", "This API key does not have the required permissions",
-    "insufficient_scope",
-)
-UNAVAILABLE: Final = _body(
-    "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
-)
-
-CHALLENGE: Final = 'Bearer realm="api"'
-INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
-SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

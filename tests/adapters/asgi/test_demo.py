@@ -10,17 +10,9 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager
 from aqnt_auth.adapters import _demo
+from tests.bodies import CHALLENGE, FORBIDDEN, INVALID, INVALID_CHALLENGE, MISSING, REVOKED
 
-from ._support import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    assert_refused,
-    bearer,
-)
+from ._support import assert_refused, bearer
 
 
 @pytest.fixture

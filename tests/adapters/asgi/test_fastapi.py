@@ -15,18 +15,9 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from aqnt_auth import Authenticator, Principal
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
+from tests.bodies import CHALLENGE, FORBIDDEN, INVALID, INVALID_CHALLENGE, MISSING, REVOKED
 
-from ._support import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    Keys,
-    assert_refused,
-    bearer,
-)
+from ._support import Keys, assert_refused, bearer
 
 pytestmark = pytest.mark.anyio
 

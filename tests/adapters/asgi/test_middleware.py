@@ -18,8 +18,7 @@ from aqnt_auth import (
     SQLiteKeyStore,
 )
 from aqnt_auth.adapters.asgi import APIKeyAuth, APIKeyMiddleware
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -28,6 +27,9 @@ from ._support import (
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
+)
+
+from ._support import (
     BrokenStore,
     Keys,
     Recorder,

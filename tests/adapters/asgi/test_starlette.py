@@ -27,8 +27,7 @@ from aqnt_auth.adapters.starlette import (
     APIKeyBackend,
     add_error_handlers,
 )
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -36,11 +35,9 @@ from ._support import (
     MISSING,
     REVOKED,
     UNAVAILABLE,
-    BrokenStore,
-    Keys,
-    assert_refused,
-    bearer,
 )
+
+from ._support import BrokenStore, Keys, assert_refused, bearer
 
 pytestmark = pytest.mark.anyio
 

@@ -24,8 +24,7 @@ from websockets.sync.client import connect
 
 from aqnt_auth import Argon2Hasher, KeyManager, SQLiteKeyStore
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -33,9 +32,9 @@ from ._support import (
     MISSING,
     REVOKED,
     SCOPE_CHALLENGE,
-    assert_refused,
-    bearer,
 )
+
+from ._support import assert_refused, bearer
 
 
 @contextmanager

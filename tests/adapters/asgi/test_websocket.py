@@ -11,17 +11,9 @@ from starlette.websockets import WebSocket
 
 from aqnt_auth import Authenticator
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
+from tests.bodies import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
 
-from ._support import (
-    CHALLENGE,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    Keys,
-    Recorder,
-    bearer,
-    call,
-)
+from ._support import Keys, Recorder, bearer, call
 
 
 @pytest.fixture

@@ -19,23 +19,6 @@ from .settings import PG_HOST, PG_PORT
 
 CHECKSUM_LENGTH: Final = 6
 
-#: The exact bodies of the product's contract.
-MISSING = (b'{"error": {"type": "authentication_error", "message": "No API key provided", '
-           b'"code": "missing_api_key"}}')
-INVALID = (b'{"error": {"type": "authentication_error", "message": "Invalid API key provided", '
-           b'"code": "invalid_api_key"}}')
-REVOKED = (b'{"error": {"type": "authentication_error", "message": "API key has been revoked", '
-           b'"code": "key_revoked"}}')
-FORBIDDEN = (b'{"error": {"type": "permission_error", "message": "This API key does not have '
-             b'the required permissions", "code": "insufficient_scope"}}')
-RATE_LIMITED = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '
-                b'authentication attempts", "code": "rate_limited"}}')
-UNAVAILABLE = (b'{"error": {"type": "api_error", "message": "Authentication is temporarily '
-               b'unavailable", "code": "auth_unavailable"}}')
-
-CHALLENGE = 'Bearer realm="api"'
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
-
 def require_postgres() -> None:
     """Skip the calling test where PostgreSQL is absent (in CI the alias is
     always configured, so a missing server fails the database setup instead)."""

@@ -16,8 +16,9 @@ from aqnt_auth import KeyManager
 from aqnt_auth.adapters.django.admin import APIKeyAdmin
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
+from tests.bodies import INVALID_CHALLENGE, REVOKED
 
-from ._support import REVOKED, assert_error, bearer, issue
+from ._support import assert_error, bearer, issue
 
 CHANGELIST = "/admin/aqnt_auth/apikey/"
 ADD = CHANGELIST + "add/"
@@ -120,7 +121,7 @@ class TestRevoke:
         response = _action(admin_client, "revoke_keys", issued.record.id)
         assert "Revoked 1 API key(s)." in " ".join(_messages(response))
         assert_error(Client().get("/v1/whoami", headers=bearer(issued.key)), 401, REVOKED,
-                     'Bearer realm="api", error="invalid_token"')
+                     INVALID_CHALLENGE)
         row = APIKey.objects.get()
         assert row.revoked_at is not None
         # Read-only: no editable name field, and a POST is refused.
@@ -198,7 +199,7 @@ class TestRotate:
         response = _action(admin_client, "rotate_keys", old.record.id, grace="0")
         (new_key,) = set(KEY.findall(response.content.decode()))
         assert_error(Client().get("/v1/whoami", headers=bearer(old.key)), 401, REVOKED,
-                     'Bearer realm="api", error="invalid_token"')
+                     INVALID_CHALLENGE)
         assert Client().get("/v1/whoami", headers=bearer(new_key)).status_code == 200
 
     def test_bad_grace_and_revoked_keys(self, admin_client: Client) -> None:

@@ -20,8 +20,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from aqnt_auth import KeyManager, Principal
 from aqnt_auth.adapters.django.rest_framework import APIKeyUser
 from aqnt_auth.adapters.django.store import DjangoKeyStore
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -29,11 +28,9 @@ from ._support import (
     MISSING,
     REVOKED,
     UNAVAILABLE,
-    assert_error,
-    bearer,
-    issue,
-    on_databases,
 )
+
+from ._support import assert_error, bearer, issue, on_databases
 from .views import CALLS
 
 EXACT_BODIES = {**settings.REST_FRAMEWORK,

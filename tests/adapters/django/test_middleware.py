@@ -20,8 +20,7 @@ from aqnt_auth import FailureLimiter, KeyManager, Principal
 from aqnt_auth.adapters.django import APIKeyMiddleware, get_authenticator
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -29,7 +28,11 @@ from ._support import (
     MISSING,
     RATE_LIMITED,
     REVOKED,
+    SCOPE_CHALLENGE,
     UNAVAILABLE,
+)
+
+from ._support import (
     assert_error,
     auth_settings,
     bearer,
@@ -39,8 +42,6 @@ from ._support import (
     wrong_secret,
 )
 from .views import CALLS
-
-SCOPE_CHALLENGE = 'Bearer realm="api", error="insufficient_scope"'
 
 
 def _fail(*args: Any) -> Any:

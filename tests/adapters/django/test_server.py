@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._support import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
+from tests.bodies import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,8 +11,9 @@ from flask.testing import FlaskCliRunner
 
 from aqnt_auth import IssuedKey, MemoryKeyStore
 from aqnt_auth._cli import format_created, format_records, format_revoked, format_rotated
+from tests.bodies import REVOKED
 
-from ..wsgi._support import REVOKED, bearer
+from ..wsgi._support import bearer
 
 
 @pytest.fixture

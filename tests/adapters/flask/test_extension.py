@@ -17,8 +17,9 @@ from aqnt_auth import (
     SQLiteKeyStore,
 )
 from aqnt_auth.adapters.flask import CONFIG_DEFAULTS, EXTENSION_KEY, AQNTAuth
+from tests.bodies import INVALID, INVALID_CHALLENGE
 
-from ..wsgi._support import INVALID, INVALID_CHALLENGE, assert_refused, bearer
+from ..wsgi._support import assert_refused, bearer
 from .conftest import AppFactory
 
 

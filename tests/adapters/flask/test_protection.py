@@ -11,8 +11,7 @@ from werkzeug.test import TestResponse
 
 from aqnt_auth import Argon2Hasher, FailureLimiter, KeyManager, MemoryKeyStore, require_scopes
 from aqnt_auth.adapters.flask import AQNTAuth, current_api_key
-
-from ..wsgi._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -22,10 +21,9 @@ from ..wsgi._support import (
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
-    BrokenStore,
-    assert_refused,
-    bearer,
 )
+
+from ..wsgi._support import BrokenStore, assert_refused, bearer
 from .conftest import AppFactory
 
 # Every route of the test app, with the method that reaches it.

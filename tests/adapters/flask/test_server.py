@@ -9,8 +9,7 @@ import pytest
 from flask import Flask
 
 from aqnt_auth import KeyManager
-
-from ..wsgi._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -18,9 +17,9 @@ from ..wsgi._support import (
     MISSING,
     REVOKED,
     UNAVAILABLE,
-    BrokenStore,
-    serve,
 )
+
+from ..wsgi._support import BrokenStore, serve
 from .conftest import AppFactory
 
 

@@ -1,12 +1,11 @@
-"""What the WSGI and Flask adapter tests share: exact bodies, a key store, a real server."""
+"""What the WSGI and Flask adapter tests share: a key store, a real server, refusal checks."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
@@ -15,29 +14,6 @@ from aqnt_auth import KeyRecord, MemoryKeyStore
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
-
-
-def _body(type_: str, message: str, code: str) -> bytes:
-    return json.dumps({"error": {"type": type_, "message": message, "code": code}}).encode()
-
-
-MISSING: Final = _body("authentication_error", "No API key provided", "missing_api_key")
-INVALID: Final = _body("authentication_error", "Invalid API key provided", "invalid_api_key")
-REVOKED: Final = _body("authentication_error", "API key has been revoked", "key_revoked")
-FORBIDDEN: Final = _body(
-    "permission_error", "This API key does not have the required permissions",
-    "insufficient_scope",
-)
-UNAVAILABLE: Final = _body(
-    "api_error", "Authentication is temporarily unavailable", "auth_unavailable"
-)
-RATE_LIMITED: Final = _body(
-    "rate_limit_error", "Too many failed authentication attempts", "rate_limited"
-)
-
-CHALLENGE: Final = 'Bearer realm="api"'
-INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
-SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
 
 
 def bearer(key: str) -> dict[str, str]:

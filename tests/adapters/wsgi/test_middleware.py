@@ -19,8 +19,7 @@ from aqnt_auth import (
     MemoryKeyStore,
 )
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
-
-from ._support import (
+from tests.bodies import (
     CHALLENGE,
     FORBIDDEN,
     INVALID,
@@ -30,9 +29,9 @@ from ._support import (
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
-    BrokenStore,
-    bearer,
 )
+
+from ._support import BrokenStore, bearer
 from ._support import assert_refused as check_refusal
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager, MemoryKeyStore
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
+from tests.bodies import CHALLENGE, INVALID, INVALID_CHALLENGE, MISSING
 
-from ._support import CHALLENGE, INVALID, INVALID_CHALLENGE, MISSING, serve
+from ._support import serve
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

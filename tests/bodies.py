@@ -1,0 +1,27 @@
+"""The exact answers of the product's contract, spelled out once for every test.
+
+These are literal bytes, not built from :mod:`aqnt_auth`: a test compares what
+the code under test renders against the contract, never against itself.
+The challenges are those of the default realm, ``api``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MISSING: Final = (b'{"error": {"type": "authentication_error", "message": "No API key provided", '
+                  b'"code": "missing_api_key"}}')
+INVALID: Final = (b'{"error": {"type": "authentication_error", "message": '
+                  b'"Invalid API key provided", "code": "invalid_api_key"}}')
+REVOKED: Final = (b'{"error": {"type": "authentication_error", "message": '
+                  b'"API key has been revoked", "code": "key_revoked"}}')
+FORBIDDEN: Final = (b'{"error": {"type": "permission_error", "message": "This API key does not '
+                    b'have the required permissions", "code": "insufficient_scope"}}')
+RATE_LIMITED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '
+                       b'authentication attempts", "code": "rate_limited"}}')
+UNAVAILABLE: Final = (b'{"error": {"type": "api_error", "message": "Authentication is '
+                      b'temporarily unavailable", "code": "auth_unavailable"}}')
+
+CHALLENGE: Final = 'Bearer realm="api"'
+INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
+SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
