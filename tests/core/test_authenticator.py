@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -31,27 +30,6 @@ from tests.bodies import INVALID, MISSING, REVOKED, UNAVAILABLE
 from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def hasher() -> CountingHasher:
-    return CountingHasher()
-
-
-@pytest.fixture
-def store() -> InstrumentedStore:
-    return InstrumentedStore()
-
-
-@pytest.fixture
-def keys(store: InstrumentedStore, hasher: CountingHasher) -> KeyManager:
-    return KeyManager(store, hasher=hasher)
-
-
-@pytest.fixture
-def auth(store: InstrumentedStore, hasher: CountingHasher) -> Iterator[Authenticator]:
-    with Authenticator(store, hashers=[hasher], usage_flush_interval=3600) as a:
-        yield a
 
 
 def wrong_secret(key: str) -> str:

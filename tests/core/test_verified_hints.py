@@ -12,16 +12,6 @@ from ._support import CountingHasher, InstrumentedStore
 
 
 @pytest.fixture
-def store() -> InstrumentedStore:
-    return InstrumentedStore()
-
-
-@pytest.fixture
-def hasher() -> CountingHasher:
-    return CountingHasher()
-
-
-@pytest.fixture
 def auth(store: InstrumentedStore, hasher: CountingHasher) -> Iterator[Authenticator]:
     with Authenticator(store, hashers=[hasher], track_usage=False, cache_size=3) as a:
         yield a

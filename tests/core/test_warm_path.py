@@ -8,7 +8,6 @@ anything else to the flow.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,27 +23,6 @@ from aqnt_auth import (
 )
 
 from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
-
-
-@pytest.fixture
-def hasher() -> CountingHasher:
-    return CountingHasher()
-
-
-@pytest.fixture
-def store() -> InstrumentedStore:
-    return InstrumentedStore()
-
-
-@pytest.fixture
-def keys(store: InstrumentedStore, hasher: CountingHasher) -> KeyManager:
-    return KeyManager(store, hasher=hasher)
-
-
-@pytest.fixture
-def auth(store: InstrumentedStore, hasher: CountingHasher) -> Iterator[Authenticator]:
-    with Authenticator(store, hashers=[hasher], usage_flush_interval=3600) as a:
-        yield a
 
 
 class TestSync:
