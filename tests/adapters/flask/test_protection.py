@@ -17,13 +17,12 @@ from tests.bodies import (
     INVALID,
     INVALID_CHALLENGE,
     MISSING,
-    RATE_LIMITED,
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
 )
 
-from ..wsgi._support import BrokenStore, assert_refused, bearer
+from ..wsgi._support import BrokenStore, assert_limited_per_client, assert_refused, bearer
 from .conftest import AppFactory
 
 # Every route of the test app, with the method that reaches it.
@@ -130,18 +129,7 @@ class TestRateLimit:
         app = make_app(AQNT_AUTH_RATE_LIMIT=FailureLimiter(per_key="9/minute",
                                                            per_client="2/minute"))
         strangers = KeyManager(MemoryKeyStore(), hasher=cheap_hasher)
-        client = app.test_client()
-
-        def attempt(addr: str) -> TestResponse:
-            return client.get("/", headers=bearer(strangers.create("x").key),
-                              environ_overrides={"REMOTE_ADDR": addr})
-
-        for _ in range(2):
-            refused(attempt("10.0.0.1"), calls, 401, INVALID, INVALID_CHALLENGE)
-        response = attempt("10.0.0.1")
-        refused(response, calls, 429, RATE_LIMITED, None)
-        assert int(response.headers["Retry-After"]) >= 1
-        refused(attempt("10.0.0.2"), calls, 401, INVALID, INVALID_CHALLENGE)
+        assert_limited_per_client(app.test_client(), strangers, calls)
 
 
 class TestKeyRestrictions:

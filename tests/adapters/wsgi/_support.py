@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import make_server
-from werkzeug.test import TestResponse
+from werkzeug.test import Client, TestResponse
 
-from aqnt_auth import KeyRecord, MemoryKeyStore
+from aqnt_auth import KeyManager, KeyRecord, MemoryKeyStore
+from tests.bodies import INVALID, INVALID_CHALLENGE, RATE_LIMITED
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -27,6 +28,28 @@ def assert_refused(response: TestResponse, status: int, body: bytes, challenge: 
     assert response.get_data() == body
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers.get("WWW-Authenticate") == challenge
+
+
+def assert_limited_per_client(client: Client, strangers: KeyManager, calls: list[Any]) -> None:
+    """Behind a limit of two failures a client: the third unknown key from
+    one REMOTE_ADDR is 429 with Retry-After, another address still gets 401;
+    the app (which appends to *calls* when it runs) never runs."""
+
+    def attempt(addr: str) -> TestResponse:
+        return client.get("/", headers=bearer(strangers.create("x").key),
+                          environ_overrides={"REMOTE_ADDR": addr})
+
+    def refused(response: TestResponse, status: int, body: bytes, challenge: str | None
+                ) -> None:
+        assert_refused(response, status, body, challenge)
+        assert calls == []
+
+    for _ in range(2):
+        refused(attempt("10.0.0.1"), 401, INVALID, INVALID_CHALLENGE)
+    response = attempt("10.0.0.1")
+    refused(response, 429, RATE_LIMITED, None)
+    assert int(response.headers["Retry-After"]) >= 1
+    refused(attempt("10.0.0.2"), 401, INVALID, INVALID_CHALLENGE)
 
 
 class BrokenStore(MemoryKeyStore):

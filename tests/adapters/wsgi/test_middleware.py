@@ -25,13 +25,12 @@ from tests.bodies import (
     INVALID,
     INVALID_CHALLENGE,
     MISSING,
-    RATE_LIMITED,
     REVOKED,
     SCOPE_CHALLENGE,
     UNAVAILABLE,
 )
 
-from ._support import BrokenStore, bearer
+from ._support import BrokenStore, assert_limited_per_client, bearer
 from ._support import assert_refused as check_refusal
 
 if TYPE_CHECKING:
@@ -173,18 +172,7 @@ class TestRateLimit:
                               rate_limit=FailureLimiter(per_key="9/minute",
                                                         per_client="2/minute"))
         strangers = KeyManager(MemoryKeyStore(), hasher=cheap_hasher)
-        client = Client(mw)
-
-        def attempt(addr: str) -> TestResponse:
-            return client.get("/", headers=bearer(strangers.create("x").key),
-                              environ_overrides={"REMOTE_ADDR": addr})
-
-        for _ in range(2):
-            assert_refused(attempt("10.0.0.1"), inner, 401, INVALID, INVALID_CHALLENGE)
-        response = attempt("10.0.0.1")
-        assert_refused(response, inner, 429, RATE_LIMITED, None)
-        assert int(response.headers["Retry-After"]) >= 1
-        assert_refused(attempt("10.0.0.2"), inner, 401, INVALID, INVALID_CHALLENGE)
+        assert_limited_per_client(Client(mw), strangers, inner.calls)
 
 
 class TestSuccess:
