@@ -510,7 +510,9 @@ class Authenticator:
             with self._pool_lock:
                 if self._hash_pool is None:
                     self._hash_pool = ThreadPoolExecutor(
-                        self.max_concurrent_hashes, thread_name_prefix="aqnt-argon2"
+                        self.max_concurrent_hashes,
+                        thread_name_prefix="aqnt-argon2",
+                        initializer=_yield_to_the_loop,
                     )
         return self._hash_pool
 
@@ -601,6 +603,24 @@ def make_authenticator(
             'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
         )
     return Authenticator(store, **options)
+
+
+#: How much lower the argon2 worker threads run than the event loop's thread.
+ARGON2_NICENESS: Final = 10
+
+
+def _yield_to_the_loop() -> None:
+    """Lower the calling argon2 worker thread's CPU priority.
+
+    argon2 releases the GIL, so with ``max_concurrent_hashes`` equal to the
+    core count a flood of wrong secrets would compete with the event loop
+    for every core, and exempt or warm requests would queue behind it.  At a
+    lower priority the workers still use every idle cycle, but the loop's
+    thread wins when both want a core.  Linux applies a thread id given to
+    ``setpriority`` to that thread alone; elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICENESS)
 
 
 def _limiter_failed(exc: Exception) -> StoreUnavailable:

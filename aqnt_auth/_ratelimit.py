@@ -13,6 +13,7 @@ that would cost work are checked, so:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,13 @@ class FailureLimiter:
     :param per_client: failures allowed per client address.
     :param storage_uri: ``memory://`` (per process, the default) or
         ``redis://127.0.0.1:6379`` (shared by every server).
-    :param strategy: ``moving-window`` (exact) or ``fixed-window`` (cheaper).
+    :param strategy: ``fixed-window`` (the default) or ``moving-window``
+        (exact, but with ``memory://`` the ``limits`` library keeps an entry
+        for every client ever seen, so memory grows with the number of
+        attacking addresses; fixed windows expire).
+    :param ipv6_prefix: IPv6 clients are counted per network of this prefix
+        length (``/64`` by default: one subscriber's allocation), so an
+        attacker cannot get a fresh budget, and a fresh counter, per address.
 
     ``blocking`` is true for a networked storage: async callers then run the
     limiter in worker threads.
@@ -43,7 +50,8 @@ class FailureLimiter:
         per_client: str = "60/minute",
         *,
         storage_uri: str = "memory://",
-        strategy: str = "moving-window",
+        strategy: str = "fixed-window",
+        ipv6_prefix: int = 64,
     ) -> None:
         try:
             from limits import parse, storage, strategies  # optional extra
@@ -67,6 +75,9 @@ class FailureLimiter:
         except Exception as exc:  # limits raises several types for bad URIs
             raise ConfigurationError(f"bad rate limit storage: {exc}") from None
         self._limiter = kinds[strategy](self._storage)
+        if not 1 <= ipv6_prefix <= 128:
+            raise ConfigurationError("ipv6_prefix must be between 1 and 128")
+        self.ipv6_prefix = ipv6_prefix
         self.blocking = not storage_uri.startswith("memory://")
         self.storage_uri = storage_uri
 
@@ -78,8 +89,18 @@ class FailureLimiter:
         reset = self._limiter.get_window_stats(item, *identifiers).reset_time
         return RateLimited("too many failures", retry_after=int(reset - time.time()) + 1)
 
+    def _client(self, client: str | None) -> str | None:
+        if client is None or ":" not in client:
+            return client
+        try:
+            network = ipaddress.IPv6Network(f"{client}/{self.ipv6_prefix}", strict=False)
+        except ValueError:
+            return client  # not an IPv6 address (a Unix socket path...): as it is
+        return str(network)
+
     def admit(self, client: str | None, key_id: str | None) -> None:
         """Raise :class:`RateLimited` if *client* or *key_id* is past its limit."""
+        client = self._client(client)
         if client is not None and not self._limiter.test(self._per_client, "client", client):
             raise self._refuse(self._per_client, "client", client)
         if key_id is not None and not self._limiter.test(self._per_key, "key", key_id):
@@ -87,6 +108,7 @@ class FailureLimiter:
 
     def failed(self, client: str | None, key_id: str | None) -> RateLimited | None:
         """Count one failure; return the 429 to answer instead if a limit was already hit."""
+        client = self._client(client)
         refusal = None
         if client is not None and not self._limiter.hit(self._per_client, "client", client):
             refusal = self._refuse(self._per_client, "client", client)

@@ -311,8 +311,9 @@ def _authenticator(limiter_strategy: str | None) -> Authenticator:
 
 
 def _client(i: int, rotating: bool) -> str:
-    # An attacker rotating through an IPv6 /64 has a new address per request.
-    return f"2001:db8::{i:x}" if rotating else "203.0.113.7"
+    # A new IPv6 /64 per request (addresses inside one /64 count as one
+    # client): the worst case for the limiter's memory, a botnet's worth.
+    return f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::1" if rotating else "203.0.113.7"
 
 
 def _through_authenticator(auth: Authenticator, keys: Iterator[str], rotating: bool) -> None:
@@ -358,8 +359,8 @@ def _through_middleware(app: APIKeyMiddleware, loop: asyncio.AbstractEventLoop,
 def memory_variant(variant: str, count: int) -> None:
     """Subprocess: one memory variant; prints its figures as JSON."""
     path, kind, limited = variant.split(":")
-    strategy = {"none": None, "limiter": "moving-window", "rotating": "moving-window",
-                "rotating-fixed": "fixed-window"}[limited]
+    strategy = {"none": None, "limiter": "fixed-window", "rotating": "fixed-window",
+                "rotating-moving": "moving-window"}[limited]
     auth = _authenticator(strategy)
     rotating = limited.startswith("rotating")
     loop = asyncio.new_event_loop()
@@ -398,11 +399,11 @@ MEMORY_VARIANTS = (
     ("asgi:malformed:none", "ASGI middleware", "bad checksum"),
     ("asgi:unknown:none", "ASGI middleware", "unknown id"),
     ("asgi:unknown:limiter", "ASGI middleware + FailureLimiter", "unknown id"),
-    # Not bogus keys but bogus clients, one address per request (an IPv6
-    # /64 gives an attacker 2^64): what the limiter's memory storage keeps
-    # per address, with the default strategy and with fixed windows.
+    # Not bogus keys but bogus clients, a new /64 per request: what
+    # the limiter's memory storage keeps per address, with the default fixed
+    # windows (which expire) and with moving windows (which limits keeps).
     ("asgi:unknown:rotating", "ASGI middleware + FailureLimiter", "unknown id, new client each"),
-    ("asgi:unknown:rotating-fixed", "ASGI + FailureLimiter(fixed-window)",
+    ("asgi:unknown:rotating-moving", "ASGI + FailureLimiter(moving-window)",
      "unknown id, new client each"),
 )
 

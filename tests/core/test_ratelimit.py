@@ -17,7 +17,7 @@ from aqnt_auth import (
     StoreUnavailable,
     checksum,
 )
-from tests.bodies import RATE_LIMITED
+from tests import bodies
 
 from ..conftest import require_service
 from ._support import CountingHasher, InstrumentedStore
@@ -51,7 +51,7 @@ class TestPerKey:
             assert hasher.calls == calls
             response = auth.render_error(info.value)
             assert response.status == 429
-            assert response.body == RATE_LIMITED
+            assert response.body == bodies.RATE_LIMITED
             assert int(dict(response.headers)["Retry-After"]) >= 1
 
     def test_a_verified_key_keeps_working_under_attack(
@@ -151,3 +151,27 @@ def test_redis_storage_is_shared_between_servers(
         b.authenticate(guess(key, 4), client=client)
     a.close()
     b.close()
+
+
+def test_ipv6_clients_are_counted_per_network(
+    setup: tuple[InstrumentedStore, CountingHasher, str, str]
+) -> None:
+    """Rotating through one /64 does not buy a fresh budget per address."""
+    store, hasher, _, _ = setup
+    limiter = FailureLimiter(per_client="3/minute")
+    with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+        for n in range(3):
+            with pytest.raises(InvalidAPIKey):
+                auth.authenticate("Bearer garbage", client=f"2001:db8:1:2::{n + 1:x}")
+        with pytest.raises(RateLimited):
+            auth.authenticate("Bearer garbage", client="2001:db8:1:2:ffff::9")
+        # Another /64, and IPv4 clients, have their own budgets.
+        with pytest.raises(InvalidAPIKey):
+            auth.authenticate("Bearer garbage", client="2001:db8:1:3::1")
+        with pytest.raises(InvalidAPIKey):
+            auth.authenticate("Bearer garbage", client="192.0.2.1")
+
+
+def test_bad_ipv6_prefix() -> None:
+    with pytest.raises(ConfigurationError):
+        FailureLimiter(ipv6_prefix=0)
