@@ -25,7 +25,7 @@ from aqnt_auth import (
     checksum,
     require_scopes,
 )
-from tests.bodies import INVALID, MISSING, REVOKED, UNAVAILABLE
+from tests import bodies
 
 from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
 
@@ -217,7 +217,7 @@ class TestRestrictions:
 
 class TestErrorsOnTheWire:
     BODIES: ClassVar[dict[str, bytes]] = {
-        "missing": MISSING, "invalid": INVALID, "revoked": REVOKED,
+        "missing": bodies.MISSING, "invalid": bodies.INVALID, "revoked": bodies.REVOKED,
     }
 
     def test_exact_bodies_and_challenges(self, keys: KeyManager, store: InstrumentedStore,
@@ -249,7 +249,7 @@ class TestErrorsOnTheWire:
             auth.authenticate(f"Bearer {issued.key}")
         response = auth.render_error(info.value)
         assert response.status == 503
-        assert response.body == UNAVAILABLE
+        assert response.body == bodies.UNAVAILABLE
         assert dict(response.headers)["Retry-After"] == "1"
 
     @pytest.mark.anyio

@@ -20,17 +20,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, Final
 
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    RATE_LIMITED,
-    REVOKED,
-    SCOPE_CHALLENGE,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 ADAPTERS: Final = ("asgi", "starlette", "fastapi", "wsgi", "flask", "django", "drf")
 ASGI_FAMILY: Final = ("asgi", "starlette", "fastapi")
@@ -130,11 +120,11 @@ def not_for(reason: str, adapters: tuple[str, ...]) -> dict[str, Difference]:
 
 
 def missing(name: str, **fields: Any) -> Case:
-    return Case(name, 401, MISSING, CHALLENGE, **fields)
+    return Case(name, 401, bodies.MISSING, bodies.CHALLENGE, **fields)
 
 
 def invalid(name: str, **fields: Any) -> Case:
-    return Case(name, 401, INVALID, INVALID_CHALLENGE, **fields)
+    return Case(name, 401, bodies.INVALID, bodies.INVALID_CHALLENGE, **fields)
 
 
 def passes(name: str, endpoint: str = "protected", **fields: Any) -> Case:
@@ -162,7 +152,7 @@ _FLASK_SLASHES = differs(
 _NO_PREFLIGHT = differs(
     "a route dependency (FastAPI) or authentication class (DRF) cannot tell a preflight from "
     "any OPTIONS request; a CORS middleware answers preflights before routing",
-    ("fastapi", "drf"), status=401, body=MISSING, challenge=CHALLENGE, endpoint=None,
+    ("fastapi", "drf"), status=401, body=bodies.MISSING, challenge=bodies.CHALLENGE, endpoint=None,
 )
 _STARLETTE_WS_CLOSE = (
     "Starlette's AuthenticationMiddleware closes a refused WebSocket itself, code 1000, "
@@ -270,14 +260,14 @@ KEY_CASES: Final = [
     invalid("one_char_long", headers=auth(b"Bearer {long}")),
     invalid("truncated", headers=auth(b"Bearer {truncated}")),
     invalid("upper_cased_key", headers=auth(b"Bearer {upper}")),
-    Case("revoked", 401, REVOKED, INVALID_CHALLENGE, headers=auth(b"Bearer {revoked}"),
-         cost=VERIFIED),
-    Case("expired", 401, REVOKED, INVALID_CHALLENGE, headers=auth(b"Bearer {expired}"),
-         cost=VERIFIED),
-    Case("read_only_key_writes", 403, FORBIDDEN, SCOPE_CHALLENGE, method="POST",
+    Case("revoked", 401, bodies.REVOKED, bodies.INVALID_CHALLENGE,
+         headers=auth(b"Bearer {revoked}"), cost=VERIFIED),
+    Case("expired", 401, bodies.REVOKED, bodies.INVALID_CHALLENGE,
+         headers=auth(b"Bearer {expired}"), cost=VERIFIED),
+    Case("read_only_key_writes", 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE, method="POST",
          headers=auth(b"Bearer {read_only}"), cost=VERIFIED),
-    Case("path_restricted_key_elsewhere", 403, FORBIDDEN, SCOPE_CHALLENGE, path="/v1/refunds",
-         headers=auth(b"Bearer {charges_only}"), cost=VERIFIED),
+    Case("path_restricted_key_elsewhere", 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE,
+         path="/v1/refunds", headers=auth(b"Bearer {charges_only}"), cost=VERIFIED),
     # Keys anywhere but the Authorization header are not looked at.
     missing("key_in_query_string", query=b"api_key={live}"),
     missing("access_token_in_query_string", query=b"access_token={live}"),
@@ -344,9 +334,9 @@ METHOD_CASES: Final = [
 ]
 
 LIMIT_CASES: Final = [
-    Case("rate_limited", 429, RATE_LIMITED, None, headers=auth(b"Bearer {wrong_secret}"),
+    Case("rate_limited", 429, bodies.RATE_LIMITED, None, headers=auth(b"Bearer {wrong_secret}"),
          attempts=3, rate_limit=True),
-    Case("store_down", 503, UNAVAILABLE, None, headers=auth(b"Bearer {live}"),
+    Case("store_down", 503, bodies.UNAVAILABLE, None, headers=auth(b"Bearer {live}"),
          store_down=True, cost=LOOKED_UP),
     passes("store_down_exempt_path", "health", path="/health", store_down=True),
     invalid("store_down_malformed_key", headers=auth(b"Bearer {bad_checksum}"),

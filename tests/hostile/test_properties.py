@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.bodies import CHALLENGE, INVALID, INVALID_CHALLENGE, MISSING, REVOKED, UNAVAILABLE
+from tests import bodies
 
 from .cases import ADAPTERS, WERKZEUG
 from .driver import METHODS, Driver, Outcome, Request, open_driver
@@ -105,7 +105,7 @@ def _check(adapter: str, driver: Driver, request: Request, outcome: Outcome, dow
     if outcome.status >= 500:
         assert down, "a 5xx while the store works"
         assert outcome.status == 503
-        assert outcome.body == (b"" if head else UNAVAILABLE)
+        assert outcome.body == (b"" if head else bodies.UNAVAILABLE)
     live = driver.keys["live"]
     values = [v for n, v in request.headers if n.lower() == b"authorization"]
     valid = len(values) == 1 and _accepted(values[0], live)
@@ -117,7 +117,8 @@ def _check(adapter: str, driver: Driver, request: Request, outcome: Outcome, dow
         elif outcome.endpoint == "protected" and _route(adapter, request) != "/health":
             assert getattr(outcome.principal, "id", None) == driver.keys.id_of("live")
     if outcome.status == 401:
-        allowed = {MISSING: CHALLENGE, INVALID: INVALID_CHALLENGE, REVOKED: INVALID_CHALLENGE}
+        allowed = {bodies.MISSING: bodies.CHALLENGE, bodies.INVALID: bodies.INVALID_CHALLENGE,
+                   bodies.REVOKED: bodies.INVALID_CHALLENGE}
         if head:
             assert outcome.body == b""
         else:

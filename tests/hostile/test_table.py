@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aqnt_auth import FailureLimiter
-from tests.bodies import INVALID, INVALID_CHALLENGE
+from tests import bodies
 
 from .cases import ADAPTERS, CASES, Case
 from .driver import Driver, Outcome, Request, open_driver
@@ -77,7 +77,7 @@ def _send(expected: Case, request: Request, driver: Driver,
           caplog: pytest.LogCaptureFixture) -> None:
     for _ in range(expected.attempts - 1):
         earlier = driver.send(request)
-        check(Case("earlier attempt", 401, INVALID, INVALID_CHALLENGE), earlier)
+        check(Case("earlier attempt", 401, bodies.INVALID, bodies.INVALID_CHALLENGE), earlier)
     _run(expected, request, driver, caplog)
 
 

@@ -27,7 +27,7 @@ from aqnt_auth import (
     StoreUnavailable,
 )
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
-from tests.bodies import UNAVAILABLE
+from tests import bodies
 
 from .pg_asgi_app import BODY, protect
 from .pg_support import PGSchema, pg_schema_fixture
@@ -95,7 +95,7 @@ async def _wait_deaf(store: SQLAlchemyKeyStore) -> None:
 
 def _assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503
-    assert response.content == UNAVAILABLE
+    assert response.content == bodies.UNAVAILABLE
     assert response.headers["retry-after"] == "1"
     assert response.headers["content-type"] == "application/json"
     assert "www-authenticate" not in response.headers
@@ -155,7 +155,7 @@ def test_database_down_at_startup_then_up(pg: PGSchema, proxy: TCPProxy, issued_
             auth.authenticate(f"Bearer {issued_key}")
         answer = auth.render_error(caught.value)
         assert answer.status == 503
-        assert answer.body == UNAVAILABLE
+        assert answer.body == bodies.UNAVAILABLE
         proxy.restore()
         assert auth.authenticate(f"Bearer {issued_key}").name == "faults"
     finally:

@@ -25,7 +25,7 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
-from tests.bodies import REVOKED
+from tests import bodies
 
 from .pg_asgi_app import BODY, STORE_URL_ENV
 from .pg_support import PGSchema, pg_schema_fixture
@@ -173,7 +173,7 @@ def test_revocation_reaches_both_servers_within_a_second(
         assert all(s.status == 200 and s.body == BODY for s in before)
         assert all(s.status == 401 for s in late)
         for sample in late[:3] + late[-3:]:
-            assert sample.body == REVOKED
+            assert sample.body == bodies.REVOKED
         # Report how fast it actually was (informative; the bound is asserted above).
         last_ok = max(s.started for s in mine if s.status == 200) - revoked
         first_no = min(s.started for s in mine if s.status == 401) - revoked

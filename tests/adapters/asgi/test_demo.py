@@ -10,7 +10,7 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager
 from aqnt_auth.adapters import _demo
-from tests.bodies import CHALLENGE, FORBIDDEN, INVALID, INVALID_CHALLENGE, MISSING, REVOKED
+from tests import bodies
 
 from ._support import assert_refused, bearer
 
@@ -89,13 +89,13 @@ class TestApp:
     async def test_the_refusals_the_banner_promises(self, client: httpx.AsyncClient,
                                                     first: _demo.DemoKeys) -> None:
         assert first.new_key is not None
-        assert_refused(await client.get("/v1/whoami"), 401, MISSING, CHALLENGE)
+        assert_refused(await client.get("/v1/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert_refused(await client.get("/v1/whoami", headers=bearer("sk_test_not_a_real_key")),
-                       401, INVALID, INVALID_CHALLENGE)
+                       401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         assert_refused(await client.get("/v1/whoami", headers=bearer(first.revoked_key)),
-                       401, REVOKED, INVALID_CHALLENGE)
+                       401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
         assert_refused(await client.post("/v1/charges", headers=bearer(first.new_key)), 403,
-                       FORBIDDEN,
+                       bodies.FORBIDDEN,
                        'Bearer realm="api", error="insufficient_scope", scope="charges:write"')
 
 

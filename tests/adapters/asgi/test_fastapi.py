@@ -15,7 +15,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from aqnt_auth import Authenticator, Principal
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
-from tests.bodies import CHALLENGE, FORBIDDEN, INVALID, INVALID_CHALLENGE, MISSING, REVOKED
+from tests import bodies
 
 from ._support import Keys, assert_refused, bearer
 
@@ -104,15 +104,15 @@ class TestDependency:
         assert (await client.post("/charges", headers=bearer(keys.writer))).status_code == 200
         assert (await client.get("/charges", headers=bearer(keys.live))).status_code == 200
         response = await client.post("/charges", headers=bearer(keys.live))
-        assert_refused(response, 403, FORBIDDEN, WRITE_CHALLENGE)
+        assert_refused(response, 403, bodies.FORBIDDEN, WRITE_CHALLENGE)
         assert ran == ["create", "listing"]
 
     @pytest.mark.parametrize(
         ("key_attr", "status", "body", "challenge"),
         [
-            (None, 401, MISSING, CHALLENGE),
-            ("revoked", 401, REVOKED, INVALID_CHALLENGE),
-            ("bogus", 401, INVALID, INVALID_CHALLENGE),
+            (None, 401, bodies.MISSING, bodies.CHALLENGE),
+            ("revoked", 401, bodies.REVOKED, bodies.INVALID_CHALLENGE),
+            ("bogus", 401, bodies.INVALID, bodies.INVALID_CHALLENGE),
         ],
     )
     async def test_refusals_keep_the_contract_body(
@@ -139,7 +139,7 @@ class TestDependency:
                 client.websocket_connect("/ws"):
             pass  # pragma: no cover - never connects
         assert refused.value.status_code == 401
-        assert refused.value.content == MISSING
+        assert refused.value.content == bodies.MISSING
         assert ran == ["stream"]
 
 
@@ -207,7 +207,7 @@ class TestMisconfiguration:
 
         async for c in _client(app):
             assert (await c.get("/whoami", headers=bearer(keys.live))).json() == keys.live_id
-            assert_refused(await c.get("/whoami"), 401, MISSING, CHALLENGE)
+            assert_refused(await c.get("/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert ran == ["whoami"]
 
     def test_repr(self, authenticator: Authenticator) -> None:

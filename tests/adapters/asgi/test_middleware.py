@@ -18,16 +18,7 @@ from aqnt_auth import (
     SQLiteKeyStore,
 )
 from aqnt_auth.adapters.asgi import APIKeyAuth, APIKeyMiddleware
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    SCOPE_CHALLENGE,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ._support import (
     BrokenStore,
@@ -122,11 +113,11 @@ class TestRefusals:
     @pytest.mark.parametrize(
         ("headers", "body", "challenge"),
         [
-            ({}, MISSING, CHALLENGE),
-            ({"Authorization": ""}, MISSING, CHALLENGE),
-            ({"Authorization": "Basic dXNlcjpwYXNz"}, MISSING, CHALLENGE),
-            ({"Authorization": "Bearer sk_live_garbage"}, INVALID, INVALID_CHALLENGE),
-            ({"Authorization": "Bearer " + "x" * 5000}, INVALID, INVALID_CHALLENGE),
+            ({}, bodies.MISSING, bodies.CHALLENGE),
+            ({"Authorization": ""}, bodies.MISSING, bodies.CHALLENGE),
+            ({"Authorization": "Basic dXNlcjpwYXNz"}, bodies.MISSING, bodies.CHALLENGE),
+            ({"Authorization": "Bearer sk_live_garbage"}, bodies.INVALID, bodies.INVALID_CHALLENGE),
+            ({"Authorization": "Bearer " + "x" * 5000}, bodies.INVALID, bodies.INVALID_CHALLENGE),
         ],
         ids=["none", "empty", "basic", "garbage", "huge"],
     )
@@ -137,13 +128,13 @@ class TestRefusals:
         assert not recorder.ran
 
     @pytest.mark.parametrize(
-        ("attr", "body"), [("revoked", REVOKED), ("expired", REVOKED)]
+        ("attr", "body"), [("revoked", bodies.REVOKED), ("expired", bodies.REVOKED)]
     )
     async def test_revoked_and_expired(self, client: httpx.AsyncClient, recorder: Recorder,
                                        keys: Keys, attr: str, body: bytes) -> None:
         """A revoked or expired key: 401 key_revoked."""
         response = await client.get("/", headers=bearer(getattr(keys, attr)))
-        assert_refused(response, 401, body, INVALID_CHALLENGE)
+        assert_refused(response, 401, body, bodies.INVALID_CHALLENGE)
         assert not recorder.ran
 
     async def test_unknown_key_of_valid_format(self, client: httpx.AsyncClient,
@@ -151,7 +142,7 @@ class TestRefusals:
         """A well-formed key the store does not hold: 401 invalid_api_key."""
         other = KeyManager(MemoryKeyStore(), hasher=Argon2Hasher("cheapest")).create("x")
         response = await client.get("/", headers=bearer(other.key))
-        assert_refused(response, 401, INVALID, INVALID_CHALLENGE)
+        assert_refused(response, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         assert not recorder.ran
 
     async def test_several_authorization_headers(
@@ -160,7 +151,7 @@ class TestRefusals:
         """Two Authorization headers, even both valid: 401, never "any one matches"."""
         value = f"Bearer {keys.live}".encode()
         scope = http_scope("/", headers=[(b"authorization", value), (b"authorization", value)])
-        assert_sent_refusal(await call(app, scope), 401, INVALID, INVALID_CHALLENGE)
+        assert_sent_refusal(await call(app, scope), 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         assert not recorder.ran
 
     async def test_mode_not_allowed(self, recorder: Recorder, memory_store: MemoryKeyStore,
@@ -170,8 +161,8 @@ class TestRefusals:
                                allowed_modes=["live"])
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as c:
-            assert_refused(await c.get("/", headers=bearer(keys.test)), 401, INVALID,
-                           INVALID_CHALLENGE)
+            assert_refused(await c.get("/", headers=bearer(keys.test)), 401, bodies.INVALID,
+                           bodies.INVALID_CHALLENGE)
             assert (await c.get("/", headers=bearer(keys.live))).status_code == 200
         assert len(recorder.scopes) == 1
 
@@ -182,7 +173,7 @@ class TestRefusals:
                                realm="payments")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as c:
-            assert_refused(await c.get("/"), 401, MISSING, 'Bearer realm="payments"')
+            assert_refused(await c.get("/"), 401, bodies.MISSING, 'Bearer realm="payments"')
         assert not recorder.ran
 
 
@@ -192,7 +183,7 @@ class TestRestrictions:
         """A read-only key may GET; a POST gets 403 insufficient_scope."""
         assert (await client.get("/v1/charges", headers=bearer(keys.read_only))).status_code == 200
         response = await client.post("/v1/charges", headers=bearer(keys.read_only))
-        assert_refused(response, 403, FORBIDDEN, SCOPE_CHALLENGE)
+        assert_refused(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
         assert [s["method"] for s in recorder.scopes] == ["GET"]
 
     async def test_path_limited_key(self, client: httpx.AsyncClient, recorder: Recorder,
@@ -202,7 +193,7 @@ class TestRestrictions:
         assert ok.status_code == 200
         for path in ("/v1/customers", "/v1/chargesX"):
             response = await client.get(path, headers=bearer(keys.charges_only))
-            assert_refused(response, 403, FORBIDDEN, SCOPE_CHALLENGE)
+            assert_refused(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
         assert [s["path"] for s in recorder.scopes] == ["/v1/charges/ch_1"]
 
     async def test_path_limit_is_judged_relative_to_root_path(
@@ -213,7 +204,7 @@ class TestRestrictions:
         ok = http_scope("/api/v1/charges", root_path="/api", headers=header)
         assert status_of(await call(app, ok)) == 200
         outside = http_scope("/api/v1/customers", root_path="/api", headers=header)
-        assert_sent_refusal(await call(app, outside), 403, FORBIDDEN, SCOPE_CHALLENGE)
+        assert_sent_refusal(await call(app, outside), 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
         assert len(recorder.scopes) == 1
 
 
@@ -250,7 +241,8 @@ class TestExemptPaths:
     async def test_look_alikes_need_a_key(self, app: APIKeyMiddleware, recorder: Recorder,
                                           path: str) -> None:
         """Paths that only look like an exempt one need a key (raw ASGI: no URL cleanup)."""
-        assert_sent_refusal(await call(app, http_scope(path)), 401, MISSING, CHALLENGE)
+        assert_sent_refusal(await call(app, http_scope(path)), 401, bodies.MISSING,
+                            bodies.CHALLENGE)
         assert not recorder.ran
 
     async def test_decision_is_on_the_decoded_path(self, app: APIKeyMiddleware,
@@ -258,14 +250,14 @@ class TestExemptPaths:
         """/%68ealth decodes to /health, which the router serves: exempt, like /health."""
         assert status_of(await call(app, http_scope("/health", raw_path=b"/%68ealth"))) == 200
         assert_sent_refusal(await call(app, http_scope("/admin", raw_path=b"/health")), 401,
-                            MISSING, CHALLENGE)
+                            bodies.MISSING, bodies.CHALLENGE)
         assert [s["path"] for s in recorder.scopes] == ["/health"]
 
     async def test_host_header_plays_no_part(self, app: APIKeyMiddleware,
                                              recorder: Recorder) -> None:
         """Only the path decides: a Host header cannot make a path exempt."""
         scope = http_scope("/admin", headers=[(b"host", b"example.com/health")])
-        assert_sent_refusal(await call(app, scope), 401, MISSING, CHALLENGE)
+        assert_sent_refusal(await call(app, scope), 401, bodies.MISSING, bodies.CHALLENGE)
         assert not recorder.ran
 
     @pytest.mark.parametrize(
@@ -286,7 +278,7 @@ class TestExemptPaths:
         if status == 200:
             assert status_of(sent) == 200
         else:
-            assert_sent_refusal(sent, 401, MISSING, CHALLENGE)
+            assert_sent_refusal(sent, 401, bodies.MISSING, bodies.CHALLENGE)
         assert recorder.ran == (status == 200)
 
     async def test_existing_user_is_kept_on_exempt_paths(self, app: APIKeyMiddleware,
@@ -324,8 +316,8 @@ class TestMethods:
                                             recorder: Recorder,
                                             headers: dict[str, str]) -> None:
         """An OPTIONS that is not a preflight needs a key."""
-        assert_refused(await client.options("/v1/charges", headers=headers), 401, MISSING,
-                       CHALLENGE)
+        assert_refused(await client.options("/v1/charges", headers=headers), 401, bodies.MISSING,
+                       bodies.CHALLENGE)
         assert not recorder.ran
 
     async def test_preflight_can_be_refused(self, recorder: Recorder,
@@ -336,7 +328,7 @@ class TestMethods:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as c:
             response = await c.options("/v1/charges", headers=self.PREFLIGHT)
-        assert_refused(response, 401, MISSING, CHALLENGE)
+        assert_refused(response, 401, bodies.MISSING, bodies.CHALLENGE)
         assert not recorder.ran
 
     @pytest.mark.parametrize("method", ["HEAD", "PROPFIND", "TRACE", "BREW"])
@@ -344,7 +336,7 @@ class TestMethods:
                                                   recorder: Recorder, method: str) -> None:
         """HEAD and unusual methods are authenticated like any other."""
         sent = await call(app, http_scope("/v1/charges", method=method))
-        assert_sent_refusal(sent, 401, MISSING, CHALLENGE)
+        assert_sent_refusal(sent, 401, bodies.MISSING, bodies.CHALLENGE)
         assert not recorder.ran
 
     async def test_behind_starlette_cors_middleware(self, authenticator: Authenticator,
@@ -374,7 +366,7 @@ class TestMethods:
             assert preflight.headers["access-control-allow-origin"] == "https://app.example"
             refused = await c.post("/v1/charges", headers={"Origin": "https://app.example"})
             assert refused.status_code == 401
-            assert refused.content == MISSING
+            assert refused.content == bodies.MISSING
             ok = await c.post("/v1/charges", headers={**bearer(keys.live),
                                                       "Origin": "https://app.example"})
             assert ok.text == "ok"
@@ -388,7 +380,7 @@ class TestStoreFailure:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as c:
             response = await c.get("/", headers=bearer(keys.live))
-        assert_refused(response, 503, UNAVAILABLE, None)
+        assert_refused(response, 503, bodies.UNAVAILABLE, None)
         assert response.headers["retry-after"] == "1"
         assert b"Traceback" not in response.content
         assert not recorder.ran
@@ -509,6 +501,6 @@ def test_repr_shows_no_secret(authenticator: Authenticator) -> None:
 
 def test_json_bodies_are_the_contract() -> None:
     """The expected bodies themselves, spelled out once."""
-    assert json.loads(MISSING) == {"error": {"type": "authentication_error",
+    assert json.loads(bodies.MISSING) == {"error": {"type": "authentication_error",
                                              "message": "No API key provided",
                                              "code": "missing_api_key"}}

@@ -27,15 +27,7 @@ from aqnt_auth.adapters.starlette import (
     APIKeyBackend,
     add_error_handlers,
 )
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ._support import BrokenStore, Keys, assert_refused, bearer
 
@@ -153,7 +145,7 @@ class TestRequires:
                                               ran: list[str], path: str) -> None:
         """Without the scope: the contract's JSON 403 naming the scope, not plain text."""
         response = await client.post(path, headers=bearer(keys.live))
-        assert_refused(response, 403, FORBIDDEN, WRITE_CHALLENGE)
+        assert_refused(response, 403, bodies.FORBIDDEN, WRITE_CHALLENGE)
         assert ran == []
 
     async def test_sync_endpoint(self, client: httpx.AsyncClient, keys: Keys,
@@ -161,7 +153,7 @@ class TestRequires:
         """Plain (sync) endpoints are wrapped too."""
         assert (await client.get("/charges", headers=bearer(keys.live))).text == "read"
         response = await client.get("/charges", headers=bearer(keys.test))
-        assert_refused(response, 403, FORBIDDEN,
+        assert_refused(response, 403, bodies.FORBIDDEN,
                        'Bearer realm="api", error="insufficient_scope", scope="charges:read"')
         assert ran == ["read_sync"]
 
@@ -172,7 +164,7 @@ class TestRequires:
             Middleware(APIKeyMiddleware, authenticator=authenticator,
                        exempt_paths=["/charges"])])
         async for c in _client(app):
-            assert_refused(await c.post("/charges"), 401, MISSING, CHALLENGE)
+            assert_refused(await c.post("/charges"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert ran == []
 
     async def test_starlette_own_requires_sees_our_scopes(self, client: httpx.AsyncClient,
@@ -188,7 +180,7 @@ class TestRequires:
                 client.websocket_connect("/ws", headers=bearer(keys.live)):
             pass  # pragma: no cover - never connects
         assert refused.value.status_code == 403
-        assert refused.value.content == FORBIDDEN
+        assert refused.value.content == bodies.FORBIDDEN
         assert refused.value.headers["www-authenticate"] == WRITE_CHALLENGE
         with client.websocket_connect("/ws", headers=bearer(keys.writer)):
             pass
@@ -210,14 +202,14 @@ class TestBackend:
         backend = APIKeyBackend(authenticator=authenticator, exempt_paths=["/health"])
         async for c in _client(backend_app(backend, ran)):
             assert (await c.get("/whoami", headers=bearer(keys.live))).text == keys.live_id
-            assert_refused(await c.get("/whoami"), 401, MISSING, CHALLENGE)
-            assert_refused(await c.get("/whoami", headers=bearer(keys.revoked)), 401, REVOKED,
-                           INVALID_CHALLENGE)
-            assert_refused(await c.get("/whoami", headers=bearer("sk_live_x")), 401, INVALID,
-                           INVALID_CHALLENGE)
+            assert_refused(await c.get("/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
+            assert_refused(await c.get("/whoami", headers=bearer(keys.revoked)), 401,
+                           bodies.REVOKED, bodies.INVALID_CHALLENGE)
+            assert_refused(await c.get("/whoami", headers=bearer("sk_live_x")), 401, bodies.INVALID,
+                           bodies.INVALID_CHALLENGE)
             assert (await c.get("/health")).text == "anonymous"
-            assert_refused(await c.post("/charges", headers=bearer(keys.live)), 403, FORBIDDEN,
-                           WRITE_CHALLENGE)
+            assert_refused(await c.post("/charges", headers=bearer(keys.live)), 403,
+                           bodies.FORBIDDEN, WRITE_CHALLENGE)
         assert ran == ["whoami", "whoami"]
 
     async def test_principal_in_state(self, authenticator: Authenticator, keys: Keys) -> None:
@@ -241,16 +233,16 @@ class TestBackend:
         backend = APIKeyBackend(authenticator=authenticator, allow_anonymous=True)
         async for c in _client(backend_app(backend, ran)):
             assert (await c.get("/whoami")).text == "anonymous"
-            assert_refused(await c.post("/charges"), 401, MISSING, CHALLENGE)
-            assert_refused(await c.get("/whoami", headers=bearer("sk_live_x")), 401, INVALID,
-                           INVALID_CHALLENGE)
+            assert_refused(await c.post("/charges"), 401, bodies.MISSING, bodies.CHALLENGE)
+            assert_refused(await c.get("/whoami", headers=bearer("sk_live_x")), 401, bodies.INVALID,
+                           bodies.INVALID_CHALLENGE)
         assert ran == ["whoami"]
 
     async def test_store_failure(self, cheap_hasher: Any, keys: Keys, ran: list[str]) -> None:
         backend = APIKeyBackend(BrokenStore(), hashers=[cheap_hasher])
         async for c in _client(backend_app(backend, ran)):
             response = await c.get("/whoami", headers=bearer(keys.live))
-        assert_refused(response, 503, UNAVAILABLE, None)
+        assert_refused(response, 503, bodies.UNAVAILABLE, None)
         assert response.headers["retry-after"] == "1"
         assert ran == []
         await backend.aclose()

@@ -24,15 +24,7 @@ from websockets.sync.client import connect
 
 from aqnt_auth import Argon2Hasher, KeyManager, SQLiteKeyStore
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    SCOPE_CHALLENGE,
-)
+from tests import bodies
 
 from ._support import assert_refused, bearer
 
@@ -93,26 +85,26 @@ def test_real_server(tmp_path: Path, cheap_hasher: Argon2Hasher) -> None:
         ok = client.get("/v1/whoami", headers=bearer(live.key))
         assert ok.json() == {"id": live.record.id, "user": live.record.id}
         assert client.get("/v1/whoami", headers=bearer(live.key)).status_code == 200  # warm
-        assert_refused(client.get("/v1/whoami"), 401, MISSING, CHALLENGE)
-        assert_refused(client.get("/v1/whoami", headers=bearer("sk_live_nope")), 401, INVALID,
-                       INVALID_CHALLENGE)
-        assert_refused(client.get("/v1/whoami", headers=bearer(revoked.key)), 401, REVOKED,
-                       INVALID_CHALLENGE)
-        assert_refused(client.post("/v1/whoami", headers=bearer(reader.key)), 403, FORBIDDEN,
-                       SCOPE_CHALLENGE)
+        assert_refused(client.get("/v1/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
+        assert_refused(client.get("/v1/whoami", headers=bearer("sk_live_nope")), 401,
+                       bodies.INVALID, bodies.INVALID_CHALLENGE)
+        assert_refused(client.get("/v1/whoami", headers=bearer(revoked.key)), 401, bodies.REVOKED,
+                       bodies.INVALID_CHALLENGE)
+        assert_refused(client.post("/v1/whoami", headers=bearer(reader.key)), 403, bodies.FORBIDDEN,
+                       bodies.SCOPE_CHALLENGE)
         # /health is not exempt here: every path needs a key unless listed.
-        assert_refused(client.get("/health"), 401, MISSING, CHALLENGE)
+        assert_refused(client.get("/health"), 401, bodies.MISSING, bodies.CHALLENGE)
         head = client.head("/v1/whoami")
         assert head.status_code == 401
-        assert head.headers["www-authenticate"] == CHALLENGE
+        assert head.headers["www-authenticate"] == bodies.CHALLENGE
 
         with connect(f"ws://{address}/ws", additional_headers=bearer(live.key)) as ws:
             assert ws.recv(timeout=10) == live.record.id
         with pytest.raises(InvalidStatus) as refused:
             connect(f"ws://{address}/ws", open_timeout=10)
         assert refused.value.response.status_code == 401
-        assert refused.value.response.body == MISSING
-        assert refused.value.response.headers["WWW-Authenticate"] == CHALLENGE
+        assert refused.value.response.body == bodies.MISSING
+        assert refused.value.response.headers["WWW-Authenticate"] == bodies.CHALLENGE
     assert ran == ["GET", "GET", "ws"]
     # The lifespan shutdown flushed the usage counts (3 requests with the live key).
     assert manager.get(live.record.id).usage_count == 3

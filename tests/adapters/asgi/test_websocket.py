@@ -11,7 +11,7 @@ from starlette.websockets import WebSocket
 
 from aqnt_auth import Authenticator
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
-from tests.bodies import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
+from tests import bodies
 
 from ._support import Keys, Recorder, bearer, call
 
@@ -53,7 +53,8 @@ def test_read_only_key_may_open_a_socket(client: TestClient, keys: Keys) -> None
 
 @pytest.mark.parametrize(
     ("key_attr", "body", "challenge"),
-    [(None, MISSING, CHALLENGE), ("revoked", REVOKED, INVALID_CHALLENGE)],
+    [(None, bodies.MISSING, bodies.CHALLENGE),
+     ("revoked", bodies.REVOKED, bodies.INVALID_CHALLENGE)],
     ids=["missing", "revoked"],
 )
 def test_refused_with_an_http_response(client: TestClient, keys: Keys, ran: list[str],

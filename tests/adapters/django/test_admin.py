@@ -16,7 +16,7 @@ from aqnt_auth import KeyManager
 from aqnt_auth.adapters.django.admin import APIKeyAdmin
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
-from tests.bodies import INVALID_CHALLENGE, REVOKED
+from tests import bodies
 
 from ._support import assert_error, bearer, issue
 
@@ -120,8 +120,8 @@ class TestRevoke:
         issued = issue()
         response = _action(admin_client, "revoke_keys", issued.record.id)
         assert "Revoked 1 API key(s)." in " ".join(_messages(response))
-        assert_error(Client().get("/v1/whoami", headers=bearer(issued.key)), 401, REVOKED,
-                     INVALID_CHALLENGE)
+        assert_error(Client().get("/v1/whoami", headers=bearer(issued.key)), 401, bodies.REVOKED,
+                     bodies.INVALID_CHALLENGE)
         row = APIKey.objects.get()
         assert row.revoked_at is not None
         # Read-only: no editable name field, and a POST is refused.
@@ -198,8 +198,8 @@ class TestRotate:
         old = issue()
         response = _action(admin_client, "rotate_keys", old.record.id, grace="0")
         (new_key,) = set(KEY.findall(response.content.decode()))
-        assert_error(Client().get("/v1/whoami", headers=bearer(old.key)), 401, REVOKED,
-                     INVALID_CHALLENGE)
+        assert_error(Client().get("/v1/whoami", headers=bearer(old.key)), 401, bodies.REVOKED,
+                     bodies.INVALID_CHALLENGE)
         assert Client().get("/v1/whoami", headers=bearer(new_key)).status_code == 200
 
     def test_bad_grace_and_revoked_keys(self, admin_client: Client) -> None:

@@ -20,15 +20,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from aqnt_auth import KeyManager, Principal
 from aqnt_auth.adapters.django.rest_framework import APIKeyUser
 from aqnt_auth.adapters.django.store import DjangoKeyStore
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ._support import assert_error, bearer, issue, on_databases
 from .views import CALLS
@@ -82,9 +74,9 @@ class TestAuthentication:
         exception handler, the body is missing_api_key too."""
         response = client.get("/drf/whoami")
         assert response.status_code == 401
-        assert response["WWW-Authenticate"] == CHALLENGE
+        assert response["WWW-Authenticate"] == bodies.CHALLENGE
         if exact:
-            assert_error(response, 401, MISSING, CHALLENGE)
+            assert_error(response, 401, bodies.MISSING, bodies.CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.django_db
@@ -93,13 +85,13 @@ class TestAuthentication:
         issued, revoked, read_only = issue(), issue(), issue(read_only=True)
         KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
         check(client.get("/drf/whoami", HTTP_AUTHORIZATION="Bearer sk_live_nope"), exact,
-              401, INVALID, INVALID_CHALLENGE)
+              401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         check(client.get("/drf/whoami", headers=bearer(issued.key[:-1] + "x")), exact,
-              401, INVALID, INVALID_CHALLENGE)
+              401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         check(client.get("/drf/whoami", headers=bearer(revoked.key)), exact,
-              401, REVOKED, INVALID_CHALLENGE)
+              401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
         check(client.post("/drf/whoami", headers=bearer(read_only.key)), exact,
-              403, FORBIDDEN, 'Bearer realm="api", error="insufficient_scope"')
+              403, bodies.FORBIDDEN, 'Bearer realm="api", error="insufficient_scope"')
         assert CALLS == []
 
     @pytest.mark.django_db
@@ -112,7 +104,7 @@ class TestAuthentication:
 
         with connections["default"].execute_wrapper(fail):
             response = client.get("/drf/whoami", headers=bearer(issued.key))
-        check(response, exact, 503, UNAVAILABLE, None)
+        check(response, exact, 503, bodies.UNAVAILABLE, None)
         assert response["Retry-After"] == "1"
         assert CALLS == []
 
@@ -148,7 +140,7 @@ class TestHasScopes:
         """The view's required_scopes: 403 naming them, or the view runs."""
         without = issue(scopes=["charges:read"])
         with_scope = issue(scopes=["charges:read", "charges:write"])
-        check(client.get("/drf/charges", headers=bearer(without.key)), exact, 403, FORBIDDEN,
+        check(client.get("/drf/charges", headers=bearer(without.key)), exact, 403, bodies.FORBIDDEN,
               'Bearer realm="api", error="insufficient_scope", scope="charges:write"')
         assert CALLS == []
         assert client.get("/drf/charges", headers=bearer(with_scope.key)).status_code == 200
@@ -157,7 +149,7 @@ class TestHasScopes:
     @pytest.mark.django_db
     def test_no_key(self, client: Client, exact: bool) -> None:
         """HasScopes without a key answers missing_api_key."""
-        check(client.get("/drf/charges"), exact, 401, MISSING, CHALLENGE)
+        check(client.get("/drf/charges"), exact, 401, bodies.MISSING, bodies.CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.django_db

@@ -20,17 +20,7 @@ from aqnt_auth import FailureLimiter, KeyManager, Principal
 from aqnt_auth.adapters.django import APIKeyMiddleware, get_authenticator
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    RATE_LIMITED,
-    REVOKED,
-    SCOPE_CHALLENGE,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ._support import (
     assert_error,
@@ -83,15 +73,15 @@ class TestDecisions:
     def test_missing_key(self, client: Client, alias: str) -> None:
         """No Authorization header: missing_api_key, without invalid_token."""
         with _on(alias):
-            assert_error(client.get("/v1/whoami"), 401, MISSING, CHALLENGE)
+            assert_error(client.get("/v1/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "", "Token abc"])
     @pytest.mark.django_db
     def test_other_schemes_are_missing(self, client: Client, header: str) -> None:
         """Another scheme or an empty Bearer is not an attempt at one of our keys."""
-        assert_error(client.get("/v1/whoami", HTTP_AUTHORIZATION=header), 401, MISSING,
-                     CHALLENGE)
+        assert_error(client.get("/v1/whoami", HTTP_AUTHORIZATION=header), 401, bodies.MISSING,
+                     bodies.CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.parametrize("alias", on_databases())
@@ -110,7 +100,7 @@ class TestDecisions:
                 f"Bearer {issued.key} extra",
             ):
                 response = client.get("/v1/whoami", HTTP_AUTHORIZATION=header)
-                assert_error(response, 401, INVALID, INVALID_CHALLENGE)
+                assert_error(response, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.parametrize("alias", on_databases())
@@ -123,7 +113,7 @@ class TestDecisions:
         with _on(alias):
             for issued in (revoked, expired):
                 response = client.get("/v1/whoami", headers=bearer(issued.key))
-                assert_error(response, 401, REVOKED, INVALID_CHALLENGE)
+                assert_error(response, 401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.parametrize("alias", on_databases())
@@ -132,7 +122,7 @@ class TestDecisions:
         issued = issue(alias)
         with _on(alias), connections[alias].execute_wrapper(_fail):
             response = client.get("/v1/whoami", headers=bearer(issued.key))
-        assert_error(response, 503, UNAVAILABLE)
+        assert_error(response, 503, bodies.UNAVAILABLE)
         assert response["Retry-After"] == "1"
         assert CALLS == []
 
@@ -150,7 +140,7 @@ class TestDecisions:
                                  dbname=conf["NAME"], autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", [pid])
             response = client.get("/v1/whoami", headers=bearer(issued.key))
-            assert_error(response, 503, UNAVAILABLE)
+            assert_error(response, 503, bodies.UNAVAILABLE)
             # What request_finished does under a real server (the test client
             # leaves it out): close connections that failed.
             close_old_connections()
@@ -166,13 +156,13 @@ class TestDecisions:
         with override_settings(AQNT_AUTH=auth_settings(RATE_LIMIT=limiter)):
             client.get("/v1/whoami", headers=bearer(issued.key))  # proven first
             for _ in range(2):
-                assert_error(client.get("/v1/whoami", headers=bearer(bad)), 401, INVALID,
-                             INVALID_CHALLENGE)
+                assert_error(client.get("/v1/whoami", headers=bearer(bad)), 401, bodies.INVALID,
+                             bodies.INVALID_CHALLENGE)
             refused = client.get("/v1/whoami", headers=bearer(bad))
-            assert_error(refused, 429, RATE_LIMITED)
+            assert_error(refused, 429, bodies.RATE_LIMITED)
             assert int(refused["Retry-After"]) >= 1
             other = client.get("/v1/whoami", headers=bearer(bad), REMOTE_ADDR="10.0.0.9")
-            assert_error(other, 401, INVALID, INVALID_CHALLENGE)
+            assert_error(other, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
             assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
         assert CALLS == ["whoami", "whoami"]
 
@@ -181,17 +171,17 @@ class TestDecisions:
         """With ALLOWED_MODES = ["live"], a test key is invalid_api_key."""
         issued = issue(mode="test")
         with override_settings(AQNT_AUTH=auth_settings(ALLOWED_MODES=["live"])):
-            assert_error(client.get("/v1/whoami", headers=bearer(issued.key)), 401, INVALID,
-                         INVALID_CHALLENGE)
+            assert_error(client.get("/v1/whoami", headers=bearer(issued.key)), 401, bodies.INVALID,
+                         bodies.INVALID_CHALLENGE)
         assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
 
     @pytest.mark.django_db
     def test_realm_follows_override_settings(self, client: Client) -> None:
         """The setting is re-read on setting_changed, even mid-client."""
-        assert_error(client.get("/v1/whoami"), 401, MISSING, CHALLENGE)
+        assert_error(client.get("/v1/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
         with override_settings(AQNT_AUTH=auth_settings(REALM="payments")):
-            assert_error(client.get("/v1/whoami"), 401, MISSING, 'Bearer realm="payments"')
-        assert_error(client.get("/v1/whoami"), 401, MISSING, CHALLENGE)
+            assert_error(client.get("/v1/whoami"), 401, bodies.MISSING, 'Bearer realm="payments"')
+        assert_error(client.get("/v1/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
 
 
 class TestRestrictions:
@@ -205,7 +195,7 @@ class TestRestrictions:
         with _on(alias):
             assert client.get("/v1/charges", headers=bearer(issued.key)).status_code == 201
             response = client.post("/v1/charges", headers=bearer(issued.key))
-        assert_error(response, 403, FORBIDDEN, SCOPE_CHALLENGE)
+        assert_error(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
         assert CALLS == ["charges GET"]
 
     @pytest.mark.django_db
@@ -214,8 +204,8 @@ class TestRestrictions:
         issued = issue(allowed_paths=["/v1/charges"])
         assert client.get("/v1/charges", headers=bearer(issued.key)).status_code == 201
         assert client.get("/v1/charges/ch_1", headers=bearer(issued.key)).status_code == 201
-        assert_error(client.get("/v1/whoami", headers=bearer(issued.key)), 403, FORBIDDEN,
-                     SCOPE_CHALLENGE)
+        assert_error(client.get("/v1/whoami", headers=bearer(issued.key)), 403, bodies.FORBIDDEN,
+                     bodies.SCOPE_CHALLENGE)
         assert CALLS == ["charges GET", "charges GET"]
 
 
@@ -234,7 +224,7 @@ class TestExemptions:
     @pytest.mark.django_db
     def test_look_alikes_are_not_exempt(self, client: Client, path: str) -> None:
         """Paths that merely resemble an exempt one need a key."""
-        assert_error(client.get(path), 401, MISSING, CHALLENGE)
+        assert_error(client.get(path), 401, bodies.MISSING, bodies.CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.django_db
@@ -248,8 +238,8 @@ class TestExemptions:
         """Under a mount point the rules see the path within the app."""
         response = client.get("/health", SCRIPT_NAME="/mount")
         assert response.status_code == 200
-        assert_error(client.get("/mount/health", SCRIPT_NAME="/mount"), 401, MISSING,
-                     CHALLENGE)
+        assert_error(client.get("/mount/health", SCRIPT_NAME="/mount"), 401, bodies.MISSING,
+                     bodies.CHALLENGE)
 
     @pytest.mark.django_db
     def test_cors_preflight(self, client: Client) -> None:
@@ -257,9 +247,10 @@ class TestExemptions:
         OPTIONS does not."""
         preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
         assert client.options("/v1/charges", headers=preflight).status_code == 201
-        assert_error(client.options("/v1/charges"), 401, MISSING, CHALLENGE)
+        assert_error(client.options("/v1/charges"), 401, bodies.MISSING, bodies.CHALLENGE)
         with override_settings(AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=False)):
-            assert_error(client.options("/v1/charges", headers=preflight), 401, MISSING, CHALLENGE)
+            assert_error(client.options("/v1/charges", headers=preflight), 401, bodies.MISSING,
+                         bodies.CHALLENGE)
         assert CALLS == ["charges OPTIONS"]
 
 
@@ -271,7 +262,7 @@ class TestCSRF:
         client = Client(enforce_csrf_checks=True)
         issued = issue()
         assert client.post("/v1/charges", headers=bearer(issued.key)).status_code == 201
-        assert_error(client.post("/v1/charges"), 401, MISSING, CHALLENGE)
+        assert_error(client.post("/v1/charges"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert CALLS == ["charges POST"]
 
 
@@ -308,9 +299,11 @@ class TestAsync:
             sync_view = await client.get("/v1/whoami", headers={
                 "Authorization": f"Bearer {issued.key}"})
             assert sync_view.status_code == 200
-            assert_error(await client.get("/v1/async-whoami"), 401, MISSING, CHALLENGE)
+            assert_error(await client.get("/v1/async-whoami"), 401, bodies.MISSING,
+                         bodies.CHALLENGE)
             assert_error(await client.get("/v1/async-whoami", headers={
-                "Authorization": f"Bearer {revoked.key}"}), 401, REVOKED, INVALID_CHALLENGE)
+                "Authorization": f"Bearer {revoked.key}"}), 401, bodies.REVOKED,
+                bodies.INVALID_CHALLENGE)
 
         with _on(alias):
             # async_to_sync runs Django's thread-sensitive calls on this thread,
@@ -329,7 +322,7 @@ class TestAsync:
 
         with connections["default"].execute_wrapper(_fail):
             response = async_to_sync(run)()
-        assert_error(response, 503, UNAVAILABLE)
+        assert_error(response, 503, bodies.UNAVAILABLE)
         assert CALLS == []
 
     def test_capabilities(self) -> None:

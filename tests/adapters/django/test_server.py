@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bodies import CHALLENGE, INVALID_CHALLENGE, MISSING, REVOKED
+from tests import bodies
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -87,10 +87,10 @@ def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
 
         missing = client.get("/v1/whoami")
         assert missing.status_code == 401
-        assert missing.content == MISSING
+        assert missing.content == bodies.MISSING
         assert missing.headers["content-type"] == "application/json"
-        assert missing.headers["www-authenticate"] == CHALLENGE
-        assert missing.headers["content-length"] == str(len(MISSING))
+        assert missing.headers["www-authenticate"] == bodies.CHALLENGE
+        assert missing.headers["content-length"] == str(len(bodies.MISSING))
 
         health = client.get("/health")
         assert health.json() == {"ok": True, "api_key": None}
@@ -99,8 +99,8 @@ def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
         manage(env, "aqnt_keys", "revoke", key_id)
         revoked = client.get("/v1/async-whoami", headers=auth)
         assert revoked.status_code == 401
-        assert revoked.content == REVOKED
-        assert revoked.headers["www-authenticate"] == INVALID_CHALLENGE
+        assert revoked.content == bodies.REVOKED
+        assert revoked.headers["www-authenticate"] == bodies.INVALID_CHALLENGE
 
     # The server flushes usage counts every 0.2 s: the two good requests.
     deadline = time.monotonic() + 10

@@ -11,7 +11,7 @@ from flask.testing import FlaskCliRunner
 
 from aqnt_auth import IssuedKey, MemoryKeyStore
 from aqnt_auth._cli import format_created, format_records, format_revoked, format_rotated
-from tests.bodies import REVOKED
+from tests import bodies
 
 from ..wsgi._support import bearer
 
@@ -117,7 +117,7 @@ class TestManage:
         assert revoked is not None
         assert result.output == format_revoked(revoked) + "\n"
         response = app.test_client().get("/", headers=bearer(key))
-        assert response.get_data() == REVOKED
+        assert response.get_data() == bodies.REVOKED
 
     def test_rotate(self, runner: FlaskCliRunner, app: Flask,
                     memory_store: MemoryKeyStore) -> None:
@@ -132,7 +132,7 @@ class TestManage:
         assert result.output == format_rotated(old_record, IssuedKey(new_key, new)) + "\n"
         client = app.test_client()
         assert client.get("/", headers=bearer(new_key)).status_code == 200
-        assert client.get("/", headers=bearer(old_key)).get_data() == REVOKED
+        assert client.get("/", headers=bearer(old_key)).get_data() == bodies.REVOKED
 
     def test_rotate_with_grace(self, runner: FlaskCliRunner, app: Flask) -> None:
         old, old_key = create(runner, "--name", "graceful")

@@ -17,7 +17,7 @@ from aqnt_auth import (
     SQLiteKeyStore,
 )
 from aqnt_auth.adapters.flask import CONFIG_DEFAULTS, EXTENSION_KEY, AQNTAuth
-from tests.bodies import INVALID, INVALID_CHALLENGE
+from tests import bodies
 
 from ..wsgi._support import assert_refused, bearer
 from .conftest import AppFactory
@@ -139,8 +139,8 @@ class TestConfig:
         test = manager.create("test", mode="test").key
         for modes in (["test"], "test", " test , "):
             client = make_app(AQNT_AUTH_ALLOWED_MODES=modes).test_client()
-            assert_refused(client.get("/", headers=bearer(live)), 401, INVALID,
-                           INVALID_CHALLENGE)
+            assert_refused(client.get("/", headers=bearer(live)), 401, bodies.INVALID,
+                           bodies.INVALID_CHALLENGE)
             assert calls == []
             assert client.get("/", headers=bearer(test)).status_code == 200
             calls.clear()

@@ -11,16 +11,7 @@ from werkzeug.test import TestResponse
 
 from aqnt_auth import Argon2Hasher, FailureLimiter, KeyManager, MemoryKeyStore, require_scopes
 from aqnt_auth.adapters.flask import AQNTAuth, current_api_key
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    SCOPE_CHALLENGE,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ..wsgi._support import BrokenStore, assert_limited_per_client, assert_refused, bearer
 from .conftest import AppFactory
@@ -55,18 +46,19 @@ class TestEveryRouteIsProtected:
                          path: str) -> None:
         """No key: 401 before the view, the static file, a redirect, a 404 or a 405."""
         response = client.open(path, method=method)
-        refused(response, calls, 401, MISSING, CHALLENGE)
+        refused(response, calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     @pytest.mark.parametrize(("method", "path"), PROTECTED[:6])
     def test_invalid_key(self, client: FlaskClient, calls: list[str], method: str,
                          path: str) -> None:
         response = client.open(path, method=method, headers=bearer("sk_live_garbage"))
-        refused(response, calls, 401, INVALID, INVALID_CHALLENGE)
+        refused(response, calls, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
     def test_revoked_key(self, client: FlaskClient, calls: list[str], key: str,
                          manager: KeyManager) -> None:
         manager.revoke(manager.list()[0].id)
-        refused(client.get("/", headers=bearer(key)), calls, 401, REVOKED, INVALID_CHALLENGE)
+        refused(client.get("/", headers=bearer(key)), calls, 401, bodies.REVOKED,
+                bodies.INVALID_CHALLENGE)
 
     def test_with_a_key_routing_errors_are_the_apps(self, client: FlaskClient, key: str
                                                      ) -> None:
@@ -106,20 +98,20 @@ class TestEveryRouteIsProtected:
         response = client.head("/")
         assert response.status_code == 401
         assert response.get_data() == b""
-        assert response.headers["WWW-Authenticate"] == CHALLENGE
+        assert response.headers["WWW-Authenticate"] == bodies.CHALLENGE
         assert calls == []
 
     def test_store_failure(self, make_app: AppFactory, calls: list[str], key: str) -> None:
         """A store that cannot answer: 503 auth_unavailable with Retry-After."""
         client = make_app(AQNT_AUTH_STORE=BrokenStore()).test_client()
         response = client.get("/", headers=bearer(key))
-        refused(response, calls, 503, UNAVAILABLE, None)
+        refused(response, calls, 503, bodies.UNAVAILABLE, None)
         assert response.headers["Retry-After"] == "1"
 
     def test_comma_joined_authorization(self, client: FlaskClient, calls: list[str], key: str
                                         ) -> None:
         response = client.get("/", headers=bearer(f"{key}, Bearer {key}"))
-        refused(response, calls, 401, INVALID, INVALID_CHALLENGE)
+        refused(response, calls, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
 
 class TestRateLimit:
@@ -137,10 +129,10 @@ class TestKeyRestrictions:
                        ) -> None:
         """A read-only key may GET but not POST, on every route."""
         key = manager.create("reader", read_only=True).key
-        refused(client.post("/v1/charges", headers=bearer(key)), calls, 403, FORBIDDEN,
-                SCOPE_CHALLENGE)
-        refused(client.post("/nowhere", headers=bearer(key)), calls, 403, FORBIDDEN,
-                SCOPE_CHALLENGE)
+        refused(client.post("/v1/charges", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
+                bodies.SCOPE_CHALLENGE)
+        refused(client.post("/nowhere", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
+                bodies.SCOPE_CHALLENGE)
         assert client.get("/v1/charges", headers=bearer(key)).status_code == 200
 
     def test_allowed_paths(self, client: FlaskClient, calls: list[str], manager: KeyManager
@@ -148,8 +140,8 @@ class TestKeyRestrictions:
         """A key limited to /v1/charges cannot reach other routes or static files."""
         key = manager.create("charges", allowed_paths=["/v1/charges"]).key
         for path in ("/", "/report", "/static/logo.txt", "/v1/chargesX"):
-            refused(client.get(path, headers=bearer(key)), calls, 403, FORBIDDEN,
-                    SCOPE_CHALLENGE)
+            refused(client.get(path, headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
+                    bodies.SCOPE_CHALLENGE)
         assert client.get("/v1/charges", headers=bearer(key)).status_code == 200
 
 
@@ -172,7 +164,7 @@ class TestExemptions:
     def test_exempt_only_for_its_methods(self, client: FlaskClient, calls: list[str]) -> None:
         """The exemption is the view's: a method it does not serve has no view, so it
         needs a key before its 405."""
-        refused(client.post("/public"), calls, 401, MISSING, CHALLENGE)
+        refused(client.post("/public"), calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_exempt_static_files_by_path(self, make_app: AppFactory) -> None:
         client = make_app(AQNT_AUTH_EXEMPT_PATHS=["/static/*"]).test_client()
@@ -182,7 +174,7 @@ class TestExemptions:
 
     @pytest.mark.parametrize("path", ["/publicx", "/public/", "/PUBLIC", "/static/"])
     def test_look_alikes(self, client: FlaskClient, calls: list[str], path: str) -> None:
-        refused(client.get(path), calls, 401, MISSING, CHALLENGE)
+        refused(client.get(path), calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_collapsed_slashes_follow_the_router(self, client: FlaskClient, calls: list[str]
                                                  ) -> None:
@@ -202,7 +194,7 @@ class TestExemptions:
 
     def test_plain_options_needs_a_key(self, client: FlaskClient, calls: list[str]) -> None:
         response = client.options("/v1/charges", headers={"Origin": "https://app.example"})
-        refused(response, calls, 401, MISSING, CHALLENGE)
+        refused(response, calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
 
 class TestRequireScopes:
@@ -214,13 +206,13 @@ class TestRequireScopes:
                            ) -> None:
         """403 with the core's body, naming the scopes in WWW-Authenticate."""
         key = manager.create("no scopes").key
-        refused(client.post("/refunds", headers=bearer(key)), calls, 403, FORBIDDEN,
+        refused(client.post("/refunds", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
                 'Bearer realm="api", error="insufficient_scope", scope="refunds:write"')
 
     def test_async_view(self, client: FlaskClient, calls: list[str], key: str,
                         manager: KeyManager) -> None:
         """An async scoped view: refused without every scope, run with them."""
-        refused(client.post("/async-refunds", headers=bearer(key)), calls, 403, FORBIDDEN,
+        refused(client.post("/async-refunds", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
                 'Bearer realm="api", error="insufficient_scope", '
                 'scope="refunds:write refunds:read"')
         both = manager.create("both", scopes=["refunds:write", "refunds:read"]).key
@@ -231,7 +223,7 @@ class TestRequireScopes:
     def test_class_based_view(self, client: FlaskClient, calls: list[str], key: str,
                               manager: KeyManager) -> None:
         """Through MethodView.decorators."""
-        refused(client.get("/items", headers=bearer(key)), calls, 403, FORBIDDEN,
+        refused(client.get("/items", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
                 'Bearer realm="api", error="insufficient_scope", scope="items:write"')
         writer = manager.create("writer", scopes=["items:write"]).key
         assert client.get("/items", headers=bearer(writer)).get_data() == b"items"
@@ -271,21 +263,21 @@ class TestAppErrorHandlers:
         return app
 
     def test_missing_key_stays_json(self, client: FlaskClient, calls: list[str]) -> None:
-        refused(client.get("/"), calls, 401, MISSING, CHALLENGE)
-        refused(client.get("/no/such/route"), calls, 401, MISSING, CHALLENGE)
+        refused(client.get("/"), calls, 401, bodies.MISSING, bodies.CHALLENGE)
+        refused(client.get("/no/such/route"), calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_scope_error_stays_json(self, client: FlaskClient, calls: list[str],
                                     manager: KeyManager) -> None:
         key = manager.create("no scopes").key
         response = client.post("/refunds", headers=bearer(key))
-        assert response.get_data() == FORBIDDEN
+        assert response.get_data() == bodies.FORBIDDEN
         assert calls == []
 
     def test_store_failure_stays_json(self, make_app: AppFactory, calls: list[str], key: str
                                       ) -> None:
         broken = make_app(AQNT_AUTH_STORE=BrokenStore())
         broken.register_error_handler(Exception, lambda e: ("<html>oops</html>", 500))
-        refused(broken.test_client().get("/", headers=bearer(key)), calls, 503, UNAVAILABLE,
+        refused(broken.test_client().get("/", headers=bearer(key)), calls, 503, bodies.UNAVAILABLE,
                 None)
 
     def test_refusal_raised_in_a_view(self, make_app: AppFactory, key: str) -> None:
@@ -299,7 +291,7 @@ class TestAppErrorHandlers:
             return "admin"
 
         response = app.test_client().get("/inline", headers=bearer(key))
-        assert_refused(response, 403, FORBIDDEN,
+        assert_refused(response, 403, bodies.FORBIDDEN,
                        'Bearer realm="api", error="insufficient_scope", scope="admin"')
 
     def test_after_request_still_runs(self, app: Flask, client: FlaskClient) -> None:

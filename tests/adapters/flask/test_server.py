@@ -9,15 +9,7 @@ import pytest
 from flask import Flask
 
 from aqnt_auth import KeyManager
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ..wsgi._support import BrokenStore, serve
 from .conftest import AppFactory
@@ -49,7 +41,7 @@ def test_valid_key(base_url: str, manager: KeyManager, calls: list[str]) -> None
 
 @pytest.mark.parametrize("path", ["/", "/v1/charges", "/no/such/route", "/static/logo.txt"])
 def test_missing_key(base_url: str, calls: list[str], path: str) -> None:
-    assert_wire_refusal(httpx.get(f"{base_url}{path}"), 401, MISSING, CHALLENGE)
+    assert_wire_refusal(httpx.get(f"{base_url}{path}"), 401, bodies.MISSING, bodies.CHALLENGE)
     assert calls == []
 
 
@@ -57,7 +49,7 @@ def test_revoked_key(base_url: str, manager: KeyManager, calls: list[str]) -> No
     issued = manager.create("revoked over the wire")
     manager.revoke(issued.record.id)
     response = httpx.get(base_url, headers={"Authorization": f"Bearer {issued.key}"})
-    assert_wire_refusal(response, 401, REVOKED, INVALID_CHALLENGE)
+    assert_wire_refusal(response, 401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
     assert calls == []
 
 
@@ -67,14 +59,14 @@ def test_two_authorization_headers(base_url: str, manager: KeyManager, calls: li
     good = manager.create("good").key
     response = httpx.get(base_url, headers=[("Authorization", f"Bearer {good}"),
                                             ("Authorization", f"Bearer {good}")])
-    assert_wire_refusal(response, 401, INVALID, INVALID_CHALLENGE)
+    assert_wire_refusal(response, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
     assert calls == []
 
 
 def test_insufficient_scope(base_url: str, manager: KeyManager, calls: list[str]) -> None:
     key = manager.create("unscoped").key
     response = httpx.post(f"{base_url}/refunds", headers={"Authorization": f"Bearer {key}"})
-    assert_wire_refusal(response, 403, FORBIDDEN,
+    assert_wire_refusal(response, 403, bodies.FORBIDDEN,
                         'Bearer realm="api", error="insufficient_scope", scope="refunds:write"')
     assert calls == []
 
@@ -83,6 +75,6 @@ def test_store_down(make_app: AppFactory, manager: KeyManager, calls: list[str])
     key = manager.create("stranded").key
     with serve(make_app(AQNT_AUTH_STORE=BrokenStore())) as url:
         response = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
-    assert_wire_refusal(response, 503, UNAVAILABLE, None)
+    assert_wire_refusal(response, 503, bodies.UNAVAILABLE, None)
     assert response.headers["retry-after"] == "1"
     assert calls == []

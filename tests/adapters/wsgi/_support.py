@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client, TestResponse
 
 from aqnt_auth import KeyManager, KeyRecord, MemoryKeyStore
-from tests.bodies import INVALID, INVALID_CHALLENGE, RATE_LIMITED
+from tests import bodies
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -45,11 +45,11 @@ def assert_limited_per_client(client: Client, strangers: KeyManager, calls: list
         assert calls == []
 
     for _ in range(2):
-        refused(attempt("10.0.0.1"), 401, INVALID, INVALID_CHALLENGE)
+        refused(attempt("10.0.0.1"), 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
     response = attempt("10.0.0.1")
-    refused(response, 429, RATE_LIMITED, None)
+    refused(response, 429, bodies.RATE_LIMITED, None)
     assert int(response.headers["Retry-After"]) >= 1
-    refused(attempt("10.0.0.2"), 401, INVALID, INVALID_CHALLENGE)
+    refused(attempt("10.0.0.2"), 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
 
 class BrokenStore(MemoryKeyStore):

@@ -19,16 +19,7 @@ from aqnt_auth import (
     MemoryKeyStore,
 )
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
-from tests.bodies import (
-    CHALLENGE,
-    FORBIDDEN,
-    INVALID,
-    INVALID_CHALLENGE,
-    MISSING,
-    REVOKED,
-    SCOPE_CHALLENGE,
-    UNAVAILABLE,
-)
+from tests import bodies
 
 from ._support import BrokenStore, assert_limited_per_client, bearer
 from ._support import assert_refused as check_refusal
@@ -89,30 +80,30 @@ def assert_refused(response: TestResponse, inner: Recorder, status: int, body: b
 class TestRefusals:
     def test_missing_key(self, client: Client, inner: Recorder) -> None:
         """No Authorization header: 401 missing_api_key, the app never runs."""
-        assert_refused(client.get("/"), inner, 401, MISSING, CHALLENGE)
+        assert_refused(client.get("/"), inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_other_scheme_is_missing(self, client: Client, inner: Recorder) -> None:
         """A Basic header is not an attempt at one of our keys."""
         response = client.get("/", headers={"Authorization": "Basic dXNlcjpwYXNz"})
-        assert_refused(response, inner, 401, MISSING, CHALLENGE)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_malformed_key(self, client: Client, inner: Recorder) -> None:
         """A token that is not a well-formed key: 401 invalid_api_key."""
         response = client.get("/", headers=bearer("sk_live_nope"))
-        assert_refused(response, inner, 401, INVALID, INVALID_CHALLENGE)
+        assert_refused(response, inner, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
     def test_wrong_secret(self, client: Client, inner: Recorder, manager: KeyManager) -> None:
         """A well-formed key of an unknown id: 401 invalid_api_key."""
         other = KeyManager(MemoryKeyStore(), hasher=manager.hasher).create("elsewhere").key
-        assert_refused(client.get("/", headers=bearer(other)), inner, 401, INVALID,
-                       INVALID_CHALLENGE)
+        assert_refused(client.get("/", headers=bearer(other)), inner, 401, bodies.INVALID,
+                       bodies.INVALID_CHALLENGE)
 
     def test_revoked_key(self, client: Client, inner: Recorder, manager: KeyManager,
                          key: str) -> None:
         """A revoked key: 401 key_revoked."""
         manager.revoke(manager.list()[0].id)
-        assert_refused(client.get("/", headers=bearer(key)), inner, 401, REVOKED,
-                       INVALID_CHALLENGE)
+        assert_refused(client.get("/", headers=bearer(key)), inner, 401, bodies.REVOKED,
+                       bodies.INVALID_CHALLENGE)
 
     def test_comma_joined_headers(self, client: Client, inner: Recorder, key: str,
                                   manager: KeyManager) -> None:
@@ -121,20 +112,20 @@ class TestRefusals:
         for joined in (f"Bearer {key}, Bearer {second}", f"Bearer {key},Bearer {second}",
                        f"Basic dXNlcjpwYXNz, Bearer {key}", f"Bearer {key}, Basic eDp5"):
             response = client.get("/", headers={"Authorization": joined})
-            assert_refused(response, inner, 401, INVALID, INVALID_CHALLENGE)
+            assert_refused(response, inner, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
     def test_non_ascii_header(self, client: Client, inner: Recorder) -> None:
         """PEP 3333 gives headers as latin-1 text; anything non-ASCII is invalid."""
         environ = {"HTTP_AUTHORIZATION": "Bearer sk_live_\xe9t\xe9"}
         response = client.get("/", environ_overrides=environ)
-        assert_refused(response, inner, 401, INVALID, INVALID_CHALLENGE)
+        assert_refused(response, inner, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
 
     def test_read_only_key_cannot_post(self, client: Client, inner: Recorder,
                                        manager: KeyManager) -> None:
         """A read-only key's restriction is enforced on the request's method."""
         key = manager.create("reader", read_only=True).key
-        assert_refused(client.post("/", headers=bearer(key)), inner, 403, FORBIDDEN,
-                       SCOPE_CHALLENGE)
+        assert_refused(client.post("/", headers=bearer(key)), inner, 403, bodies.FORBIDDEN,
+                       bodies.SCOPE_CHALLENGE)
         assert client.get("/", headers=bearer(key)).status_code == 200
 
     def test_allowed_paths(self, client: Client, inner: Recorder, manager: KeyManager) -> None:
@@ -142,7 +133,7 @@ class TestRefusals:
         key = manager.create("charges only", allowed_paths=["/v1/charges"]).key
         for path in ("/v1/refunds", "/v1/chargesX", "/v1/charges/../refunds"):
             response = client.get(path, headers=bearer(key))
-            assert_refused(response, inner, 403, FORBIDDEN, SCOPE_CHALLENGE)
+            assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
         assert client.get("/v1/charges/ch_1", headers=bearer(key)).status_code == 200
 
     def test_head_gets_no_body(self, client: Client, inner: Recorder) -> None:
@@ -150,8 +141,8 @@ class TestRefusals:
         response = client.head("/")
         assert response.status_code == 401
         assert response.get_data() == b""
-        assert response.headers["Content-Length"] == str(len(MISSING))
-        assert response.headers["WWW-Authenticate"] == CHALLENGE
+        assert response.headers["Content-Length"] == str(len(bodies.MISSING))
+        assert response.headers["WWW-Authenticate"] == bodies.CHALLENGE
         assert inner.calls == []
 
     def test_store_failure_is_503(self, inner: Recorder, cheap_hasher: Argon2Hasher,
@@ -160,7 +151,7 @@ class TestRefusals:
         broken = BrokenStore()
         mw = APIKeyMiddleware(inner, broken, hashers=[cheap_hasher], track_usage=False)
         response = Client(mw).get("/", headers=bearer(key))
-        assert_refused(response, inner, 503, UNAVAILABLE, None)
+        assert_refused(response, inner, 503, bodies.UNAVAILABLE, None)
         assert response.headers["Retry-After"] == "1"
 
 
@@ -223,8 +214,8 @@ class TestFrameworks:
         app.wsgi_app = mw  # type: ignore[method-assign]
         client = app.test_client()
         assert client.get("/whoami", headers=bearer(key)).get_data() == b"test key"
-        check_refusal(client.get("/whoami"), 401, MISSING, CHALLENGE)
-        check_refusal(client.get("/nope"), 401, MISSING, CHALLENGE)
+        check_refusal(client.get("/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
+        check_refusal(client.get("/nope"), 401, bodies.MISSING, bodies.CHALLENGE)
         assert ran == ["whoami"]
 
 
@@ -244,7 +235,7 @@ class TestExemptions:
     )
     def test_look_alikes_need_a_key(self, client: Client, inner: Recorder, path: str) -> None:
         """Near misses of an exempt path are not exempt."""
-        assert_refused(client.get(path), inner, 401, MISSING, CHALLENGE)
+        assert_refused(client.get(path), inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_decided_on_path_info_not_script_name(self, client: Client, inner: Recorder
                                                    ) -> None:
@@ -256,12 +247,12 @@ class TestExemptions:
         inner.calls.clear()
         response = client.get("/", environ_overrides={
             "SCRIPT_NAME": "/health", "PATH_INFO": "/secret"})
-        assert_refused(response, inner, 401, MISSING, CHALLENGE)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_empty_path_info_is_the_root(self, client: Client, inner: Recorder) -> None:
         """A request for the mount point itself (PATH_INFO "") is "/", which needs a key."""
         response = client.get("/", environ_overrides={"SCRIPT_NAME": "/api", "PATH_INFO": ""})
-        assert_refused(response, inner, 401, MISSING, CHALLENGE)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_non_ascii_path(self, client: Client, inner: Recorder) -> None:
         """PATH_INFO is latin-1-decoded bytes; UTF-8 percent-encoding matches "/café"."""
@@ -271,7 +262,7 @@ class TestExemptions:
 
     def test_non_utf8_path_matches_no_rule(self, client: Client, inner: Recorder) -> None:
         """Bytes that are not UTF-8 (latin-1 "é" alone) never match a rule."""
-        assert_refused(client.get("/caf%E9"), inner, 401, MISSING, CHALLENGE)
+        assert_refused(client.get("/caf%E9"), inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_non_ascii_allowed_path(self, client: Client, inner: Recorder,
                                     manager: KeyManager) -> None:
@@ -280,7 +271,7 @@ class TestExemptions:
         assert client.get("/menu/caf%C3%A9/1", headers=bearer(key)).status_code == 200
         inner.calls.clear()
         response = client.get("/menu/cafe", headers=bearer(key))
-        assert_refused(response, inner, 403, FORBIDDEN, SCOPE_CHALLENGE)
+        assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
 
 
 PREFLIGHT: Final = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
@@ -298,13 +289,13 @@ class TestCORSPreflight:
                                        header: str) -> None:
         """OPTIONS without both preflight headers is an ordinary request."""
         response = client.options("/v1/charges", headers={header: PREFLIGHT[header]})
-        assert_refused(response, inner, 401, MISSING, CHALLENGE)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_preflight_handling_can_be_turned_off(self, inner: Recorder,
                                                   memory_store: MemoryKeyStore) -> None:
         mw = APIKeyMiddleware(inner, memory_store, allow_cors_preflight=False)
         response = Client(mw).options("/", headers=PREFLIGHT)
-        assert_refused(response, inner, 401, MISSING, CHALLENGE)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
 
 class TestConfiguration:
@@ -351,5 +342,5 @@ class TestConfiguration:
         manager.expire(issued.record.id, dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
         mw = APIKeyMiddleware(inner, memory_store, hashers=[cheap_hasher], track_usage=False)
         response = Client(mw).get("/", headers=bearer(issued.key))
-        assert_refused(response, inner, 401, REVOKED, INVALID_CHALLENGE)
+        assert_refused(response, inner, 401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
 

@@ -15,7 +15,7 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager, MemoryKeyStore
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
-from tests.bodies import CHALLENGE, INVALID, INVALID_CHALLENGE, MISSING
+from tests import bodies
 
 from ._support import serve
 
@@ -55,10 +55,10 @@ def test_missing_key(base_url: str, calls: list[str]) -> None:
     """Over the wire: the exact body, WWW-Authenticate, and the app never ran."""
     response = httpx.get(f"{base_url}/v1/charges")
     assert response.status_code == 401
-    assert response.content == MISSING
+    assert response.content == bodies.MISSING
     assert response.headers["content-type"] == "application/json"
-    assert response.headers["www-authenticate"] == CHALLENGE
-    assert response.headers["content-length"] == str(len(MISSING))
+    assert response.headers["www-authenticate"] == bodies.CHALLENGE
+    assert response.headers["content-length"] == str(len(bodies.MISSING))
     assert calls == []
 
 
@@ -72,8 +72,8 @@ def test_two_authorization_headers(base_url: str, calls: list[str], manager: Key
         headers=[("Authorization", f"Bearer {good}"), ("Authorization", f"Bearer {other}")],
     )
     assert response.status_code == 401
-    assert response.content == INVALID
-    assert response.headers["www-authenticate"] == INVALID_CHALLENGE
+    assert response.content == bodies.INVALID
+    assert response.headers["www-authenticate"] == bodies.INVALID_CHALLENGE
     assert calls == []
 
 
@@ -141,6 +141,6 @@ def test_django_wsgi_handler() -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["health"] == [200, "anonymous"]
-    assert out["missing"] == [401, MISSING.decode()]
+    assert out["missing"] == [401, bodies.MISSING.decode()]
     assert out["valid"] == [200, "django"]
     assert out["seen"] == ["/health", "/charges"]
