@@ -46,6 +46,7 @@ from ._stores._async import ThreadedAsyncStore, to_async
 from ._stores._memory import MemoryKeyStore
 from ._stores._open import DEFAULT_STORE_URL, open_store, register_store_scheme
 from ._stores._protocol import AsyncKeyStore, KeyStore
+from ._stores._rows import KEY_COLUMNS, record_from_row, row_from_record
 from ._stores._sqlite import SQLiteKeyStore
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ARGON2_PROFILES",
     "DEFAULT_STORE_URL",
+    "KEY_COLUMNS",
     "MAX_AUTHORIZATION_LENGTH",
     "SAFE_METHODS",
     "AQNTError",
@@ -102,11 +104,13 @@ __all__ = [
     "open_store",
     "parse_duration",
     "path_within",
+    "record_from_row",
     "register_store_scheme",
     "relative_path",
     "render_error",
     "require_scopes",
     "revoke_leaked",
+    "row_from_record",
     "single_authorization",
     "to_async",
 ]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from aqnt_auth import KeyRecord
+from aqnt_auth import KEY_COLUMNS, KeyRecord, record_from_row, row_from_record
 
-__all__ = ["APIKey", "aware", "db_datetime", "record_fields"]
+__all__ = ["APIKey", "aware", "db_datetime", "record_fields", "record_of_values"]
 
 MODE_CHOICES = (("live", "live"), ("test", "test"))
 
@@ -53,25 +53,7 @@ class APIKey(models.Model):
 
     def to_record(self) -> KeyRecord:
         """This row as the core's immutable record."""
-        return KeyRecord(
-            id=self.id,
-            name=self.name,
-            mode=self.mode,  # type: ignore[arg-type]
-            prefix=self.prefix,
-            hash=self.hash,
-            hint=self.hint,
-            created_at=aware(self.created_at),  # type: ignore[arg-type]
-            expires_at=aware(self.expires_at),
-            revoked_at=aware(self.revoked_at),
-            last_used_at=aware(self.last_used_at),
-            usage_count=self.usage_count,
-            scopes=tuple(self.scopes),
-            read_only=self.read_only,
-            allowed_paths=tuple(self.allowed_paths),
-            owner=self.owner,
-            metadata=self.metadata,
-            rotated_from=self.rotated_from,
-        )
+        return record_of_values([getattr(self, name) for name in KEY_COLUMNS])
 
     @property
     def status(self) -> str:
@@ -79,40 +61,33 @@ class APIKey(models.Model):
         return self.to_record().status()
 
 
+#: Where the times stand among :data:`~aqnt_auth.KEY_COLUMNS`.
+_TIMES: Final = tuple(
+    KEY_COLUMNS.index(name) for name in ("created_at", "expires_at", "revoked_at", "last_used_at")
+)
+
+
+def record_of_values(values: list[Any]) -> KeyRecord:
+    """The record of a row's values in :data:`~aqnt_auth.KEY_COLUMNS` order, as
+    Django's fields convert them (times may be naive); *values* is changed."""
+    for position in _TIMES:
+        values[position] = aware(values[position])
+    return record_from_row(values)
+
+
 def record_fields(record: KeyRecord) -> dict[str, Any]:
     """The column values of *record*, for ``APIKey(**fields)``."""
-    return {
-        "id": record.id,
-        "name": record.name,
-        "mode": record.mode,
-        "prefix": record.prefix,
-        "hash": record.hash,
-        "hint": record.hint,
-        "created_at": db_datetime(record.created_at),
-        "expires_at": db_datetime(record.expires_at),
-        "revoked_at": db_datetime(record.revoked_at),
-        "last_used_at": db_datetime(record.last_used_at),
-        "usage_count": record.usage_count,
-        "scopes": list(record.scopes),
-        "read_only": record.read_only,
-        "allowed_paths": list(record.allowed_paths),
-        "owner": record.owner,
-        "metadata": dict(record.metadata),
-        "rotated_from": record.rotated_from,
-    }
+    fields = row_from_record(record)
+    for position in _TIMES:
+        name = KEY_COLUMNS[position]
+        fields[name] = db_datetime(fields[name])
+    return fields
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
     """*value* as an aware datetime: with ``USE_TZ = False`` Django hands back
     naive local times, while records always hold aware ones."""
     if value is None or value.tzinfo is not None:
-        return value
-    return timezone.make_aware(value, timezone.get_default_timezone())
-
-
-def aware_required(value: dt.datetime) -> dt.datetime:
-    """:func:`aware` for a column that is never null."""
-    if value.tzinfo is not None:
         return value
     return timezone.make_aware(value, timezone.get_default_timezone())
 

@@ -30,26 +30,17 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, F, Field, Value, When
 from django.db.models.expressions import Expression
 
-from aqnt_auth import KeyRecord, KeyStateError, StoreUnavailable, UsageDelta
+from aqnt_auth import KEY_COLUMNS, KeyRecord, KeyStateError, StoreUnavailable, UsageDelta
 from aqnt_auth.adapters.django.models import (
     APIKey,
-    aware,
-    aware_required,
     db_datetime,
     record_fields,
+    record_of_values,
 )
 
 __all__ = ["AsyncDjangoKeyStore", "DjangoKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.django")
-
-# The record's fields in the order of KeyRecord's constructor arguments.
-_FIELDS: Final = (
-    "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at", "revoked_at",
-    "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths", "owner", "metadata",
-    "rotated_from",
-)
-
 
 # Raw JSON text that needs no parser: most keys have no scopes, paths or metadata.
 _EMPTY_JSON: Final = frozenset({"[]", "{}"})
@@ -74,7 +65,7 @@ class _Reader:
         quote = connection.ops.quote_name
         meta = APIKey._meta
         # Every field named is a concrete column, never a relation.
-        columns = [cast("Field[Any, Any]", meta.get_field(name)) for name in _FIELDS]
+        columns = [cast("Field[Any, Any]", meta.get_field(name)) for name in KEY_COLUMNS]
         names = [quote(f.column or f.name) for f in columns]
         # A named parameter where the backend takes one: Django's SQLite
         # cursor then formats the text with % instead of a regex substitution.
@@ -86,7 +77,7 @@ class _Reader:
         )
         # Django's own converters (SQLite's datetime parsing, JSON decoding,
         # booleans...), taken from the compiler of the equivalent queryset.
-        compiler = APIKey.objects.using(alias).values_list(*_FIELDS).query.get_compiler(alias)
+        compiler = APIKey.objects.using(alias).values_list(*KEY_COLUMNS).query.get_compiler(alias)
         compiler.setup_query()
         found = compiler.get_converters([column for column, _, _ in compiler.select])
         json = {i for i, f in enumerate(columns) if f.get_internal_type() == "JSONField"}
@@ -128,40 +119,21 @@ class _Reader:
         row = list(found)
         for position, funcs, expression, json in self.converters:
             value = row[position]
-            # NULL is None whatever the converter; "[]" and "{}" need no parser.
-            if value is None or (json and type(value) is str and value in _EMPTY_JSON):
+            # NULL is None whatever the converter.
+            if value is None:
+                continue
+            if json and type(value) is str and value in _EMPTY_JSON:
+                # "[]" and "{}" need no parser.
+                row[position] = [] if value == "[]" else {}
                 continue
             for func in funcs:
                 value = func(value, expression, connection)
             row[position] = value
-        record = _record(row)
+        record = record_of_values(row)
         if len(self.memo) >= _MEMO_SIZE:
             del self.memo[next(iter(self.memo))]
         self.memo[key_id] = (found, record)
         return record
-
-
-def _record(row: list[Any]) -> KeyRecord:
-    created, scopes, paths, metadata = row[6], row[11], row[13], row[15]
-    return KeyRecord(
-        id=row[0],
-        name=row[1],
-        mode=row[2],
-        prefix=row[3],
-        hash=row[4],
-        hint=row[5],
-        created_at=aware_required(created),
-        expires_at=aware(row[7]),
-        revoked_at=aware(row[8]),
-        last_used_at=aware(row[9]),
-        usage_count=row[10],
-        scopes=() if scopes == "[]" else tuple(scopes),
-        read_only=row[12],
-        allowed_paths=() if paths == "[]" else tuple(paths),
-        owner=row[14],
-        metadata={} if metadata == "{}" else metadata,
-        rotated_from=row[16],
-    )
 
 
 class DjangoKeyStore:

@@ -1,4 +1,4 @@
-"""The SQL store's tables as a SQLAlchemy Core model, and row conversion.
+"""The SQL store's tables as a SQLAlchemy Core model.
 
 On PostgreSQL the store creates its tables with the documented DDL
 (:mod:`aqnt_auth._stores._sql_ddl`); other databases get the same tables
@@ -8,7 +8,7 @@ from this model.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import (
     JSON,
@@ -28,7 +28,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from .._records import KeyRecord
 from ._sql_ddl import (
     DEFAULT_TABLE,
     SCHEMA,
@@ -47,8 +46,6 @@ __all__ = [
     "UTCDateTime",
     "check_identifier",
     "postgres_ddl",
-    "record_from_row",
-    "row_from_record",
 ]
 
 _UTC: Final = dt.timezone.utc
@@ -130,49 +127,3 @@ class Tables:
     def qualified_versions(self) -> str:
         """The version table's name as ``to_regclass`` wants it."""
         return f"{self.schema}.{VERSION_TABLE}" if self.schema else VERSION_TABLE
-
-
-def row_from_record(record: KeyRecord) -> dict[str, Any]:
-    """The column values of *record*."""
-    return {
-        "id": record.id,
-        "name": record.name,
-        "mode": record.mode,
-        "prefix": record.prefix,
-        "hash": record.hash,
-        "hint": record.hint,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "last_used_at": record.last_used_at,
-        "usage_count": record.usage_count,
-        "scopes": list(record.scopes),
-        "read_only": record.read_only,
-        "allowed_paths": list(record.allowed_paths),
-        "owner": record.owner,
-        "metadata": dict(record.metadata),
-        "rotated_from": record.rotated_from,
-    }
-
-
-def record_from_row(row: Any) -> KeyRecord:
-    """The record of a row selected with every column of the key table, in order."""
-    return KeyRecord(
-        id=row[0],
-        name=row[1],
-        mode=row[2],
-        prefix=row[3],
-        hash=row[4],
-        hint=row[5],
-        created_at=row[6],
-        expires_at=row[7],
-        revoked_at=row[8],
-        last_used_at=row[9],
-        usage_count=row[10],
-        scopes=tuple(row[11]),
-        read_only=bool(row[12]),
-        allowed_paths=tuple(row[13]),
-        owner=row[14],
-        metadata=row[15],
-        rotated_from=row[16],
-    )

@@ -62,8 +62,9 @@ from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavail
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener, RecordCache
+from ._rows import record_from_row, row_from_record
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
-from ._sql_schema import Tables, UTCDateTime, record_from_row, row_from_record
+from ._sql_schema import Tables, UTCDateTime
 
 if TYPE_CHECKING:
     import datetime as dt

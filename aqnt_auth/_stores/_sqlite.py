@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
+from ._rows import KEY_COLUMNS
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteKeyStore"]
 
@@ -55,10 +56,7 @@ CREATE TABLE IF NOT EXISTS aqnt_api_keys (
 CREATE INDEX IF NOT EXISTS aqnt_api_keys_owner ON aqnt_api_keys (owner);
 """
 
-_COLUMNS: Final = (
-    "id, name, mode, prefix, hash, hint, created_at, expires_at, revoked_at, last_used_at, "
-    "usage_count, scopes, read_only, allowed_paths, owner, metadata, rotated_from"
-)
+_COLUMNS: Final = ", ".join(KEY_COLUMNS)
 _SELECT: Final = f"SELECT {_COLUMNS} FROM aqnt_api_keys"  # noqa: S608 - constant text
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
