@@ -28,6 +28,7 @@ from ._scan_files import DEFAULT_MAX_SIZE, prefix_argument, run_scan, size_argum
 from ._stores._open import DEFAULT_STORE_URL, open_store
 
 __all__ = [
+    "add_key_actions",
     "build_parser",
     "format_age",
     "format_created",
@@ -307,6 +308,45 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
 # -- the parser -------------------------------------------------------------
 
 
+def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.ArgumentParser,
+                    hashing: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Add the ``create``, ``list``, ``show``, ``revoke`` and ``rotate`` actions,
+    with their own arguments, to *actions*; return them by name.
+
+    Every key-management front end (``aqnt-auth keys``, ``manage.py
+    aqnt_keys``) takes these; each brings its own *common* options (and
+    *hashing* ones, for the actions that issue a key) as parent parsers.
+    """
+    create = actions.add_parser("create", parents=[common, hashing], help="issue a new key")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
+    create.add_argument("--scope", action="append", default=[], metavar="S",
+                        help="a scope the key carries (repeatable)")
+    create.add_argument("--read-only", action="store_true", help="only GET, HEAD and OPTIONS")
+    create.add_argument("--allow-path", action="append", default=[], metavar="P",
+                        help="a path prefix the key is limited to (repeatable)")
+    create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
+    create.add_argument("--owner", help="account or tenant id")
+
+    listing = actions.add_parser("list", parents=[common], help="list keys")
+    listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
+    listing.add_argument("--owner", help="only keys of this owner")
+
+    show = actions.add_parser("show", parents=[common], help="show one key")
+    show.add_argument("key_id", metavar="ID")
+
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key, for good")
+    revoke.add_argument("key_id", metavar="ID")
+
+    rotate = actions.add_parser("rotate", parents=[common, hashing],
+                                help="issue a replacement; the old key expires after --grace")
+    rotate.add_argument("key_id", metavar="ID")
+    rotate.add_argument("--grace", default="0", metavar="DURATION",
+                        help="how long the old key keeps working (default 0: not at all)")
+    return {"create": create, "list": listing, "show": show, "revoke": revoke,
+            "rotate": rotate}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``aqnt-auth`` argument parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -330,38 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="create, list, show, revoke and rotate keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-
-    create = key_commands.add_parser("create", parents=[common, hashing], help="issue a new key")
-    create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
-    create.add_argument("--scope", action="append", default=[], metavar="S",
-                        help="a scope the key carries (repeatable)")
-    create.add_argument("--read-only", action="store_true", help="only GET, HEAD and OPTIONS")
-    create.add_argument("--allow-path", action="append", default=[], metavar="P",
-                        help="a path prefix the key is limited to (repeatable)")
-    create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
-    create.add_argument("--owner", help="account or tenant id")
-    create.set_defaults(func=_cmd_create)
-
-    listing = key_commands.add_parser("list", parents=[common], help="list keys")
-    listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
-    listing.add_argument("--owner", help="only keys of this owner")
-    listing.set_defaults(func=_cmd_list)
-
-    show = key_commands.add_parser("show", parents=[common], help="show one key")
-    show.add_argument("key_id", metavar="ID")
-    show.set_defaults(func=_cmd_show)
-
-    revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key, for good")
-    revoke.add_argument("key_id", metavar="ID")
-    revoke.set_defaults(func=_cmd_revoke)
-
-    rotate = key_commands.add_parser("rotate", parents=[common, hashing],
-                                     help="issue a replacement; the old key expires after --grace")
-    rotate.add_argument("key_id", metavar="ID")
-    rotate.add_argument("--grace", default="0", metavar="DURATION",
-                        help="how long the old key keeps working (default 0: not at all)")
-    rotate.set_defaults(func=_cmd_rotate)
+    actions = add_key_actions(key_commands, common, hashing)
+    for name, func in (("create", _cmd_create), ("list", _cmd_list), ("show", _cmd_show),
+                       ("revoke", _cmd_revoke), ("rotate", _cmd_rotate)):
+        actions[name].set_defaults(func=func)
 
     verify = commands.add_parser(
         "verify", parents=[common],

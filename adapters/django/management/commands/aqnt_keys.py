@@ -16,79 +16,41 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from aqnt_auth import (
     ARGON2_PROFILES,
     AQNTError,
-    Argon2Hasher,
     ConfigurationError,
     Hasher,
-    HMACHasher,
     KeyManager,
     parse_duration,
 )
 from aqnt_auth._cli import (
+    add_key_actions,
     format_created,
     format_record,
     format_records,
     format_revoked,
     format_rotated,
+    new_key_hasher,
 )
 from aqnt_auth.adapters.django.settings import get_settings, runtime
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prefix", action="append", default=None,
-                        help="key prefix to issue (default: the first of AQNT_AUTH['PREFIXES'])")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _hashing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hasher", choices=("argon2", "hmac"), default=None,
-                        help="hash for new keys (hmac needs AQNT_AUTH_PEPPER; "
-                             "default: AQNT_AUTH['HASHER'] or argon2)")
-    parser.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES), default="owasp",
-                        help="argon2id parameters for new keys (default: owasp)")
 
 
 class Command(BaseCommand):
     help = "Create, list, show, revoke and rotate API keys in the project's database."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("--prefix", action="append", default=None,
+                            help="key prefix to issue "
+                                 "(default: the first of AQNT_AUTH['PREFIXES'])")
+        common.add_argument("--json", action="store_true", help="print JSON")
+        hashing = argparse.ArgumentParser(add_help=False)
+        hashing.add_argument("--hasher", choices=("argon2", "hmac"), default=None,
+                             help="hash for new keys (hmac needs AQNT_AUTH_PEPPER; "
+                                  "default: AQNT_AUTH['HASHER'] or argon2)")
+        hashing.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES),
+                             default="owasp",
+                             help="argon2id parameters for new keys (default: owasp)")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-        create = actions.add_parser("create", help="issue a new key")
-        _common(create)
-        _hashing(create)
-        create.add_argument("--name", required=True, help="what the key is for")
-        create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
-        create.add_argument("--scope", action="append", default=[], metavar="S",
-                            help="a scope the key carries (repeatable)")
-        create.add_argument("--read-only", action="store_true",
-                            help="only GET, HEAD and OPTIONS")
-        create.add_argument("--allow-path", action="append", default=[], metavar="P",
-                            help="a path prefix the key is limited to (repeatable)")
-        create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
-        create.add_argument("--owner", help="account or tenant id")
-
-        listing = actions.add_parser("list", help="list keys")
-        _common(listing)
-        listing.add_argument("--all", action="store_true",
-                             help="include revoked and expired keys")
-        listing.add_argument("--owner", help="only keys of this owner")
-
-        show = actions.add_parser("show", help="show one key")
-        _common(show)
-        show.add_argument("key_id", metavar="ID")
-
-        revoke = actions.add_parser("revoke", help="revoke a key, for good")
-        _common(revoke)
-        revoke.add_argument("key_id", metavar="ID")
-
-        rotate = actions.add_parser(
-            "rotate", help="issue a replacement; the old key expires after --grace"
-        )
-        _common(rotate)
-        _hashing(rotate)
-        rotate.add_argument("key_id", metavar="ID")
-        rotate.add_argument("--grace", default="0", metavar="DURATION",
-                            help="how long the old key keeps working (default 0: not at all)")
+        add_key_actions(actions, common, hashing)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -113,16 +75,9 @@ class Command(BaseCommand):
 
     def _hasher(self, options: dict[str, Any]) -> Hasher:
         name = options["hasher"]
-        if name is None:
-            configured: Hasher | None = get_settings().hasher
-            if configured is not None:
-                return configured
-        if name == "hmac":
-            hasher = HMACHasher.from_env()
-            if hasher is None:
-                raise ConfigurationError("--hasher hmac needs the pepper in AQNT_AUTH_PEPPER")
-            return hasher
-        return Argon2Hasher(options["argon2_profile"])
+        # The settings are read only when no --hasher is given, as before it.
+        configured = get_settings().hasher if name is None else None
+        return new_key_hasher(name, options["argon2_profile"], configured)
 
     def _create(self, options: dict[str, Any]) -> str:
         expires_in = parse_duration(options["expires_in"]) if options["expires_in"] else None
