@@ -46,13 +46,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 
 from aqnt_auth import (
     Authenticator,
+    AuthenticatorOptions,
     ConfigurationError,
     FailureLimiter,
     Hasher,
@@ -122,21 +123,17 @@ class AuthSettings(NamedTuple):
     rate_limit: FailureLimiter | None
     database: str | None
 
-    def authenticator_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~aqnt_auth.Authenticator`."""
-        return {
-            "prefixes": self.prefixes,
-            "allowed_modes": self.allowed_modes,
-            "realm": self.realm,
-            "hashers": self.hashers,
-            "cache_size": self.cache_size,
-            "cache_ttl": self.cache_ttl,
-            "max_concurrent_hashes": self.max_concurrent_hashes,
-            "usage_flush_interval": self.usage_flush_interval,
-            "track_usage": self.track_usage,
-            "rehash": self.rehash,
-            "rate_limit": self.rate_limit,
-        }
+    def authenticator_options(self) -> AuthenticatorOptions:
+        """Keyword arguments of :class:`~aqnt_auth.Authenticator`: every
+        setting named as one of its options, as it is."""
+        return cast(AuthenticatorOptions,
+                    {name: getattr(self, name) for name in _AUTHENTICATOR_OPTIONS})
+
+
+#: The settings that are options of the authenticator, by the same name.
+_AUTHENTICATOR_OPTIONS: Final = tuple(
+    name for name in AuthSettings._fields if name in AuthenticatorOptions.__optional_keys__
+)
 
 
 class SettingError(ConfigurationError):

@@ -103,6 +103,17 @@ class TestLayeredSettings:
         assert (conf.realm, conf.prefixes, conf.database) == ("api", ("sk",), None)
         assert set(DEFAULTS) == {f.upper() for f in conf._fields}
 
+    def test_authenticator_options(self) -> None:
+        """Every setting that is an Authenticator option reaches it, the others do not."""
+        with override_settings(AQNT_AUTH=auth_settings(REALM="billing", CACHE_TTL=7.5)):
+            options = get_settings().authenticator_options()
+        assert set(options) == {
+            "prefixes", "allowed_modes", "realm", "hashers", "cache_size", "cache_ttl",
+            "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
+            "rate_limit",
+        }
+        assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
+
     def test_layered_and_reloaded(self) -> None:
         """Given keys override the defaults; setting_changed rebuilds the runtime."""
         before = runtime()
