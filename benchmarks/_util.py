@@ -1,13 +1,17 @@
-"""Shared timing helpers: interleaved repetitions, medians, a printed table."""
+"""Shared benchmark helpers: interleaved repetitions, medians, a printed table, a
+counting hasher."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
+
+from aqnt_auth import Argon2Hasher
 
 
 def per_call_us(func: Callable[[], object], number: int) -> float:
@@ -98,3 +102,25 @@ def asgi_batch(loop: asyncio.AbstractEventLoop, app: Callable[..., Awaitable[Non
         statuses.clear()
 
     return lambda: loop.run_until_complete(run())
+
+
+class CountingHasher(Argon2Hasher):
+    """argon2id that counts verifications and the most that ran at once."""
+
+    def __init__(self, profile: str = "owasp") -> None:
+        super().__init__(profile)
+        self.calls = 0
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def verify(self, stored: str, secret: str) -> bool:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().verify(stored, secret)
+        finally:
+            with self._lock:
+                self.running -= 1

@@ -30,29 +30,7 @@ from aqnt_auth import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import interleaved_medians, per_call_us, print_table
-
-
-class CountingHasher(Argon2Hasher):
-    """argon2id that counts verifications and the most that ran at once."""
-
-    def __init__(self, profile: str = "owasp") -> None:
-        super().__init__(profile)
-        self.calls = 0
-        self.running = 0
-        self.peak = 0
-        self._lock = threading.Lock()
-
-    def verify(self, stored: str, secret: str) -> bool:
-        with self._lock:
-            self.calls += 1
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-        try:
-            return super().verify(stored, secret)
-        finally:
-            with self._lock:
-                self.running -= 1
+from _util import CountingHasher, interleaved_medians, per_call_us, print_table
 
 
 def _failing(auth: Authenticator, header: str) -> Callable[[], object]:

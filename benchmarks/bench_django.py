@@ -23,7 +23,6 @@ median over rounds of a variant's time less the baseline's in the same round.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import os
 import statistics
@@ -37,7 +36,7 @@ import django
 from django.conf import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import per_call_us, print_table
+from _util import paired_samples, print_table
 
 BASELINE = "AllowAny (no authentication)"
 THEIRS = "djangorestframework-api-key HasAPIKey"
@@ -149,35 +148,6 @@ def request(app: Any, path: str, authorization: str) -> Callable[[], object]:
         return response
 
     return call
-
-
-def paired_samples(calls: dict[str, Callable[[], object]], rounds: int, number: int,
-                   passes: int = 3) -> dict[str, list[float]]:
-    """µs per request of every variant, one sample per round.
-
-    A round runs every variant *passes* times, interleaved, in an order
-    rotated from round to round, and keeps each variant's fastest pass: load
-    from elsewhere on the machine only adds time.  The garbage collector is
-    paused while a variant runs, as :mod:`timeit` does.
-    """
-    names = list(calls)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        per_call_us(calls[name], number)
-    for i in range(rounds):
-        best = dict.fromkeys(names, float("inf"))
-        for p in range(passes):
-            shift = (i + p) % len(names)
-            for name in names[shift:] + names[:shift]:
-                gc.collect()
-                gc.disable()
-                try:
-                    best[name] = min(best[name], per_call_us(calls[name], number))
-                finally:
-                    gc.enable()
-        for name in names:
-            samples[name].append(best[name])
-    return samples
 
 
 def main() -> None:
