@@ -4,16 +4,13 @@ directory, on the same test settings."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
-import django
 import pytest
-from django.conf import settings
 
-if not settings.configured:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.settings"
-django.setup()
+from tests import django_setup
+
+django_setup.setup()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,23 +1,15 @@
-"""Django for this directory only.
-
-The rest of the suite must not pay for (or be changed by) Django, so it is
-configured here, when pytest first collects this directory, rather than with
-``DJANGO_SETTINGS_MODULE`` in the pytest configuration.  pytest-django then
-sees configured settings and provides its database fixtures and marks.
-"""
+"""Django for this directory only (see :mod:`tests.django_setup`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
-import django
 import pytest
 from django.conf import settings
 
-if not settings.configured:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.settings"
-django.setup()
+from tests import django_setup
+
+django_setup.setup()
 
 from aqnt_auth.adapters.django.settings import reload  # noqa: E402
 
