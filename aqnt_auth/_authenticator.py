@@ -179,7 +179,11 @@ class Authenticator:
         # Async callers read this store on the loop, so its warm path can too.
         self._inline_store = not (self._store_blocking or self._has_native_async)
         # A failure limiter may need I/O for each refusal: nothing then is "nowait".
-        self._nowait = self._inline_store and rate_limit is None
+        # A store with a record cache may answer a warm read without I/O too.
+        self._peek: Callable[[str], KeyRecord | None] | None = (
+            None if self._inline_store else getattr(self.store, "peek", None)
+        )
+        self._nowait = (self._inline_store or self._peek is not None) and rate_limit is None
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._usage = None
         if track_usage:
@@ -249,20 +253,28 @@ class Authenticator:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
         return self._accept(record, mode, method, path)
 
-    def _warm(self, token: str, method: str | None, path: str | None) -> Principal | None:
+    def _warm(self, token: str, method: str | None, path: str | None, peek: bool = False
+              ) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
         on a store that can be read inline: the warm request, at the cost of
         its checks alone.  ``None`` when the flow must run instead (the token
-        never verified, or its stored hash has changed since)."""
+        never verified, its stored hash has changed since, or, with *peek*,
+        the store cannot answer without I/O)."""
         known = self._cache.get(self._cache.digest(token))
         if known is None:
             return None
-        try:
-            found = self._store_get(known.key_id)
-        except AQNTError:
-            raise
-        except Exception as exc:
-            raise _store_failed(exc) from None
+        if peek:
+            assert self._peek is not None
+            found = self._peek(known.key_id)
+            if found is None:
+                return None
+        else:
+            try:
+                found = self._store_get(known.key_id)
+            except AQNTError:
+                raise
+            except Exception as exc:
+                raise _store_failed(exc) from None
         record = _matching(found, known.mode, known.prefix)
         if known.stored_hash != record.hash:
             return None
@@ -428,14 +440,15 @@ class Authenticator:
 
         Returns the :class:`Principal` or raises, exactly as
         :meth:`authenticate_async` would, when that takes neither I/O nor
-        argon2: a key that verified before, on a store that does no I/O (and
-        no failure limiter).  Returns ``None`` otherwise; then await
-        :meth:`authenticate_async`.  ASGI middleware calls this first, so a
-        warm request costs no coroutine.
+        argon2: a key that verified before, on a store that does no I/O or
+        whose ``peek`` has the record in its cache (and no failure limiter).
+        Returns ``None`` otherwise; then await :meth:`authenticate_async`.
+        ASGI middleware calls this first, so a warm request costs no
+        coroutine.
         """
         if not self._nowait:
             return None
-        return self._warm(self._token(authorization), method, path)
+        return self._warm(self._token(authorization), method, path, self._peek is not None)
 
     async def authenticate_async(
         self,

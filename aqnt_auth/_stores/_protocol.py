@@ -23,7 +23,11 @@ class KeyStore(Protocol):
     ``blocking`` says whether calls do I/O.  Async callers run the calls of a
     blocking store in worker threads and call a non-blocking one directly, so
     a warm request on an in-memory store never leaves the event loop.  A
-    store with a native async twin exposes it as ``aio``.
+    store with a native async twin exposes it as ``aio``.  A blocking store
+    with a record cache may also offer ``peek(key_id)``: the record if it
+    can answer without I/O (a fresh, trustworthy cache entry), else ``None``
+    meaning "ask :meth:`get`" (never "no such key"); the event loop then
+    serves warm requests without a coroutine or a thread.
     """
 
     blocking: bool

@@ -597,6 +597,11 @@ class SQLAlchemyKeyStore:
 
     # -- the KeyStore protocol --------------------------------------------
 
+    def peek(self, key_id: str) -> KeyRecord | None:
+        """The cached record if the cache may answer now, else ``None`` (then
+        call :meth:`get`): a warm read without I/O, for the event loop."""
+        return self.cache.get(key_id)
+
     def get(self, key_id: str) -> KeyRecord | None:
         cache = self.cache
         record = cache.get(key_id)
