@@ -269,12 +269,7 @@ class Authenticator:
             if found is None:
                 return None
         else:
-            try:
-                found = self._store_get(known.key_id)
-            except AQNTError:
-                raise
-            except Exception as exc:
-                raise _store_failed(exc) from None
+            found = self._read(known.key_id)
         record = _matching(found, known.mode, known.prefix)
         if known.stored_hash != record.hash:
             return None
@@ -366,12 +361,7 @@ class Authenticator:
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
-                    try:
-                        answer = self._store_get(op)
-                    except AQNTError:
-                        raise
-                    except Exception as exc:
-                        raise _store_failed(exc) from None
+                    answer = self._read(op)
                 elif op[0] == _VERIFY:
                     answer = self._verify_once(*op[1:])
                 elif op[0] == _ADMIT:
@@ -388,6 +378,16 @@ class Authenticator:
                 if refusal is not None:
                     raise refusal from None
             raise
+
+    def _read(self, key_id: str) -> KeyRecord | None:
+        """The record of *key_id* from the store, called inline; a store that
+        breaks its contract by raising anything else still means 503."""
+        try:
+            return self._store_get(key_id)
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
 
     def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
                      ) -> _Verdict:
@@ -478,12 +478,7 @@ class Authenticator:
                     if self._store_blocking or self._has_native_async:
                         answer = await self._load_async(op)
                     else:
-                        try:
-                            answer = self._store_get(op)
-                        except AQNTError:
-                            raise
-                        except Exception as exc:
-                            raise _store_failed(exc) from None
+                        answer = self._read(op)
                 elif op[0] == _VERIFY:
                     answer = await self._verify_once_async(*op[1:])
                 elif op[0] == _ADMIT:

@@ -39,7 +39,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator, MutableMapping
@@ -57,32 +56,10 @@ from aqnt_auth import (
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import print_table
+from _util import CountingHasher, print_table
 
 ME = os.path.abspath(__file__)
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-class PeakHasher(Argon2Hasher):
-    """argon2id (OWASP profile) that counts verifications and the most at once."""
-
-    def __init__(self, profile: str = "owasp") -> None:
-        super().__init__(profile)
-        self.calls = 0
-        self.running = 0
-        self.peak = 0
-        self._lock = threading.Lock()
-
-    def verify(self, stored: str, secret: str) -> bool:
-        with self._lock:
-            self.calls += 1
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-        try:
-            return super().verify(stored, secret)
-        finally:
-            with self._lock:
-                self.running -= 1
 
 
 # -- 1. the flood on a real server ------------------------------------------------
@@ -97,7 +74,7 @@ def serve(bound: int) -> None:
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    hasher = PeakHasher()
+    hasher = CountingHasher()
     store = MemoryKeyStore()
     key_id = KeyManager(store, hasher=hasher).create("flood target").record.id
 
