@@ -86,7 +86,9 @@ class TestAuthentication:
         KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
         check(client.get("/drf/whoami", HTTP_AUTHORIZATION="Bearer sk_live_nope"), exact,
               401, bodies.INVALID, bodies.INVALID_CHALLENGE)
-        check(client.get("/drf/whoami", headers=bearer(issued.key[:-1] + "x")), exact,
+        # The last character changed for certain (a key may end in any letter).
+        typo = issued.key[:-1] + ("x" if issued.key[-1] != "x" else "y")
+        check(client.get("/drf/whoami", headers=bearer(typo)), exact,
               401, bodies.INVALID, bodies.INVALID_CHALLENGE)
         check(client.get("/drf/whoami", headers=bearer(revoked.key)), exact,
               401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
