@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple, TypedDict, TypeVar
 
 from ._access import check_access
-from ._cache import SingleFlight, VerificationCache
+from ._cache import SingleFlight, VerificationCache, Verified
 from ._errors import (
     AQNTError,
     ConfigurationError,
@@ -216,11 +216,8 @@ class Authenticator:
             raise InvalidAPIKey("malformed key or bad checksum")
         return token
 
-    def _flow(self, token: str, method: str | None, path: str | None, client: str | None
-              ) -> _Flow:
-        cache = self._cache
-        digest = cache.digest(token)
-        known = cache.get(digest)
+    def _flow(self, token: str, digest: bytes, known: Verified | None, method: str | None,
+              path: str | None, client: str | None) -> _Flow:
         key: ParsedKey | None = None
         mode: str
         if known is None:
@@ -253,16 +250,13 @@ class Authenticator:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
         return self._accept(record, mode, method, path)
 
-    def _warm(self, token: str, method: str | None, path: str | None, peek: bool = False
+    def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False
               ) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
-        on a store that can be read inline: the warm request, at the cost of
-        its checks alone.  ``None`` when the flow must run instead (the token
-        never verified, its stored hash has changed since, or, with *peek*,
+        (*known*, its cache entry) on a store that can be read inline: the
+        warm request, at the cost of its checks alone.  ``None`` when the flow
+        must run instead (the stored hash has changed since, or, with *peek*,
         the store cannot answer without I/O)."""
-        known = self._cache.get(self._cache.digest(token))
-        if known is None:
-            return None
         if peek:
             assert self._peek is not None
             found = self._peek(known.key_id)
@@ -354,10 +348,13 @@ class Authenticator:
         answer: Any = None
         try:
             token = self._token(authorization)
-            principal = self._warm(token, method, path)
-            if principal is not None:
-                return principal
-            flow = self._flow(token, method, path, client)
+            digest = self._cache.digest(token)
+            known = self._cache.get(digest)
+            if known is not None:
+                principal = self._warm(known, method, path)
+                if principal is not None:
+                    return principal
+            flow = self._flow(token, digest, known, method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -448,7 +445,10 @@ class Authenticator:
         """
         if not self._nowait:
             return None
-        return self._warm(self._token(authorization), method, path, self._peek is not None)
+        known = self._cache.get(self._cache.digest(self._token(authorization)))
+        if known is None:
+            return None
+        return self._warm(known, method, path, self._peek is not None)
 
     async def authenticate_async(
         self,
@@ -467,11 +467,13 @@ class Authenticator:
         answer: Any = None
         try:
             token = self._token(authorization)
-            if self._inline_store:
-                principal = self._warm(token, method, path)
+            digest = self._cache.digest(token)
+            known = self._cache.get(digest)
+            if known is not None and self._inline_store:
+                principal = self._warm(known, method, path)
                 if principal is not None:
                     return principal
-            flow = self._flow(token, method, path, client)
+            flow = self._flow(token, digest, known, method, path, client)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:

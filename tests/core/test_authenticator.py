@@ -170,14 +170,15 @@ class TestOrder:
     def test_changed_hash_misses_the_cache(self, auth: Authenticator, keys: KeyManager,
                                            store: InstrumentedStore,
                                            hasher: CountingHasher) -> None:
-        """A stored hash that changed is verified again (a rehash, a restore...)."""
+        """A stored hash that changed is verified again (a rehash, a restore...):
+        the warm path hands over to the flow."""
         issued = keys.create("k")
         auth.authenticate(f"Bearer {issued.key}")
         record = store.get(issued.record.id)
         assert record is not None
         new_hash = hasher.hash(issued.key[20:52])
         assert store.replace_hash(record.id, record.hash, new_hash)
-        auth.authenticate(f"Bearer {issued.key}")
+        assert auth.authenticate(f"Bearer {issued.key}").id == issued.record.id
         assert hasher.calls == 2
 
 
