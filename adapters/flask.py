@@ -143,9 +143,12 @@ class _AppState:
 
     def endpoint_exempt(self, endpoint: str) -> bool:
         view = current_app.view_functions.get(endpoint)
+        view_class = getattr(view, "view_class", None)
         exempt = self.exempt_endpoints[endpoint] = bool(
             getattr(view, _EXEMPT, False)
-            or getattr(getattr(view, "view_class", None), _EXEMPT, False)
+            # The class's own mark only: a subclass inherits a marked class's
+            # attributes, never its exemption.
+            or (view_class is not None and vars(view_class).get(_EXEMPT, False))
         )
         return exempt
 
@@ -311,7 +314,8 @@ class AQNTAuth:
     def exempt(view: V) -> V:
         """Mark a view function or a class-based view as needing no key.
 
-        Its ``g.api_key`` is ``None``.  The mark travels with the function,
+        Its ``g.api_key`` is ``None``.  A class's mark covers that class
+        alone: a subclass needs a mark of its own.  The mark travels with the function,
         so it holds whichever :class:`AQNTAuth` protects the app.
         """
         if getattr(view, _SCOPES, None):

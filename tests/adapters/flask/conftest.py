@@ -80,6 +80,17 @@ def build_app(auth: AQNTAuth, calls: list[str], static: Path, **config: Any) -> 
             calls.append("status")
             return "status"
 
+    @auth.exempt
+    class OpenPage(MethodView):
+        def get(self) -> str:
+            calls.append("open-page")
+            return "open"
+
+    class PrivatePage(OpenPage):  # never marked: inherits the code, not the exemption
+        def get(self) -> str:
+            calls.append("private-page")
+            return "private"
+
     class Items(MethodView):
         decorators = [auth.require_scopes("items:write")]  # noqa: RUF012 - Flask's API
 
@@ -90,6 +101,8 @@ def build_app(auth: AQNTAuth, calls: list[str], static: Path, **config: Any) -> 
     app.add_url_rule("/report", view_func=Report.as_view("report"))
     app.add_url_rule("/status", view_func=Status.as_view("status"))
     app.add_url_rule("/items", view_func=Items.as_view("items"))
+    app.add_url_rule("/open-page", view_func=OpenPage.as_view("open-page"))
+    app.add_url_rule("/private-page", view_func=PrivatePage.as_view("private-page"))
     auth.init_app(app)
     return app
 

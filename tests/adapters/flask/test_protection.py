@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask, g
 from flask.testing import FlaskClient
+from flask.views import MethodView
 from werkzeug.test import TestResponse
 
 from aqnt_auth import Argon2Hasher, FailureLimiter, KeyManager, MemoryKeyStore, require_scopes
@@ -160,6 +161,35 @@ class TestExemptions:
         """@auth.exempt on a View class exempts the view as_view() makes of it."""
         assert client.get("/status").get_data() == b"status"
         assert calls == ["status"]
+
+    def test_exemption_is_not_inherited(self, client: FlaskClient, calls: list[str],
+                                        key: str) -> None:
+        """@auth.exempt on a MethodView exempts that class, not its unmarked subclasses."""
+        assert client.get("/open-page").get_data() == b"open"
+        assert calls == ["open-page"]
+        calls.clear()
+        refused(client.get("/private-page"), calls, 401, bodies.MISSING, bodies.CHALLENGE)
+        assert client.get("/private-page", headers=bearer(key)).get_data() == b"private"
+
+    def test_a_marked_subclass_is_exempt(self, make_app: AppFactory, calls: list[str]) -> None:
+        """Marking a subclass exempts it alone; its base stays protected."""
+        app = make_app()
+
+        class Base(MethodView):
+            def get(self) -> str:
+                calls.append("base")
+                return "base"
+
+        @AQNTAuth.exempt
+        class Child(Base):
+            pass
+
+        app.add_url_rule("/base", view_func=Base.as_view("base"))
+        app.add_url_rule("/child", view_func=Child.as_view("child"))
+        client = app.test_client()
+        assert client.get("/child").get_data() == b"base"
+        calls.clear()
+        refused(client.get("/base"), calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_exempt_only_for_its_methods(self, client: FlaskClient, calls: list[str]) -> None:
         """The exemption is the view's: a method it does not serve has no view, so it
