@@ -170,11 +170,20 @@ class KeyManager:
         return record
 
     def expire(self, key_id: str, at: dt.datetime) -> KeyRecord:
-        """Set the key to expire at *at* (timezone-aware)."""
+        """Set the key to expire at *at* (timezone-aware).  An expiry once set
+        only moves earlier (:meth:`KeyRecord.allows_expiry`): a key is never
+        revived by extending it."""
         if at.tzinfo is None:
             raise ConfigurationError("expiry must be timezone-aware")
-        if self.get(key_id).revoked_at is not None:
+        current = self.get(key_id)
+        if current.revoked_at is not None:
             raise KeyStateError("a revoked key cannot be changed")
+        if not current.allows_expiry(at):
+            assert current.expires_at is not None
+            raise KeyStateError(
+                f"key {key_id!r} expires at {current.expires_at.isoformat()}: an expiry can only "
+                "move earlier (rotate or create a key instead)"
+            )
         record = self.store.set_expiry(key_id, at)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")

@@ -68,6 +68,17 @@ class KeyRecord:
             (now or utcnow()) - self.created_at >= ROTATION_AGE
         )
 
+    def allows_expiry(self, at: dt.datetime | None) -> bool:
+        """Whether the key's expiry may become *at* (``None``: never expires).
+
+        A revoked key never changes, and an expiry once set only moves
+        earlier: clearing or extending it would revive an expired key, or a
+        rotated-out predecessor whose grace period is running out.
+        """
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or (at is not None and at <= self.expires_at)
+
     def public_dict(self) -> dict[str, Any]:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}

@@ -1,41 +1,70 @@
 """The Django admin for API keys.
 
-* The list shows name, mode, hint, status, created, last used and request count.
-* Adding a key issues it through the core's :class:`~aqnt_auth.KeyManager`;
-  the plaintext is shown once, in a message, and never stored.
-* Actions revoke keys and rotate them, the old key working on for the grace
-  period typed next to the action (``24h``, ``90d``, ``0``).
-* An active key's name and expiry can be edited; a revoked key is read-only,
-  and nothing can clear a revocation.
+* The list shows name, mode, hint, status, whether the key is due for
+  rotation, when it expires, created, last used and request count; a status
+  filter (active, expiring, expired, due for rotation, revoked, all) hides
+  revoked keys unless asked.
+* Adding a key issues it through the core's :class:`~aqnt_auth.KeyManager`.
+  The plaintext is shown once, in the response to the add POST itself
+  (``Cache-Control: no-store``): never in a message, a cookie, a session or
+  any table.  Rotating shows the new keys the same way.
+* Revoking is final, so it asks for confirmation first (from the list's
+  action or the key's own page), as deleting does.  Only a key that no longer
+  works (revoked or expired) can be deleted: deleting destroys its record and
+  usage, so an active key is revoked first.
+* An active key's name and expiry can be edited; an expiry once set only
+  moves earlier, so no edit revives a key.  A revoked key is read-only, and
+  nothing can clear a revocation.  A rotated key's page links to the key it
+  replaced and to the key that replaced it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.helpers import ActionForm
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from aqnt_auth import (
     AQNTError,
     Argon2Hasher,
     ConfigurationError,
     HMACHasher,
+    IssuedKey,
     KeyManager,
+    KeyRecord,
     MemoryKeyStore,
     parse_duration,
 )
+from aqnt_auth._records import ROTATION_AGE
 from aqnt_auth.adapters.django.models import MODE_CHOICES, APIKey, db_datetime, record_fields
 from aqnt_auth.adapters.django.settings import get_settings, runtime
 
 if TYPE_CHECKING:
     from aqnt_auth.adapters.django.store import DjangoKeyStore
 
-__all__ = ["APIKeyAdmin"]
+__all__ = ["APIKeyAdmin", "StatusFilter"]
 
 ADD_FIELDS: Final = (
     "name", "mode", "scopes_text", "read_only", "allowed_paths_text", "expires_at", "owner",
@@ -44,9 +73,15 @@ ADD_FIELDS: Final = (
 CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
     "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths", "owner", "metadata",
-    "rotated_from",
+    "predecessor", "successors",
 )
 EDITABLE: Final = ("name", "expires_at")
+#: The page that shows new plaintext keys, once, in the response that issued them.
+ISSUED_TEMPLATE: Final = "admin/aqnt_auth/apikey/key_issued.html"
+REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
+# Where save_model leaves the key it issued for response_add, on the request
+# object only: it lives as long as the request, and nothing stores it.
+_ISSUED_ATTR: Final = "_aqnt_auth_issued"
 
 
 def _manager() -> KeyManager:
@@ -57,6 +92,12 @@ def _manager() -> KeyManager:
 
 def _words(text: str) -> list[str]:
     return text.replace(",", " ").split()
+
+
+def admin_time(value: dt.datetime) -> str:
+    """*value* as the admin shows times: in the current time zone, in the
+    active locale's ``DATETIME_FORMAT``."""
+    return formats.date_format(timezone.localtime(value), "DATETIME_FORMAT")
 
 
 class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -110,19 +151,91 @@ class KeyActionForm(ActionForm):
     )
 
 
+class StatusFilter(admin.SimpleListFilter):
+    """The key's status as the core names it, plus "due for rotation".
+
+    With no choice made the list shows every key that is not revoked:
+    revoked keys are history, shown when asked for ("revoked" or "all").
+    """
+
+    title = "status"
+    parameter_name = "status"
+    ALL: Final = "all"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("expiring", "expiring"), ("expired", "expired"),
+                ("due", "due for rotation"), ("revoked", "revoked"), (self.ALL, "all")]
+
+    def choices(self, changelist: Any) -> Any:
+        # Django's "All" (no parameter) is the default here, so it is named
+        # for what it shows; "all" is an explicit choice of its own.
+        current = self.value()
+        yield {
+            "selected": current is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "not revoked",
+        }
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # The same decisions as KeyRecord.status() and due_for_rotation(), as queries.
+        now = timezone.now()
+        at = db_datetime(now)
+        live = Q(revoked_at__isnull=True)
+        conditions = {
+            self.ALL: Q(),
+            "revoked": Q(revoked_at__isnull=False),
+            "active": live & Q(expires_at__isnull=True),
+            "expiring": live & Q(expires_at__gt=at),
+            "expired": live & Q(expires_at__lte=at),
+            "due": live & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
+            & Q(created_at__lte=db_datetime(now - ROTATION_AGE)),
+        }
+        found: QuerySet[Any] = queryset.filter(conditions.get(self.value() or "", live))
+        return found
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("name", "mode", "hint", "status_label", "created_at", "last_used_at",
-                    "usage_count")
-    list_filter = ("mode",)
+    list_display = ("name", "mode", "hint", "status_label", "rotation_due", "expires_at",
+                    "created_at", "last_used_at", "usage_count")
+    list_filter = (StatusFilter, "mode")
     search_fields = ("name", "id", "owner")
     ordering = ("-created_at",)
     action_form = KeyActionForm
-    actions = ("revoke_keys", "rotate_keys")
+    actions = ("revoke_keys", "rotate_keys", "delete_selected")
 
     @admin.display(description="status")
     def status_label(self, obj: APIKey) -> str:
         return str(obj.status)
+
+    @admin.display(description="due for rotation", boolean=True)
+    def rotation_due(self, obj: APIKey) -> bool:
+        return obj.due_for_rotation
+
+    @admin.display(description="replaces")
+    def predecessor(self, obj: APIKey) -> SafeString | str:
+        if not obj.rotated_from:
+            return "-"
+        return self._key_link(obj.rotated_from)
+
+    @admin.display(description="replaced by")
+    def successors(self, obj: APIKey) -> SafeString | str:
+        found = list(APIKey.objects.using(obj._state.db).filter(rotated_from=obj.pk)
+                     .order_by("created_at").values_list("pk", flat=True))
+        if not found:
+            return "-"
+        return format_html_join(", ", "{}", ((self._key_link(pk),) for pk in found))
+
+    def _key_link(self, key_id: str) -> SafeString:
+        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                      args=[key_id], current_app=self.admin_site.name)
+        return format_html('<a href="{}">{}</a>', url, key_id)
 
     # -- forms -----------------------------------------------------------------
 
@@ -146,6 +259,13 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return False
         return super().has_change_permission(request, obj)
 
+    def has_delete_permission(self, request: HttpRequest, obj: APIKey | None = None) -> bool:
+        # Deleting destroys the record and its usage: a key that still works
+        # is revoked first.
+        if obj is not None and obj.status in ("active", "expiring"):
+            return False
+        return super().has_delete_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
             issued = _manager().create(**form.create_options)
@@ -156,45 +276,126 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             # The Django app always builds its authenticator on a DjangoKeyStore.
             store = cast("DjangoKeyStore", runtime().authenticator.store)
             obj._state.db = store.write_alias
-            self.message_user(
-                request,
-                f"The new API key is {issued.key} . Copy it now: it will not be shown again.",
-                messages.SUCCESS,
-            )
+            setattr(request, _ISSUED_ATTR, issued)
             return
         changes = {name: obj.__dict__[name] for name in EDITABLE if name in form.changed_data}
+        rows = APIKey.objects.using(obj._state.db).filter(pk=obj.pk, revoked_at__isnull=True)
         if "expires_at" in changes:
-            changes["expires_at"] = db_datetime(changes["expires_at"])
-        if changes:
+            changes["expires_at"] = at = db_datetime(changes["expires_at"])
+            # The form checked the rule against the row it read; the UPDATE
+            # checks it again, so a concurrent change cannot be undone.
+            rows = rows.filter(Q(expires_at__isnull=True) if at is None else
+                               Q(expires_at__isnull=True) | Q(expires_at__gte=at))
+        if changes and not rows.update(**changes):
             # One conditional UPDATE of the edited columns only: it cannot
             # undo a revocation or overwrite usage counts written meanwhile.
-            updated = (APIKey.objects.using(obj._state.db)
-                       .filter(pk=obj.pk, revoked_at__isnull=True).update(**changes))
-            if not updated:
-                self.message_user(request, "The key was revoked meanwhile; nothing was changed.",
-                                  messages.ERROR)
+            revoked = APIKey.objects.using(obj._state.db).filter(
+                pk=obj.pk, revoked_at__isnull=False).exists()
+            self.message_user(
+                request,
+                "The key was revoked meanwhile; nothing was changed." if revoked else
+                "The key's expiry was moved meanwhile; nothing was changed.",
+                messages.ERROR)
+
+    def response_add(self, request: HttpRequest, obj: APIKey,
+                     post_url_continue: str | None = None) -> HttpResponse:
+        issued: IssuedKey | None = getattr(request, _ISSUED_ATTR, None)
+        if issued is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self._issued_page(request, "API key created", [(issued, None)])
+
+    def _issued_page(self, request: HttpRequest, title: str,
+                     issued: list[tuple[IssuedKey, KeyRecord | None]]) -> TemplateResponse:
+        """The one page a new plaintext key is ever in: this response, not
+        cached, with nothing of it kept in a cookie, session or message."""
+        keys = [{
+            "key": new.key,
+            "record": new.record,
+            "url": reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                           args=[new.record.id], current_app=self.admin_site.name),
+            "old": old,
+            "old_until": admin_time(old.expires_at) if old and old.expires_at else None,
+        } for new, old in issued]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "keys": keys,
+        }
+        response = TemplateResponse(request, ISSUED_TEMPLATE, context)
+        add_never_cache_headers(response)
+        return response
+
+    # -- revoking ----------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
+                 name="{}_{}_revoke".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        """One key's "Revoke" button: a confirmation page, then the revocation."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such API key.")
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._revoke(request, [obj.pk])
+            return HttpResponseRedirect(reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                args=[obj.pk], current_app=self.admin_site.name))
+        return self._revoke_confirmation(request, [obj], single=True)
+
+    def _revoke_confirmation(self, request: HttpRequest, keys: list[APIKey],
+                             single: bool = False) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Are you sure?",
+            "opts": self.opts,
+            "keys": keys,
+            "single": single,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, REVOKE_TEMPLATE, context)
+
+    def _revoke(self, request: HttpRequest, key_ids: list[str]) -> None:
+        keys = _manager()
+        for key_id in key_ids:
+            keys.revoke(key_id)
+        self.message_user(request, f"Revoked {len(key_ids)} API key(s). Requests with them now "
+                                   "get key_revoked.", messages.SUCCESS)
 
     # -- actions ---------------------------------------------------------------
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
-    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
-        keys = _manager()
-        revoked = 0
-        for key_id in queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True):
-            keys.revoke(key_id)
-            revoked += 1
-        self.message_user(request, f"Revoked {revoked} API key(s). Requests with them now get "
-                                   "key_revoked.", messages.SUCCESS)
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]
+                    ) -> TemplateResponse | None:
+        live = list(queryset.filter(revoked_at__isnull=True))
+        if not live:
+            self.message_user(request, "The selected API keys are already revoked.",
+                              messages.WARNING)
+            return None
+        if request.POST.get("post") != "yes":
+            # Revocation is final: ask first, as deleting does.
+            return self._revoke_confirmation(request, live)
+        self._revoke(request, [key.pk for key in live])
+        return None
 
     @admin.action(description="Rotate selected API keys (the old ones expire after the grace "
                               "period)", permissions=["change"])
-    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]
+                    ) -> TemplateResponse | None:
         try:
             grace = parse_duration(request.POST.get("grace") or "0")
         except ConfigurationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
-            return
+            return None
         keys = _manager()
+        rotated: list[tuple[IssuedKey, KeyRecord | None]] = []
         for key_id in queryset.values_list("pk", flat=True):
             try:
                 issued = keys.rotate(key_id, grace=grace)
@@ -203,10 +404,21 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, f"Key {key_id} was not rotated: {exc}",
                                   messages.ERROR)
                 continue
-            ends = old.expires_at.isoformat() if old.expires_at else "now"
+            rotated.append((issued, old))
+        if not rotated:
+            return None
+        return self._issued_page(request, "API keys rotated", rotated)
+
+    @admin.action(description="Delete selected API keys (revoked or expired only)",
+                  permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[APIKey]
+                        ) -> TemplateResponse | None:
+        usable = [key for key in queryset if key.status in ("active", "expiring")]
+        if usable:
             self.message_user(
                 request,
-                f"Rotated {old.name}: the new API key is {issued.key} . Copy it now: it will "
-                f"not be shown again. The old key {old.id} keeps working until {ends}.",
-                messages.SUCCESS,
-            )
+                f"{len(usable)} of the selected API keys still work; deleting would destroy "
+                "their record and usage. Revoke them first. Nothing was deleted.",
+                messages.ERROR)
+            return None
+        return delete_selected(self, request, queryset)

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, Final
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -59,6 +60,30 @@ class APIKey(models.Model):
     def status(self) -> str:
         """``active``, ``expiring``, ``expired`` or ``revoked``, as the core decides."""
         return self.to_record().status()
+
+    @property
+    def due_for_rotation(self) -> bool:
+        """Older than the core's rotation age and still usable."""
+        return self.to_record().due_for_rotation()
+
+    def clean(self) -> None:
+        """Refuse an expiry that would revive the key: once set, an expiry
+        only moves earlier (:meth:`aqnt_auth.KeyRecord.allows_expiry`),
+        checked against the row as stored, not as the form loaded it."""
+        super().clean()
+        if self._state.adding:
+            return
+        stored = type(self)._default_manager.using(self._state.db).filter(pk=self.pk).first()
+        if stored is None:
+            return
+        record = stored.to_record()
+        if record.expires_at == aware(self.expires_at) or record.allows_expiry(
+                aware(self.expires_at)):
+            return
+        raise ValidationError({"expires_at": (
+            "Once set, an expiry can only move earlier: clearing or extending it would revive "
+            "the key. Rotate it or create a new key instead."
+        )})
 
 
 #: Where the times stand among :data:`~aqnt_auth.KEY_COLUMNS`.

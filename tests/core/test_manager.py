@@ -100,6 +100,24 @@ class TestManage:
         with pytest.raises(KeyNotFound):
             manager.revoke("nosuchkey123")
 
+    def test_expiry_only_moves_earlier(self, manager: KeyManager) -> None:
+        """An expiry once set only moves earlier: extending it would revive an
+        expired key or a rotated-out predecessor (#10)."""
+        soon = dt.datetime.now(UTC) + dt.timedelta(hours=1)
+        issued = manager.create("a", expires_at=soon)
+        assert not issued.record.allows_expiry(None)
+        with pytest.raises(KeyStateError, match="an expiry can only move earlier"):
+            manager.expire(issued.record.id, soon + dt.timedelta(seconds=1))
+        assert manager.get(issued.record.id).expires_at == soon
+        earlier = soon - dt.timedelta(minutes=30)
+        assert manager.expire(issued.record.id, earlier).expires_at == earlier
+        # A key without an expiry may get any; a rotated-out predecessor keeps its end.
+        free = manager.create("b")
+        assert free.record.allows_expiry(None)
+        manager.rotate(free.record.id, grace=dt.timedelta(hours=1))
+        with pytest.raises(KeyStateError):
+            manager.expire(free.record.id, dt.datetime(2099, 1, 1, tzinfo=UTC))
+
     def test_rotate_with_grace(self, manager: KeyManager,
                                memory_store: MemoryKeyStore) -> None:
         """The new key copies everything; the old one works until the grace ends."""

@@ -38,6 +38,10 @@ def test_wheel_file_list(wheel: Path) -> None:
     for source in (ROOT / "adapters").rglob("*.py"):
         rel = source.relative_to(ROOT / "adapters").as_posix()
         assert f"aqnt_auth/adapters/{rel}" in names, rel
+    # The Django admin's templates are package data.
+    for template in (ROOT / "adapters" / "django" / "templates").rglob("*.html"):
+        rel = template.relative_to(ROOT / "adapters").as_posix()
+        assert f"aqnt_auth/adapters/{rel}" in names, rel
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "aqnt-auth = aqnt_auth._cli:main" in zipfile.ZipFile(wheel).read(
         entry_points).decode()

@@ -1,16 +1,23 @@
-"""The admin flow through the test client: create (key shown once), revoke, rotate."""
+"""The admin flow through the test client: create (key shown once), the list
+and its status filter, revoke (confirmed), delete (revoked keys only), edit
+(an expiry only moves earlier), rotate (links, times in the admin's format)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.contrib.admin import site
 from django.contrib.auth.models import User
 from django.contrib.messages.storage.cookie import CookieStorage
-from django.test import Client, RequestFactory
+from django.contrib.sessions.models import Session
+from django.core import serializers
+from django.test import Client, RequestFactory, override_settings
+from django.utils import formats, timezone
 
 from aqnt_auth import KeyManager
 from aqnt_auth.adapters.django.admin import APIKeyAdmin
@@ -25,6 +32,13 @@ ADD = CHANGELIST + "add/"
 KEY = re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{50}")
 
 
+MESSAGE_STORAGES = [
+    pytest.param("django.contrib.messages.storage.fallback.FallbackStorage", id="fallback"),
+    pytest.param("django.contrib.messages.storage.cookie.CookieStorage", id="cookie"),
+    pytest.param("django.contrib.messages.storage.session.SessionStorage", id="session"),
+]
+
+
 @pytest.fixture
 def admin_client(db: None) -> Client:
     user = User.objects.create_superuser("admin", "admin@example.com", "pw")
@@ -33,34 +47,85 @@ def admin_client(db: None) -> Client:
     return client
 
 
-def _add(client: Client, **fields: str) -> Any:
+def _add(client: Client, *, follow: bool = True, **fields: str) -> Any:
+    return _post_add(client, fields, follow=follow)
+
+
+def _post_add(client: Client, fields: dict[str, str], *, follow: bool = True) -> Any:
     data = {"name": "Production Server", "mode": "live", "scopes_text": "", "read_only": "",
             "allowed_paths_text": "", "expires_at_0": "", "expires_at_1": "", "owner": "",
             "metadata": "{}"}
     data.update(fields)
     if not data["read_only"]:
         del data["read_only"]
-    return client.post(ADD, data, follow=True)
+    return client.post(ADD, data, follow=follow)
 
 
-def _action(client: Client, action: str, *ids: str, grace: str = "") -> Any:
-    return client.post(CHANGELIST, {"action": action, "_selected_action": list(ids),
-                                    "grace": grace, "index": "0"}, follow=True)
+def _action(client: Client, action: str, *ids: str, grace: str = "", confirm: bool = True
+            ) -> Any:
+    data = {"action": action, "_selected_action": list(ids), "grace": grace, "index": "0"}
+    if confirm:
+        data["post"] = "yes"
+    # An action runs on the list as filtered; "all" includes revoked keys.
+    return client.post(CHANGELIST + "?status=all", data, follow=True)
 
 
 def _messages(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
 
+def _change(key_id: str) -> str:
+    return f"{CHANGELIST}{key_id}/change/"
+
+
+def _edit(client: Client, key_id: str, expires: dt.datetime | None, name: str = "Test key"
+          ) -> Any:
+    when = ("", "") if expires is None else (
+        expires.strftime("%Y-%m-%d"), expires.strftime("%H:%M:%S"))
+    return client.post(_change(key_id), {"name": name, "expires_at_0": when[0],
+                                         "expires_at_1": when[1]})
+
+
+def assert_kept_nowhere(client: Client, key: str) -> None:
+    """*key* is in no cookie (raw or as decoded messages), no session row, no
+    messages storage and no table, and no admin page shows it again."""
+    for morsel in client.cookies.values():
+        assert key not in morsel.value
+        if morsel.key == "messages":
+            storage = CookieStorage(RequestFactory().get("/"))
+            stored = storage._decode(morsel.value)  # type: ignore[attr-defined]
+            assert key not in repr(stored)
+    for session in Session.objects.all():
+        assert key not in repr(session.get_decoded())
+    for model in apps.get_models():
+        assert key not in serializers.serialize("json", model._default_manager.all())
+    # Reloading the add page, the list and the key's page: no key, and no
+    # message left over that could hold one.
+    for url in (ADD, CHANGELIST, _change(key[8:20])):
+        page = client.get(url)
+        assert KEY.findall(page.content.decode()) == []
+        assert all(key not in text for text in _messages(page))
+
+
+def _no_store(response: Any) -> None:
+    assert "no-store" in response["Cache-Control"]
+
+
 @pytest.mark.django_db
 class TestCreate:
-    def test_key_is_shown_once(self, admin_client: Client) -> None:
-        """Adding a key shows its plaintext once, in a message; it works; the
-        next page no longer shows it; the database holds only its hash."""
-        response = _add(admin_client, scopes_text="charges:read, charges:write",
-                        owner="acct_1")
-        assert response.status_code == 200
-        (key,) = set(KEY.findall(response.content.decode()))
+    @pytest.mark.parametrize("storage", MESSAGE_STORAGES)
+    def test_key_is_shown_once(self, admin_client: Client, storage: str) -> None:
+        """The key is in the response to the add POST itself (no-store), and
+        nowhere else: no message, cookie, session or table holds it (#10);
+        the database has only its hash, and the key works."""
+        with override_settings(MESSAGE_STORAGE=storage):
+            response = _add(admin_client, follow=False,
+                            scopes_text="charges:read, charges:write", owner="acct_1")
+            assert response.status_code == 200
+            _no_store(response)
+            (key,) = set(KEY.findall(response.content.decode()))
+            assert key not in str(response.cookies)
+            assert_kept_nowhere(admin_client, key)
         row = APIKey.objects.get()
         assert key.startswith("sk_live_")
         assert key[8:20] == row.id
@@ -69,21 +134,18 @@ class TestCreate:
         assert key not in row.hash
         assert row.hash.startswith("$argon2id$")
         assert row.hint == key[:8] + "..." + key[-4:]
+        # The page links to the key's own page, which shows only the hint.
+        assert _change(row.id) in response.content.decode()
+        assert row.hint in admin_client.get(_change(row.id)).content.decode()
         # The key works through the middleware.
         who = Client().get("/v1/whoami", headers=bearer(key))
         assert who.json()["api_key"]["id"] == row.id
-        # Never shown again.
-        again = admin_client.get(CHANGELIST)
-        assert KEY.findall(again.content.decode()) == []
-        detail = admin_client.get(f"{CHANGELIST}{row.id}/change/")
-        assert KEY.findall(detail.content.decode()) == []
-        assert row.hint in detail.content.decode()
 
     def test_bad_values_are_form_errors(self, admin_client: Client) -> None:
         """The core's rules (scopes, paths, names) come back as form errors."""
         for fields in ({"scopes_text": 'bad"scope'}, {"allowed_paths_text": "v1/charges"},
                        {"name": "   "}):
-            response = _add(admin_client, **fields)
+            response = _post_add(admin_client, fields)
             assert response.status_code == 200
             assert response.context["adminform"].form.errors
         assert not APIKey.objects.exists()
@@ -99,46 +161,106 @@ class TestCreate:
             "test", True, ["/v1/charges", "/v1/refunds"])
 
 
+def _names(response: Any) -> set[str]:
+    return {key.name for key in response.context["cl"].result_list}
+
+
 @pytest.mark.django_db
 class TestList:
     def test_columns(self, admin_client: Client) -> None:
-        """The list shows name, mode, hint, status and the request count."""
+        """The list shows name, mode, hint, status, due for rotation, expires
+        and the request count."""
         issued = issue(name="Reporting")
         Client().get("/v1/whoami", headers=bearer(issued.key))
         from aqnt_auth.adapters.django import get_authenticator
 
         get_authenticator().flush_usage()
         page = admin_client.get(CHANGELIST).content.decode()
-        for text in ("Reporting", "live", issued.record.hint, "active", ">1<"):
+        for text in ("Reporting", "live", issued.record.hint, "active", ">1<",
+                     "due for rotation", "Expires at"):
             assert text in page
+
+    def test_status_filter(self, admin_client: Client) -> None:
+        """Each status shows exactly its keys; by default revoked keys are hidden."""
+        now = timezone.now()
+        issue(name="active")
+        issue(name="expiring", expires_at=now + dt.timedelta(days=1))
+        issue(name="expired", expires_at=now - dt.timedelta(days=1))
+        revoked = issue(name="revoked")
+        KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
+        old = issue(name="old")
+        APIKey.objects.filter(pk=old.record.id).update(created_at=now - dt.timedelta(days=91))
+        old_revoked = issue(name="old revoked")
+        APIKey.objects.filter(pk=old_revoked.record.id).update(
+            created_at=now - dt.timedelta(days=91), revoked_at=now)
+        expected = {
+            None: {"active", "expiring", "expired", "old"},
+            "active": {"active", "old"},
+            "expiring": {"expiring"},
+            "expired": {"expired"},
+            "revoked": {"revoked", "old revoked"},
+            "due": {"old"},
+            "all": {"active", "expiring", "expired", "revoked", "old", "old revoked"},
+        }
+        for status, names in expected.items():
+            query = {} if status is None else {"status": status}
+            assert _names(admin_client.get(CHANGELIST, query)) == names, status
+        # The same "due" as the core's, shown as a column.
+        page = admin_client.get(CHANGELIST, {"status": "due"}).content.decode()
+        assert 'alt="True"' in page
+        assert APIKey.objects.get(pk=old.record.id).due_for_rotation
+        # The default choice is named for what it shows.
+        assert "not revoked" in admin_client.get(CHANGELIST).content.decode()
 
 
 @pytest.mark.django_db
 class TestRevoke:
-    def test_revoke_action(self, admin_client: Client) -> None:
-        """Revoking makes the key answer key_revoked and its page read-only."""
+    def test_revoke_action_asks_first(self, admin_client: Client) -> None:
+        """The action shows a confirmation page and revokes nothing; "Yes"
+        revokes, and the key answers key_revoked and its page is read-only."""
         issued = issue()
+        asked = _action(admin_client, "revoke_keys", issued.record.id, confirm=False)
+        page = asked.content.decode()
+        assert "Are you sure you want to revoke this API key?" in page
+        assert issued.record.hint in page
+        assert 'name="post" value="yes"' in page
+        assert APIKey.objects.get().revoked_at is None
         response = _action(admin_client, "revoke_keys", issued.record.id)
         assert "Revoked 1 API key(s)." in " ".join(_messages(response))
         assert_error(Client().get("/v1/whoami", headers=bearer(issued.key)), 401, bodies.REVOKED,
                      bodies.INVALID_CHALLENGE)
         row = APIKey.objects.get()
         assert row.revoked_at is not None
-        # Read-only: no editable name field, and a POST is refused.
-        url = f"{CHANGELIST}{row.id}/change/"
+        # Read-only: no editable name field, no Revoke button, and a POST is refused.
+        url = _change(row.id)
         page = admin_client.get(url).content.decode()
         assert 'name="name"' not in page
+        assert "revokelink" not in page
         assert admin_client.post(url, {"name": "renamed"}).status_code == 403
         assert APIKey.objects.get().name == row.name
+
+    def test_revoke_button_asks_first(self, admin_client: Client) -> None:
+        """The key's page has a Revoke button: a confirmation page on GET, the
+        revocation on POST."""
+        issued = issue()
+        url = f"{CHANGELIST}{issued.record.id}/revoke/"
+        assert url in admin_client.get(_change(issued.record.id)).content.decode()
+        asked = admin_client.get(url)
+        assert "Are you sure you want to revoke this API key?" in asked.content.decode()
+        assert APIKey.objects.get().revoked_at is None
+        done = admin_client.post(url, {"post": "yes"}, follow=True)
+        assert "Revoked 1 API key(s)." in " ".join(_messages(done))
+        assert APIKey.objects.get().revoked_at is not None
+        # Revoked: the button and its view are gone.
+        assert admin_client.post(url, {"post": "yes"}).status_code == 403
 
     def test_revoked_key_page_refuses_edits(self, admin_client: Client) -> None:
         """A key revoked elsewhere (CLI, another admin) refuses a later POST."""
         issued = issue()
-        url = f"{CHANGELIST}{issued.record.id}/change/"
+        url = _change(issued.record.id)
         assert 'name="name"' in admin_client.get(url).content.decode()
         KeyManager(DjangoKeyStore()).revoke(issued.record.id)
-        response = admin_client.post(url, {"name": "renamed", "expires_at_0": "",
-                                           "expires_at_1": ""})
+        response = _edit(admin_client, issued.record.id, None, name="renamed")
         assert response.status_code == 403
         row = APIKey.objects.get()
         assert row.revoked_at is not None
@@ -151,15 +273,57 @@ class TestRevoke:
         obj = APIKey.objects.get()  # loaded by the form, still active
         KeyManager(DjangoKeyStore()).revoke(issued.record.id)
         obj.name = "renamed"
-        form = SimpleNamespace(changed_data=["name"])
-        request = RequestFactory().post("/")
-        request._messages = CookieStorage(request)  # type: ignore[attr-defined]
-        APIKeyAdmin(APIKey, site).save_model(request, obj, form, change=True)
-        row = APIKey.objects.get()
+        row = _save(obj, ["name"])
         assert row.revoked_at is not None
         assert row.name == "Test key"
-        assert [str(m) for m in request._messages] == [  # type: ignore[attr-defined]
-            "The key was revoked meanwhile; nothing was changed."]
+        assert row.messages == ["The key was revoked meanwhile; nothing was changed."]
+
+
+def _save(obj: APIKey, changed: list[str]) -> Any:
+    """save_model of the change form, as the admin calls it, with *changed* fields;
+    the row as stored afterwards, with the messages the admin gave."""
+    form = SimpleNamespace(changed_data=changed)
+    request = RequestFactory().post("/")
+    request._messages = CookieStorage(request)  # type: ignore[attr-defined]
+    APIKeyAdmin(APIKey, site).save_model(request, obj, form, change=True)
+    row = APIKey.objects.get(pk=obj.pk)
+    row.messages = [str(m) for m in request._messages]  # type: ignore[attr-defined]
+    return row
+
+
+@pytest.mark.django_db
+class TestDelete:
+    def test_active_keys_cannot_be_deleted(self, admin_client: Client) -> None:
+        """An active or expiring key has no Delete link, its delete view is
+        refused, and the bulk action deletes nothing while one is selected."""
+        active = issue(name="active")
+        expiring = issue(name="expiring", expires_at=timezone.now() + dt.timedelta(days=1))
+        revoked = issue(name="revoked")
+        KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
+        for key in (active, expiring):
+            page = admin_client.get(_change(key.record.id)).content.decode()
+            assert "deletelink" not in page
+            delete_url = f"{CHANGELIST}{key.record.id}/delete/"
+            assert admin_client.get(delete_url).status_code == 403
+            assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+        response = _action(admin_client, "delete_selected", active.record.id, revoked.record.id)
+        assert "Revoke them first. Nothing was deleted." in " ".join(_messages(response))
+        assert APIKey.objects.count() == 3
+
+    def test_revoked_and_expired_keys_can_be_deleted(self, admin_client: Client) -> None:
+        """A key that no longer works can be deleted, after Django's confirmation."""
+        revoked = issue(name="revoked")
+        KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
+        expired = issue(name="expired", expires_at=timezone.now() - dt.timedelta(days=1))
+        assert "deletelink" in admin_client.get(_change(revoked.record.id)).content.decode()
+        asked = _action(admin_client, "delete_selected", revoked.record.id, expired.record.id,
+                        confirm=False)
+        assert "Are you sure you want to delete the selected" in asked.content.decode()
+        assert APIKey.objects.count() == 2
+        response = _action(admin_client, "delete_selected", revoked.record.id,
+                           expired.record.id)
+        assert "Successfully deleted 2" in " ".join(_messages(response))
+        assert not APIKey.objects.exists()
 
 
 @pytest.mark.django_db
@@ -168,30 +332,102 @@ class TestEdit:
         """An active key's name can change; other columns are untouched."""
         issued = issue(scopes=["a"])
         APIKey.objects.filter(pk=issued.record.id).update(usage_count=41)
-        url = f"{CHANGELIST}{issued.record.id}/change/"
-        response = admin_client.post(url, {"name": "Renamed", "expires_at_0": "",
-                                           "expires_at_1": "", "scopes": '["b"]'}, follow=True)
+        response = admin_client.post(_change(issued.record.id), {
+            "name": "Renamed", "expires_at_0": "", "expires_at_1": "", "scopes": '["b"]'},
+            follow=True)
         assert response.status_code == 200
         row = APIKey.objects.get()
         assert (row.name, row.scopes, row.usage_count, row.hash) == (
             "Renamed", ["a"], 41, issued.record.hash)
 
+    def test_expiry_only_moves_earlier(self, admin_client: Client) -> None:
+        """Clearing or extending a set expiry is a form error (it would revive
+        the key); moving it earlier works; a key without one may get one (#10)."""
+        ends = timezone.now().replace(microsecond=0) + dt.timedelta(days=2)
+        issued = issue(expires_at=ends)
+        for attempt in (None, ends + dt.timedelta(days=30)):
+            response = _edit(admin_client, issued.record.id, attempt)
+            assert response.status_code == 200
+            errors = response.context["adminform"].form.errors
+            assert "an expiry can only move earlier" in str(errors["expires_at"])
+            assert APIKey.objects.get().expires_at == ends
+        earlier = ends - dt.timedelta(days=1)
+        assert _edit(admin_client, issued.record.id, earlier).status_code == 302
+        assert APIKey.objects.get().expires_at == earlier
+        free = issue(name="free")
+        assert _edit(admin_client, free.record.id, ends).status_code == 302
+        assert APIKey.objects.get(pk=free.record.id).expires_at == ends
+
+    @pytest.mark.parametrize("case", ["expired", "rotated"])
+    def test_no_revival(self, admin_client: Client, case: str) -> None:
+        """An expired key, or a rotated-out predecessor, cannot be given back
+        a future (or no) expiry: it stays unusable."""
+        if case == "expired":
+            old = issue(expires_at=timezone.now() - dt.timedelta(hours=1))
+        else:
+            old = issue()
+            _action(admin_client, "rotate_keys", old.record.id, grace="0")
+        before = APIKey.objects.get(pk=old.record.id).expires_at
+        for attempt in (None, timezone.now() + dt.timedelta(days=365)):
+            response = _edit(admin_client, old.record.id, attempt)
+            assert response.status_code == 200
+            assert "expires_at" in response.context["adminform"].form.errors
+        assert APIKey.objects.get(pk=old.record.id).expires_at == before
+        assert_error(Client().get("/v1/whoami", headers=bearer(old.key)), 401, bodies.REVOKED,
+                     bodies.INVALID_CHALLENGE)
+
+    def test_save_rechecks_expiry(self) -> None:
+        """The expiry moved earlier between loading the form and saving it:
+        the conditional UPDATE refuses the later value, and says so."""
+        ends = timezone.now() + dt.timedelta(days=2)
+        issued = issue(expires_at=ends)
+        obj = APIKey.objects.get()  # loaded (and validated) by the form
+        sooner = ends - dt.timedelta(days=1)
+        KeyManager(DjangoKeyStore()).expire(issued.record.id, sooner)
+        obj.expires_at = ends - dt.timedelta(hours=1)
+        row = _save(obj, ["expires_at"])
+        assert row.expires_at == sooner
+        assert row.messages == ["The key's expiry was moved meanwhile; nothing was changed."]
+
 
 @pytest.mark.django_db
 class TestRotate:
     def test_rotate_with_grace(self, admin_client: Client) -> None:
-        """Rotating shows the new key once; the old one works through the grace."""
+        """Rotating shows the new key once, in the response (no-store), with
+        the old key's end in the admin's format; the old one works through
+        the grace; the key is kept nowhere (#10)."""
         old = issue(name="Server", scopes=["charges:read"])
-        response = _action(admin_client, "rotate_keys", old.record.id, grace="24h")
-        (new_key,) = set(KEY.findall(response.content.decode()))
+        with override_settings(TIME_ZONE="America/New_York"), timezone.override(
+                "America/New_York"):
+            response = admin_client.post(CHANGELIST, {
+                "action": "rotate_keys", "_selected_action": [old.record.id], "grace": "24h",
+                "index": "0"})
+            assert response.status_code == 200
+            _no_store(response)
+            page = response.content.decode()
+            (new_key,) = set(KEY.findall(page))
+            ends = APIKey.objects.get(pk=old.record.id).expires_at
+            assert ends is not None
+            shown = formats.date_format(timezone.localtime(ends), "DATETIME_FORMAT")
+            assert f"The old key {old.record.id} keeps working until {shown}." in page
+            assert ends.isoformat() not in page
+            assert_kept_nowhere(admin_client, new_key)
         assert new_key != old.key
-        (message,) = _messages(response)
-        assert f"The old key {old.record.id} keeps working until" in message
         for key in (old.key, new_key):
             assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
         new_row = APIKey.objects.get(rotated_from=old.record.id)
         assert (new_row.name, new_row.scopes) == ("Server", ["charges:read"])
-        assert APIKey.objects.get(pk=old.record.id).expires_at is not None
+
+    def test_pages_link_predecessor_and_successor(self, admin_client: Client) -> None:
+        """A rotated key's page links to the key it replaced, and that key's
+        page to its successor."""
+        old = issue()
+        _action(admin_client, "rotate_keys", old.record.id, grace="1h")
+        new_id = APIKey.objects.get(rotated_from=old.record.id).pk
+        new_page = admin_client.get(_change(new_id)).content.decode()
+        assert f'<a href="{_change(old.record.id)}">{old.record.id}</a>' in new_page
+        old_page = admin_client.get(_change(old.record.id)).content.decode()
+        assert f'<a href="{_change(new_id)}">{new_id}</a>' in old_page
 
     def test_rotate_without_grace(self, admin_client: Client) -> None:
         """grace 0 ends the old key at once."""
