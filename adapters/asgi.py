@@ -150,7 +150,7 @@ class Exemptions:
 
     __slots__ = ("_is_exempt", "allow_cors_preflight", "paths")
 
-    def __init__(self, exempt_paths: Iterable[str] = (), allow_cors_preflight: bool = True
+    def __init__(self, exempt_paths: Iterable[str] = (), allow_cors_preflight: bool = False
                  ) -> None:
         self.paths = PathRules(exempt_paths)
         self._is_exempt = self.paths.is_exempt if self.paths else None
@@ -192,8 +192,11 @@ class APIKeyMiddleware:
         decoded path relative to ``root_path``, as the router sees it.
     :param allow_cors_preflight: let CORS preflights (``OPTIONS`` with
         ``Origin`` and ``Access-Control-Request-Method``) through without a
-        key, so a CORS middleware outside this one can answer them.  Every
-        other ``OPTIONS`` needs a key.
+        key, for a CORS middleware *inside* this one to answer (default
+        ``False``: with nothing there to answer it, a preflight would reach
+        the endpoint unauthenticated).  Starlette's ``CORSMiddleware`` belongs
+        outside this middleware, where it answers preflights before they
+        arrive here and needs no such pass.
     :param options: passed with *store* to :class:`~aqnt_auth.Authenticator`
         (``allowed_modes``, ``realm``, ``prefixes``, ``hashers``...).
 
@@ -213,7 +216,7 @@ class APIKeyMiddleware:
         *,
         authenticator: Authenticator | None = None,
         exempt_paths: Iterable[str] = (),
-        allow_cors_preflight: bool = True,
+        allow_cors_preflight: bool = False,
         **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.app = app

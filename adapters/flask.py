@@ -88,7 +88,7 @@ _PARAMETERS = inspect.signature(Authenticator).parameters
 CONFIG_DEFAULTS: Final[Mapping[str, Any]] = {
     "AQNT_AUTH_STORE": DEFAULT_STORE_URL,
     "AQNT_AUTH_EXEMPT_PATHS": (),
-    "AQNT_AUTH_ALLOW_CORS_PREFLIGHT": True,
+    "AQNT_AUTH_ALLOW_CORS_PREFLIGHT": False,
     "AQNT_AUTH_HASHER": None,
     **{key: _PARAMETERS[arg].default for key, arg in _AUTHENTICATOR_OPTIONS.items()},
 }
@@ -178,21 +178,27 @@ class _AppState:
                     exempt = endpoint_exempt(rule.endpoint)
             else:
                 exempt = False
-            if (
-                exempt
-                or (is_exempt_path is not None and is_exempt_path(path))
-                or (
-                    method == "OPTIONS"
-                    and allow_cors_preflight
-                    and is_cors_preflight(
-                        method,
-                        environ.get("HTTP_ORIGIN"),
-                        environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
-                    )
-                )
-            ):
+            if exempt or (is_exempt_path is not None and is_exempt_path(path)):
                 app_globals.api_key = None
                 return None
+            if (
+                method == "OPTIONS"
+                and allow_cors_preflight
+                and rule is not None
+                # Set by Flask's add_url_rule; werkzeug's Rule does not declare it.
+                and getattr(rule, "provide_automatic_options", False)
+                and is_cors_preflight(
+                    method,
+                    environ.get("HTTP_ORIGIN"),
+                    environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+                )
+            ):
+                # Flask would answer this OPTIONS itself, without the view;
+                # answer it here, so that no other before_request function
+                # runs either.  after_request functions (flask-cors) still
+                # add their headers.
+                app_globals.api_key = None
+                return current_app.make_default_options_response()
             try:
                 app_globals.api_key = authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
@@ -229,7 +235,10 @@ class AQNTAuth:
     ``AQNT_AUTH_REALM``
         The ``realm`` of ``WWW-Authenticate`` (default ``"api"``).
     ``AQNT_AUTH_ALLOW_CORS_PREFLIGHT``
-        Let CORS preflights through without a key (default ``True``).
+        Answer CORS preflights without a key, as Flask answers ``OPTIONS``
+        itself, so that flask-cors adds its headers (default ``False``).
+        Only for routes whose ``OPTIONS`` Flask answers automatically: a
+        view that handles ``OPTIONS`` itself still needs a key.
     ``AQNT_AUTH_PREFIXES``, ``AQNT_AUTH_HASHERS``, ``AQNT_AUTH_CACHE_SIZE``,
     ``AQNT_AUTH_CACHE_TTL``, ``AQNT_AUTH_MAX_CONCURRENT_HASHES``,
     ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,

@@ -208,7 +208,7 @@ class APIKeyBackend(AuthenticationBackend):
         *,
         authenticator: Authenticator | None = None,
         exempt_paths: Iterable[str] = (),
-        allow_cors_preflight: bool = True,
+        allow_cors_preflight: bool = False,
         allow_anonymous: bool = False,
         **options: Unpack[AuthenticatorOptions],
     ) -> None:

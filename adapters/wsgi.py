@@ -67,7 +67,10 @@ class APIKeyMiddleware:
         ending in ``/*``, a prefix on segment boundaries (``"/docs/*"``).
     :param allow_cors_preflight: let CORS preflights (``OPTIONS`` with
         ``Origin`` and ``Access-Control-Request-Method``) through without a
-        key, since browsers never send credentials on them.
+        key, for a CORS layer inside *app* that answers every preflight
+        (default ``False``: otherwise a preflight reaches *app*'s views
+        unauthenticated).  A CORS middleware wrapped around this one answers
+        preflights before they arrive here and needs no such pass.
     :param options: keyword options of :class:`~aqnt_auth.Authenticator`
         (``allowed_modes``, ``realm``, ``cache_size``, ``rate_limit``...), with
         *store* only.  A rate limit counts failures per ``REMOTE_ADDR``.
@@ -85,7 +88,7 @@ class APIKeyMiddleware:
         *,
         authenticator: Authenticator | None = None,
         exempt_paths: Iterable[str] = (),
-        allow_cors_preflight: bool = True,
+        allow_cors_preflight: bool = False,
         **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.authenticator = make_authenticator(store, authenticator, options)

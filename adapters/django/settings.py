@@ -6,8 +6,11 @@ Every key is optional; these are the defaults::
         # Paths that need no key: exact ("/health") or, ending in "/*", a
         # prefix on segment boundaries ("/docs/*"), matched on request.path_info.
         "EXEMPT_PATHS": [],
-        # Let CORS preflights through: browsers never send credentials on them.
-        "ALLOW_CORS_PREFLIGHT": True,
+        # Let CORS preflights through without a key, for a CORS middleware
+        # *after* this one to answer.  Off: django-cors-headers' CorsMiddleware
+        # belongs before it (as high as possible), where it answers preflights
+        # itself; with nothing to answer them, they would reach views.
+        "ALLOW_CORS_PREFLIGHT": False,
         # Key modes accepted; a key of another mode gets invalid_api_key.
         "ALLOWED_MODES": ["live", "test"],
         # The realm of WWW-Authenticate.
@@ -82,7 +85,7 @@ SETTING: Final = "AQNT_AUTH"
 DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
     {
         "EXEMPT_PATHS": (),
-        "ALLOW_CORS_PREFLIGHT": True,
+        "ALLOW_CORS_PREFLIGHT": False,
         "ALLOWED_MODES": ("live", "test"),
         "REALM": "api",
         "PREFIXES": ("sk",),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Security, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.middleware import Middleware
 
 from aqnt_auth import KeyStore, Principal
 from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
@@ -15,13 +16,16 @@ from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
 from .driver import BOOM, METHODS, Recorder
 
 
-def build(record: Recorder, store: KeyStore, lifespan: Any, debug: bool, **options: Any
-          ) -> tuple[FastAPI, APIKey]:
+def build(record: Recorder, store: KeyStore, lifespan: Any, debug: bool,
+          cors: list[Middleware], **options: Any) -> tuple[FastAPI, APIKey]:
     """``/health`` without the dependency; ``/boom`` (raises), every other
-    path, method and WebSocket behind it, configured with *store* and *options*."""
+    path, method and WebSocket behind it, configured with *store* and *options*;
+    *cors*: the CORS middleware, if any (around the whole app, as FastAPI's
+    ``add_middleware`` puts it)."""
     api_key = APIKey(store, **options)
     Key = Annotated[Principal, Security(api_key)]  # noqa: N806 - a type alias
-    app = FastAPI(debug=debug, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(debug=debug, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
+                  middleware=cors)
     add_error_handlers(app)
 
     @app.api_route("/health", methods=["GET", "HEAD"])

@@ -19,16 +19,17 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from aqnt_auth import FailureLimiter
 from aqnt_auth.adapters.asgi import APIKeyMiddleware, principal_of
 from aqnt_auth.adapters.starlette import APIKeyBackend
 from tests.core._support import CountingHasher, InstrumentedStore
 
+from .cases import ORIGIN
 from .driver import (
     ALLOWED_MODES,
     BOOM,
@@ -40,6 +41,7 @@ from .driver import (
     Outcome,
     Recorder,
     Request,
+    Setup,
 )
 
 Message = MutableMapping[str, Any]
@@ -186,16 +188,26 @@ def _find(app: Starlette, cls: type[Any]) -> Any:
     return node
 
 
+def _cors(setup: Setup) -> list[Middleware]:
+    """Starlette's CORSMiddleware where it belongs: outermost, first in the list."""
+    if not setup.cors:
+        return []
+    return [Middleware(CORSMiddleware, allow_origins=[ORIGIN], allow_methods=["*"],
+                       allow_headers=["Authorization"])]
+
+
 @contextlib.contextmanager
-def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher,
-              rate_limit: FailureLimiter | None, debug: bool) -> Iterator[ASGIDriver]:
+def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, setup: Setup
+              ) -> Iterator[ASGIDriver]:
     recorder = Recorder()
+    debug = setup.debug
     options: dict[str, Any] = {"hashers": [hasher], "allowed_modes": ALLOWED_MODES,
-                               "rate_limit": rate_limit}
+                               "rate_limit": setup.rate_limit}
     if adapter == "fastapi":
         from ._fastapi_app import build
 
-        app, api_key = build(recorder, store, lifespan(recorder), debug, **options)
+        app, api_key = build(recorder, store, lifespan(recorder), debug, cors=_cors(setup),
+                             **options)
         driver = ASGIDriver(adapter, app, store, hasher, recorder)
         try:
             yield driver
@@ -207,7 +219,8 @@ def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher,
     if adapter == "asgi":
         middleware = Middleware(APIKeyMiddleware, store=store, exempt_paths=EXEMPT_PATHS,
                                 **options)
-        starlette = Starlette(debug, routes=routes(recorder), middleware=[middleware],
+        starlette = Starlette(debug, routes=routes(recorder),
+                              middleware=[*_cors(setup), middleware],
                               lifespan=lifespan(recorder))
         driver = ASGIDriver(adapter, starlette, store, hasher, recorder)
         try:
@@ -222,7 +235,8 @@ def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher,
     starlette = Starlette(
         debug,
         routes=routes(recorder),
-        middleware=[Middleware(AuthenticationMiddleware, backend=backend,
+        middleware=[*_cors(setup),
+                    Middleware(AuthenticationMiddleware, backend=backend,
                                on_error=backend.on_error)],
         lifespan=lifespan(recorder),
     )

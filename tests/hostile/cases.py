@@ -87,6 +87,10 @@ class Case:
     store_down: bool = False
     #: The server offers the ``websocket.http.response`` extension (ASGI).
     ws_extension: bool = True
+    #: The app runs its framework's standard CORS layer in its documented place
+    #: (allowing :data:`ORIGIN`); every answer then carries its
+    #: ``Access-Control-Allow-Origin``.
+    cors: bool = False
     differs: Mapping[str, Difference] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -127,7 +131,7 @@ def invalid(name: str, **fields: Any) -> Case:
     return Case(name, 401, bodies.INVALID, bodies.INVALID_CHALLENGE, **fields)
 
 
-def passes(name: str, endpoint: str = "protected", **fields: Any) -> Case:
+def passes(name: str, endpoint: str | None = "protected", **fields: Any) -> Case:
     return Case(name, fields.pop("status", 200), None, None, endpoint=endpoint, **fields)
 
 
@@ -149,10 +153,9 @@ _FLASK_SLASHES = differs(
     "Flask's router serves /health here too", ("flask",),
     status=200, body=None, challenge=None, endpoint="health",
 )
-_NO_PREFLIGHT = differs(
-    "a route dependency (FastAPI) or authentication class (DRF) cannot tell a preflight from "
-    "any OPTIONS request; a CORS middleware answers preflights before routing",
-    ("fastapi", "drf"), status=401, body=bodies.MISSING, challenge=bodies.CHALLENGE, endpoint=None,
+_NO_CORS_PACKAGE = not_for(
+    "bare WSGI has no standard CORS layer; the WSGI middleware's own tests pass preflights to "
+    "flask-cors inside a wrapped Flask app", ("wsgi",),
 )
 _STARLETTE_WS_CLOSE = (
     "Starlette's AuthenticationMiddleware closes a refused WebSocket itself, code 1000, "
@@ -172,8 +175,12 @@ _WS_HEADERS: Final = (
     (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
     (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13"),
 )
-_PREFLIGHT: Final = ((b"origin", b"https://app.example"),
-                     (b"access-control-request-method", b"POST"))
+#: The origin the CORS layers allow.
+ORIGIN: Final = "https://app.example"
+_PREFLIGHT: Final = ((b"origin", ORIGIN.encode()), (b"access-control-request-method", b"POST"))
+#: A path every test app routes to its protected endpoint for GET and POST only, so
+#: that each framework (and each CORS layer) answers OPTIONS there itself.
+CORS_PATH: Final = "/v1/widgets"
 _MEGABYTE: Final = 1024 * 1024
 _FULLWIDTH_BEARER: Final = "\uff22\uff45\uff41\uff52\uff45\uff52".encode()
 
@@ -311,7 +318,20 @@ METHOD_CASES: Final = [
     valid("head_with_key", method="HEAD"),
     missing("post_without_key", method="POST"),
     missing("options_without_cors_headers", method="OPTIONS"),
-    passes("cors_preflight", method="OPTIONS", headers=_PREFLIGHT, differs=_NO_PREFLIGHT),
+    # With no CORS layer to answer it, a preflight must not reach the endpoint keyless.
+    missing("cors_preflight", method="OPTIONS", headers=_PREFLIGHT),
+    missing("cors_preflight_empty_values", method="OPTIONS",
+            headers=((b"origin", b""), (b"access-control-request-method", b""))),
+    missing("cors_preflight_to_get_post_route", method="OPTIONS", path=CORS_PATH,
+            headers=_PREFLIGHT),
+    # With the framework's CORS layer where it documents it, the layer answers.
+    passes("cors_layer_answers_preflight", None, method="OPTIONS", path=CORS_PATH,
+           headers=_PREFLIGHT, cors=True, differs=_NO_CORS_PACKAGE),
+    missing("cors_layer_request_without_key", method="POST", path=CORS_PATH,
+            headers=_PREFLIGHT[:1], cors=True, differs=_NO_CORS_PACKAGE),
+    valid("cors_layer_request_with_key", method="POST", path=CORS_PATH,
+          headers=(*auth(b"Bearer {live}"), _PREFLIGHT[0]), cors=True,
+          differs=_NO_CORS_PACKAGE),
     missing("options_with_origin_only", method="OPTIONS", headers=_PREFLIGHT[:1]),
     missing("options_with_request_method_only", method="OPTIONS", headers=_PREFLIGHT[1:]),
     missing("get_with_preflight_headers", headers=_PREFLIGHT),

@@ -23,17 +23,19 @@ from django.core.signals import request_finished, request_started
 from django.db import OperationalError, close_old_connections, connections
 from django.test.utils import override_settings
 
-from aqnt_auth import FailureLimiter, KeyManager
+from aqnt_auth import KeyManager
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
 from tests.core._support import CountingHasher
 
+from .cases import ORIGIN
 from .django_app import RECORD
-from .driver import ALLOWED_MODES, EXEMPT_PATHS, Driver, Outcome, Recorder, Request
+from .driver import ALLOWED_MODES, EXEMPT_PATHS, Driver, Outcome, Recorder, Request, Setup
 from .keys import KeySet
 from .wsgi_drivers import call_wsgi, environ_of
 
 _OURS = "aqnt_auth.adapters.django.APIKeyMiddleware"
+_CORS = "corsheaders.middleware.CorsMiddleware"
 
 
 class DjangoDriver(Driver):
@@ -80,8 +82,11 @@ class DjangoDriver(Driver):
                        escaped=escaped)
 
 
-def _settings(adapter: str, hasher: CountingHasher, rate_limit: FailureLimiter | None
-              ) -> dict[str, Any]:
+def _settings(adapter: str, hasher: CountingHasher, setup: Setup) -> dict[str, Any]:
+    rate_limit = setup.rate_limit
+    # django-cors-headers documents its middleware as high as possible.
+    cors: dict[str, Any] = ({"CORS_ALLOWED_ORIGINS": [ORIGIN]} if setup.cors else {})
+    first = [_CORS] if setup.cors else []
     aqnt_auth = {
         "EXEMPT_PATHS": list(EXEMPT_PATHS) if adapter == "django" else [],
         "HASHERS": [hasher],
@@ -92,11 +97,12 @@ def _settings(adapter: str, hasher: CountingHasher, rate_limit: FailureLimiter |
     }
     if adapter == "django":
         return {"ROOT_URLCONF": "tests.hostile.django_app", "AQNT_AUTH": aqnt_auth,
-                "MIDDLEWARE": list(settings.MIDDLEWARE)}
+                "MIDDLEWARE": [*first, *settings.MIDDLEWARE], **cors}
     return {
         "ROOT_URLCONF": "tests.hostile.drf_app",
         "AQNT_AUTH": aqnt_auth,
-        "MIDDLEWARE": [m for m in settings.MIDDLEWARE if m != _OURS],
+        "MIDDLEWARE": [*first, *(m for m in settings.MIDDLEWARE if m != _OURS)],
+        **cors,
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": [
                 "aqnt_auth.adapters.django.rest_framework.APIKeyAuthentication",
@@ -123,12 +129,11 @@ def _requests_keep_the_connection() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_django(adapter: str, hasher: CountingHasher, rate_limit: FailureLimiter | None,
-                debug: bool) -> Iterator[DjangoDriver]:
+def open_django(adapter: str, hasher: CountingHasher, setup: Setup) -> Iterator[DjangoDriver]:
     recorder = Recorder()
     connection = connections["default"]
     assert settings.MIDDLEWARE.count(_OURS) == 1
-    with override_settings(DEBUG=debug, **_settings(adapter, hasher, rate_limit)), \
+    with override_settings(DEBUG=setup.debug, **_settings(adapter, hasher, setup)), \
             _requests_keep_the_connection():
         driver = DjangoDriver(adapter, hasher, recorder)
         RECORD.append(recorder)

@@ -169,30 +169,42 @@ class MemoryDriver(Driver):
         self.store.failure = None
 
 
-@contextlib.contextmanager
-def open_driver(adapter: str, *, rate_limit: FailureLimiter | None = None, debug: bool = False
-                ) -> Iterator[Driver]:
-    """The app protected by *adapter* ("asgi", "fastapi", ..., "drf"), configured
-    through that adapter's own options (with *rate_limit* when given).
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How a driver's app is configured, beyond the common options."""
 
-    With *debug*, the framework's debug mode is on: its error page shows
-    tracebacks (Django's DEBUG page, Starlette's, werkzeug's debugger).
-    """
+    #: A failure limiter for the adapter.
+    rate_limit: FailureLimiter | None = None
+    #: The framework's debug mode: its error page shows tracebacks (Django's
+    #: DEBUG page, Starlette's, werkzeug's debugger).
+    debug: bool = False
+    #: The framework's standard CORS layer, in its documented place, allowing
+    #: :data:`~tests.hostile.cases.ORIGIN` (and, where the adapter needs it to
+    #: pass preflights on to that layer, its setting for that).
+    cors: bool = False
+
+
+@contextlib.contextmanager
+def open_driver(adapter: str, *, rate_limit: FailureLimiter | None = None, debug: bool = False,
+                cors: bool = False) -> Iterator[Driver]:
+    """The app protected by *adapter* ("asgi", "fastapi", ..., "drf"), configured
+    through that adapter's own options, as :class:`Setup` describes."""
     hasher = CountingHasher()
+    setup = Setup(rate_limit, debug, cors)
     if adapter in ("django", "drf"):
         from .django_drivers import open_django
 
-        with open_django(adapter, hasher, rate_limit, debug) as driver:
+        with open_django(adapter, hasher, setup) as driver:
             yield driver
         return
     store = InstrumentedStore()
     if adapter in ("asgi", "starlette", "fastapi"):
         from .asgi_drivers import open_asgi
 
-        with open_asgi(adapter, store, hasher, rate_limit, debug) as driver:
+        with open_asgi(adapter, store, hasher, setup) as driver:
             yield driver
         return
     from .wsgi_drivers import open_wsgi
 
-    with open_wsgi(adapter, store, hasher, rate_limit, debug) as driver:
+    with open_wsgi(adapter, store, hasher, setup) as driver:
         yield driver

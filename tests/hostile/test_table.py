@@ -8,7 +8,7 @@ import pytest
 from aqnt_auth import FailureLimiter
 from tests import bodies
 
-from .cases import ADAPTERS, CASES, Case
+from .cases import ADAPTERS, CASES, ORIGIN, Case
 from .driver import Driver, Outcome, Request, open_driver
 from .leaks import (
     ExceptionTrap,
@@ -36,6 +36,8 @@ def check(case: Case, outcome: Outcome) -> None:
     assert outcome.escaped is None, f"the app raised {outcome.escaped!r}"
     assert outcome.status == case.status
     assert outcome.close_code == case.close_code
+    if case.cors:
+        assert outcome.header("access-control-allow-origin") == ORIGIN
     if case.body is None:
         assert outcome.endpoint == case.endpoint
         assert outcome.header("www-authenticate") is None
@@ -66,7 +68,7 @@ def test_hostile_request(case: Case, adapter: str, caplog: pytest.LogCaptureFixt
         pytest.skip(case.reason(adapter))
     limiter = FailureLimiter(per_key="100/minute", per_client="2/minute") \
         if expected.rate_limit else None
-    with open_driver(adapter, rate_limit=limiter) as driver:
+    with open_driver(adapter, rate_limit=limiter, cors=expected.cors) as driver:
         # Keys are issued first: the check covers requests, not key management.
         request = Request.of(expected, driver.keys)
         with debug_everywhere(caplog):

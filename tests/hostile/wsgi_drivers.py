@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, g
+from flask_cors import CORS
 from werkzeug.debug import DebuggedApplication
 from werkzeug.wsgi import get_path_info
 
-from aqnt_auth import FailureLimiter
 from aqnt_auth.adapters.flask import AQNTAuth
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
 from tests.core._support import CountingHasher, InstrumentedStore
 
+from .cases import CORS_PATH, ORIGIN
 from .driver import (
     ALLOWED_MODES,
     BOOM,
@@ -35,6 +36,7 @@ from .driver import (
     Outcome,
     Recorder,
     Request,
+    Setup,
 )
 
 if TYPE_CHECKING:
@@ -157,6 +159,11 @@ def flask_app(record: Recorder, **config: Any) -> Flask:
         record("protected", g.api_key)
         return {"ok": True}
 
+    @app.route(CORS_PATH, methods=["GET", "POST"])
+    def widgets() -> dict[str, bool]:
+        record("protected", g.api_key)
+        return {"ok": True}
+
     for rule in ("/", "/<path:rest>"):
         app.add_url_rule(rule, "protected", protected, methods=list(METHODS),
                          defaults={"rest": ""} if rule == "/" else None,
@@ -165,11 +172,14 @@ def flask_app(record: Recorder, **config: Any) -> Flask:
 
 
 @contextlib.contextmanager
-def open_wsgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher,
-              rate_limit: FailureLimiter | None, debug: bool) -> Iterator[Driver]:
+def open_wsgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, setup: Setup
+              ) -> Iterator[Driver]:
     """With *debug*, errors reach werkzeug's debugger, which renders its
     traceback page (without the interactive console)."""
     recorder = Recorder()
+    debug, rate_limit = setup.debug, setup.rate_limit
+    if setup.cors and adapter == "wsgi":
+        raise AssertionError("bare WSGI has no standard CORS layer")
     if adapter == "wsgi":
         middleware = APIKeyMiddleware(bare_router(recorder), store, exempt_paths=EXEMPT_PATHS,
                                       hashers=[hasher], allowed_modes=ALLOWED_MODES,
@@ -184,7 +194,11 @@ def open_wsgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher,
     app = flask_app(recorder, AQNT_AUTH_STORE=store, AQNT_AUTH_HASHERS=[hasher],
                     AQNT_AUTH_EXEMPT_PATHS=list(EXEMPT_PATHS),
                     AQNT_AUTH_ALLOWED_MODES=list(ALLOWED_MODES),
-                    AQNT_AUTH_RATE_LIMIT=rate_limit, DEBUG=debug, PROPAGATE_EXCEPTIONS=debug)
+                    AQNT_AUTH_RATE_LIMIT=rate_limit, DEBUG=debug, PROPAGATE_EXCEPTIONS=debug,
+                    # flask-cors adds headers to the OPTIONS answers Flask gives itself.
+                    AQNT_AUTH_ALLOW_CORS_PREFLIGHT=setup.cors)
+    if setup.cors:
+        CORS(app, origins=[ORIGIN])
     auth = AQNTAuth(app)
     served = DebuggedApplication(app, evalex=False) if debug else app
     try:

@@ -36,6 +36,9 @@ pytestmark = pytest.mark.anyio
 
 MakeClient = Callable[..., httpx.AsyncClient]
 
+PREFLIGHT: dict[str, str] = {"Origin": "https://app.example",
+                             "Access-Control-Request-Method": "POST"}
+
 
 @pytest.fixture
 def recorder() -> Recorder:
@@ -296,16 +299,41 @@ class TestExemptPaths:
 
 
 class TestMethods:
-    PREFLIGHT: ClassVar[dict[str, str]] = {
-        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-    }
+    PREFLIGHT: ClassVar[dict[str, str]] = PREFLIGHT
 
-    async def test_cors_preflight_passes(self, client: httpx.AsyncClient,
-                                         recorder: Recorder) -> None:
-        """OPTIONS with Origin and Access-Control-Request-Method goes through unauthenticated."""
-        response = await client.options("/v1/charges", headers=self.PREFLIGHT)
-        assert response.status_code == 200
-        assert recorder.scopes[0]["user"].is_authenticated is False
+    @pytest.mark.parametrize(
+        "headers",
+        [PREFLIGHT, {"Origin": "", "Access-Control-Request-Method": ""}],
+        ids=["preflight", "empty-values"],
+    )
+    async def test_preflight_needs_a_key_by_default(self, client: httpx.AsyncClient,
+                                                    recorder: Recorder,
+                                                    headers: dict[str, str]) -> None:
+        """With no CORS layer to answer it, a preflight is refused like any request:
+        it never reaches the endpoint unauthenticated."""
+        response = await client.options("/v1/charges", headers=headers)
+        assert_refused(response, 401, bodies.MISSING, bodies.CHALLENGE)
+        assert not recorder.ran
+
+    async def test_preflight_passes_to_a_cors_layer_inside(self, recorder: Recorder,
+                                                           authenticator: Authenticator
+                                                           ) -> None:
+        """allow_cors_preflight=True: the preflight goes on, keyless, to the
+        CORS middleware inside, which answers it; the endpoint never runs."""
+        from starlette.middleware.cors import CORSMiddleware
+
+        inner = CORSMiddleware(recorder, allow_origins=["https://app.example"],
+                               allow_methods=["POST"])
+        app = APIKeyMiddleware(inner, authenticator=authenticator, allow_cors_preflight=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver") as c:
+            response = await c.options("/v1/charges", headers=self.PREFLIGHT)
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == "https://app.example"
+            assert not recorder.ran
+            refused = await c.post("/v1/charges", headers={"Origin": "https://app.example"})
+        assert_refused(refused, 401, bodies.MISSING, bodies.CHALLENGE)
+        assert not recorder.ran
 
     @pytest.mark.parametrize(
         "headers",
@@ -320,17 +348,6 @@ class TestMethods:
                        bodies.CHALLENGE)
         assert not recorder.ran
 
-    async def test_preflight_can_be_refused(self, recorder: Recorder,
-                                            authenticator: Authenticator) -> None:
-        """allow_cors_preflight=False: preflights need a key too."""
-        app = APIKeyMiddleware(recorder, authenticator=authenticator,
-                               allow_cors_preflight=False)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://testserver") as c:
-            response = await c.options("/v1/charges", headers=self.PREFLIGHT)
-        assert_refused(response, 401, bodies.MISSING, bodies.CHALLENGE)
-        assert not recorder.ran
-
     @pytest.mark.parametrize("method", ["HEAD", "PROPFIND", "TRACE", "BREW"])
     async def test_every_other_method_needs_a_key(self, app: APIKeyMiddleware,
                                                   recorder: Recorder, method: str) -> None:
@@ -341,7 +358,8 @@ class TestMethods:
 
     async def test_behind_starlette_cors_middleware(self, authenticator: Authenticator,
                                                     keys: Keys) -> None:
-        """The CORS middleware outside answers the preflight; real requests need a key."""
+        """The documented position: Starlette's CORSMiddleware outside (first in
+        the list) answers the preflight; real requests need a key."""
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
         from starlette.middleware.cors import CORSMiddleware

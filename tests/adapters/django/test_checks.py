@@ -98,7 +98,7 @@ class TestLayeredSettings:
         with override_settings(AQNT_AUTH={}):
             conf = get_settings()
         assert conf.exempt_paths.exact == frozenset()
-        assert conf.allow_cors_preflight is True
+        assert conf.allow_cors_preflight is False
         assert conf.allowed_modes == ("live", "test")
         assert (conf.realm, conf.prefixes, conf.database) == ("api", ("sk",), None)
         assert set(DEFAULTS) == {f.upper() for f in conf._fields}

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.db import OperationalError, close_old_connections, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -32,6 +33,10 @@ from ._support import (
     wrong_secret,
 )
 from .views import CALLS
+
+ORIGIN = "https://app.example"
+PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+CORS_MIDDLEWARE = "corsheaders.middleware.CorsMiddleware"
 
 
 def _fail(*args: Any) -> Any:
@@ -242,16 +247,46 @@ class TestExemptions:
                      bodies.CHALLENGE)
 
     @pytest.mark.django_db
-    def test_cors_preflight(self, client: Client) -> None:
-        """A CORS preflight passes without a key, unless disabled; a plain
-        OPTIONS does not."""
-        preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-        assert client.options("/v1/charges", headers=preflight).status_code == 201
+    @pytest.mark.parametrize("headers", [PREFLIGHT, {"Origin": "",
+                                                     "Access-Control-Request-Method": ""}],
+                             ids=["preflight", "empty-values"])
+    def test_cors_preflight_needs_a_key_by_default(self, client: Client,
+                                                   headers: dict[str, str]) -> None:
+        """The README's settings and no CORS package: a preflight (any values, even
+        empty) is refused like any request, and never reaches a function view."""
+        assert_error(client.options("/v1/charges", headers=headers), 401, bodies.MISSING,
+                     bodies.CHALLENGE)
         assert_error(client.options("/v1/charges"), 401, bodies.MISSING, bodies.CHALLENGE)
-        with override_settings(AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=False)):
-            assert_error(client.options("/v1/charges", headers=preflight), 401, bodies.MISSING,
-                         bodies.CHALLENGE)
-        assert CALLS == ["charges OPTIONS"]
+        assert CALLS == []
+
+    @pytest.mark.django_db
+    def test_cors_middleware_in_its_documented_place(self, client: Client) -> None:
+        """django-cors-headers' CorsMiddleware above ours (as high as possible, as
+        it documents): it answers the preflight; a request without a key still gets
+        the 401, with the CORS headers."""
+        middleware = [CORS_MIDDLEWARE, *settings.MIDDLEWARE]
+        with override_settings(MIDDLEWARE=middleware, CORS_ALLOWED_ORIGINS=[ORIGIN]):
+            preflight = client.options("/v1/charges", headers=PREFLIGHT)
+            refused = client.get("/v1/charges", headers={"Origin": ORIGIN})
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert_error(refused, 401, bodies.MISSING, bodies.CHALLENGE)
+        assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert CALLS == []
+
+    @pytest.mark.django_db
+    def test_cors_middleware_below_with_the_setting(self, client: Client) -> None:
+        """CorsMiddleware below ours needs ALLOW_CORS_PREFLIGHT, which lets the
+        preflight on to it; it answers, and the view never runs."""
+        ours = settings.MIDDLEWARE.index("aqnt_auth.adapters.django.APIKeyMiddleware")
+        middleware = list(settings.MIDDLEWARE)
+        middleware.insert(ours + 1, CORS_MIDDLEWARE)
+        with override_settings(MIDDLEWARE=middleware, CORS_ALLOWED_ORIGINS=[ORIGIN],
+                               AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=True)):
+            preflight = client.options("/v1/charges", headers=PREFLIGHT)
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert CALLS == []
 
 
 class TestCSRF:

@@ -151,10 +151,11 @@ class TestConfig:
         assert client.get("/docs/x").status_code == 404
         assert client.get("/").status_code == 401
 
-    def test_cors_preflight_can_be_turned_off(self, make_app: AppFactory) -> None:
-        client = make_app(AQNT_AUTH_ALLOW_CORS_PREFLIGHT=False).test_client()
-        response = client.options("/", headers={"Origin": "https://x.example",
-                                                "Access-Control-Request-Method": "GET"})
+    def test_cors_preflight_is_off_by_default(self, make_app: AppFactory) -> None:
+        app = make_app()
+        assert app.config["AQNT_AUTH_ALLOW_CORS_PREFLIGHT"] is False
+        response = app.test_client().options("/", headers={"Origin": "https://x.example",
+                                                           "Access-Control-Request-Method": "GET"})
         assert response.status_code == 401
 
     @pytest.mark.parametrize(

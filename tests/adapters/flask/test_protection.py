@@ -35,6 +35,9 @@ PROTECTED = [
 ]
 
 
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+
+
 def refused(response: TestResponse, calls: list[str], status: int, body: bytes,
             challenge: str | None) -> None:
     assert_refused(response, status, body, challenge)
@@ -213,14 +216,48 @@ class TestExemptions:
         assert response.status_code == 200
         assert calls == ["public"]
 
-    def test_cors_preflight(self, client: FlaskClient, calls: list[str]) -> None:
-        """A preflight needs no key: Flask's automatic OPTIONS answers it."""
-        response = client.options(
-            "/v1/charges",
-            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
-        )
+    @pytest.mark.parametrize(
+        "headers", [PREFLIGHT, {"Origin": "", "Access-Control-Request-Method": ""}],
+        ids=["preflight", "empty-values"],
+    )
+    def test_cors_preflight_needs_a_key_by_default(self, client: FlaskClient, calls: list[str],
+                                                   headers: dict[str, str]) -> None:
+        """Without AQNT_AUTH_ALLOW_CORS_PREFLIGHT a preflight is refused like any request."""
+        refused(client.options("/v1/charges", headers=headers), calls, 401, bodies.MISSING,
+                bodies.CHALLENGE)
+
+    def test_flask_cors_answers_the_preflight(self, make_app: AppFactory,
+                                              calls: list[str]) -> None:
+        """flask-cors in its documented place (CORS(app)) with the setting on: the
+        preflight gets Flask's automatic OPTIONS answer with the CORS headers, and
+        neither the view nor any other before_request function runs."""
+        from flask_cors import CORS
+
+        app = make_app(AQNT_AUTH_ALLOW_CORS_PREFLIGHT=True)
+        CORS(app, origins=["https://app.example"])
+        app.before_request(lambda: calls.append("before_request"))
+        client = app.test_client()
+        response = client.options("/v1/charges", headers=PREFLIGHT)
         assert response.status_code == 200
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert calls == []
+        refused_ = client.post("/v1/charges", headers={"Origin": "https://app.example"})
+        refused(refused_, calls, 401, bodies.MISSING, bodies.CHALLENGE)
+        assert refused_.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+    def test_a_view_answering_options_itself_needs_a_key(self, make_app: AppFactory,
+                                                         calls: list[str]) -> None:
+        """Even with the setting on, a preflight to a view that handles OPTIONS
+        itself would run that view: it needs a key."""
+        app = make_app(AQNT_AUTH_ALLOW_CORS_PREFLIGHT=True)
+
+        @app.route("/manual", methods=["GET", "OPTIONS"])
+        def manual() -> str:
+            calls.append("manual")
+            return "manual"
+
+        response = app.test_client().options("/manual", headers=PREFLIGHT)
+        refused(response, calls, 401, bodies.MISSING, bodies.CHALLENGE)
 
     def test_plain_options_needs_a_key(self, client: FlaskClient, calls: list[str]) -> None:
         response = client.options("/v1/charges", headers={"Origin": "https://app.example"})

@@ -278,24 +278,49 @@ PREFLIGHT: Final = {"Origin": "https://app.example", "Access-Control-Request-Met
 
 
 class TestCORSPreflight:
-    def test_preflight_passes(self, client: Client, inner: Recorder) -> None:
-        """Browsers send no credentials on a preflight: it reaches the app keyless."""
-        response = client.options("/v1/charges", headers=PREFLIGHT)
-        assert response.status_code == 200
-        assert inner.calls[0][ENVIRON_KEY] is None
+    @pytest.mark.parametrize(
+        "headers", [PREFLIGHT, {"Origin": "", "Access-Control-Request-Method": ""}],
+        ids=["preflight", "empty-values"],
+    )
+    def test_preflight_needs_a_key_by_default(self, client: Client, inner: Recorder,
+                                              headers: dict[str, str]) -> None:
+        """With nothing to answer it, a preflight would reach the app's views
+        unauthenticated: by default it is refused like any request."""
+        response = client.options("/v1/charges", headers=headers)
+        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
     @pytest.mark.parametrize("header", ["Origin", "Access-Control-Request-Method"])
-    def test_plain_options_needs_a_key(self, client: Client, inner: Recorder,
+    def test_plain_options_needs_a_key(self, inner: Recorder, memory_store: MemoryKeyStore,
                                        header: str) -> None:
-        """OPTIONS without both preflight headers is an ordinary request."""
-        response = client.options("/v1/charges", headers={header: PREFLIGHT[header]})
+        """OPTIONS without both preflight headers is an ordinary request, whatever the option."""
+        mw = APIKeyMiddleware(inner, memory_store, allow_cors_preflight=True)
+        response = Client(mw).options("/v1/charges", headers={header: PREFLIGHT[header]})
         assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
 
-    def test_preflight_handling_can_be_turned_off(self, inner: Recorder,
-                                                  memory_store: MemoryKeyStore) -> None:
-        mw = APIKeyMiddleware(inner, memory_store, allow_cors_preflight=False)
-        response = Client(mw).options("/", headers=PREFLIGHT)
-        assert_refused(response, inner, 401, bodies.MISSING, bodies.CHALLENGE)
+    def test_preflight_passes_to_flask_cors_inside(self, memory_store: MemoryKeyStore) -> None:
+        """allow_cors_preflight=True: the preflight reaches the wrapped Flask app,
+        where Flask answers OPTIONS itself and flask-cors adds its headers; the
+        view never runs."""
+        from flask_cors import CORS
+
+        app = Flask("cors")
+        CORS(app, origins=["https://app.example"])
+        ran: list[object] = []
+
+        @app.post("/v1/charges")
+        def charges() -> str:
+            ran.append(request.environ[ENVIRON_KEY])
+            return "charged"
+
+        client = Client(APIKeyMiddleware(app, memory_store, allow_cors_preflight=True))
+        response = client.options("/v1/charges", headers=PREFLIGHT)
+        assert response.status_code == 200
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert ran == []
+        refused = client.post("/v1/charges", headers={"Origin": "https://app.example"})
+        assert refused.status_code == 401
+        assert refused.get_data() == bodies.MISSING
+        assert ran == []
 
 
 class TestConfiguration:
