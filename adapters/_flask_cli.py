@@ -138,13 +138,19 @@ def revoke(key_id: str, as_json: bool) -> None:
 @click.argument("key_id", metavar="ID")
 @click.option("--grace", default="0", metavar="DURATION",
               help="How long the old key keeps working (default 0: not at all).")
+@click.option("--expires-in", metavar="DURATION",
+              help="The new key's lifetime (default: what remains of the old key's).")
+@click.option("--force", is_flag=True,
+              help="Rotate a key already rotated, cutting its grace to --grace.")
 @_hasher_option
 @_profile_option
 @_json
 @_reporting_errors
-def rotate(key_id: str, grace: str, hasher: str | None, argon2_profile: str,
-           as_json: bool) -> None:
+def rotate(key_id: str, grace: str, expires_in: str | None, force: bool, hasher: str | None,
+           argon2_profile: str, as_json: bool) -> None:
     """Issue a replacement; the old key expires after --grace."""
     keys = _manager(_hasher(hasher, argon2_profile))
-    issued = keys.rotate(key_id, grace=parse_duration(grace))
+    issued = keys.rotate(key_id, grace=parse_duration(grace),
+                         expires_in=parse_duration(expires_in) if expires_in else None,
+                         force=force)
     click.echo(format_rotated(keys.get(key_id), issued, as_json))

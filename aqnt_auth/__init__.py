@@ -45,7 +45,7 @@ from ._scan import LeakFinding, LeakRevocation, find_keys, revoke_leaked
 from ._stores._async import ThreadedAsyncStore, to_async
 from ._stores._memory import MemoryKeyStore
 from ._stores._open import DEFAULT_STORE_URL, open_store, register_store_scheme
-from ._stores._protocol import AsyncKeyStore, KeyStore
+from ._stores._protocol import AsyncKeyStore, KeyStore, RotationPlan
 from ._stores._rows import KEY_COLUMNS, record_from_row, row_from_record
 from ._stores._sqlite import SQLiteKeyStore
 
@@ -89,6 +89,7 @@ __all__ = [
     "Principal",
     "RateLimited",
     "RevokedAPIKey",
+    "RotationPlan",
     "SQLiteKeyStore",
     "StoreUnavailable",
     "ThreadedAsyncStore",

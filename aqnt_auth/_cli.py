@@ -230,8 +230,9 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_rotate(args: argparse.Namespace, out: TextIO) -> int:
     grace = parse_duration(args.grace)
+    expires_in = parse_duration(args.expires_in) if args.expires_in else None
     with _manager(args, _hasher(args)) as keys:
-        issued = keys.rotate(args.key_id, grace=grace)
+        issued = keys.rotate(args.key_id, grace=grace, expires_in=expires_in, force=args.force)
         old = keys.get(args.key_id)
     print(format_rotated(old, issued, args.json), file=out)
     return 0
@@ -343,6 +344,10 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     rotate.add_argument("key_id", metavar="ID")
     rotate.add_argument("--grace", default="0", metavar="DURATION",
                         help="how long the old key keeps working (default 0: not at all)")
+    rotate.add_argument("--expires-in", metavar="DURATION",
+                        help="the new key's lifetime (default: what remains of the old key's)")
+    rotate.add_argument("--force", action="store_true",
+                        help="rotate a key already rotated, cutting its grace to --grace")
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
             "rotate": rotate}
 

@@ -28,6 +28,7 @@ __all__ = [
     "Mode",
     "ParsedKey",
     "checksum",
+    "key_id_in",
     "validate_prefix",
 ]
 
@@ -76,6 +77,23 @@ def validate_prefix(prefix: str) -> str:
             "key prefix must be 1 to 8 lower-case ASCII letters or digits, starting with a letter"
         )
     return prefix
+
+
+def key_id_in(text: str) -> str | None:
+    """The key id, if *text* starts like a whole key of any prefix (``sk_live_``
+    and at least the id), valid checksum or not; else ``None``.
+
+    What a front end asks before echoing an argument that should have been a
+    key id: a pasted key, even one with a typo, holds its secret.
+    """
+    text = text.strip()
+    for mode in MODES:
+        head, sep, body = text.partition(f"_{mode}_")
+        if (sep and 1 <= len(head) <= MAX_PREFIX_LENGTH and head.isascii() and head.isalnum()
+                and head[0].isalpha() and len(body) >= ID_LENGTH
+                and body[:ID_LENGTH].isascii() and body[:ID_LENGTH].isalnum()):
+            return body[:ID_LENGTH]
+    return None
 
 
 class ParsedKey(NamedTuple):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
 from ._access import normalise_allowed_paths
 from ._errors import ConfigurationError, KeyNotFound, KeyStateError
-from ._format import MODES, KeyFormat, Mode, hint
+from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
@@ -74,6 +74,40 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"metadata must be JSON-serialisable: {exc}") from None
     return loaded
+
+
+def _key_id(key_id: str) -> str:
+    """*key_id*, unless it is a whole key: then say so, naming its id, never the key."""
+    found = key_id_in(key_id) if isinstance(key_id, str) else None
+    if found is not None:
+        raise KeyNotFound(f"that is an API key, not a key id: use its id {found} "
+                          "(a key is secret; never pass one as an argument)")
+    return key_id
+
+
+def _when(value: dt.datetime) -> str:
+    return value.isoformat(timespec="seconds")
+
+
+def _check_rotatable(record: KeyRecord, successors: Sequence[KeyRecord], now: dt.datetime,
+                     force: bool) -> None:
+    """Raise :class:`KeyStateError` if *record* may not be rotated at *now*."""
+    if record.revoked_at is not None:
+        raise KeyStateError(f"key {record.id} was revoked at {_when(record.revoked_at)}: "
+                            "a revoked key cannot be rotated (revocation is final); "
+                            "create a new key")
+    if record.expires_at is not None and record.expires_at <= now:
+        raise KeyStateError(f"key {record.id} expired at {_when(record.expires_at)}: "
+                            "an expired key cannot be rotated; create a new key")
+    live = [s for s in successors if s.status(now) in ("active", "expiring")]
+    if live and not force:
+        ends = ("has no expiry" if record.expires_at is None
+                else f"stops working at {_when(record.expires_at)}")
+        raise KeyStateError(
+            f"key {record.id} was already rotated: its successor is {live[-1].id}, and "
+            f"{record.id} {ends}; rotate {live[-1].id} instead, or rotate {record.id} again "
+            "with --force (force=True), which cuts its remaining grace to the new --grace"
+        )
 
 
 class KeyManager:
@@ -149,7 +183,7 @@ class KeyManager:
 
     def get(self, key_id: str) -> KeyRecord:
         """The record of *key_id*; :class:`KeyNotFound` if there is none."""
-        record = self.store.get(key_id)
+        record = self.store.get(_key_id(key_id))
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return record
@@ -164,7 +198,7 @@ class KeyManager:
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key, at once and for good.  Revoking twice keeps the first time."""
-        record = self.store.revoke(key_id, self._clock())
+        record = self.store.revoke(_key_id(key_id), self._clock())
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return record
@@ -189,46 +223,86 @@ class KeyManager:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return record
 
-    def rotate(self, key_id: str, *, grace: dt.timedelta = dt.timedelta(0)) -> IssuedKey:
+    def rotate(
+        self,
+        key_id: str,
+        *,
+        grace: dt.timedelta = dt.timedelta(0),
+        expires_at: dt.datetime | None = None,
+        expires_in: dt.timedelta | None = None,
+        force: bool = False,
+    ) -> IssuedKey:
         """Issue a replacement and let the old key expire after *grace*.
 
         The new key keeps the old one's name, mode, prefix, scopes,
-        restrictions, owner and metadata.  ``grace=0`` ends the old key at
-        once.  A revoked key cannot be rotated: revocation is final.
+        restrictions, owner and metadata, and at most its remaining lifetime:
+        the old key's expiry, unless *expires_at* or *expires_in* set
+        another.  ``grace=0`` ends the old key at once; an old key that
+        expires sooner keeps its expiry.
+
+        Refused with :class:`KeyStateError`: a revoked key (revocation is
+        final), an expired key, and, unless *force*, a key already rotated
+        whose successor is still usable (rotating it again would cut its
+        grace period short).  The checks and the writes are one store
+        transaction (:meth:`KeyStore.rotate`), so a revocation that lands
+        while the new secret is being hashed wins.
         """
         if grace < dt.timedelta(0):
             raise ConfigurationError("grace must not be negative")
+        if expires_at is not None and expires_in is not None:
+            raise ConfigurationError("give expires_at or expires_in, not both")
+        if expires_in is not None and expires_in <= dt.timedelta(0):
+            raise ConfigurationError("expires_in must be positive")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ConfigurationError("expires_at must be timezone-aware")
         old = self.get(key_id)
-        if old.revoked_at is not None:
-            raise KeyStateError("a revoked key cannot be rotated")
-        now = self._clock()
+        # Refuse what can be refused before paying for a hash; the store
+        # checks again, with the successors, in its transaction.
+        _check_rotatable(old, (), self._clock(), force)
         parsed = self.format.generate(old.mode, old.prefix if old.prefix in self.format.prefixes
                                       else None)
-        new = KeyRecord(
-            id=parsed.key_id,
-            name=old.name,
-            mode=old.mode,
-            prefix=parsed.prefix,
-            hash=self.hasher.hash(parsed.secret),
-            hint=hint(parsed.raw),
-            created_at=now,
-            expires_at=None,
-            scopes=old.scopes,
-            read_only=old.read_only,
-            allowed_paths=old.allowed_paths,
-            owner=old.owner,
-            metadata=old.metadata,
-            rotated_from=old.id,
-        )
-        self.store.add(new)
-        ends = now + grace
-        if old.expires_at is None or old.expires_at > ends:
-            self.store.set_expiry(old.id, ends)
-        return IssuedKey(parsed.raw, new)
+        secret_hash = self.hasher.hash(parsed.secret)
+        issued: list[KeyRecord] = []
+
+        def plan(current: KeyRecord, successors: Sequence[KeyRecord]
+                 ) -> tuple[KeyRecord, dt.datetime | None]:
+            now = self._clock()
+            _check_rotatable(current, successors, now, force)
+            new_expiry = current.expires_at
+            if expires_in is not None:
+                new_expiry = now + expires_in
+            elif expires_at is not None:
+                if expires_at <= now:
+                    raise ConfigurationError("expires_at must be in the future")
+                new_expiry = expires_at
+            ends = now + grace
+            if current.expires_at is not None and current.expires_at < ends:
+                ends = current.expires_at
+            issued[:] = [KeyRecord(
+                id=parsed.key_id,
+                name=current.name,
+                mode=parsed.mode,
+                prefix=parsed.prefix,
+                hash=secret_hash,
+                hint=hint(parsed.raw),
+                created_at=now,
+                expires_at=new_expiry,
+                scopes=current.scopes,
+                read_only=current.read_only,
+                allowed_paths=current.allowed_paths,
+                owner=current.owner,
+                metadata=current.metadata,
+                rotated_from=current.id,
+            )]
+            return issued[0], ends
+
+        if self.store.rotate(old.id, plan) is None:  # deleted meanwhile
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return IssuedKey(parsed.raw, issued[0])
 
     def delete(self, key_id: str) -> None:
         """Remove a key's record entirely (prefer :meth:`revoke`, which keeps history)."""
-        if not self.store.delete(key_id):
+        if not self.store.delete(_key_id(key_id)):
             raise KeyNotFound(f"no key with id {key_id!r}")
 
     def close(self) -> None:

@@ -30,7 +30,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, F, Field, Value, When
 from django.db.models.expressions import Expression
 
-from aqnt_auth import KEY_COLUMNS, KeyRecord, KeyStateError, StoreUnavailable, UsageDelta
+from aqnt_auth import (
+    KEY_COLUMNS,
+    KeyRecord,
+    KeyStateError,
+    RotationPlan,
+    StoreUnavailable,
+    UsageDelta,
+)
 from aqnt_auth.adapters.django.models import (
     APIKey,
     db_datetime,
@@ -224,6 +231,27 @@ class DjangoKeyStore:
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self._update(key_id, {}, expires_at=db_datetime(at))
 
+    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        try:
+            with transaction.atomic(using=self.write_alias):
+                # The first statement writes the old key's row: its row lock
+                # (PostgreSQL) or the write lock (SQLite), so a revocation
+                # waits for this transaction or has committed before it reads.
+                if not self._rows().filter(pk=key_id).update(expires_at=F("expires_at")):
+                    return None
+                old = self._fetch(key_id)
+                assert old is not None
+                successors = [row.to_record() for row in
+                              self._rows().filter(rotated_from=key_id).order_by("created_at", "id")]
+                successor, expires_at = plan(old, successors)
+                self._rows().create(**record_fields(successor))
+                self._rows().filter(pk=key_id).update(expires_at=db_datetime(expires_at))
+                return self._fetch(key_id)
+        except IntegrityError:
+            raise KeyStateError("the successor's key id already exists") from None
+        except Error as exc:
+            raise _unavailable(exc) from None
+
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
             with transaction.atomic(using=self.write_alias):
@@ -288,6 +316,7 @@ class AsyncDjangoKeyStore:
         self.list = sync_to_async(store.list, thread_sensitive=True)
         self.revoke = sync_to_async(store.revoke, thread_sensitive=True)
         self.set_expiry = sync_to_async(store.set_expiry, thread_sensitive=True)
+        self.rotate = sync_to_async(store.rotate, thread_sensitive=True)
         self.replace_hash = sync_to_async(store.replace_hash, thread_sensitive=True)
         self.delete = sync_to_async(store.delete, thread_sensitive=True)
         self.record_usage = sync_to_async(store.record_usage, thread_sensitive=True)

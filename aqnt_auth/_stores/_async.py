@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from .._records import KeyRecord, UsageDelta
-from ._protocol import AsyncKeyStore, KeyStore
+from ._protocol import AsyncKeyStore, KeyStore, RotationPlan
 
 __all__ = ["ThreadedAsyncStore", "to_async"]
 
@@ -51,6 +51,9 @@ class ThreadedAsyncStore:
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return await self._run(self.sync.set_expiry, key_id, at)
+
+    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        return await self._run(self.sync.rotate, key_id, plan)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return await self._run(self.sync.replace_hash, key_id, old_hash, new_hash)

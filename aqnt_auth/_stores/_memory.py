@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from .._errors import KeyStateError
 from .._records import KeyRecord, UsageDelta
+from ._protocol import RotationPlan
 
 __all__ = ["MemoryKeyStore"]
 
@@ -61,6 +62,20 @@ class MemoryKeyStore:
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self._change(key_id, expires_at=at)
+
+    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None:
+                return None
+            successors = sorted((r for r in self._records.values() if r.rotated_from == key_id),
+                                key=lambda r: (r.created_at, r.id))
+            successor, expires_at = plan(record, successors)
+            if successor.id in self._records:
+                raise KeyStateError(f"key id {successor.id!r} already exists")
+            self._records[successor.id] = successor
+            record = self._records[key_id] = dataclasses.replace(record, expires_at=expires_at)
+            return record
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         with self._lock:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .._records import KeyRecord, UsageDelta
 
-__all__ = ["AsyncKeyStore", "KeyStore"]
+__all__ = ["AsyncKeyStore", "KeyStore", "RotationPlan"]
+
+#: Decides a rotation inside a store's transaction: given the old key's
+#: record and its successors (the records whose ``rotated_from`` is its id),
+#: return the successor to insert and the old key's new expiry, or raise to
+#: refuse.  Pure and quick: it runs while the store holds its write lock.
+RotationPlan = Callable[[KeyRecord, Sequence[KeyRecord]], "tuple[KeyRecord, dt.datetime | None]"]
 
 
 @runtime_checkable
@@ -51,6 +57,18 @@ class KeyStore(Protocol):
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         """Set (or clear, with ``None``) the expiry; ``None`` for an unknown id."""
 
+    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        """Replace a key by a successor, check and write in one transaction.
+
+        Holding off every other change to *key_id* (a revocation waits, or
+        is seen), read its record and its successors, call *plan* with them,
+        insert the successor it returns and set the old key's expiry.  If
+        *plan* raises, nothing is written and the error propagates.  Returns
+        the old record as updated; ``None`` for an unknown id (*plan* is not
+        called).  An existing successor id raises
+        :class:`~aqnt_auth.KeyStateError`.
+        """
+
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         """Swap the stored hash if it is still *old_hash* (compare-and-swap)."""
 
@@ -81,6 +99,8 @@ class AsyncKeyStore(Protocol):
     async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None: ...
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None: ...
+
+    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None: ...
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool: ...
 

@@ -62,6 +62,7 @@ from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavail
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener, RecordCache
+from ._protocol import RotationPlan
 from ._rows import record_from_row, row_from_record
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
 from ._sql_schema import Tables, UTCDateTime
@@ -368,6 +369,11 @@ class SQLAlchemyKeyStore:
             update(t).where(key, t.c.hash == bindparam("old")).values(hash=bindparam("new"))
         )
         self._q_delete = delete(t).where(key)
+        # A rotation's first statement: the old key's row lock (PostgreSQL),
+        # or the database's write lock (SQLite, where pysqlite would run a
+        # SELECT outside the transaction), so a revocation waits for it.
+        self._q_lock = update(t).where(key).values(expires_at=t.c.expires_at)
+        self._q_successors = self._q_list.where(t.c.rotated_from == bindparam("key_id"))
         used = bindparam("used", type_=UTCDateTime())
         self._q_usage = update(t).where(key).values(
             usage_count=t.c.usage_count + bindparam("count", type_=BigInteger()),
@@ -579,6 +585,17 @@ class SQLAlchemyKeyStore:
         self._notify(conn, key_id)
         return record_from_row(row)
 
+    def _op_rotate(self, conn: Connection, key_id: str, plan: RotationPlan
+                   ) -> KeyRecord | None:
+        if conn.execute(self._q_lock, {"key_id": key_id}).rowcount != 1:
+            return None
+        row = conn.execute(self._q_get, {"key_id": key_id}).one()
+        successors = [record_from_row(r)
+                      for r in conn.execute(self._q_successors, {"key_id": key_id})]
+        successor, expires_at = plan(record_from_row(row), successors)
+        conn.execute(self._q_insert, row_from_record(successor))
+        return self._op_change(conn, self._q_expiry, key_id, expires_at)
+
     def _op_rehash(self, conn: Connection, key_id: str, old: str, new: str) -> bool:
         changed = conn.execute(self._q_rehash, {"key_id": key_id, "old": old, "new": new})
         if changed.rowcount != 1:
@@ -629,6 +646,12 @@ class SQLAlchemyKeyStore:
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         try:
             return self._run(self._op_change, self._q_expiry, key_id, at, write=True)
+        finally:
+            self.cache.drop(key_id)
+
+    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        try:
+            return self._run(self._op_rotate, key_id, plan, write=True)
         finally:
             self.cache.drop(key_id)
 
@@ -710,6 +733,12 @@ class AsyncSQLAlchemyKeyStore:
         store = self.sync
         try:
             return await store._arun(store._op_change, store._q_expiry, key_id, at, write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        try:
+            return await self.sync._arun(self.sync._op_rotate, key_id, plan, write=True)
         finally:
             self._cache.drop(key_id)
 

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
+from ._protocol import RotationPlan
 from ._rows import KEY_COLUMNS
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteKeyStore"]
@@ -102,6 +103,32 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     )
 
 
+
+def _insert(conn: sqlite3.Connection, record: KeyRecord) -> None:
+    params = (
+        record.id,
+        record.name,
+        record.mode,
+        record.prefix,
+        record.hash,
+        record.hint,
+        _to_us(record.created_at),
+        _to_us(record.expires_at),
+        _to_us(record.revoked_at),
+        _to_us(record.last_used_at),
+        record.usage_count,
+        json.dumps(list(record.scopes)),
+        int(record.read_only),
+        json.dumps(list(record.allowed_paths)),
+        record.owner,
+        json.dumps(dict(record.metadata), sort_keys=True),
+        record.rotated_from,
+    )
+    placeholders = ", ".join("?" * len(params))
+    conn.execute(
+        f"INSERT INTO aqnt_api_keys ({_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
+        params,
+    )
 
 
 class _Local(threading.local):
@@ -220,33 +247,9 @@ class SQLiteKeyStore:
         return None if row is None else _record(row)
 
     def add(self, record: KeyRecord) -> None:
-        params = (
-            record.id,
-            record.name,
-            record.mode,
-            record.prefix,
-            record.hash,
-            record.hint,
-            _to_us(record.created_at),
-            _to_us(record.expires_at),
-            _to_us(record.revoked_at),
-            _to_us(record.last_used_at),
-            record.usage_count,
-            json.dumps(list(record.scopes)),
-            int(record.read_only),
-            json.dumps(list(record.allowed_paths)),
-            record.owner,
-            json.dumps(dict(record.metadata), sort_keys=True),
-            record.rotated_from,
-        )
-        placeholders = ", ".join("?" * len(params))
-
         def insert() -> None:
             with self._transaction() as conn:
-                conn.execute(
-                    f"INSERT INTO aqnt_api_keys ({_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
-                    params,
-                )
+                _insert(conn, record)
 
         self._wrap(insert)
 
@@ -282,6 +285,25 @@ class SQLiteKeyStore:
         return self._update(
             "UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?", (_to_us(at), key_id), key_id
         )
+
+    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        def run() -> KeyRecord | None:
+            # BEGIN IMMEDIATE: a revocation from any process waits for this
+            # transaction, or has committed before it reads.
+            with self._transaction() as conn:
+                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+                if row is None:
+                    return None
+                successors = conn.execute(
+                    f"{_SELECT} WHERE rotated_from = ? ORDER BY created_at, id", (key_id,))
+                successor, expires_at = plan(_record(row), [_record(r) for r in successors])
+                _insert(conn, successor)
+                conn.execute("UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?",
+                             (_to_us(expires_at), key_id))
+                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+            return _record(row)
+
+        return self._wrap(run)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         def run() -> bool:

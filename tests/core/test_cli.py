@@ -135,3 +135,65 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "keys" in result.stdout
     assert "demo" in result.stdout
+
+
+class TestRotationRules:
+    def test_successor_keeps_the_old_expiry(self, store_url: str) -> None:
+        """A key created with --expires-in 7d gets a successor expiring then too;
+        --expires-in on rotate sets another."""
+        old = create("--expires-in", "7d")["record"]
+        code, text = run("keys", "rotate", old["id"], "--grace", "1h", "--json",  # type: ignore[index]
+                         "--argon2-profile", "cheapest")
+        assert code == 0
+        assert json.loads(text)["record"]["expires_at"] == old["expires_at"]  # type: ignore[index]
+        code, text = run("keys", "rotate", json.loads(text)["record"]["id"], "--json",
+                         "--expires-in", "30d", "--argon2-profile", "cheapest")
+        assert code == 0
+        assert json.loads(text)["record"]["expires_at"] > old["expires_at"]  # type: ignore[index]
+
+    def test_expired_revoked_and_rotated_keys(self, store_url: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+        """An expired or revoked key cannot be rotated, and a key in its grace
+        period only with --force: one line on stderr, exit status 1."""
+        cheap = ("--argon2-profile", "cheapest", "--json")
+        expired = str(create()["record"]["id"])  # type: ignore[index]
+        assert run("keys", "rotate", expired, *cheap)[0] == 0  # grace 0: expired now
+        revoked = str(create()["record"]["id"])  # type: ignore[index]
+        run("keys", "revoke", revoked)
+        graced = str(create()["record"]["id"])  # type: ignore[index]
+        code, text = run("keys", "rotate", graced, "--grace", "24h", *cheap)
+        successor = json.loads(text)["record"]["id"]
+        until = json.loads(text)["replaced"]["expires_at"]
+        capsys.readouterr()
+        for key_id, message in (
+            (expired, f"aqnt-auth: error: key {expired} expired at "),
+            (revoked, f"aqnt-auth: error: key {revoked} was revoked at "),
+            (graced, f"aqnt-auth: error: key {graced} was already rotated: its successor is "
+                     f"{successor}, and {graced} stops working at {until[:19]}"),
+        ):
+            code, text = run("keys", "rotate", key_id, *cheap)
+            err = capsys.readouterr().err
+            assert (code, text) == (1, "")
+            assert err.startswith(message)
+            assert len(err.strip().splitlines()) == 1
+        code, text = run("keys", "rotate", graced, "--force", *cheap)
+        assert code == 0
+        assert json.loads(text)["record"]["rotated_from"] == graced
+
+
+class TestKeyGivenForId:
+    @pytest.mark.parametrize("action", ["show", "revoke", "rotate"])
+    def test_never_echoed(self, store_url: str, capsys: pytest.CaptureFixture[str],
+                          action: str) -> None:
+        """A whole key where an id belongs is refused, named by its id, never printed."""
+        created = create()
+        key, key_id = str(created["key"]), str(created["record"]["id"])  # type: ignore[index]
+        code, out = run("keys", action, key)
+        err = capsys.readouterr().err
+        assert code == 1
+        assert out == ""
+        assert err == (f"aqnt-auth: error: that is an API key, not a key id: use its id "
+                       f"{key_id} (a key is secret; never pass one as an argument)\n")
+        assert key[20:] not in err
+        _, text = run("keys", "show", key_id, "--json")
+        assert json.loads(text)["status"] == "active"

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from aqnt_auth import (
+    Argon2Hasher,
     Authenticator,
     ConfigurationError,
     KeyManager,
@@ -170,3 +171,113 @@ class TestManage:
         expired = dataclasses.replace(r, expires_at=r.created_at + dt.timedelta(seconds=1))
         assert expired.status(later) == "expired"
         assert expired.due_for_rotation(later) is False
+
+
+class Clock:
+    """A clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class TestRotationLifecycle:
+    @pytest.fixture
+    def clock(self) -> Clock:
+        return Clock()
+
+    @pytest.fixture
+    def keys(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher,
+             clock: Clock) -> KeyManager:
+        return KeyManager(memory_store, hasher=cheap_hasher, clock=clock)
+
+    def test_successor_keeps_the_remaining_lifetime(self, keys: KeyManager,
+                                                    clock: Clock) -> None:
+        """A key that expires in 7 days gets a successor that expires then too."""
+        old = keys.create("svc", expires_in=dt.timedelta(days=7)).record
+        clock.now += dt.timedelta(days=2)
+        new = keys.rotate(old.id, grace=dt.timedelta(hours=1)).record
+        assert new.expires_at == old.expires_at
+        assert keys.get(old.id).expires_at == clock.now + dt.timedelta(hours=1)
+
+    def test_caller_sets_another_expiry(self, keys: KeyManager, clock: Clock) -> None:
+        old = keys.create("svc", expires_in=dt.timedelta(days=7)).record
+        new = keys.rotate(old.id, expires_in=dt.timedelta(days=30)).record
+        assert new.expires_at == clock.now + dt.timedelta(days=30)
+        later = clock.now + dt.timedelta(days=90)
+        newer = keys.rotate(new.id, expires_at=later).record
+        assert newer.expires_at == later
+        for bad in ({"expires_in": dt.timedelta(0)},
+                    {"expires_at": clock.now - dt.timedelta(seconds=1)},
+                    {"expires_at": dt.datetime(2030, 1, 1)},
+                    {"expires_at": later, "expires_in": dt.timedelta(days=1)}):
+            with pytest.raises(ConfigurationError):
+                keys.rotate(newer.id, **bad)
+        assert keys.get(newer.id).expires_at == later
+
+    def test_permanent_key_gets_a_permanent_successor(self, keys: KeyManager) -> None:
+        old = keys.create("svc").record
+        assert keys.rotate(old.id, grace=dt.timedelta(hours=1)).record.expires_at is None
+
+    def test_expired_key_cannot_be_rotated(self, keys: KeyManager, clock: Clock) -> None:
+        """An expired key is not rotated into a working one."""
+        old = keys.create("svc", expires_in=dt.timedelta(hours=1)).record
+        clock.now += dt.timedelta(hours=1)
+        with pytest.raises(KeyStateError, match=f"key {old.id} expired at 2026-03-01T13:00:00"):
+            keys.rotate(old.id)
+        assert [r.id for r in keys.list()] == [old.id]
+
+    def test_revoked_key_cannot_be_rotated(self, keys: KeyManager) -> None:
+        old = keys.create("svc").record
+        keys.revoke(old.id)
+        with pytest.raises(KeyStateError, match="revocation is final"):
+            keys.rotate(old.id)
+        assert [r.id for r in keys.list()] == [old.id]
+
+    def test_rotating_again_in_the_grace_period_is_refused(self, keys: KeyManager,
+                                                          clock: Clock) -> None:
+        """The refusal names the successor and when the old key stops working;
+        force=True rotates anyway, with the new grace."""
+        old = keys.create("svc").record
+        first = keys.rotate(old.id, grace=dt.timedelta(hours=24)).record
+        clock.now += dt.timedelta(hours=1)
+        with pytest.raises(KeyStateError) as refused:
+            keys.rotate(old.id)
+        assert str(refused.value).startswith(
+            f"key {old.id} was already rotated: its successor is {first.id}, and {old.id} "
+            "stops working at 2026-03-02T12:00:00+00:00; "
+            f"rotate {first.id} instead, or rotate {old.id} again with --force")
+        assert keys.get(old.id).expires_at == first.created_at + dt.timedelta(hours=24)
+        assert len(keys.list()) == 2
+        second = keys.rotate(old.id, grace=dt.timedelta(hours=2), force=True).record
+        assert second.rotated_from == old.id
+        assert keys.get(old.id).expires_at == clock.now + dt.timedelta(hours=2)
+
+    def test_a_revoked_successor_does_not_block(self, keys: KeyManager) -> None:
+        """Once its successor is revoked, the old key may be rotated again."""
+        old = keys.create("svc").record
+        first = keys.rotate(old.id, grace=dt.timedelta(hours=24)).record
+        keys.revoke(first.id)
+        assert keys.rotate(old.id, grace=dt.timedelta(hours=1)).record.rotated_from == old.id
+
+
+class TestKeyGivenForId:
+    def test_a_whole_key_is_named_by_its_id_never_echoed(self, manager: KeyManager) -> None:
+        """Every method taking a key id refuses a whole key (or a mangled one),
+        names the id to use, and leaves the key alone."""
+        issued = manager.create("svc")
+        key_id = issued.record.id
+        typo = issued.key[:-1] + ("x" if issued.key[-1] != "x" else "y")
+        calls = (manager.get, manager.revoke, manager.rotate, manager.delete,
+                 lambda k: manager.expire(k, dt.datetime(2099, 1, 1, tzinfo=UTC)))
+        for key in (issued.key, typo, issued.key + "\n"):
+            for call in calls:
+                with pytest.raises(KeyNotFound) as info:
+                    call(key)
+                message = str(info.value)
+                assert message.startswith(f"that is an API key, not a key id: use its id {key_id}")
+                assert issued.key[:-4] not in message
+        assert manager.get(key_id).status() == "active"
+        assert len(manager.list()) == 1

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from aqnt_auth import (
+    Argon2Hasher,
     AsyncKeyStore,
+    KeyManager,
     KeyRecord,
     KeyStateError,
     KeyStore,
+    RotationPlan,
     UsageDelta,
     to_async,
 )
@@ -51,6 +54,9 @@ class DirectAsync:
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self.sync.set_expiry(key_id, at)
+
+    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        return self.sync.rotate(key_id, plan)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return self.sync.replace_hash(key_id, old_hash, new_hash)
@@ -91,6 +97,41 @@ def make_record(**changes: Any) -> KeyRecord:
         metadata={"team": "payments", "nested": {"a": [1, 2, 3]}, "ok": True},
     )
     return dataclasses.replace(base, **changes)
+
+
+class HookedHasher:
+    """argon2's cheapest profile that runs :attr:`during_hash` (once) while it
+    hashes a secret: what another process does while ``rotate()`` hashes."""
+
+    def __init__(self) -> None:
+        self.inner = Argon2Hasher("cheapest")
+        self.identifier = self.inner.identifier
+        self.expensive = self.inner.expensive
+        self.during_hash: Callable[[], object] | None = None
+
+    def hash(self, secret: str) -> str:
+        hook, self.during_hash = self.during_hash, None
+        if hook is not None:
+            hook()
+        return self.inner.hash(secret)
+
+    def verify(self, stored: str, secret: str) -> bool:
+        return self.inner.verify(stored, secret)
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self.inner.needs_rehash(stored)
+
+
+def successor_plan(expires_at: dt.datetime | None, seen: list[tuple[KeyRecord, list[str]]],
+                   **changes: Any) -> RotationPlan:
+    """A plan that records what the store showed it and inserts a successor."""
+
+    def plan(old: KeyRecord, successors: Sequence[KeyRecord]
+             ) -> tuple[KeyRecord, dt.datetime | None]:
+        seen.append((old, [s.id for s in successors]))
+        return make_record(rotated_from=old.id, **changes), expires_at
+
+    return plan
 
 
 class StoreContract:
@@ -213,6 +254,82 @@ class StoreContract:
         assert got is not None
         assert got.hash == "$argon2id$new"
         assert await kstore.replace_hash("nosuchkey123", "a", "b") is False
+
+    @pytest.mark.anyio
+    async def test_rotate_inserts_the_successor_and_sets_the_expiry(
+            self, kstore: AsyncKeyStore) -> None:
+        """rotate() shows the plan the old record and its successors, inserts the
+        successor and sets the old key's expiry; it returns the old record."""
+        old = make_record(expires_at=None)
+        await kstore.add(old)
+        seen: list[tuple[KeyRecord, list[str]]] = []
+        ends = T0 + dt.timedelta(hours=1)
+        updated = await kstore.rotate(old.id, successor_plan(ends, seen))
+        assert updated == dataclasses.replace(old, expires_at=ends)
+        assert seen[0] == (old, [])
+        (successor,) = [r for r in await kstore.list() if r.id != old.id]
+        assert successor.rotated_from == old.id
+        assert await kstore.get(successor.id) == successor
+        # A second rotation is shown the first successor.
+        await kstore.rotate(old.id, successor_plan(ends, seen))
+        assert seen[1][1] == [successor.id]
+
+    @pytest.mark.anyio
+    async def test_rotate_refused_writes_nothing(self, kstore: AsyncKeyStore) -> None:
+        """A plan that raises, or a successor id that exists, changes nothing."""
+        old = make_record(expires_at=None)
+        await kstore.add(old)
+
+        def refuse(record: KeyRecord, successors: Sequence[KeyRecord]
+                   ) -> tuple[KeyRecord, dt.datetime | None]:
+            raise KeyStateError("no")
+
+        with pytest.raises(KeyStateError, match="no"):
+            await kstore.rotate(old.id, refuse)
+        with pytest.raises(KeyStateError):
+            await kstore.rotate(old.id, successor_plan(T0, [], id=old.id))
+        assert await kstore.list() == [old]
+        seen: list[tuple[KeyRecord, list[str]]] = []
+        assert await kstore.rotate("nosuchkey123", successor_plan(T0, seen)) is None
+        assert seen == []
+
+    @pytest.mark.anyio
+    async def test_rotate_sees_a_revocation(self, kstore: AsyncKeyStore) -> None:
+        """The plan is shown the record as committed, revocation included."""
+        old = make_record()
+        await kstore.add(old)
+        await kstore.revoke(old.id, T0)
+        seen: list[tuple[KeyRecord, list[str]]] = []
+        await kstore.rotate(old.id, successor_plan(T0, seen))
+        assert seen[0][0].revoked_at == T0
+
+    def test_revocation_while_rotating_wins(self, store: KeyStore) -> None:
+        """A key revoked while rotate() hashes the new secret gets no successor."""
+        hasher = HookedHasher()
+        keys = KeyManager(store, hasher=hasher)
+        old = keys.create("svc").record
+        hasher.during_hash = lambda: store.revoke(old.id, T0)
+        with pytest.raises(KeyStateError, match=f"key {old.id} was revoked"):
+            keys.rotate(old.id, grace=dt.timedelta(hours=24))
+        assert store.list() == [dataclasses.replace(old, revoked_at=T0)]
+
+    def test_rotation_while_rotating_is_refused(self, store: KeyStore) -> None:
+        """Two rotations of one key at once: the second is refused, and the
+        first one's grace period is kept."""
+        hasher = HookedHasher()
+        keys = KeyManager(store, hasher=hasher)
+        old = keys.create("svc").record
+        first: list[str] = []
+        hasher.during_hash = lambda: first.append(
+            keys.rotate(old.id, grace=dt.timedelta(hours=24)).record.id)
+        with pytest.raises(KeyStateError) as refused:
+            keys.rotate(old.id)
+        assert f"its successor is {first[0]}" in str(refused.value)
+        assert {r.id for r in store.list()} == {old.id, first[0]}
+        kept = store.get(old.id)
+        assert kept is not None
+        assert kept.expires_at is not None
+        assert kept.expires_at > dt.datetime.now(UTC) + dt.timedelta(hours=23)
 
     @pytest.mark.anyio
     async def test_delete(self, kstore: AsyncKeyStore) -> None:

@@ -163,3 +163,37 @@ class TestOutput:
         with pytest.raises(CommandError, match="a revoked key cannot be rotated"):
             run("rotate", record.id)
         assert store.list() == [dataclasses.replace(record)]
+
+
+@pytest.mark.django_db
+class TestLifecycle:
+    @pytest.mark.parametrize("action", ["show", "revoke", "rotate"])
+    def test_key_given_for_id_is_never_echoed(self, action: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+        """A whole key where an id belongs: the core's message, naming the id."""
+        out = run("create", "--name", "pasted", "--json")
+        key, key_id = json.loads(out)["key"], json.loads(out)["record"]["id"]
+        with pytest.raises(CommandError) as info:
+            run(action, key)
+        assert str(info.value) == (f"that is an API key, not a key id: use its id {key_id} "
+                                   "(a key is secret; never pass one as an argument)")
+        captured = capsys.readouterr()
+        assert key[20:] not in captured.out + captured.err
+        record = DjangoKeyStore().get(key_id)
+        assert record is not None
+        assert record.status() == "active"
+
+    def test_rotation_rules(self) -> None:
+        """The successor keeps the old expiry; rotating again needs --force; an
+        expired key cannot be rotated."""
+        store = DjangoKeyStore()
+        soon = dt.datetime.now(UTC) + dt.timedelta(days=7)
+        record = make_record(created_at=LONG_AGO, expires_at=soon)
+        store.add(record)
+        data = json.loads(run("rotate", record.id, "--grace", "1h", "--json"))
+        assert dt.datetime.fromisoformat(data["record"]["expires_at"]) == soon
+        with pytest.raises(CommandError, match=f"its successor is {data['record']['id']}"):
+            run("rotate", record.id)
+        run("rotate", record.id, "--force")
+        with pytest.raises(CommandError, match=f"key {record.id} expired at"):
+            run("rotate", record.id)

@@ -18,6 +18,7 @@ from aqnt_auth import (
     AsyncKeyStore,
     KeyRecord,
     KeyStore,
+    RotationPlan,
     StoreUnavailable,
     UsageDelta,
     to_async,
@@ -59,6 +60,9 @@ class OwnThread:
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return await self._call(self.sync.set_expiry, key_id, at)
+
+    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        return await self._call(self.sync.rotate, key_id, plan)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return await self._call(self.sync.replace_hash, key_id, old_hash, new_hash)

@@ -190,3 +190,42 @@ class TestErrors:
         app = Flask(__name__)
         result = app.test_cli_runner().invoke(args=["aqnt-keys", "list"])
         assert result.exit_code == 2
+
+
+class TestKeyGivenForId:
+    @pytest.mark.parametrize("action", ["show", "revoke", "rotate"])
+    def test_never_echoed(self, runner: FlaskCliRunner, memory_store: MemoryKeyStore,
+                          action: str) -> None:
+        """A whole key where an id belongs: the core's message, naming the id, and
+        the key appears nowhere in the output."""
+        record, key = create(runner, "--name", "pasted")
+        result = runner.invoke(args=["aqnt-keys", action, key])
+        assert result.exit_code == 1
+        assert result.output == (
+            f"Error: that is an API key, not a key id: use its id {record['id']} "
+            "(a key is secret; never pass one as an argument)\n")
+        assert key[20:] not in result.output
+        stored = memory_store.get(record["id"])
+        assert stored is not None
+        assert stored.status() == "active"
+        assert len(memory_store.list()) == 1
+
+
+class TestRotationRules:
+    def test_rotating_again_needs_force(self, runner: FlaskCliRunner,
+                                        memory_store: MemoryKeyStore) -> None:
+        record, _ = create(runner, "--name", "twice", "--expires-in", "7d")
+        first = runner.invoke(args=["aqnt-keys", "rotate", record["id"], "--grace", "1h",
+                                    "--json"])
+        successor = json.loads(first.output)["record"]
+        assert successor["expires_at"] == record["expires_at"]
+        again = runner.invoke(args=["aqnt-keys", "rotate", record["id"]])
+        assert again.exit_code == 1
+        assert again.output.startswith(
+            f"Error: key {record['id']} was already rotated: its successor is "
+            f"{successor['id']}, and {record['id']} stops working at ")
+        forced = runner.invoke(args=["aqnt-keys", "rotate", record["id"], "--force",
+                                     "--expires-in", "30d", "--json"])
+        assert forced.exit_code == 0, forced.output
+        assert json.loads(forced.output)["record"]["expires_at"] > record["expires_at"]
+        assert len(memory_store.list()) == 3

@@ -106,6 +106,8 @@ class Command(BaseCommand):
 
     def _rotate(self, options: dict[str, Any]) -> str:
         grace = parse_duration(options["grace"])
+        expires_in = parse_duration(options["expires_in"]) if options["expires_in"] else None
         keys = self._manager(options, self._hasher(options))
-        issued = keys.rotate(options["key_id"], grace=grace)
+        issued = keys.rotate(options["key_id"], grace=grace, expires_in=expires_in,
+                             force=options["force"])
         return format_rotated(keys.get(options["key_id"]), issued, options["json"])
