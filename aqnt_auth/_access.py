@@ -29,6 +29,11 @@ __all__ = [
 #: Methods a read-only key may use.
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
+#: The ``error_description`` of a read-only key's write.
+READ_ONLY: Final = "read-only key: only GET, HEAD and OPTIONS are allowed"
+#: The ``error_description`` of a key used outside its allowed paths.
+OUTSIDE_PATHS: Final = "this key is limited to other paths"
+
 
 def _unsafe_segments(path: str) -> bool:
     return (
@@ -136,10 +141,10 @@ def check_access(principal: Principal, method: str, path: str) -> None:
     """Raise :class:`PermissionDenied` unless the key's restrictions allow
     *method* on *path*.  Scopes are checked separately (:func:`require_scopes`)."""
     if principal.read_only and method not in SAFE_METHODS:
-        raise PermissionDenied("read-only key")
+        raise PermissionDenied("read-only key", description=READ_ONLY)
     allowed = principal.allowed_paths
     if allowed and not any(path_within(path, p) for p in allowed):
-        raise PermissionDenied("path outside the key's allowed paths")
+        raise PermissionDenied("path outside the key's allowed paths", description=OUTSIDE_PATHS)
 
 
 def require_scopes(principal: Principal, scopes: Iterable[str]) -> None:

@@ -48,7 +48,7 @@ from ._errors import (
 )
 from ._format import MODES, KeyFormat, Mode, ParsedKey
 from ._hashers import Hasher, default_hashers
-from ._header import bearer_token
+from ._header import bearer_token, malformed_token
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
@@ -213,7 +213,7 @@ class Authenticator:
         if hash(token) in self._verified_hints:
             return token
         if not self._format.checksum_ok(token):
-            raise InvalidAPIKey("malformed key or bad checksum")
+            raise malformed_token(token)
         return token
 
     def _flow(self, token: str, digest: bytes, known: Verified | None, method: str | None,

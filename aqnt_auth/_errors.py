@@ -12,7 +12,7 @@ No error message ever contains a presented key, a secret or a stored hash.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "AQNTError",
@@ -27,6 +27,7 @@ __all__ = [
     "RateLimited",
     "RevokedAPIKey",
     "StoreUnavailable",
+    "described",
 ]
 
 
@@ -42,6 +43,11 @@ class AQNTError(Exception):
     error_type: ClassVar[str] = "api_error"
     code: ClassVar[str] = "internal_error"
     message: ClassVar[str] = "Internal error"
+    #: What the client did wrong, for the ``error_description`` of
+    #: ``WWW-Authenticate`` (RFC 6750 §3): a fixed sentence naming the fix,
+    #: never anything taken from the request.  ``None`` for most errors; the
+    #: JSON body never changes.
+    description: str | None = None
 
     # No __init__ of our own: these are raised on every rejected request, and
     # Exception's C constructor is several times cheaper than a Python one.
@@ -58,6 +64,20 @@ class AQNTError(Exception):
     def to_json(self) -> bytes:
         """Return :meth:`to_dict` serialised as compact-but-spaced UTF-8 JSON."""
         return json.dumps(self.to_dict()).encode()
+
+
+_E = TypeVar("_E", bound=AQNTError)
+
+
+def described(error: _E, description: str) -> _E:
+    """*error*, with an ``error_description`` for ``WWW-Authenticate``.
+
+    Errors raised on every rejected request take no keyword of their own
+    (see :class:`AQNTError`); the rare ones that explain themselves get
+    their sentence here.
+    """
+    error.description = description
+    return error
 
 
 class AuthError(AQNTError):
@@ -102,9 +122,11 @@ class PermissionDenied(AQNTError):
     code = "insufficient_scope"
     message = "This API key does not have the required permissions"
 
-    def __init__(self, detail: str | None = None, *, required_scopes: tuple[str, ...] = ()) -> None:
+    def __init__(self, detail: str | None = None, *, required_scopes: tuple[str, ...] = (),
+                 description: str | None = None) -> None:
         super().__init__(detail)
         self.required_scopes = required_scopes
+        self.description = description
 
 
 class RateLimited(AQNTError):

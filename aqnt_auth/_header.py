@@ -10,9 +10,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from ._errors import InvalidAPIKey, MissingAPIKey
+from ._errors import InvalidAPIKey, MissingAPIKey, described
+from ._format import MODES
 
-__all__ = ["MAX_AUTHORIZATION_LENGTH", "bearer_token", "single_authorization"]
+__all__ = [
+    "BARE_KEY",
+    "DOUBLED_SCHEME",
+    "MAX_AUTHORIZATION_LENGTH",
+    "bearer_token",
+    "malformed_token",
+    "single_authorization",
+]
+
+#: The ``error_description`` of a key sent without the ``Bearer`` scheme
+#: (bare, glued to ``Bearer``, or after another scheme).
+BARE_KEY: Final = "the key needs the Bearer scheme: use Authorization: Bearer <key>"
+#: The ``error_description`` of ``Bearer Bearer <key>``.
+DOUBLED_SCHEME: Final = "Bearer is written twice: use Authorization: Bearer <key>"
+
+# What every key of ours holds, whatever its prefix: "_live_" or "_test_".
+_MODE_MARKS: Final = tuple(f"_{mode}_" for mode in MODES)
 
 # A Bearer header with one of our keys is under 100 characters.  Anything far
 # longer is refused before it is decoded, scanned or matched, so an 8 KB or
@@ -67,7 +84,24 @@ def bearer_token(value: str | bytes | None) -> str:
         # Two headers joined by a server ("Basic x, Bearer y"): never
         # "any one matches".
         raise InvalidAPIKey("several credentials")
+    if any(mark in value for mark in _MODE_MARKS):
+        # Still "no key" (no Bearer credential was presented), but the
+        # likeliest newcomer mistake gets its fix named.
+        raise described(MissingAPIKey("key without the Bearer scheme"), BARE_KEY)
     raise MissingAPIKey()
+
+
+def malformed_token(token: str) -> InvalidAPIKey:
+    """The error for a Bearer token that is not a well-formed key.
+
+    Called on that failure alone (the accepted path never pays for it): a
+    token that starts with the scheme again (``Bearer Bearer sk_...``, a
+    header built as ``"Bearer " + "Bearer " + key``) is told so.
+    """
+    first = token.partition(" ")[0]
+    if first != token and first.lower() == "bearer":
+        return described(InvalidAPIKey("Bearer written twice"), DOUBLED_SCHEME)
+    return InvalidAPIKey("malformed key or bad checksum")
 
 
 def _names_bearer(value: str) -> bool:

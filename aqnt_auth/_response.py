@@ -51,17 +51,17 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
 
     401s carry ``WWW-Authenticate: Bearer realm="..."`` (RFC 6750 §3), with
     ``error="invalid_token"`` unless no credential was sent at all; 403s name
-    the missing scopes; 429s and 503s carry ``Retry-After``.
+    the missing scopes; 429s and 503s carry ``Retry-After``.  An error with
+    a :attr:`~aqnt_auth.AQNTError.description` adds it to the challenge as
+    ``error_description``; the body is the contract's, whatever the cause.
     """
-    if isinstance(error, PermissionDenied) and error.required_scopes:
-        scope = " ".join(error.required_scopes)
-        return _build(
-            error,
-            (("WWW-Authenticate", f'Bearer realm="{realm}", error="insufficient_scope", '
-                                  f'scope="{scope}"'),),
-        )
     if isinstance(error, (RateLimited, StoreUnavailable)):
         return _build(error, (("Retry-After", str(error.retry_after)),))
+    if error.description is not None or (
+        isinstance(error, PermissionDenied) and error.required_scopes
+    ):
+        challenge = _challenge(error, realm)
+        return _build(error, (("WWW-Authenticate", challenge),) if challenge else ())
     cached = _STATIC.get((type(error), realm))
     if cached is None:
         # Such errors carry no per-instance data, so the rendered answer is
@@ -73,18 +73,28 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
 _STATIC: dict[tuple[type[AQNTError], str], ErrorResponse] = {}
 
 
-def _static(cls: type[AQNTError], realm: str) -> ErrorResponse:
-    error = cls()
+def _challenge(error: AQNTError, realm: str) -> str | None:
+    """The ``WWW-Authenticate`` value for *error*, or ``None`` (not a 401 or 403)."""
     if isinstance(error, AuthError):
         challenge = f'Bearer realm="{realm}"'
         if error.invalid_token:
             challenge += ', error="invalid_token"'
-        return _build(error, (("WWW-Authenticate", challenge),))
-    if isinstance(error, PermissionDenied):
-        return _build(
-            error, (("WWW-Authenticate", f'Bearer realm="{realm}", error="insufficient_scope"'),)
-        )
-    return _build(error, ())
+    elif isinstance(error, PermissionDenied):
+        challenge = f'Bearer realm="{realm}", error="insufficient_scope"'
+        if error.required_scopes:
+            challenge += f', scope="{" ".join(error.required_scopes)}"'
+    else:
+        return None
+    if error.description is not None:
+        # Fixed sentences of the core, which hold no quote or backslash.
+        challenge += f', error_description="{error.description}"'
+    return challenge
+
+
+def _static(cls: type[AQNTError], realm: str) -> ErrorResponse:
+    error = cls()
+    challenge = _challenge(error, realm)
+    return _build(error, (("WWW-Authenticate", challenge),) if challenge else ())
 
 
 def _build(error: AQNTError, extra: tuple[tuple[str, str], ...]) -> ErrorResponse:

@@ -25,3 +25,13 @@ UNAVAILABLE: Final = (b'{"error": {"type": "api_error", "message": "Authenticati
 CHALLENGE: Final = 'Bearer realm="api"'
 INVALID_CHALLENGE: Final = 'Bearer realm="api", error="invalid_token"'
 SCOPE_CHALLENGE: Final = 'Bearer realm="api", error="insufficient_scope"'
+
+# error_description (RFC 6750 §3): what the client did wrong, the body unchanged.
+BARE_KEY_CHALLENGE: Final = ('Bearer realm="api", error_description="the key needs the Bearer '
+                             'scheme: use Authorization: Bearer <key>"')
+DOUBLED_CHALLENGE: Final = ('Bearer realm="api", error="invalid_token", error_description="Bearer '
+                            'is written twice: use Authorization: Bearer <key>"')
+READ_ONLY_CHALLENGE: Final = ('Bearer realm="api", error="insufficient_scope", error_description='
+                              '"read-only key: only GET, HEAD and OPTIONS are allowed"')
+PATHS_CHALLENGE: Final = ('Bearer realm="api", error="insufficient_scope", error_description='
+                          '"this key is limited to other paths"')

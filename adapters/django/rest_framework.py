@@ -125,6 +125,18 @@ class APIKeyError(exceptions.APIException):
         self.wait = int(retry_after) if retry_after is not None else None
 
 
+def _missing(request: Request | None) -> MissingAPIKey:
+    """The request's "no key" error, with what it was told in
+    ``error_description`` if it sent a key without ``Bearer``."""
+    found = getattr(getattr(request, "_request", None), "_aqnt_auth_missing", None)
+    return found if isinstance(found, MissingAPIKey) else MissingAPIKey()
+
+
+def _missing_challenge(request: Request) -> str:
+    headers = dict(runtime().authenticator.render_error(_missing(request)).headers)
+    return headers["WWW-Authenticate"]
+
+
 def _principal_of(request: Request) -> Principal | None:
     # Set by APIKeyMiddleware, or by APIKeyAuthentication on this request.
     principal = getattr(request._request, "api_key", None)
@@ -147,7 +159,10 @@ class APIKeyAuthentication(BaseAuthentication):
             authenticator = runtime().authenticator
             try:
                 principal = authenticate_request(authenticator, request._request)
-            except MissingAPIKey:
+            except MissingAPIKey as exc:
+                if exc.description is not None:
+                    # Kept for the 401's challenge (a bare key: use Bearer).
+                    request._request._aqnt_auth_missing = exc  # type: ignore[attr-defined]
                 return None
             except AQNTError as exc:
                 raise APIKeyError(exc) from None
@@ -155,7 +170,7 @@ class APIKeyAuthentication(BaseAuthentication):
         return APIKeyUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:
-        return f'Bearer realm="{runtime().authenticator.realm}"'
+        return _missing_challenge(request)
 
 
 class HasScopes(BasePermission):
@@ -203,5 +218,5 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
         request = context.get("request")
         authenticators = getattr(request, "authenticators", ()) or ()
         if any(isinstance(a, APIKeyAuthentication) for a in authenticators):
-            return error_response(runtime().authenticator.render_error(MissingAPIKey()))
+            return error_response(runtime().authenticator.render_error(_missing(request)))
     return drf_exception_handler(exc, context)

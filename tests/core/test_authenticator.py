@@ -241,6 +241,62 @@ class TestErrorsOnTheWire:
                     challenge += ', error="invalid_token"'
                 assert headers["WWW-Authenticate"] == challenge
 
+    @pytest.mark.parametrize(
+        ("template", "body", "challenge"),
+        [
+            ("{key}", bodies.MISSING, bodies.BARE_KEY_CHALLENGE),
+            ("  {key}\t", bodies.MISSING, bodies.BARE_KEY_CHALLENGE),
+            ("Token {key}", bodies.MISSING, bodies.BARE_KEY_CHALLENGE),
+            ("Bearer{key}", bodies.MISSING, bodies.BARE_KEY_CHALLENGE),
+            ("Bearer Bearer {key}", bodies.INVALID, bodies.DOUBLED_CHALLENGE),
+            ("bearer BEARER   {key}", bodies.INVALID, bodies.DOUBLED_CHALLENGE),
+            # Unchanged: no key of ours in sight, or a plain bad key.
+            ("Basic dXNlcjpwYXNz", bodies.MISSING, bodies.CHALLENGE),
+            ("Bearer", bodies.MISSING, bodies.CHALLENGE),
+            ("Bearer {key} x", bodies.INVALID, bodies.INVALID_CHALLENGE),
+            ("Bearer x{key}", bodies.INVALID, bodies.INVALID_CHALLENGE),
+            ("Bearer Basic {key}", bodies.INVALID, bodies.INVALID_CHALLENGE),
+        ],
+    )
+    def test_bad_headers_explain_themselves(self, auth: Authenticator, keys: KeyManager,
+                                            template: str, body: bytes, challenge: str) -> None:
+        """A key sent without Bearer, or with Bearer twice, gets an
+        error_description naming the fix; the code and body stay the contract's."""
+        header = template.format(key=keys.create("k").key)
+        with pytest.raises((MissingAPIKey, InvalidAPIKey)) as info:
+            auth.authenticate(header)
+        response = auth.render_error(info.value)
+        assert (response.status, response.body) == (401, body)
+        assert dict(response.headers)["WWW-Authenticate"] == challenge
+        assert header.strip().rpartition(" ")[2] not in str(info.value)
+
+    def test_restrictions_explain_themselves(self, auth: Authenticator,
+                                             keys: KeyManager) -> None:
+        """A read-only key's write says "read-only key"; a key outside its
+        paths says so; the body is the one 403 of the contract."""
+        reader = f"Bearer {keys.create('ro', read_only=True).key}"
+        limited = f"Bearer {keys.create('p', allowed_paths=['/v1/charges']).key}"
+        for header, method, path, challenge in [
+            (reader, "POST", "/v1/x", bodies.READ_ONLY_CHALLENGE),
+            (limited, "GET", "/v1/refunds", bodies.PATHS_CHALLENGE),
+        ]:
+            with pytest.raises(PermissionDenied) as info:
+                auth.authenticate(header, method=method, path=path)
+            response = auth.render_error(info.value)
+            assert (response.status, response.body) == (403, bodies.FORBIDDEN)
+            assert dict(response.headers)["WWW-Authenticate"] == challenge
+
+    def test_described_challenge_takes_the_realm(self, store: InstrumentedStore,
+                                                 keys: KeyManager,
+                                                 hasher: CountingHasher) -> None:
+        with Authenticator(store, hashers=[hasher], realm="payments") as auth, \
+                pytest.raises(MissingAPIKey) as info:
+            auth.authenticate(keys.create("k").key)
+        assert dict(auth.render_error(info.value).headers)["WWW-Authenticate"] == (
+            'Bearer realm="payments", error_description="the key needs the Bearer scheme: '
+            'use Authorization: Bearer <key>"'
+        )
+
     def test_store_unavailable(self, auth: Authenticator, keys: KeyManager,
                                store: InstrumentedStore) -> None:
         """A broken store is a 503 with Retry-After, never a 401."""

@@ -124,11 +124,12 @@ def not_for(reason: str, adapters: tuple[str, ...]) -> dict[str, Difference]:
 
 
 def missing(name: str, **fields: Any) -> Case:
-    return Case(name, 401, bodies.MISSING, bodies.CHALLENGE, **fields)
+    return Case(name, 401, bodies.MISSING, fields.pop("challenge", bodies.CHALLENGE), **fields)
 
 
 def invalid(name: str, **fields: Any) -> Case:
-    return Case(name, 401, bodies.INVALID, bodies.INVALID_CHALLENGE, **fields)
+    return Case(name, 401, bodies.INVALID, fields.pop("challenge", bodies.INVALID_CHALLENGE),
+                **fields)
 
 
 def passes(name: str, endpoint: str | None = "protected", **fields: Any) -> Case:
@@ -206,11 +207,19 @@ HEADER_CASES: Final = [
     *_casings(),
     # Other schemes: the client did not try to present one of our keys.
     missing("basic_scheme", headers=auth(b"Basic dXNlcjpwYXNzd29yZA==")),
-    missing("token_scheme_with_key", headers=auth(b"Token {live}")),
-    missing("apikey_scheme_with_key", headers=auth(b"ApiKey {live}")),
+    # ... but a key of ours sent without Bearer is told how to send it.
+    missing("token_scheme_with_key", headers=auth(b"Token {live}"),
+            challenge=bodies.BARE_KEY_CHALLENGE),
+    missing("apikey_scheme_with_key", headers=auth(b"ApiKey {live}"),
+            challenge=bodies.BARE_KEY_CHALLENGE),
     missing("digest_scheme", headers=auth(b'Digest username="u", realm="api", nonce="n"')),
-    missing("bare_key", headers=auth(b"{live}")),
-    missing("bearer_glued_to_key", headers=auth(b"Bearer{live}")),
+    missing("bare_key", headers=auth(b"{live}"), challenge=bodies.BARE_KEY_CHALLENGE),
+    missing("bearer_glued_to_key", headers=auth(b"Bearer{live}"),
+            challenge=bodies.BARE_KEY_CHALLENGE),
+    invalid("bearer_twice", headers=auth(b"Bearer Bearer {live}"),
+            challenge=bodies.DOUBLED_CHALLENGE),
+    invalid("bearer_twice_lower_case", headers=auth(b"bearer  bearer {live}"),
+            challenge=bodies.DOUBLED_CHALLENGE),
     # Anything after the key.
     invalid("junk_after_key", headers=auth(b"Bearer {live} x")),
     invalid("key_twice_in_one_value", headers=auth(b"Bearer {live} {live}")),
@@ -271,9 +280,9 @@ KEY_CASES: Final = [
          headers=auth(b"Bearer {revoked}"), cost=VERIFIED),
     Case("expired", 401, bodies.REVOKED, bodies.INVALID_CHALLENGE,
          headers=auth(b"Bearer {expired}"), cost=VERIFIED),
-    Case("read_only_key_writes", 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE, method="POST",
+    Case("read_only_key_writes", 403, bodies.FORBIDDEN, bodies.READ_ONLY_CHALLENGE, method="POST",
          headers=auth(b"Bearer {read_only}"), cost=VERIFIED),
-    Case("path_restricted_key_elsewhere", 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE,
+    Case("path_restricted_key_elsewhere", 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE,
          path="/v1/refunds", headers=auth(b"Bearer {charges_only}"), cost=VERIFIED),
     # Keys anywhere but the Authorization header are not looked at.
     missing("key_in_query_string", query=b"api_key={live}"),

@@ -186,7 +186,7 @@ class TestRestrictions:
         """A read-only key may GET; a POST gets 403 insufficient_scope."""
         assert (await client.get("/v1/charges", headers=bearer(keys.read_only))).status_code == 200
         response = await client.post("/v1/charges", headers=bearer(keys.read_only))
-        assert_refused(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+        assert_refused(response, 403, bodies.FORBIDDEN, bodies.READ_ONLY_CHALLENGE)
         assert [s["method"] for s in recorder.scopes] == ["GET"]
 
     async def test_path_limited_key(self, client: httpx.AsyncClient, recorder: Recorder,
@@ -196,7 +196,7 @@ class TestRestrictions:
         assert ok.status_code == 200
         for path in ("/v1/customers", "/v1/chargesX"):
             response = await client.get(path, headers=bearer(keys.charges_only))
-            assert_refused(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+            assert_refused(response, 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE)
         assert [s["path"] for s in recorder.scopes] == ["/v1/charges/ch_1"]
 
     async def test_path_limit_is_judged_relative_to_root_path(
@@ -207,7 +207,7 @@ class TestRestrictions:
         ok = http_scope("/api/v1/charges", root_path="/api", headers=header)
         assert status_of(await call(app, ok)) == 200
         outside = http_scope("/api/v1/customers", root_path="/api", headers=header)
-        assert_sent_refusal(await call(app, outside), 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+        assert_sent_refusal(await call(app, outside), 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE)
         assert len(recorder.scopes) == 1
 
 

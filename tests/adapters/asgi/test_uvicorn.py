@@ -91,7 +91,7 @@ def test_real_server(tmp_path: Path, cheap_hasher: Argon2Hasher) -> None:
         assert_refused(client.get("/v1/whoami", headers=bearer(revoked.key)), 401, bodies.REVOKED,
                        bodies.INVALID_CHALLENGE)
         assert_refused(client.post("/v1/whoami", headers=bearer(reader.key)), 403, bodies.FORBIDDEN,
-                       bodies.SCOPE_CHALLENGE)
+                       bodies.READ_ONLY_CHALLENGE)
         # /health is not exempt here: every path needs a key unless listed.
         assert_refused(client.get("/health"), 401, bodies.MISSING, bodies.CHALLENGE)
         head = client.head("/v1/whoami")

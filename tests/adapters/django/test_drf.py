@@ -93,7 +93,18 @@ class TestAuthentication:
         check(client.get("/drf/whoami", headers=bearer(revoked.key)), exact,
               401, bodies.REVOKED, bodies.INVALID_CHALLENGE)
         check(client.post("/drf/whoami", headers=bearer(read_only.key)), exact,
-              403, bodies.FORBIDDEN, 'Bearer realm="api", error="insufficient_scope"')
+              403, bodies.FORBIDDEN, bodies.READ_ONLY_CHALLENGE)
+        assert CALLS == []
+
+    @pytest.mark.django_db
+    def test_bare_key_is_explained(self, client: Client, exact: bool) -> None:
+        """A key without Bearer: DRF's "not authenticated" 401 keeps the
+        explanation in its challenge, with either exception handler."""
+        response = client.get("/drf/whoami", HTTP_AUTHORIZATION=issue().key)
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == bodies.BARE_KEY_CHALLENGE
+        if exact:
+            assert_error(response, 401, bodies.MISSING, bodies.BARE_KEY_CHALLENGE)
         assert CALLS == []
 
     @pytest.mark.django_db

@@ -200,7 +200,7 @@ class TestRestrictions:
         with _on(alias):
             assert client.get("/v1/charges", headers=bearer(issued.key)).status_code == 201
             response = client.post("/v1/charges", headers=bearer(issued.key))
-        assert_error(response, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+        assert_error(response, 403, bodies.FORBIDDEN, bodies.READ_ONLY_CHALLENGE)
         assert CALLS == ["charges GET"]
 
     @pytest.mark.django_db
@@ -210,7 +210,7 @@ class TestRestrictions:
         assert client.get("/v1/charges", headers=bearer(issued.key)).status_code == 201
         assert client.get("/v1/charges/ch_1", headers=bearer(issued.key)).status_code == 201
         assert_error(client.get("/v1/whoami", headers=bearer(issued.key)), 403, bodies.FORBIDDEN,
-                     bodies.SCOPE_CHALLENGE)
+                     bodies.PATHS_CHALLENGE)
         assert CALLS == ["charges GET", "charges GET"]
 
 

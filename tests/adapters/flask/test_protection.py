@@ -134,9 +134,9 @@ class TestKeyRestrictions:
         """A read-only key may GET but not POST, on every route."""
         key = manager.create("reader", read_only=True).key
         refused(client.post("/v1/charges", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
-                bodies.SCOPE_CHALLENGE)
+                bodies.READ_ONLY_CHALLENGE)
         refused(client.post("/nowhere", headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
-                bodies.SCOPE_CHALLENGE)
+                bodies.READ_ONLY_CHALLENGE)
         assert client.get("/v1/charges", headers=bearer(key)).status_code == 200
 
     def test_allowed_paths(self, client: FlaskClient, calls: list[str], manager: KeyManager
@@ -145,7 +145,7 @@ class TestKeyRestrictions:
         key = manager.create("charges", allowed_paths=["/v1/charges"]).key
         for path in ("/", "/report", "/static/logo.txt", "/v1/chargesX"):
             refused(client.get(path, headers=bearer(key)), calls, 403, bodies.FORBIDDEN,
-                    bodies.SCOPE_CHALLENGE)
+                    bodies.PATHS_CHALLENGE)
         assert client.get("/v1/charges", headers=bearer(key)).status_code == 200
 
 

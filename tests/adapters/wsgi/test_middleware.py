@@ -125,7 +125,7 @@ class TestRefusals:
         """A read-only key's restriction is enforced on the request's method."""
         key = manager.create("reader", read_only=True).key
         assert_refused(client.post("/", headers=bearer(key)), inner, 403, bodies.FORBIDDEN,
-                       bodies.SCOPE_CHALLENGE)
+                       bodies.READ_ONLY_CHALLENGE)
         assert client.get("/", headers=bearer(key)).status_code == 200
 
     def test_allowed_paths(self, client: Client, inner: Recorder, manager: KeyManager) -> None:
@@ -133,7 +133,7 @@ class TestRefusals:
         key = manager.create("charges only", allowed_paths=["/v1/charges"]).key
         for path in ("/v1/refunds", "/v1/chargesX", "/v1/charges/../refunds"):
             response = client.get(path, headers=bearer(key))
-            assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+            assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE)
         assert client.get("/v1/charges/ch_1", headers=bearer(key)).status_code == 200
 
     def test_head_gets_no_body(self, client: Client, inner: Recorder) -> None:
@@ -271,7 +271,7 @@ class TestExemptions:
         assert client.get("/menu/caf%C3%A9/1", headers=bearer(key)).status_code == 200
         inner.calls.clear()
         response = client.get("/menu/cafe", headers=bearer(key))
-        assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.SCOPE_CHALLENGE)
+        assert_refused(response, inner, 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE)
 
 
 PREFLIGHT: Final = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
