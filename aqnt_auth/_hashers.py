@@ -113,10 +113,33 @@ class Argon2Hasher:
             raise InvalidStoredHash(f"unreadable argon2 hash: {type(exc).__name__}") from None
 
     def needs_rehash(self, stored: str) -> bool:
+        """Whether *stored* is weaker than this hasher's parameters.
+
+        Unlike argon2-cffi's ``check_needs_rehash`` (any difference), a hash
+        made with a stronger profile is kept: rewriting it with the
+        configured one would be a downgrade.  Each parameter is compared,
+        and a hash that is stronger in any of them is never rewritten.
+        """
         try:
-            return self._ph.check_needs_rehash(stored)
+            old = argon2.extract_parameters(stored)
         except (InvalidHashError, ValueError):
             return False
+        return _weaker(old, self.parameters)
+
+
+def _weaker(old: argon2.Parameters, new: argon2.Parameters) -> bool:
+    """Whether hashes made with *new* are stronger than with *old* in some
+    parameter and weaker in none (argon2id ranks above the other types)."""
+    pairs = (
+        (old.type is argon2.Type.ID, new.type is argon2.Type.ID),
+        (old.version, new.version),
+        (old.memory_cost, new.memory_cost),
+        (old.time_cost, new.time_cost),
+        (old.parallelism, new.parallelism),
+        (old.hash_len, new.hash_len),
+        (old.salt_len, new.salt_len),
+    )
+    return all(a <= b for a, b in pairs) and any(a < b for a, b in pairs)
 
 
 class HMACHasher:

@@ -478,6 +478,18 @@ class TestRehash:
             # And the upgraded hash serves the next request without argon2.
             auth.authenticate(f"Bearer {issued.key}")
 
+    def test_stronger_hash_is_not_rewritten(self, store: InstrumentedStore) -> None:
+        """A key stored with a stronger profile than the configured one keeps
+        its hash on use (it was rewritten with the weaker default before)."""
+        weak = Argon2Hasher("cheapest")
+        strong = Argon2Hasher(dataclasses.replace(weak.parameters, memory_cost=16, time_cost=2))
+        issued = KeyManager(store, hasher=strong).create("k")
+        with Authenticator(store, hashers=[weak]) as auth:
+            auth.authenticate(f"Bearer {issued.key}")
+        record = store.get(issued.record.id)
+        assert record is not None
+        assert record.hash == issued.record.hash
+
     @pytest.mark.anyio
     async def test_outdated_hash_is_upgraded_async(self) -> None:
         store = BlockingInstrumentedStore()

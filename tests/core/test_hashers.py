@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import argon2
@@ -58,6 +59,33 @@ class TestArgon2Hasher:
         old = Argon2Hasher("cheapest").hash(SECRET)
         assert Argon2Hasher("owasp").needs_rehash(old) is True
         assert Argon2Hasher("cheapest").needs_rehash(old) is False
+
+    def test_stronger_hash_is_not_downgraded(self) -> None:
+        """A hash stronger than the configured profile in any parameter is kept."""
+        cheapest = ARGON2_PROFILES["cheapest"]
+        hasher = Argon2Hasher(cheapest)
+        stronger = {
+            "memory_cost": dataclasses.replace(cheapest, memory_cost=16),
+            "time_cost": dataclasses.replace(cheapest, time_cost=2),
+            "hash_len": dataclasses.replace(cheapest, hash_len=32),
+            # stronger in memory, weaker in time: still never rewritten
+            "mixed": dataclasses.replace(cheapest, memory_cost=32, time_cost=1),
+        }
+        for name, params in stronger.items():
+            stored = Argon2Hasher(params).hash(SECRET)
+            assert hasher.needs_rehash(stored) is False, name
+        assert Argon2Hasher(dataclasses.replace(cheapest, time_cost=2)).needs_rehash(
+            Argon2Hasher(dataclasses.replace(cheapest, memory_cost=32)).hash(SECRET)) is False
+
+    def test_weaker_hash_in_each_parameter_is_upgraded(self) -> None:
+        """A hash weaker in one parameter (the others equal) needs a rehash."""
+        base = dataclasses.replace(ARGON2_PROFILES["cheapest"], memory_cost=16, time_cost=2,
+                                   hash_len=16, salt_len=16)
+        hasher = Argon2Hasher(base)
+        for field in ("memory_cost", "time_cost", "hash_len", "salt_len"):
+            weaker = dataclasses.replace(base, **{field: getattr(base, field) // 2})
+            assert hasher.needs_rehash(Argon2Hasher(weaker).hash(SECRET)) is True, field
+        assert hasher.needs_rehash(hasher.hash(SECRET)) is False
 
     def test_protocol(self) -> None:
         assert isinstance(Argon2Hasher("cheapest"), Hasher)
