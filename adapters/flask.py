@@ -245,7 +245,8 @@ class AQNTAuth:
     ``AQNT_AUTH_RATE_LIMIT``
         The :class:`~aqnt_auth.Authenticator` options of the same names,
         with its defaults (``RATE_LIMIT`` takes a
-        :class:`~aqnt_auth.FailureLimiter`; the client is ``REMOTE_ADDR``).
+        :class:`~aqnt_auth.FailureLimiter` or a storage URI, default
+        ``"memory://"``, ``None`` to turn it off; the client is ``REMOTE_ADDR``).
     ``AQNT_AUTH_HASHER``
         The hasher ``flask aqnt-keys`` issues keys with (default argon2id).
 

@@ -98,7 +98,7 @@ class AuthenticatorOptions(TypedDict, total=False):
     usage_flush_interval: float
     track_usage: bool
     rehash: bool
-    rate_limit: FailureLimiter | None
+    rate_limit: FailureLimiter | str | None
     clock: Callable[[], float]
 
 
@@ -121,7 +121,10 @@ class Authenticator:
     :param track_usage: count requests and ``last_used_at`` per key.
     :param rehash: upgrade outdated hashes after a successful verification.
     :param rate_limit: a :class:`FailureLimiter` throttling failed attempts
-        per key id and per client address (``None``: no throttling).
+        per client address and per (key id, client); or the storage URI of
+        one with the default limits (``"memory://"``, the default: per
+        process; ``"redis://host:6379"``: shared by every server); ``None``
+        turns throttling off.
     :param clock: wall-clock time, for expiry (tests pass a fake).
 
     Safe to share between threads and event loops.  Use it as a context
@@ -142,7 +145,7 @@ class Authenticator:
         usage_flush_interval: float = 10.0,
         track_usage: bool = True,
         rehash: bool = True,
-        rate_limit: FailureLimiter | None = None,
+        rate_limit: FailureLimiter | str | None = "memory://",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store: KeyStore = open_store(store)
@@ -171,19 +174,26 @@ class Authenticator:
         self._hash_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._rehash = rehash
-        self.rate_limit = rate_limit
+        if isinstance(rate_limit, str):
+            rate_limit = FailureLimiter(storage_uri=rate_limit)
+        elif rate_limit is not None and not isinstance(rate_limit, FailureLimiter):
+            raise ConfigurationError(
+                f"rate_limit must be a FailureLimiter, a storage URI or None, not {rate_limit!r}"
+            )
+        self.rate_limit: FailureLimiter | None = rate_limit
         self._clock = clock
         self._store_get = self.store.get
         self._store_blocking = bool(getattr(self.store, "blocking", True))
         self._has_native_async = getattr(self.store, "aio", None) is not None
         # Async callers read this store on the loop, so its warm path can too.
         self._inline_store = not (self._store_blocking or self._has_native_async)
-        # A failure limiter may need I/O for each refusal: nothing then is "nowait".
         # A store with a record cache may answer a warm read without I/O too.
         self._peek: Callable[[str], KeyRecord | None] | None = (
             None if self._inline_store else getattr(self.store, "peek", None)
         )
-        self._nowait = (self._inline_store or self._peek is not None) and rate_limit is None
+        # A verified key never touches the failure limiter, so it does not
+        # change what is "nowait"; a refusal there is counted by the async path.
+        self._nowait = self._inline_store or self._peek is not None
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._usage = None
         if track_usage:
@@ -438,17 +448,22 @@ class Authenticator:
         Returns the :class:`Principal` or raises, exactly as
         :meth:`authenticate_async` would, when that takes neither I/O nor
         argon2: a key that verified before, on a store that does no I/O or
-        whose ``peek`` has the record in its cache (and no failure limiter).
-        Returns ``None`` otherwise; then await :meth:`authenticate_async`.
-        ASGI middleware calls this first, so a warm request costs no
-        coroutine.
+        whose ``peek`` has the record in its cache.  Returns ``None``
+        otherwise, and for an invalid key when a failure limiter must count
+        it; then await :meth:`authenticate_async`.  ASGI middleware calls
+        this first, so a warm request costs no coroutine.
         """
         if not self._nowait:
             return None
-        known = self._cache.get(self._cache.digest(self._token(authorization)))
-        if known is None:
-            return None
-        return self._warm(known, method, path, self._peek is not None)
+        try:
+            known = self._cache.get(self._cache.digest(self._token(authorization)))
+            if known is None:
+                return None
+            return self._warm(known, method, path, self._peek is not None)
+        except InvalidAPIKey:
+            if self.rate_limit is None:
+                raise
+            return None  # authenticate_async counts the failure against the client
 
     async def authenticate_async(
         self,

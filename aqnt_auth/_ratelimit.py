@@ -1,20 +1,23 @@
-"""Throttling failed verifications, per key id and per client address.
+"""Throttling failed verifications, per client address and per key id.
 
-Built on the ``limits`` library (the ``limits`` extra; add ``redis`` to share
-counters between servers).  Only *failures* are counted, and only requests
-that would cost work are checked, so:
+Built on the ``limits`` library (a dependency; Redis, for counters shared
+between servers, needs the ``redis`` extra).  Only *failures* are counted,
+and only requests that would cost work are checked, so:
 
 * a request whose key is already proven good (a verification-cache hit)
   never touches the limiter: a key keeps working while its id is attacked;
 * a client past its limit gets 429 before any store call or argon2;
-* guessing secrets for a known id is throttled per id, whatever the
-  attacker's addresses.
+* guessing secrets for a known id is throttled per (key id, client): one
+  client's failures for an id never refuse another client, so an attacker
+  who knows only a key id cannot lock its owner out, on any server sharing
+  the counters, however many addresses it sends from.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, RateLimited
@@ -28,10 +31,13 @@ __all__ = ["FailureLimiter"]
 class FailureLimiter:
     """Counts failed authentications and refuses clients and ids past a limit.
 
-    :param per_key: failures allowed per key id (``limits`` notation).
-    :param per_client: failures allowed per client address.
+    :param per_key: failures allowed per key id *and client* (``limits``
+        notation): wrong secrets for one id from one client address.
+    :param per_client: failures allowed per client address, whatever it sent.
     :param storage_uri: ``memory://`` (per process, the default) or
         ``redis://127.0.0.1:6379`` (shared by every server).
+    :param storage_options: keyword options of the ``limits`` storage, such
+        as ``{"key_prefix": "myapp"}`` for Redis.
     :param strategy: ``fixed-window`` (the default) or ``moving-window``
         (exact, but with ``memory://`` the ``limits`` library keeps an entry
         for every client ever seen, so memory grows with the number of
@@ -52,13 +58,10 @@ class FailureLimiter:
         storage_uri: str = "memory://",
         strategy: str = "fixed-window",
         ipv6_prefix: int = 64,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        try:
-            from limits import parse, storage, strategies  # optional extra
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ConfigurationError(
-                "rate limiting needs the limits library: pip install 'aqnt-auth[limits]'"
-            ) from None
+        from limits import parse, storage, strategies
+
         try:
             self._per_key: RateLimitItem = parse(per_key)
             self._per_client: RateLimitItem = parse(per_client)
@@ -71,7 +74,7 @@ class FailureLimiter:
         if strategy not in kinds:
             raise ConfigurationError(f"strategy must be one of {sorted(kinds)}")
         try:
-            self._storage = storage.storage_from_string(storage_uri)
+            self._storage = storage.storage_from_string(storage_uri, **(storage_options or {}))
         except Exception as exc:  # limits raises several types for bad URIs
             raise ConfigurationError(f"bad rate limit storage: {exc}") from None
         self._limiter = kinds[strategy](self._storage)
@@ -99,12 +102,18 @@ class FailureLimiter:
         return str(network)
 
     def admit(self, client: str | None, key_id: str | None) -> None:
-        """Raise :class:`RateLimited` if *client* or *key_id* is past its limit."""
+        """Raise :class:`RateLimited` if *client*, or *client* for *key_id*, is
+        past its limit."""
         client = self._client(client)
         if client is not None and not self._limiter.test(self._per_client, "client", client):
             raise self._refuse(self._per_client, "client", client)
-        if key_id is not None and not self._limiter.test(self._per_key, "key", key_id):
-            raise self._refuse(self._per_key, "key", key_id)
+        if key_id is not None:
+            # Per (id, client), never per id alone: failures from elsewhere
+            # must not refuse the owner (a request without a client address
+            # shares one bucket per id).
+            who = client or "-"
+            if not self._limiter.test(self._per_key, "key", key_id, who):
+                raise self._refuse(self._per_key, "key", key_id, who)
 
     def failed(self, client: str | None, key_id: str | None) -> RateLimited | None:
         """Count one failure; return the 429 to answer instead if a limit was already hit."""
@@ -112,8 +121,10 @@ class FailureLimiter:
         refusal = None
         if client is not None and not self._limiter.hit(self._per_client, "client", client):
             refusal = self._refuse(self._per_client, "client", client)
-        if key_id is not None and not self._limiter.hit(self._per_key, "key", key_id):
-            refusal = refusal or self._refuse(self._per_key, "key", key_id)
+        if key_id is not None:
+            who = client or "-"
+            if not self._limiter.hit(self._per_key, "key", key_id, who):
+                refusal = refusal or self._refuse(self._per_key, "key", key_id, who)
         return refusal
 
     def reset(self) -> None:

@@ -29,9 +29,11 @@ Every key is optional; these are the defaults::
         "USAGE_FLUSH_INTERVAL": 10.0,  # seconds between usage-count writes
         "TRACK_USAGE": True,           # count requests and last use per key
         "REHASH": True,                # upgrade outdated hashes on use
-        # A FailureLimiter throttling failed attempts per key id and per
-        # client (REMOTE_ADDR); None: no throttling.
-        "RATE_LIMIT": None,
+        # Throttling of failed attempts per client (REMOTE_ADDR) and per
+        # (key id, client): a FailureLimiter, or the storage URI of one with
+        # the default limits ("redis://host:6379" to share counters between
+        # servers); None: no throttling.
+        "RATE_LIMIT": "memory://",
         # Database alias of the key table (None: ask the database routers).
         "DATABASE": None,
     }
@@ -97,7 +99,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "USAGE_FLUSH_INTERVAL": 10.0,
         "TRACK_USAGE": True,
         "REHASH": True,
-        "RATE_LIMIT": None,
+        "RATE_LIMIT": "memory://",
         "DATABASE": None,
     }
 )
@@ -123,7 +125,7 @@ class AuthSettings(NamedTuple):
     usage_flush_interval: float
     track_usage: bool
     rehash: bool
-    rate_limit: FailureLimiter | None
+    rate_limit: FailureLimiter | str | None
     database: str | None
 
     def authenticator_options(self) -> AuthenticatorOptions:
@@ -212,8 +214,11 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
     if database is not None and database not in django_settings.DATABASES:
         raise _fail("DATABASE", f"names no database in DATABASES: {database!r}")
     rate_limit = merged["RATE_LIMIT"]
-    if rate_limit is not None and not isinstance(rate_limit, FailureLimiter):
-        raise _fail("RATE_LIMIT", f"must be None or a FailureLimiter, not {rate_limit!r}")
+    if rate_limit is not None and not isinstance(rate_limit, (FailureLimiter, str)):
+        raise _fail("RATE_LIMIT", "must be None, a FailureLimiter or a storage URI, "
+                                  f"not {rate_limit!r}")
+    if isinstance(rate_limit, str):
+        _core_check("RATE_LIMIT", rate_limit=rate_limit)
     if not isinstance(merged["REALM"], str):
         raise _fail("REALM", f"must be a string, not {merged['REALM']!r}")
     loaded = AuthSettings(
@@ -245,6 +250,7 @@ def _core_check(key: str, **option: Any) -> None:
     # The core is the one place these rules live; an authenticator over an
     # empty memory store, without usage tracking, costs microseconds and
     # starts no thread.
+    option.setdefault("rate_limit", None)
     try:
         Authenticator(MemoryKeyStore(), track_usage=False, **option).close()
     except ConfigurationError as exc:

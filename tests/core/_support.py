@@ -6,7 +6,15 @@ import datetime as dt
 import threading
 from collections.abc import Mapping
 
-from aqnt_auth import Argon2Hasher, KeyRecord, MemoryKeyStore, StoreUnavailable, UsageDelta
+from aqnt_auth import (
+    Argon2Hasher,
+    FailureLimiter,
+    KeyRecord,
+    MemoryKeyStore,
+    RateLimited,
+    StoreUnavailable,
+    UsageDelta,
+)
 
 
 class CountingHasher(Argon2Hasher):
@@ -66,6 +74,23 @@ class BlockingInstrumentedStore(InstrumentedStore):
     """The same, claiming to do I/O: async callers must use worker threads."""
 
     blocking = True
+
+
+class SpyLimiter(FailureLimiter):
+    """A memory :class:`FailureLimiter` that counts how often it is asked."""
+
+    def __init__(self, per_key: str = "10/minute", per_client: str = "60/minute") -> None:
+        super().__init__(per_key, per_client)
+        self.admits = 0
+        self.failures = 0
+
+    def admit(self, client: str | None, key_id: str | None) -> None:
+        self.admits += 1
+        super().admit(client, key_id)
+
+    def failed(self, client: str | None, key_id: str | None) -> RateLimited | None:
+        self.failures += 1
+        return super().failed(client, key_id)
 
 
 def ts(record: KeyRecord) -> dt.datetime:

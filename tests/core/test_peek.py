@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aqnt_auth import Authenticator, FailureLimiter, KeyManager, KeyRecord, RevokedAPIKey
+from aqnt_auth import Authenticator, KeyManager, KeyRecord, RevokedAPIKey
 
-from ._support import BlockingInstrumentedStore, CountingHasher
+from ._support import BlockingInstrumentedStore, CountingHasher, SpyLimiter
 
 
 class PeekingStore(BlockingInstrumentedStore):
@@ -67,14 +67,20 @@ class TestNowait:
             with pytest.raises(RevokedAPIKey):
                 auth.authenticate_nowait(f"Bearer {key}")
 
-    def test_not_with_a_failure_limiter(
+    def test_also_with_a_failure_limiter(
         self, setup: tuple[PeekingStore, CountingHasher, str]
     ) -> None:
-        """A limiter may need I/O for a refusal: then nothing is "nowait"."""
+        """The failure limiter (on by default) leaves a verified key "nowait":
+        it is answered from peek and never touches the limiter."""
         store, hasher, key = setup
-        with Authenticator(store, hashers=[hasher], rate_limit=FailureLimiter()) as auth:
-            auth.authenticate(f"Bearer {key}")
-            assert auth.authenticate_nowait(f"Bearer {key}") is None
+        limiter = SpyLimiter()
+        with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
+            auth.authenticate(f"Bearer {key}")  # cold: admitted once
+            admits = limiter.admits
+            principal = auth.authenticate_nowait(f"Bearer {key}")
+            assert principal is not None
+            assert limiter.admits == admits
+            assert limiter.failures == 0
 
     def test_the_sync_driver_still_reads_the_store(
         self, setup: tuple[PeekingStore, CountingHasher, str]

@@ -38,21 +38,44 @@ def setup() -> tuple[InstrumentedStore, CountingHasher, str, str]:
 class TestPerKey:
     def test_guessing_an_id_is_throttled(self, setup: tuple[InstrumentedStore, CountingHasher,
                                                             str, str]) -> None:
-        """Past the per-id limit, guesses get 429 without argon2, from any address."""
+        """Past the per-id limit, a client's guesses for that id get 429 without argon2."""
         store, hasher, key, _ = setup
         limiter = FailureLimiter(per_key="3/minute", per_client="1000/minute")
         with Authenticator(store, hashers=[hasher], rate_limit=limiter) as auth:
             for n in range(3):
                 with pytest.raises(InvalidAPIKey):
-                    auth.authenticate(guess(key, n), client=f"10.0.0.{n}")
+                    auth.authenticate(guess(key, n), client="10.0.0.1")
             calls = hasher.calls
             with pytest.raises(RateLimited) as info:
-                auth.authenticate(guess(key, 99), client="10.9.9.9")
+                auth.authenticate(guess(key, 99), client="10.0.0.1")
             assert hasher.calls == calls
             response = auth.render_error(info.value)
             assert response.status == 429
             assert response.body == bodies.RATE_LIMITED
             assert int(dict(response.headers)["Retry-After"]) >= 1
+            # The id's counter is this client's: another address is not refused.
+            with pytest.raises(InvalidAPIKey):
+                auth.authenticate(guess(key, 100), client="10.0.0.2")
+
+    @pytest.mark.parametrize("cache_ttl", [300.0, 0.0])
+    def test_the_owner_is_never_locked_out(
+        self, setup: tuple[InstrumentedStore, CountingHasher, str, str], cache_ttl: float
+    ) -> None:
+        """11 wrong secrets from 11 addresses for one id (past the default
+        10/minute): the owner's valid key still works, on this worker (whose
+        cache entry expired, with ``cache_ttl=0``) and on one that never saw it."""
+        store, hasher, key, key_id = setup
+        limiter = FailureLimiter()  # the defaults
+        worker = Authenticator(store, hashers=[hasher], rate_limit=limiter, cache_ttl=cache_ttl)
+        fresh = Authenticator(store, hashers=[hasher], rate_limit=limiter)
+        with worker, fresh:
+            assert worker.authenticate(f"Bearer {key}", client="192.0.2.1").id == key_id
+            for n in range(11):
+                with pytest.raises(InvalidAPIKey):
+                    worker.authenticate(guess(key, n), client=f"203.0.113.{n}")
+            for auth in (worker, fresh):
+                assert auth.authenticate(f"Bearer {key}", client="192.0.2.1").id == key_id
+                assert auth.authenticate(f"Bearer {key}", client="192.0.2.77").id == key_id
 
     def test_a_verified_key_keeps_working_under_attack(
         self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
@@ -108,6 +131,46 @@ class TestPerClient:
             for _ in range(5):
                 with pytest.raises(MissingAPIKey):
                     auth.authenticate(None, client="1.2.3.4")
+
+
+class TestDefaults:
+    def test_on_by_default(self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
+                           ) -> None:
+        """Without a rate_limit option failures are throttled in memory, per process."""
+        store, hasher, key, _ = setup
+        with Authenticator(store, hashers=[hasher]) as auth:
+            assert isinstance(auth.rate_limit, FailureLimiter)
+            assert auth.rate_limit.storage_uri == "memory://"
+            for n in range(10):
+                with pytest.raises(InvalidAPIKey):
+                    auth.authenticate(guess(key, n), client="198.51.100.1")
+            with pytest.raises(RateLimited):
+                auth.authenticate(guess(key, 10), client="198.51.100.1")
+
+    def test_none_turns_it_off(self, setup: tuple[InstrumentedStore, CountingHasher, str, str]
+                               ) -> None:
+        store, hasher, key, _ = setup
+        with Authenticator(store, hashers=[hasher], rate_limit=None) as auth:
+            assert auth.rate_limit is None
+            for n in range(12):
+                with pytest.raises(InvalidAPIKey):
+                    auth.authenticate(guess(key, n), client="198.51.100.1")
+
+    def test_a_storage_uri(self) -> None:
+        """A string is the storage of a limiter with the default limits."""
+        with Authenticator(InstrumentedStore(), rate_limit="redis://127.0.0.1:6379") as auth:
+            assert isinstance(auth.rate_limit, FailureLimiter)
+            assert auth.rate_limit.blocking
+        with pytest.raises(ConfigurationError):
+            Authenticator(InstrumentedStore(), rate_limit="nosuch://x")
+        with pytest.raises(ConfigurationError):
+            Authenticator(InstrumentedStore(), rate_limit=10)  # type: ignore[arg-type]
+
+    def test_every_authenticator_has_its_own(self) -> None:
+        a, b = Authenticator(InstrumentedStore()), Authenticator(InstrumentedStore())
+        assert a.rate_limit is not b.rate_limit
+        a.close()
+        b.close()
 
 
 def test_bad_configuration() -> None:

@@ -13,16 +13,16 @@ import pytest
 
 from aqnt_auth import (
     Authenticator,
-    FailureLimiter,
     InvalidAPIKey,
     KeyManager,
     MissingAPIKey,
     PermissionDenied,
+    RateLimited,
     RevokedAPIKey,
     StoreUnavailable,
 )
 
-from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
+from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore, SpyLimiter
 
 
 class TestSync:
@@ -111,9 +111,20 @@ class TestNowait:
         assert hasher.calls == 1
 
     @pytest.mark.parametrize("header", [None, "Bearer sk_live_garbage", "Basic eDp5"])
-    def test_decided_offline(self, auth: Authenticator, header: str | None) -> None:
-        """What needs no store is refused right away, as authenticate() would."""
-        with pytest.raises((InvalidAPIKey, MissingAPIKey)):
+    def test_decided_offline(self, store: InstrumentedStore, hasher: CountingHasher,
+                             header: str | None) -> None:
+        """Without a failure limiter, what needs no store is refused right away,
+        as authenticate() would."""
+        with Authenticator(store, hashers=[hasher], rate_limit=None) as auth, \
+                pytest.raises((InvalidAPIKey, MissingAPIKey)):
+            auth.authenticate_nowait(header)
+
+    @pytest.mark.parametrize("header", [None, "Basic eDp5"])
+    def test_missing_key_decided_offline_with_the_limiter(self, auth: Authenticator,
+                                                          header: str | None) -> None:
+        """A missing key is no failure to count: refused at once, limiter or not."""
+        assert auth.rate_limit is not None  # on by default
+        with pytest.raises(MissingAPIKey):
             auth.authenticate_nowait(header)
 
     def test_blocking_store_never_answers(self, hasher: CountingHasher) -> None:
@@ -126,13 +137,27 @@ class TestNowait:
             assert auth.authenticate_nowait("Bearer sk_live_garbage") is None
         assert store.gets == reads
 
-    def test_failure_limiter_never_answers(self, store: InstrumentedStore,
-                                           hasher: CountingHasher, keys: KeyManager) -> None:
-        """With a failure limiter every refusal must be counted: that is the async path's."""
+    @pytest.mark.anyio
+    async def test_failure_limiter_leaves_the_warm_path_alone(
+        self, store: InstrumentedStore, hasher: CountingHasher, keys: KeyManager
+    ) -> None:
+        """With a failure limiter a verified key is still answered nowait and
+        never touches the limiter; an invalid key is left to the async path,
+        which counts it against the client."""
         issued = keys.create("k")
-        limiter = FailureLimiter(per_key="5/minute", per_client="100/minute")
-        with Authenticator(store, hashers=[hasher], rate_limit=limiter,
-                           usage_flush_interval=3600) as auth:
+        limiter = SpyLimiter(per_key="5/minute", per_client="2/minute")
+        async with Authenticator(store, hashers=[hasher], rate_limit=limiter,
+                                 usage_flush_interval=3600) as auth:
             auth.authenticate(f"Bearer {issued.key}")
-            assert auth.authenticate_nowait(f"Bearer {issued.key}") is None
-            assert auth.authenticate_nowait("Bearer sk_live_garbage") is None
+            admits = limiter.admits
+            for _ in range(3):
+                principal = auth.authenticate_nowait(f"Bearer {issued.key}")
+                assert principal is not None
+            assert (limiter.admits, limiter.failures) == (admits, 0)
+            for _ in range(2):
+                assert auth.authenticate_nowait("Bearer sk_live_garbage") is None
+                with pytest.raises(InvalidAPIKey):
+                    await auth.authenticate_async("Bearer sk_live_garbage", client="6.6.6.6")
+            assert limiter.failures == 2
+            with pytest.raises(RateLimited):
+                await auth.authenticate_async("Bearer sk_live_garbage", client="6.6.6.6")

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 
-from aqnt_auth import FailureLimiter, KeyManager, Principal
+from aqnt_auth import FailureLimiter, KeyManager, Principal, checksum
 from aqnt_auth.adapters.django import APIKeyMiddleware, get_authenticator
 from aqnt_auth.adapters.django.models import APIKey
 from aqnt_auth.adapters.django.store import DjangoKeyStore
@@ -170,6 +170,28 @@ class TestDecisions:
             assert_error(other, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
             assert client.get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
         assert CALLS == ["whoami", "whoami"]
+
+    @pytest.mark.django_db
+    @pytest.mark.parametrize("setting", ["default", None])
+    def test_failure_limiter_is_on_by_default(self, client: Client, setting: str | None
+                                              ) -> None:
+        """Without RATE_LIMIT, 11 wrong secrets for one id from one address
+        make the 11th a 429 (ten a minute per id and client); the owner, from
+        another address, gets in.  RATE_LIMIT None turns the limiter off."""
+        issued = issue()
+        conf = auth_settings() if setting == "default" else auth_settings(RATE_LIMIT=None)
+        with override_settings(AQNT_AUTH=conf):
+            assert isinstance(get_authenticator().rate_limit, FailureLimiter) is bool(setting)
+            for n in range(11):
+                head = issued.key[:20] + f"{n:032d}"  # the id, another secret
+                bad = head + checksum(head)
+                response = client.get("/v1/whoami", headers=bearer(bad), REMOTE_ADDR="10.6.6.6")
+                if n < 10 or setting is None:
+                    assert_error(response, 401, bodies.INVALID, bodies.INVALID_CHALLENGE)
+                else:
+                    assert_error(response, 429, bodies.RATE_LIMITED)
+            owner = client.get("/v1/whoami", headers=bearer(issued.key), REMOTE_ADDR="10.1.1.1")
+            assert owner.status_code == 200
 
     @pytest.mark.django_db
     def test_mode_not_allowed(self, client: Client) -> None:

@@ -1,0 +1,70 @@
+"""The hello app behind the ASGI middleware, for tests that need real
+uvicorn processes (``--factory tests.adapters.asgi.server_app:create_app``).
+
+Configured from the environment: ``AQNT_TEST_STORE`` (a SQLite file, shared
+by the processes), ``AQNT_TEST_RATE_LIMIT`` (a storage URI, or ``off``),
+``AQNT_TEST_REDIS_PREFIX`` (the limiter's Redis key prefix, unique per test
+run), ``AQNT_TEST_CACHE_TTL`` and ``AQNT_TEST_PROFILE`` (the argon2 profile
+keys are verified with).  ``GET /_stats``, outside the middleware, reports how
+many argon2 verifications the process ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from aqnt_auth import Argon2Hasher, FailureLimiter, SQLiteKeyStore
+from aqnt_auth.adapters.asgi import APIKeyMiddleware
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+
+
+class CountingArgon2(Argon2Hasher):
+    def __init__(self, profile: str) -> None:
+        super().__init__(profile)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def verify(self, stored: str, secret: str) -> bool:
+        with self._lock:
+            self.calls += 1
+        return super().verify(stored, secret)
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def hello(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    await _answer(send, 200, b'{"hello": "world"}')
+
+
+def create_app() -> ASGIApp:
+    env = os.environ
+    hasher = CountingArgon2(env.get("AQNT_TEST_PROFILE", "cheapest"))
+    limit = env.get("AQNT_TEST_RATE_LIMIT", "memory://")
+    rate_limit: FailureLimiter | None = None
+    if limit != "off":
+        options = {"key_prefix": env["AQNT_TEST_REDIS_PREFIX"]} if limit.startswith(
+            "redis") else None
+        rate_limit = FailureLimiter(storage_uri=limit, storage_options=options)
+    protected = APIKeyMiddleware(
+        hello, store=SQLiteKeyStore(env["AQNT_TEST_STORE"]), hashers=[hasher],
+        rate_limit=rate_limit, cache_ttl=float(env.get("AQNT_TEST_CACHE_TTL", "300")),
+        exempt_paths=["/health"],
+    )
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/_stats":
+            await _answer(send, 200, json.dumps({"argon2": hasher.calls}).encode())
+            return
+        await protected(scope, receive, send)
+
+    return app
