@@ -1,6 +1,6 @@
 """The SQL store's record cache, and the PostgreSQL listener that keeps it honest.
 
-Every change to a key sends ``NOTIFY <channel>, '<key id>'`` in the
+Every change to a key (its creation too) sends ``NOTIFY <channel>, '<key id>'`` in the
 changing transaction, so PostgreSQL delivers it exactly when the change
 commits.  Each process runs one :class:`Listener` thread with its own
 connection that ``LISTEN``\\s and drops the named entry from the
@@ -34,8 +34,8 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from .._records import KeyRecord
 from ._deadline import WATCHDOG, shutdown_socket
+from ._record_cache import RecordCache
 
 __all__ = ["CLEAR_ALL", "Listener", "RecordCache"]
 
@@ -48,99 +48,6 @@ _MAX_RETRY: Final = 2.0
 # Connections a forked child inherited: never closed there (that would end
 # the parent's session) and never garbage-collected (psycopg would warn).
 _INHERITED: list[object] = []
-
-
-def _noop() -> None:
-    return None
-
-
-class RecordCache:
-    """Key records by id, served only while the listener holds a valid lease.
-
-    Bounded (oldest entries go first) and every entry expires after *ttl*
-    seconds whatever happens, as a second line of defence.  Usage fields
-    (``usage_count``, ``last_used_at``) of a cached record may lag by up to
-    *ttl*: usage updates do not invalidate.
-
-    :meth:`put` takes the :attr:`epoch` read *before* the database read that
-    produced the record: any invalidation in between moves the epoch on and
-    the (possibly stale) record is not cached.
-    """
-
-    __slots__ = ("_clock", "_entries", "_lock", "_valid_until", "epoch", "maxsize",
-                 "on_deaf", "ttl")
-
-    def __init__(self, maxsize: int = 100_000, ttl: float = 30.0, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.maxsize = maxsize
-        self.ttl = ttl
-        self._clock = clock
-        self._entries: dict[str, tuple[KeyRecord, float]] = {}
-        self._lock = threading.Lock()
-        self._valid_until = 0.0
-        #: Moves on at every invalidation, clear and loss of the listener.
-        self.epoch = 0
-        #: Called by a lookup that finds the cache deaf (starts the listener).
-        self.on_deaf: Callable[[], None] = _noop
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return (f"RecordCache(size={len(self)}, maxsize={self.maxsize}, ttl={self.ttl}, "
-                f"listening={self.listening})")
-
-    @property
-    def listening(self) -> bool:
-        """Whether the cache answers now (the listener's lease is valid)."""
-        return self._clock() < self._valid_until
-
-    def get(self, key_id: str) -> KeyRecord | None:
-        """The cached record, or ``None`` (not cached, expired, or the cache is deaf)."""
-        now = self._clock()
-        if now >= self._valid_until:
-            self.on_deaf()
-            return None
-        entry = self._entries.get(key_id)
-        if entry is None or entry[1] <= now:
-            return None
-        return entry[0]
-
-    def put(self, record: KeyRecord, epoch: int) -> None:
-        """Cache *record*, read from the database after :attr:`epoch` was *epoch*."""
-        if self.maxsize <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            if epoch != self.epoch or now >= self._valid_until:
-                return
-            entries = self._entries
-            if entries.pop(record.id, None) is None and len(entries) >= self.maxsize:
-                del entries[next(iter(entries))]
-            entries[record.id] = (record, now + self.ttl)
-
-    def drop(self, key_id: str) -> None:
-        """Forget one key (it changed)."""
-        with self._lock:
-            self.epoch += 1
-            self._entries.pop(key_id, None)
-
-    def clear(self) -> None:
-        """Forget every key."""
-        with self._lock:
-            self.epoch += 1
-            self._entries.clear()
-
-    def renew(self, until: float) -> None:
-        """Trust the cache until monotonic time *until* (the listener is alive)."""
-        self._valid_until = until
-
-    def deafen(self) -> None:
-        """Stop answering at once: the listener lost its connection."""
-        with self._lock:
-            self._valid_until = 0.0
-            self.epoch += 1
-            self._entries.clear()
 
 
 class Listener:
@@ -312,5 +219,4 @@ def _reset_after_fork(ref: weakref.ref[Listener]) -> None:
     listener._conn = None
     listener._thread = None
     listener.backend_pid = None
-    listener.cache._lock = threading.Lock()
-    listener.cache.deafen()
+    listener.cache.after_fork()

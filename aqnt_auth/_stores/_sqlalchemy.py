@@ -61,8 +61,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
-from ._pg_listener import Listener, RecordCache
 from ._protocol import RotationPlan
+from ._pg_listener import Listener
+from ._record_cache import ABSENT, RecordCache
 from ._rows import record_from_row, row_from_record
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
 from ._sql_schema import Tables, UTCDateTime
@@ -559,6 +560,9 @@ class SQLAlchemyKeyStore:
 
     def _op_add(self, conn: Connection, record: KeyRecord) -> None:
         conn.execute(self._q_insert, row_from_record(record))
+        # Other processes may remember this id as absent (a forged id sent
+        # before): they forget that when the key exists.
+        self._notify(conn, record.id)
 
     def _op_list(self, conn: Connection, owner: str | None) -> list[KeyRecord]:
         if owner is None:
@@ -594,6 +598,7 @@ class SQLAlchemyKeyStore:
                       for r in conn.execute(self._q_successors, {"key_id": key_id})]
         successor, expires_at = plan(record_from_row(row), successors)
         conn.execute(self._q_insert, row_from_record(successor))
+        self._notify(conn, successor.id)
         return self._op_change(conn, self._q_expiry, key_id, expires_at)
 
     def _op_rehash(self, conn: Connection, key_id: str, old: str, new: str) -> bool:
@@ -621,17 +626,22 @@ class SQLAlchemyKeyStore:
 
     def get(self, key_id: str) -> KeyRecord | None:
         cache = self.cache
-        record = cache.get(key_id)
-        if record is not None:
-            return record
+        found = cache.lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
         epoch = cache.epoch
         record = self._run(self._op_get, key_id)
         if record is not None:
             cache.put(record, epoch)
+        else:
+            cache.put_absent(key_id, epoch)
         return record
 
     def add(self, record: KeyRecord) -> None:
-        self._run(self._op_add, record, write=True)
+        try:
+            self._run(self._op_add, record, write=True)
+        finally:
+            self.cache.drop(record.id)
 
     def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return self._run(self._op_list, owner)
@@ -707,17 +717,22 @@ class AsyncSQLAlchemyKeyStore:
 
     async def get(self, key_id: str) -> KeyRecord | None:
         cache = self._cache
-        record = cache.get(key_id)
-        if record is not None:
-            return record
+        found = cache.lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
         epoch = cache.epoch
         record = await self.sync._arun(self.sync._op_get, key_id)
         if record is not None:
             cache.put(record, epoch)
+        else:
+            cache.put_absent(key_id, epoch)
         return record
 
     async def add(self, record: KeyRecord) -> None:
-        await self.sync._arun(self.sync._op_add, record, write=True)
+        try:
+            await self.sync._arun(self.sync._op_add, record, write=True)
+        finally:
+            self._cache.drop(record.id)
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return await self.sync._arun(self.sync._op_list, owner)

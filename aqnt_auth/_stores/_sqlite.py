@@ -3,7 +3,12 @@
 Safe across threads (one connection per thread) and processes (WAL, a busy
 timeout, and usage written as ``count = count + ?`` so concurrent flushes add
 up).  The schema is created on first use and versioned with
-``PRAGMA user_version``.
+``PRAGMA user_version``; each version is a numbered migration step.
+
+Records are cached in the process and kept exact across the processes of the
+machine by a change log that triggers write in the changing transaction,
+polled by one thread per process (:mod:`aqnt_auth._stores._sqlite_watch`):
+a warm lookup reads no file and, on an event loop, needs no thread.
 """
 
 from __future__ import annotations
@@ -25,17 +30,27 @@ from typing import Any, Final, TypeVar
 from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
 from ._protocol import RotationPlan
+from ._async import ThreadedAsyncStore
+from ._record_cache import ABSENT, RecordCache
 from ._rows import KEY_COLUMNS
+from ._sqlite_watch import ChangeWatcher, change_log_ddl
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteKeyStore"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
-#: The DDL, for teams that manage their own migrations.
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS aqnt_api_keys (
+_TABLE: Final = "aqnt_api_keys"
+_CHANGE_LOG: Final = "aqnt_key_changes"
+
+# The migration steps: step N takes a database from version N - 1 to N.
+# Each is self-contained (its own literal DDL, never derived from today's
+# columns), so later steps can be added without touching it.
+_STEPS: Final[dict[int, tuple[str, ...]]] = {
+    # 1: the key table.
+    1: (
+        """CREATE TABLE IF NOT EXISTS aqnt_api_keys (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
     mode          TEXT NOT NULL CHECK (mode IN ('live', 'test')),
@@ -53,9 +68,24 @@ CREATE TABLE IF NOT EXISTS aqnt_api_keys (
     owner         TEXT,
     metadata      TEXT NOT NULL DEFAULT '{}',
     rotated_from  TEXT
-);
-CREATE INDEX IF NOT EXISTS aqnt_api_keys_owner ON aqnt_api_keys (owner);
-"""
+)""",
+        "CREATE INDEX IF NOT EXISTS aqnt_api_keys_owner ON aqnt_api_keys (owner)",
+    ),
+    # 2: the change log that keeps every process's record cache exact.  A
+    # later step adding a key column must recreate aqnt_api_keys_changed
+    # with that column in its UPDATE OF list (unless it is usage only).
+    2: change_log_ddl(_TABLE, _CHANGE_LOG, (
+        "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at",
+        "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
+        "rotated_from",
+    )),
+}
+
+#: The DDL of the current version, for teams that manage their own migrations
+#: (then also run ``PRAGMA user_version = SCHEMA_VERSION``).
+SCHEMA: Final = "".join(
+    f"{statement};\n" for step in sorted(_STEPS) for statement in _STEPS[step]
+)
 
 _COLUMNS: Final = ", ".join(KEY_COLUMNS)
 _SELECT: Final = f"SELECT {_COLUMNS} FROM aqnt_api_keys"  # noqa: S608 - constant text
@@ -139,15 +169,44 @@ class _Local(threading.local):
 class SQLiteKeyStore:
     """Keys in a SQLite database file (``":memory:"`` for a private one).
 
-    *busy_timeout* bounds how long a call waits for another writer; past it
-    the call raises :class:`~aqnt_auth.StoreUnavailable`.
+    :param busy_timeout: how long a call waits for another writer; past it
+        the call raises :class:`~aqnt_auth.StoreUnavailable`.
+    :param cache: keep records (and ids found absent) in the process,
+        invalidated by the change log: a warm lookup reads no file.
+    :param cache_ttl: seconds a cached record lives at most, whatever
+        happens (a second line of defence).  Usage fields of a cached record
+        (``usage_count``, ``last_used_at``) may lag by up to this.
+    :param cache_size: records cached at most (and as many absent ids).
+    :param poll_interval: seconds between two reads of the change log.
+    :param lease: seconds a cached record is trusted after a read of the
+        change log started: the bound on how late a change made by another
+        process is seen (the changing process sees it at once).
+
+    Thread-safe; processes sharing the file see each other's changes.  Call
+    :meth:`close` to stop the watcher thread and close the connections.
     """
 
     blocking = True
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        cache: bool = True,
+        cache_ttl: float = 30.0,
+        cache_size: int = 10_000,
+        poll_interval: float = 0.01,
+        lease: float = 0.05,
+    ) -> None:
         if busy_timeout <= 0:
             raise ConfigurationError("busy_timeout must be positive")
+        if not cache_ttl > 0:
+            raise ConfigurationError("cache_ttl must be positive")
+        if cache_size < 0:
+            raise ConfigurationError("cache_size must be >= 0")
+        if not 0 < poll_interval < lease:
+            raise ConfigurationError("poll_interval must be positive and shorter than lease")
         self.path = os.fspath(path)
         self._tempdir: str | None = None
         if self.path in ("", ":memory:"):
@@ -162,6 +221,17 @@ class SQLiteKeyStore:
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
         self._wrap(self._ensure_schema)
+        size = cache_size if cache else 0
+        #: The record cache (it never answers when *cache* is off).
+        self.cache = RecordCache(size, cache_ttl, absent_size=size)
+        #: The change-log watcher, when the cache is on.
+        self.watcher: ChangeWatcher | None = None
+        if cache:
+            self.watcher = ChangeWatcher(self._watch_connection, self.cache,
+                                         log_table=_CHANGE_LOG, interval=poll_interval,
+                                         lease=lease)
+        #: The async twin: a cached answer without a thread, a read in one.
+        self.aio = AsyncSQLiteKeyStore(self)
         # A connection must not cross fork(): the child starts afresh.
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_connections(ref))
@@ -184,6 +254,12 @@ class SQLiteKeyStore:
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _watch_connection(self) -> sqlite3.Connection:
+        # The watcher's own, read-only by use; not in _connections: the
+        # watcher closes it.
+        return sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                               check_same_thread=False)
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
@@ -230,16 +306,37 @@ class SQLiteKeyStore:
                 f"understands ({SCHEMA_VERSION}); upgrade aqnt-auth"
             )
         with self._transaction() as conn:
+            # Read again under the write lock: another process may have
+            # migrated meanwhile.  All steps commit together, or none does.
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version == 0:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
                 # executescript() would commit the open transaction first.
-                for statement in filter(str.strip, SCHEMA.split(";")):
+                for statement in _STEPS[step]:
                     conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- the KeyStore protocol --------------------------------------------
 
+    def peek(self, key_id: str) -> KeyRecord | None:
+        """The cached record if the cache may answer now, else ``None`` (then
+        call :meth:`get`): a warm read without I/O, for the event loop."""
+        return self.cache.get(key_id)
+
     def get(self, key_id: str) -> KeyRecord | None:
+        cache = self.cache
+        found = cache.lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
+        epoch = cache.epoch
+        record = self._read(key_id)
+        if record is None:
+            cache.put_absent(key_id, epoch)
+        else:
+            cache.put(record, epoch)
+        return record
+
+    def _read(self, key_id: str) -> KeyRecord | None:
         try:
             row = self._conn().execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
         except sqlite3.Error as exc:
@@ -251,7 +348,7 @@ class SQLiteKeyStore:
             with self._transaction() as conn:
                 _insert(conn, record)
 
-        self._wrap(insert)
+        self._changing(record.id, insert)
 
     def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         def select() -> list[KeyRecord]:
@@ -265,6 +362,14 @@ class SQLiteKeyStore:
 
         return self._wrap(select)
 
+    def _changing(self, key_id: str, call: Callable[[], T]) -> T:
+        # This process forgets the key at once, even after a failure (the
+        # commit may have happened); the others learn it from the change log.
+        try:
+            return self._wrap(call)
+        finally:
+            self.cache.drop(key_id)
+
     def _update(self, sql: str, params: tuple[Any, ...], key_id: str) -> KeyRecord | None:
         def run() -> KeyRecord | None:
             with self._transaction() as conn:
@@ -272,7 +377,7 @@ class SQLiteKeyStore:
                 row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
             return None if row is None else _record(row)
 
-        return self._wrap(run)
+        return self._changing(key_id, run)
 
     def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
         return self._update(
@@ -303,7 +408,7 @@ class SQLiteKeyStore:
                 row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
             return _record(row)
 
-        return self._wrap(run)
+        return self._changing(key_id, run)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         def run() -> bool:
@@ -314,7 +419,7 @@ class SQLiteKeyStore:
                 )
             return cur.rowcount == 1
 
-        return self._wrap(run)
+        return self._changing(key_id, run)
 
     def delete(self, key_id: str) -> bool:
         def run() -> bool:
@@ -322,7 +427,7 @@ class SQLiteKeyStore:
                 cur = conn.execute("DELETE FROM aqnt_api_keys WHERE id = ?", (key_id,))
             return cur.rowcount == 1
 
-        return self._wrap(run)
+        return self._changing(key_id, run)
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         if not usage:
@@ -340,6 +445,8 @@ class SQLiteKeyStore:
         self._wrap(run)
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         with self._lock:
             connections, self._connections = self._connections, []
             self._generation += 1
@@ -359,3 +466,19 @@ def _forget_connections(ref: weakref.ref[SQLiteKeyStore]) -> None:
     store._connections = []
     store._generation += 1
     store._local = _Local()
+
+
+class AsyncSQLiteKeyStore(ThreadedAsyncStore):
+    """:attr:`SQLiteKeyStore.aio`: a lookup the cache can answer (a record,
+    or an id known absent) is answered on the event loop; every other call
+    runs in a worker thread."""
+
+    def __init__(self, store: SQLiteKeyStore) -> None:
+        super().__init__(store)
+        self._lookup = store.cache.lookup
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        found = self._lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
+        return await self._run(self.sync.get, key_id)

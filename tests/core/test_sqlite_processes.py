@@ -6,6 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 from aqnt_auth import Argon2Hasher, Authenticator, KeyManager, RevokedAPIKey, SQLiteKeyStore
+from aqnt_auth._stores._sqlite import SCHEMA_VERSION
 
 
 def _worker(path: str, key: str, n: int) -> None:
@@ -54,7 +55,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "keys.db"
     SQLiteKeyStore(path).close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.execute("PRAGMA user_version = 99")
     conn.commit()

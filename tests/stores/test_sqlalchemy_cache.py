@@ -23,7 +23,7 @@ from aqnt_auth import (
     StoreUnavailable,
     UsageDelta,
 )
-from aqnt_auth._stores._pg_listener import RecordCache
+from aqnt_auth._stores._record_cache import ABSENT, RecordCache
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 
 from .contract import make_record
@@ -51,7 +51,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def cache(clock: FakeClock) -> RecordCache:
-    return RecordCache(maxsize=3, ttl=30.0, clock=clock)
+    return RecordCache(maxsize=3, ttl=30.0, absent_size=3, clock=clock)
 
 
 def test_deaf_cache_answers_nothing_and_asks_for_the_listener(cache: RecordCache) -> None:
@@ -129,6 +129,36 @@ def test_cache_is_bounded_oldest_out(cache: RecordCache, clock: FakeClock) -> No
     assert [cache.get(r.id) for r in (a, c, d)] == [a, c, d]
 
 
+def test_absent_ids_are_remembered_until_created(cache: RecordCache, clock: FakeClock
+                                                ) -> None:
+    """An id read as absent is answered ABSENT (bounded, expiring) until an
+    invalidation of that id, such as its creation, drops it."""
+    cache.renew(clock.now + 100)
+    assert cache.lookup("forged000001") is None
+    cache.put_absent("forged000001", cache.epoch)
+    assert cache.lookup("forged000001") is ABSENT
+    assert cache.get("forged000001") is None  # get() knows records only
+    cache.drop("forged000001")
+    assert cache.lookup("forged000001") is None
+    for n in range(cache.absent_size + 1):
+        cache.put_absent(f"forged{n:06}", cache.epoch)
+    assert cache.lookup("forged000000") is None  # the oldest went
+    assert cache.lookup(f"forged{cache.absent_size:06}") is ABSENT
+    clock.now += 31
+    cache.renew(clock.now + 100)
+    assert cache.lookup(f"forged{cache.absent_size:06}") is None  # expired
+
+
+def test_absent_read_overtaken_by_a_creation_is_not_cached(cache: RecordCache,
+                                                           clock: FakeClock) -> None:
+    """An id read as absent before it was created is not remembered as absent."""
+    cache.renew(clock.now + 100)
+    epoch = cache.epoch
+    cache.drop("new000000001")  # created meanwhile (the NOTIFY, or this process)
+    cache.put_absent("new000000001", epoch)
+    assert cache.lookup("new000000001") is None
+
+
 def test_disabled_cache_never_stores(clock: FakeClock) -> None:
     """maxsize 0: nothing is ever cached."""
     cache = RecordCache(maxsize=0, clock=clock)
@@ -172,6 +202,14 @@ def _warm(store: SQLAlchemyKeyStore, key_id: str) -> KeyRecord:
     record = store.cache.get(key_id)
     assert record is not None
     return record
+
+
+def _listening(*stores: SQLAlchemyKeyStore) -> None:
+    """Wait until every store's listener holds its lease (a lookup starts it)."""
+    def ready() -> bool:
+        return all(store.peek("") is None and store.cache.listening for store in stores)
+
+    wait_until(ready, what="the listeners")
 
 
 def _statements(engine: Engine) -> list[str]:
@@ -269,6 +307,49 @@ def test_change_reaches_every_process(make_store: Callable[..., SQLAlchemyKeySto
     assert _changed(here, record.id, change)  # no waiting in the changing process
     wait_until(lambda: there.cache.get(record.id) is None, what="the notification")
     assert _changed(there, record.id, change)
+
+
+def test_unknown_id_is_read_once_until_created_anywhere(
+    make_store: Callable[..., SQLAlchemyKeyStore],
+) -> None:
+    """A forged id costs one query, then none; creating that id (in this
+    process at once, in another by NOTIFY) makes it found."""
+    here, there = make_store(), make_store()
+    first, second = make_record(), make_record()
+    _listening(here, there)
+    statements = _statements(there.engine)
+    for record in (first, second):
+        assert there.get(record.id) is None
+    before = len(statements)
+    for _ in range(20):
+        assert there.get(first.id) is None
+        assert there.get(second.id) is None
+    assert len(statements) == before
+    there.add(first)
+    assert there.get(first.id) == first  # no waiting in the creating process
+    here.add(second)
+    wait_until(lambda: there.get(second.id) is not None, what="the notification")
+    assert there.get(second.id) == second
+
+
+@pytest.mark.anyio
+async def test_async_unknown_id_is_read_once(
+    make_store: Callable[..., SQLAlchemyKeyStore],
+) -> None:
+    """The async twin remembers absent ids in the shared cache too."""
+    store = make_store()
+    assert store.aio is not None
+    assert store.async_engine is not None
+    _listening(store)
+    statements = _statements(store.async_engine.sync_engine)
+    record = make_record()
+    assert await store.aio.get(record.id) is None
+    before = len(statements)
+    assert await store.aio.get(record.id) is None
+    assert len(statements) == before
+    await store.aio.add(record)
+    assert await store.aio.get(record.id) == record
+    await store.aio.close()
 
 
 @pytest.mark.anyio

@@ -1,0 +1,348 @@
+"""The SQLite store's record cache: warm lookups read no file, and a change
+committed by any connection (another process, hand-written SQL) is seen."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aqnt_auth import (
+    Argon2Hasher,
+    Authenticator,
+    KeyManager,
+    KeyRecord,
+    RevokedAPIKey,
+    SQLiteKeyStore,
+    UsageDelta,
+)
+from aqnt_auth._stores import _sqlite
+from aqnt_auth._stores._rows import KEY_COLUMNS
+from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS
+
+from .contract import T0, make_record
+from .pg_support import wait_until
+
+
+class CountingStore(SQLiteKeyStore):
+    """Counts the reads that reach the file."""
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.reads = 0
+
+    def _read(self, key_id: str) -> KeyRecord | None:
+        self.reads += 1
+        return super()._read(key_id)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "keys.db"
+
+
+@pytest.fixture
+def make_store(path: Path) -> Iterator[Callable[..., CountingStore]]:
+    """Stores on one file: each stands for a process of its own (its own
+    cache, watcher and connections)."""
+    stores: list[CountingStore] = []
+
+    def make(**options: Any) -> CountingStore:
+        store = CountingStore(path, **options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def _warm(store: SQLiteKeyStore, key_id: str) -> KeyRecord:
+    """Read *key_id* until the watcher is up and the record is cached."""
+    def cached() -> bool:
+        store.get(key_id)
+        return store.peek(key_id) is not None
+
+    wait_until(cached, what="the record to be cached")
+    record = store.peek(key_id)
+    assert record is not None
+    return record
+
+
+def _polled(store: SQLiteKeyStore, polls: int = 2) -> None:
+    """Wait until the watcher has read the log *polls* more times."""
+    assert store.watcher is not None
+    target = store.watcher.polls + polls
+    watcher = store.watcher
+    wait_until(lambda: watcher.polls >= target, what="the watcher's polls")
+
+
+def test_warm_lookup_reads_no_file(make_store: Callable[..., CountingStore]) -> None:
+    """Once cached, get() and peek() answer from memory."""
+    store = make_store()
+    record = make_record()
+    store.add(record)
+    _warm(store, record.id)
+    reads = store.reads
+    for _ in range(50):
+        assert store.get(record.id) == record
+        assert store.peek(record.id) == record
+    assert store.reads == reads
+
+
+def _revoke(store: SQLiteKeyStore, key_id: str) -> None:
+    store.revoke(key_id, T0)
+
+
+def _expire(store: SQLiteKeyStore, key_id: str) -> None:
+    store.set_expiry(key_id, T0)
+
+
+def _rehash(store: SQLiteKeyStore, key_id: str) -> None:
+    record = store.get(key_id)
+    assert record is not None
+    assert store.replace_hash(key_id, record.hash, "$argon2id$v=19$m=8,t=1,p=1$bmV3$bmV3")
+
+
+def _delete(store: SQLiteKeyStore, key_id: str) -> None:
+    assert store.delete(key_id)
+
+
+def _changed(store: SQLiteKeyStore, key_id: str, change: str) -> bool:
+    record = store.get(key_id)
+    if change == "delete":
+        return record is None
+    assert record is not None
+    return {
+        "revoke": record.revoked_at == T0,
+        "expire": record.expires_at == T0,
+        "rehash": record.hash.endswith("$bmV3$bmV3"),
+    }[change]
+
+
+CHANGES: dict[str, Callable[[SQLiteKeyStore, str], None]] = {
+    "revoke": _revoke, "expire": _expire, "rehash": _rehash, "delete": _delete,
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_change_reaches_every_store(make_store: Callable[..., CountingStore],
+                                    change: str) -> None:
+    """Revoke, expire, rehash and delete drop the record at once in the
+    changing store and, through the change log, in every other store."""
+    here, there = make_store(), make_store()
+    record = make_record(expires_at=None)
+    here.add(record)
+    _warm(here, record.id)
+    _warm(there, record.id)
+    CHANGES[change](here, record.id)
+    assert _changed(here, record.id, change)  # no waiting in the changing process
+    wait_until(lambda: there.peek(record.id) is None, what="the change log")
+    assert _changed(there, record.id, change)
+
+
+def test_hand_written_sql_is_seen(make_store: Callable[..., CountingStore], path: Path
+                                  ) -> None:
+    """The triggers log changes made without aqnt-auth, renamed ids included."""
+    store = make_store()
+    record, renamed = make_record(), make_record()
+    store.add(record)
+    _warm(store, record.id)
+    assert store.get(renamed.id) is None
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE aqnt_api_keys SET name = 'edited', id = ? WHERE id = ?",
+                     (renamed.id, record.id))
+    wait_until(lambda: store.get(record.id) is None, what="the change log")
+    found = store.get(renamed.id)
+    assert found is not None
+    assert found.name == "edited"
+
+
+def test_usage_flushes_invalidate_nothing(make_store: Callable[..., CountingStore]) -> None:
+    """Usage counts written by another process leave the cache as it is:
+    the log does not grow and the record is not read again."""
+    here, there = make_store(), make_store()
+    record = make_record()
+    here.add(record)
+    _warm(there, record.id)
+    reads = there.reads
+    assert there.watcher is not None
+    seen = there.watcher.changes_seen
+    here.record_usage({record.id: UsageDelta(5, T0)})
+    _polled(there)
+    assert there.watcher.changes_seen == seen
+    assert there.peek(record.id) == record
+    assert there.reads == reads
+    fresh = here._read(record.id)
+    assert fresh is not None
+    assert fresh.usage_count == 5  # written, all the same
+
+
+def test_unknown_id_is_read_once_until_created_anywhere(
+    make_store: Callable[..., CountingStore],
+) -> None:
+    """A forged id costs one read, then none; creating that id (in this
+    store at once, in another through the change log) makes it found."""
+    here, there = make_store(), make_store()
+    first, second = make_record(), make_record()
+    wait_until(lambda: there.peek("") is None and there.cache.listening, what="the watcher")
+    for record in (first, second):
+        assert there.get(record.id) is None
+    reads = there.reads
+    for _ in range(20):
+        assert there.get(first.id) is None
+        assert there.get(second.id) is None
+    assert there.reads == reads
+    there.add(first)
+    assert there.get(first.id) == first  # no waiting in the creating store
+    here.add(second)
+    wait_until(lambda: there.get(second.id) is not None, what="the change log")
+    assert there.get(second.id) == second
+
+
+@pytest.mark.anyio
+async def test_async_twin_answers_from_the_cache(make_store: Callable[..., CountingStore]
+                                                 ) -> None:
+    """aio.get() answers a cached record and a known-absent id on the loop;
+    other reads go to a thread."""
+    store = make_store()
+    record, forged = make_record(), make_record()
+    store.add(record)
+    assert await store.aio.get(record.id) == record
+    _warm(store, record.id)
+    assert await store.aio.get(forged.id) is None
+    reads = store.reads
+    assert await store.aio.get(record.id) == record
+    assert await store.aio.get(forged.id) is None
+    assert store.reads == reads
+
+
+def test_a_deaf_cache_reads_the_file(make_store: Callable[..., CountingStore]) -> None:
+    """With the watcher stopped nothing is served from memory."""
+    store = make_store()
+    record = make_record()
+    store.add(record)
+    _warm(store, record.id)
+    assert store.watcher is not None
+    store.watcher.stop()
+    assert store.peek(record.id) is None
+    reads = store.reads
+    assert store.get(record.id) == record
+    assert store.reads == reads + 1
+
+
+def test_cache_off(make_store: Callable[..., CountingStore]) -> None:
+    """cache=False: no watcher, every lookup reads the file."""
+    store = make_store(cache=False)
+    assert store.watcher is None
+    record = make_record()
+    store.add(record)
+    for _ in range(3):
+        assert store.get(record.id) == record
+        assert store.peek(record.id) is None
+    assert store.reads == 3
+
+
+def test_a_gap_in_the_log_clears_the_cache(make_store: Callable[..., CountingStore],
+                                           path: Path) -> None:
+    """A watcher that missed more changes than the log keeps forgets everything."""
+    store = make_store()
+    record = make_record()
+    store.add(record)
+    _warm(store, record.id)
+    assert store.watcher is not None
+    store.watcher.stop()
+    other = make_record()
+    store.add(other)
+    with sqlite3.connect(path) as conn:
+        for n in range(LOG_SIZE + 1):
+            conn.execute("UPDATE aqnt_api_keys SET name = ? WHERE id = ?", (f"n{n}", other.id))
+        (last,) = conn.execute("SELECT MAX(seq) FROM aqnt_key_changes").fetchone()
+        (count,) = conn.execute("SELECT COUNT(*) FROM aqnt_key_changes").fetchone()
+    assert count == LOG_SIZE  # pruned as it grows
+    store.cache.renew(float("inf"))
+    store.cache.put(record, store.cache.epoch)
+    with sqlite3.connect(path) as conn:
+        assert store.watcher.poll(conn, last - LOG_SIZE - 5) == last
+    assert store.peek(record.id) is None
+
+
+def test_the_trigger_watches_every_column_but_usage(path: Path) -> None:
+    """A column added to the key table must be added to the update trigger."""
+    SQLiteKeyStore(path).close()
+    with sqlite3.connect(path) as conn:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'aqnt_api_keys_changed'").fetchone()
+    watched = sql.split("UPDATE OF", 1)[1].split(" ON ", 1)[0]
+    assert {c.strip() for c in watched.split(",")} == set(KEY_COLUMNS) - UNWATCHED_COLUMNS
+
+
+def _v1_file(path: Path, record: KeyRecord) -> None:
+    """A database as aqnt-auth with schema version 1 left it."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in _sqlite._STEPS[1]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO aqnt_api_keys (id, name, mode, prefix, hash, hint, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.name, record.mode, record.prefix, record.hash, record.hint,
+             _sqlite._to_us(record.created_at)),
+        )
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_upgrade_from_version_1(path: Path) -> None:
+    """A version 1 file is migrated in place: keys kept, the change log and
+    its triggers added, and changes then reach every store."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+            names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert {"aqnt_key_changes", "aqnt_api_keys_created", "aqnt_api_keys_changed",
+                "aqnt_api_keys_deleted"} <= names
+        assert here.get(record.id) == dataclasses.replace(record, usage_count=0)
+        _warm(there, record.id)
+        here.revoke(record.id, T0)
+        wait_until(lambda: there.peek(record.id) is None, what="the change log")
+        got = there.get(record.id)
+        assert got is not None
+        assert got.revoked_at == T0
+    finally:
+        here.close()
+        there.close()
+
+
+@pytest.mark.anyio
+async def test_authenticator_serves_warm_keys_without_waiting(
+    make_store: Callable[..., CountingStore],
+) -> None:
+    """On the SQLite store authenticate_nowait answers a warm key, and a
+    revocation by another store is refused."""
+    store, admin = make_store(), make_store()
+    hasher = Argon2Hasher("cheapest")
+    issued = KeyManager(admin, hasher=hasher).create("k")
+    header = f"Bearer {issued.key}"
+    async with Authenticator(store, hashers=[hasher], track_usage=False) as auth:
+        assert auth.authenticate_nowait(header) is None  # never verified
+        await auth.authenticate_async(header)
+        _warm(store, issued.record.id)
+        reads = store.reads
+        principal = auth.authenticate_nowait(header)
+        assert principal is not None
+        assert principal.id == issued.record.id
+        assert store.reads == reads
+        KeyManager(admin, hasher=hasher).revoke(issued.record.id)
+        wait_until(lambda: store.peek(issued.record.id) is None, what="the change log")
+        with pytest.raises(RevokedAPIKey):
+            await auth.authenticate_async(header)
