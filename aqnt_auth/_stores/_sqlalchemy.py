@@ -61,8 +61,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
-from ._protocol import RotationPlan
 from ._pg_listener import Listener
+from ._protocol import RotationPlan
 from ._record_cache import ABSENT, RecordCache
 from ._rows import record_from_row, row_from_record
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl

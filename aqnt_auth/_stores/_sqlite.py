@@ -29,8 +29,8 @@ from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
-from ._protocol import RotationPlan
 from ._async import ThreadedAsyncStore
+from ._protocol import RotationPlan
 from ._record_cache import ABSENT, RecordCache
 from ._rows import KEY_COLUMNS
 from ._sqlite_watch import ChangeWatcher, change_log_ddl

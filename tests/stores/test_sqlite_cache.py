@@ -4,6 +4,7 @@ committed by any connection (another process, hand-written SQL) is seen."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,6 +103,10 @@ def _expire(store: SQLiteKeyStore, key_id: str) -> None:
     store.set_expiry(key_id, T0)
 
 
+def _rotate(store: SQLiteKeyStore, key_id: str) -> None:
+    KeyManager(store, hasher=Argon2Hasher("cheapest")).rotate(key_id, grace=dt.timedelta(0))
+
+
 def _rehash(store: SQLiteKeyStore, key_id: str) -> None:
     record = store.get(key_id)
     assert record is not None
@@ -121,18 +126,20 @@ def _changed(store: SQLiteKeyStore, key_id: str, change: str) -> bool:
         "revoke": record.revoked_at == T0,
         "expire": record.expires_at == T0,
         "rehash": record.hash.endswith("$bmV3$bmV3"),
+        "rotate": record.expires_at is not None,
     }[change]
 
 
 CHANGES: dict[str, Callable[[SQLiteKeyStore, str], None]] = {
     "revoke": _revoke, "expire": _expire, "rehash": _rehash, "delete": _delete,
+    "rotate": _rotate,
 }
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_change_reaches_every_store(make_store: Callable[..., CountingStore],
                                     change: str) -> None:
-    """Revoke, expire, rehash and delete drop the record at once in the
+    """Revoke, expire, rotate, rehash and delete drop the record at once in the
     changing store and, through the change log, in every other store."""
     here, there = make_store(), make_store()
     record = make_record(expires_at=None)
