@@ -24,7 +24,14 @@ from ._errors import AQNTError, AuthError, ConfigurationError
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IssuedKey, KeyManager
 from ._records import KeyRecord, utcnow
-from ._scan_files import DEFAULT_MAX_SIZE, prefix_argument, run_scan, size_argument
+from ._scan import MAX_CANDIDATES_PER_ID
+from ._scan_files import (
+    DEFAULT_MAX_SIZE,
+    prefix_argument,
+    run_scan,
+    seconds_argument,
+    size_argument,
+)
 from ._stores._open import DEFAULT_STORE_URL, open_store
 
 __all__ = [
@@ -300,7 +307,8 @@ def _cmd_store_init(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
     return run_scan(
         args.paths or ["."], out, sys.stderr, prog=PROG,
-        revoke_store=args.store if args.revoke else None, as_json=args.json,
+        revoke_store=args.store if args.revoke else None, revoke_time=args.max_revoke_time,
+        as_json=args.json,
         git=args.git, max_size=args.max_size, prefixes=args.scan_prefix, exclude=args.exclude,
         stdin=getattr(sys.stdin, "buffer", sys.stdin),
     )
@@ -410,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip files and directories whose name or path matches (repeatable)")
     scan.add_argument("--revoke", action="store_true",
                       help="revoke the keys found in --store (exit status stays 1)")
+    scan.add_argument("--max-revoke-time", type=seconds_argument, default="60s",
+                      metavar="DURATION",
+                      help="with --revoke, stop verifying keys against the store after this "
+                           "long (default: 60s; 0: no limit); each key id gets at most "
+                           f"{MAX_CANDIDATES_PER_ID} candidates verified; the rest are "
+                           "reported as not verified")
     scan.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
                       help=f"store URL for --revoke (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
     scan.add_argument("--json", action="store_true", help="print JSON")

@@ -27,8 +27,9 @@ import dataclasses
 import datetime as dt
 import functools
 import re
+import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal
 
 from ._errors import ConfigurationError, InvalidStoredHash
@@ -43,10 +44,12 @@ from ._format import (
     validate_prefix,
 )
 from ._hashers import Hasher, default_hashers
-from ._records import utcnow
+from ._records import KeyRecord, utcnow
 from ._stores._protocol import KeyStore
 
 __all__ = [
+    "DEFAULT_REVOKE_TIME",
+    "MAX_CANDIDATES_PER_ID",
     "LeakFinding",
     "LeakRevocation",
     "RevocationOutcome",
@@ -271,7 +274,15 @@ def find_keys(
 # -- revocation ---------------------------------------------------------------
 
 RevocationOutcome = Literal["revoked", "already_revoked", "not_in_store", "mismatch",
-                            "unverified"]
+                            "unverified", "skipped"]
+
+#: Candidates verified (one argon2 verification each) per key id and scan, at
+#: most.  An id names one key, so several distinct candidates for one id are
+#: look-alikes but one; anyone can forge them (CRC32 is linear), and without a
+#: bound a planted file of thousands would keep ``--revoke`` hashing for hours.
+MAX_CANDIDATES_PER_ID: Final = 3
+#: Seconds ``--revoke`` spends verifying, at most, by default.
+DEFAULT_REVOKE_TIME: Final = 60.0
 
 _OUTCOME_TEXT: Final[dict[str, str]] = {
     "revoked": "revoked",
@@ -279,6 +290,7 @@ _OUTCOME_TEXT: Final[dict[str, str]] = {
     "not_in_store": "not in this store",
     "mismatch": "not revoked: the id is in this store, but the key found is not its key",
     "unverified": "not revoked: cannot verify the key against its stored hash",
+    "skipped": "not revoked: not verified",
 }
 
 
@@ -311,12 +323,33 @@ def _hasher_for(stored: str, hashers: Sequence[Hasher]) -> Hasher | None:
     return None
 
 
-def _revoke_one(store: KeyStore, key: ParsedKey, hashers: Sequence[Hasher],
-                now: dt.datetime) -> LeakRevocation:
+class _Budget:
+    """What verifying may still cost: candidates per id, and time in all."""
+
+    def __init__(self, max_per_id: int, time_limit: float, clock: Callable[[], float]) -> None:
+        self.max_per_id = max_per_id
+        self.time_limit = time_limit
+        self.clock = clock
+        self.start = clock()
+        self.tried: dict[str, int] = {}
+
+    def refusal(self, key_id: str) -> str | None:
+        """Why the next candidate for *key_id* may not be verified, if it may not."""
+        if self.tried.get(key_id, 0) >= self.max_per_id:
+            return (f"{self.max_per_id} other keys with this id were verified; at most "
+                    f"{self.max_per_id} are, per id and scan")
+        if self.time_limit and self.clock() - self.start >= self.time_limit:
+            return f"the {self.time_limit:g} s allowed for verifying were spent"
+        self.tried[key_id] = self.tried.get(key_id, 0) + 1
+        return None
+
+
+def _revoke_one(store: KeyStore, key: ParsedKey, record: KeyRecord | None,
+                hashers: Sequence[Hasher], now: dt.datetime, budget: _Budget,
+                proven: set[str]) -> LeakRevocation:
     def outcome(result: RevocationOutcome, detail: str = "") -> LeakRevocation:
         return LeakRevocation(key.key_id, key.hint, result, detail)
 
-    record = store.get(key.key_id)
     if record is None:
         return outcome("not_in_store")
     # Ids are not secret, so anyone can write a look-alike with a valid
@@ -324,17 +357,25 @@ def _revoke_one(store: KeyStore, key: ParsedKey, hashers: Sequence[Hasher],
     # text is the key itself, or a planted string could revoke a stranger's key.
     if (record.prefix, record.mode, record.hint) != (key.prefix, key.mode, key.hint):
         return outcome("mismatch")
+    if record.revoked_at is not None:
+        # Nothing left to do, whether or not this text is the key: no hash.
+        return outcome("already_revoked")
+    if record.id in proven:
+        # Another text already proved to be this id's key: this one is not.
+        return outcome("mismatch")
     hasher = _hasher_for(record.hash, hashers)
     if hasher is None:
         return outcome("unverified", "its stored hash needs a hasher not configured here; "
                                      "HMAC keys need AQNT_AUTH_PEPPER")
+    refusal = budget.refusal(record.id)
+    if refusal is not None:
+        return outcome("skipped", refusal)
     try:
         if not hasher.verify(record.hash, key.secret):
             return outcome("mismatch")
     except InvalidStoredHash as exc:
         return outcome("unverified", str(exc))
-    if record.revoked_at is not None:
-        return outcome("already_revoked")
+    proven.add(record.id)
     if store.revoke(record.id, now) is None:  # deleted meanwhile
         return outcome("not_in_store")
     return outcome("revoked")
@@ -346,6 +387,9 @@ def revoke_leaked(
     *,
     hashers: Sequence[Hasher] | None = None,
     now: dt.datetime | None = None,
+    max_per_id: int = MAX_CANDIDATES_PER_ID,
+    time_limit: float = DEFAULT_REVOKE_TIME,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[LeakRevocation]:
     """Revoke, in *store*, every distinct key of *findings* that is one of its keys.
 
@@ -355,7 +399,16 @@ def revoke_leaked(
     key is ``mismatch``.  *findings* must come from a scan with
     ``keep_keys=True``.  *hashers* default to argon2id, plus HMAC when
     ``AQNT_AUTH_PEPPER`` is set.
+
+    Verifying costs one hash each, and look-alikes are free to forge, so it
+    is bounded: at most *max_per_id* candidates per key id, and none once
+    *time_limit* seconds (by *clock*; 0: no limit) have been spent.  The
+    others are ``skipped``, with the reason in their ``detail``.
     """
+    if max_per_id < 1:
+        raise ConfigurationError("max_per_id must be at least 1")
+    if time_limit < 0:
+        raise ConfigurationError("time_limit must not be negative")
     keys: dict[str, ParsedKey] = {}
     for finding in findings:
         if finding.key is None:
@@ -365,4 +418,13 @@ def revoke_leaked(
         return []
     hashers = default_hashers() if hashers is None else tuple(hashers)
     now = now or utcnow()
-    return [_revoke_one(store, key, hashers, now) for key in keys.values()]
+    budget = _Budget(max_per_id, time_limit, clock)
+    records: dict[str, KeyRecord | None] = {}
+    proven: set[str] = set()
+    results = []
+    for key in keys.values():
+        if key.key_id not in records:  # one read per id, however many look-alikes
+            records[key.key_id] = store.get(key.key_id)
+        results.append(_revoke_one(store, key, records[key.key_id], hashers, now, budget,
+                                   proven))
+    return results

@@ -19,12 +19,16 @@ import json
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Final, TextIO
 
+from ._durations import parse_duration
 from ._errors import AQNTError, ConfigurationError
 from ._format import validate_prefix
 from ._scan import (
+    DEFAULT_REVOKE_TIME,
+    MAX_CANDIDATES_PER_ID,
     LeakFinding,
     LeakRevocation,
     ScanError,
@@ -45,6 +49,7 @@ __all__ = [
     "prefix_argument",
     "run_scan",
     "scan_paths",
+    "seconds_argument",
     "size_argument",
 ]
 
@@ -71,6 +76,15 @@ def size_argument(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_argument(text: str) -> float:
+    """A duration for argparse (``90s``, ``5m``, ``0``), in seconds: a bad one is a
+    usage error."""
+    try:
+        return parse_duration(text).total_seconds()
+    except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -216,6 +230,19 @@ def _summary(findings: Sequence[LeakFinding], revoking: bool) -> str:
     return text
 
 
+def _revocation_summary(revocations: Sequence[LeakRevocation], elapsed: float,
+                        limit: float) -> str:
+    text = f"revocation took {elapsed:.1f} s"
+    skipped = [r for r in revocations if r.outcome == "skipped"]
+    if skipped:
+        bound = f"{limit:g} s in all" if limit else "no time limit"
+        ids = len({r.key_id for r in skipped})
+        text += (f"; {len(skipped)} key{'s' if len(skipped) != 1 else ''} for {ids} "
+                 f"id{'s' if ids != 1 else ''} not verified (at most {MAX_CANDIDATES_PER_ID} "
+                 f"per key id, {bound}): if one is yours, revoke it with keys revoke ID")
+    return text
+
+
 def run_scan(
     paths: Sequence[str],
     out: TextIO,
@@ -223,14 +250,17 @@ def run_scan(
     *,
     prog: str = "aqnt-auth",
     revoke_store: str | None = None,
+    revoke_time: float = DEFAULT_REVOKE_TIME,
     as_json: bool = False,
     **options: Any,
 ) -> int:
     """The ``aqnt-auth scan`` command: print findings; 0 none, 1 found, 2 cannot scan.
 
     *options* go to :func:`scan_paths`.  With *revoke_store* (a store URL),
-    the keys found are revoked there (see :func:`revoke_leaked`); the exit
-    status is still 1, since a leaked key's users need a new one.
+    the keys found are revoked there (see :func:`revoke_leaked`), verifying
+    for at most *revoke_time* seconds (0: no limit); the time it took is
+    printed.  The exit status is still 1, since a leaked key's users need a
+    new one.
     """
     try:
         report = scan_paths(paths, keep_keys=revoke_store is not None, **options)
@@ -245,15 +275,17 @@ def run_scan(
         print(f"{prog}: {skip}", file=err)
     revocations: list[LeakRevocation] | None = None
     failure: str | None = None
+    started = time.monotonic()
     if revoke_store is not None and findings:
         try:
             store = open_store(revoke_store)
             try:
-                revocations = revoke_leaked(store, findings)
+                revocations = revoke_leaked(store, findings, time_limit=revoke_time)
             finally:
                 store.close()
         except AQNTError as exc:
             failure = f"revocation failed: {exc}"
+    elapsed = time.monotonic() - started
     if as_json:
         data: dict[str, Any] = {
             "findings": [f.to_dict() for f in findings],
@@ -262,12 +294,15 @@ def run_scan(
         if revoke_store is not None:
             data["revocations"] = [r.to_dict() for r in revocations or ()]
             data["revocation_error"] = failure
+            data["revocation_seconds"] = round(elapsed, 3)
         print(json.dumps(data, indent=2), file=out)
     else:
         for revocation in revocations or ():
             print(format_revocation(revocation), file=out)
     if failure is not None:
         print(f"{prog}: error: {failure}", file=err)
+    if revocations:
+        print(f"{prog}: {_revocation_summary(revocations, elapsed, revoke_time)}", file=err)
     if findings:
         print(f"{prog}: {_summary(findings, revoke_store is not None)}", file=err)
         return 1

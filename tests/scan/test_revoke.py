@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from aqnt_auth import (
 from aqnt_auth._format import ALPHABET
 from aqnt_auth._scan import LeakFinding, find_keys, revoke_leaked
 
-from ._support import assert_no_key, cli, new_key
+from ._support import assert_no_key, cli, forge, new_key
 
 
 def look_alike(key_id: str) -> str:
@@ -141,3 +142,129 @@ class TestRevokeLeaked:
         findings = list(find_keys(new_key(), "x"))
         with pytest.raises(ConfigurationError, match="keep_keys"):
             revoke_leaked(manager.store, findings)
+
+
+class CountingHasher(Argon2Hasher):
+    """argon2's cheapest profile, counting verifications."""
+
+    def __init__(self) -> None:
+        super().__init__("cheapest")
+        self.verified = 0
+
+    def verify(self, stored: str, secret: str) -> bool:
+        self.verified += 1
+        return super().verify(stored, secret)
+
+
+class TickingClock:
+    """A clock that advances *step* seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+NOT_VERIFIED_PER_ID = ("3 other keys with this id were verified; at most 3 are, per id "
+                       "and scan")
+
+
+class TestBoundedVerification:
+    """Look-alikes with a stored key's id and hint are free to forge (CRC32 is
+    linear); each would cost one argon2 verification."""
+
+    @pytest.fixture
+    def hasher(self) -> CountingHasher:
+        return CountingHasher()
+
+    @pytest.fixture
+    def keys(self, hasher: CountingHasher) -> KeyManager:
+        return KeyManager(MemoryKeyStore(), hasher=hasher)
+
+    def test_at_most_three_candidates_per_id(self, keys: KeyManager,
+                                             hasher: CountingHasher) -> None:
+        """Forty planted look-alikes cost three verifications; the rest, even the
+        real key behind them, are skipped and say why."""
+        key = keys.create("victim").key
+        planted = [forge(key) for _ in range(40)]
+        assert all(f[-4:] == key[-4:] for f in planted)
+        results = revoke_leaked(keys.store, leaked(*planted, key), hashers=[hasher])
+        assert hasher.verified == 3
+        assert [r.outcome for r in results] == ["mismatch"] * 3 + ["skipped"] * 38
+        assert {r.detail for r in results[3:]} == {NOT_VERIFIED_PER_ID}
+        assert keys.get(key[8:20]).status() == "active"
+
+    def test_the_key_found_ends_the_search(self, keys: KeyManager,
+                                           hasher: CountingHasher) -> None:
+        """Once a text proved to be an id's key, the others for that id are not it."""
+        key = keys.create("victim").key
+        results = revoke_leaked(keys.store, leaked(key, *(forge(key) for _ in range(10))),
+                                hashers=[hasher])
+        assert hasher.verified == 1
+        assert [r.outcome for r in results] == ["revoked"] + ["mismatch"] * 10
+
+    def test_a_revoked_key_costs_no_verification(self, keys: KeyManager,
+                                                 hasher: CountingHasher) -> None:
+        key = keys.create("victim").key
+        keys.revoke(key[8:20])
+        results = revoke_leaked(keys.store, leaked(*(forge(key) for _ in range(10))),
+                                hashers=[hasher])
+        assert hasher.verified == 0
+        assert {r.outcome for r in results} == {"already_revoked"}
+
+    def test_time_limit(self, keys: KeyManager, hasher: CountingHasher) -> None:
+        """Past the time limit nothing more is verified (the clock here advances
+        10 s per reading: the start, then one reading before each verification)."""
+        found = [keys.create(f"k{i}").key for i in range(5)]
+        results = revoke_leaked(keys.store, leaked(*found), hashers=[hasher],
+                                time_limit=25, clock=TickingClock(10))
+        assert hasher.verified == 2
+        assert [r.outcome for r in results] == ["revoked"] * 2 + ["skipped"] * 3
+        assert results[2].detail == "the 25 s allowed for verifying were spent"
+        unlimited = revoke_leaked(keys.store, leaked(*found[2:]), hashers=[hasher],
+                                  time_limit=0, clock=TickingClock(10))
+        assert [r.outcome for r in unlimited] == ["revoked"] * 3
+
+    def test_bad_bounds(self, keys: KeyManager) -> None:
+        with pytest.raises(ConfigurationError):
+            revoke_leaked(keys.store, [], max_per_id=0)
+        with pytest.raises(ConfigurationError):
+            revoke_leaked(keys.store, [], time_limit=-1)
+
+
+class TestBoundedCommand:
+    def test_skipped_are_reported_and_the_time_printed(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str], cheap_hasher: Argon2Hasher) -> None:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("AQNT_AUTH_STORE", f"sqlite:///{tmp_path}/keys.db")
+        manager = KeyManager(SQLiteKeyStore(str(tmp_path / "keys.db")), hasher=cheap_hasher)
+        key = manager.create("victim").key
+        planted = [forge(key) for _ in range(6)]
+        (tmp_path / "planted.txt").write_text("\n".join([*planted, key]) + "\n")
+        code, out, err = cli(capsys, "scan", "--revoke", "planted.txt")
+        assert code == 1
+        lines = out.splitlines()[7:]
+        assert lines[3:] == [f"key {key[8:20]} ({key[:8]}...{key[-4:]}): not revoked: not "
+                             f"verified ({NOT_VERIFIED_PER_ID})"] * 4
+        assert re.search(
+            r"^aqnt-auth: revocation took \d+\.\d s; 4 keys for 1 id not verified \(at most 3 "
+            r"per key id, 60 s in all\): if one is yours, revoke it with keys revoke ID$",
+            err, re.MULTILINE)
+        assert_no_key(out + err, key, *planted)
+
+        code, out, err = cli(capsys, "scan", "--revoke", "--json", "--max-revoke-time", "0",
+                             "planted.txt")
+        data = json.loads(out)
+        assert isinstance(data["revocation_seconds"], float)
+        assert [r["outcome"] for r in data["revocations"]] == (
+            ["mismatch"] * 3 + ["skipped"] * 4)
+        assert "no time limit" in err
+
+    def test_bad_time_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = cli(capsys, "scan", "--revoke", "--max-revoke-time", "soon", ".")
+        assert code == 2
+        assert "bad duration 'soon'" in err
