@@ -1,7 +1,8 @@
 """``aqnt-auth demo``: a small protected API to try with curl.
 
 A Starlette app behind :class:`~aqnt_auth.adapters.asgi.APIKeyMiddleware` on
-a SQLite store, served by uvicorn (the ``demo`` extra).  The first run issues
+the default store (``sqlite:///aqnt_keys.db``, the one ``aqnt-auth keys``
+uses), served by uvicorn (the ``demo`` extra).  The first run issues
 a test key and prints it once; the store keeps only its hash.  Each run also
 issues and revokes a throw-away key, so the ``key_revoked`` answer can be
 tried too.
@@ -23,13 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aqnt_auth import Hasher, KeyManager, Principal
+from aqnt_auth import DEFAULT_STORE_URL, Hasher, KeyManager, Principal
 from aqnt_auth.adapters import starlette as aqnt_starlette
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 
 __all__ = ["DemoKeys", "banner", "build_app", "prepare_keys", "run"]
 
-DEMO_STORE_URL: Final = "sqlite:///aqnt_demo.db"
+#: The store every command uses by default, so ``aqnt-auth keys list`` shows
+#: the demo's keys and ``aqnt-auth verify`` knows them.
+DEMO_STORE_URL: Final = DEFAULT_STORE_URL
 KEY_NAME: Final = "demo key"
 KEY_SCOPES: Final = ("charges:read",)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -140,7 +143,8 @@ def banner(keys: DemoKeys, *, host: str, port: int, store_url: str) -> str:
     bearer = '-H "Authorization: Bearer $AQNT_KEY"'
     lines += [
         "",
-        "Try it:",
+        "Try it in a second terminal (this one runs the server until Ctrl-C);",
+        "run the export line there first:",
         "  # 200, no key needed",
         f"  curl -i {base}/health",
         "  # 200, the key's details",

@@ -24,8 +24,12 @@ from aqnt_auth._cli import (
     format_rotated,
     new_key_hasher,
 )
+from aqnt_auth._stores._open import store_url
 
-__all__ = ["keys_group"]
+__all__ = ["COMMAND", "keys_group"]
+
+#: How these commands are invoked, for the hints they print.
+COMMAND = "flask aqnt-keys"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,7 +95,8 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
            allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
            prefix: str | None, hasher: str | None, argon2_profile: str, as_json: bool) -> None:
     """Issue a new key; its plaintext is shown this once."""
-    issued = _manager(_hasher(hasher, argon2_profile)).create(
+    keys = _manager(_hasher(hasher, argon2_profile))
+    issued = keys.create(
         name,
         mode="test" if test else "live",
         scopes=scopes,
@@ -101,7 +106,7 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
         owner=owner,
         prefix=prefix,
     )
-    click.echo(format_created(issued, as_json))
+    click.echo(format_created(issued, as_json, store=store_url(keys.store)))
 
 
 @keys_group.command("list")
@@ -112,8 +117,9 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
 @_reporting_errors
 def list_keys(include_inactive: bool, owner: str | None, as_json: bool) -> None:
     """List keys, oldest first; keys due for rotation are flagged."""
-    records = _manager().list(include_inactive=include_inactive, owner=owner)
-    click.echo(format_records(records, as_json))
+    keys = _manager()
+    records = keys.list(include_inactive=include_inactive, owner=owner)
+    click.echo(format_records(records, as_json, store=store_url(keys.store), command=COMMAND))
 
 
 @keys_group.command("show")
@@ -122,7 +128,8 @@ def list_keys(include_inactive: bool, owner: str | None, as_json: bool) -> None:
 @_reporting_errors
 def show(key_id: str, as_json: bool) -> None:
     """Show every public field of one key."""
-    click.echo(format_record(_manager().get(key_id), as_json))
+    keys = _manager()
+    click.echo(format_record(keys.get(key_id), as_json, store=store_url(keys.store)))
 
 
 @keys_group.command("revoke")

@@ -32,6 +32,7 @@ from ._errors import (
     PermissionDenied,
     RateLimited,
     RevokedAPIKey,
+    StoreNotFound,
     StoreUnavailable,
 )
 from ._format import KeyFormat, Mode, ParsedKey, checksum
@@ -91,6 +92,7 @@ __all__ = [
     "RevokedAPIKey",
     "RotationPlan",
     "SQLiteKeyStore",
+    "StoreNotFound",
     "StoreUnavailable",
     "ThreadedAsyncStore",
     "UsageDelta",

@@ -20,7 +20,7 @@ from typing import Any, Final, TextIO
 
 from ._authenticator import Authenticator
 from ._durations import parse_duration
-from ._errors import AQNTError, AuthError, ConfigurationError
+from ._errors import AQNTError, AuthError, ConfigurationError, InvalidAPIKey, StoreNotFound
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IssuedKey, KeyManager
 from ._records import KeyRecord, utcnow
@@ -32,9 +32,12 @@ from ._scan_files import (
     seconds_argument,
     size_argument,
 )
-from ._stores._open import DEFAULT_STORE_URL, open_store
+from ._scan_rules import RULE_FORMATS, export_rules
+from ._stores._open import DEFAULT_STORE_URL, open_store, store_url
+from ._stores._protocol import KeyStore
 
 __all__ = [
+    "KEYS_COMMAND",
     "add_key_actions",
     "build_parser",
     "format_age",
@@ -50,6 +53,11 @@ __all__ = [
 STORE_ENV: Final = "AQNT_AUTH_STORE"
 KEY_ENV: Final = "AQNT_API_KEY"
 PROG: Final = "aqnt-auth"
+#: How this front end's key commands are invoked, for the hints it prints.
+KEYS_COMMAND: Final = f"{PROG} keys"
+#: Exit status of a command that wrote into a pipe its reader had closed
+#: (``| head``), as for a process killed by SIGPIPE.
+BROKEN_PIPE_STATUS: Final = 128 + 13
 
 _WARNING: Final = "This key will not be shown again. Store it in your secret manager now."
 
@@ -78,18 +86,23 @@ def _record_json(record: KeyRecord, now: dt.datetime) -> dict[str, Any]:
     return data
 
 
-def format_created(issued: IssuedKey, as_json: bool = False, now: dt.datetime | None = None
-                   ) -> str:
-    """The one and only display of a new key's plaintext, with the warning."""
+def format_created(issued: IssuedKey, as_json: bool = False, now: dt.datetime | None = None,
+                   store: str | None = None) -> str:
+    """The one and only display of a new key's plaintext, with the warning.
+
+    *store* (every front end passes it) names where the key was written.
+    """
     now = now or utcnow()
     if as_json:
-        return json.dumps(
-            {"key": issued.key, "warning": _WARNING, "record": _record_json(issued.record, now)},
-            indent=2,
-        )
+        data: dict[str, Any] = {"key": issued.key, "warning": _WARNING,
+                                "record": _record_json(issued.record, now)}
+        if store is not None:
+            data["store"] = store
+        return json.dumps(data, indent=2)
     r = issued.record
+    where = "" if store is None else f" in {store}"
     lines = [
-        f"Created {r.mode} key {r.id} ({r.name}).",
+        f"Created {r.mode} key {r.id} ({r.name}){where}.",
         "",
         f"    {issued.key}",
         "",
@@ -100,11 +113,14 @@ def format_created(issued: IssuedKey, as_json: bool = False, now: dt.datetime | 
     return "\n".join(lines)
 
 
-def format_record(record: KeyRecord, as_json: bool = False, now: dt.datetime | None = None
-                  ) -> str:
-    """Every public field of one key, one per line (``keys show``)."""
+def format_record(record: KeyRecord, as_json: bool = False, now: dt.datetime | None = None,
+                  store: str | None = None) -> str:
+    """Every public field of one key, one per line (``keys show``), and the
+    *store* it was read from."""
     now = now or utcnow()
     data = _record_json(record, now)
+    if store is not None:
+        data = {"store": store, **data}
     if as_json:
         return json.dumps(data, indent=2)
     width = max(len(k) for k in data)
@@ -123,13 +139,23 @@ _COLUMNS: Final = ("ID", "NAME", "MODE", "HINT", "CREATED", "AGE", "LAST USED", 
 
 
 def format_records(records: Sequence[KeyRecord], as_json: bool = False,
-                   now: dt.datetime | None = None) -> str:
-    """The ``keys list`` table; keys older than 90 days are flagged for rotation."""
+                   now: dt.datetime | None = None, store: str | None = None,
+                   command: str = KEYS_COMMAND) -> str:
+    """The ``keys list`` table; keys older than 90 days are flagged for rotation.
+
+    With *store*, the text starts by naming it and the JSON is
+    ``{"store": ..., "keys": [...]}`` rather than the bare list.  *command*
+    is how the calling front end's key commands are invoked (``flask
+    aqnt-keys``...), for the rotation hint.
+    """
     now = now or utcnow()
     if as_json:
-        return json.dumps([_record_json(r, now) for r in records], indent=2)
+        listed = [_record_json(r, now) for r in records]
+        if store is None:
+            return json.dumps(listed, indent=2)
+        return json.dumps({"store": store, "keys": listed}, indent=2)
     if not records:
-        return "No keys."
+        return "No keys." if store is None else f"No keys in {store}."
     rows = []
     due = False
     for r in records:
@@ -146,9 +172,11 @@ def format_records(records: Sequence[KeyRecord], as_json: bool = False,
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in (_COLUMNS, *rows)
     ]
+    if store is not None:
+        lines.insert(0, f"Keys in {store}:")
     if due:
         lines += ["", "* older than 90 days: due for rotation "
-                      f"({PROG} keys rotate ID --grace 24h)"]
+                      f"({command} rotate ID --grace 24h)"]
     return "\n".join(lines)
 
 
@@ -193,13 +221,26 @@ def _hasher(args: argparse.Namespace) -> Hasher:
     return new_key_hasher(args.hasher, args.argon2_profile)
 
 
-def _manager(args: argparse.Namespace, hasher: Hasher | None = None) -> KeyManager:
-    return KeyManager(open_store(args.store), hasher=hasher, prefixes=args.prefix)
+def _open(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
+    """The store of ``--store``.  Only the commands that create keys or
+    stores pass *create*: a mistyped path must not leave an empty store."""
+    try:
+        return open_store(args.store, create=create)
+    except StoreNotFound:
+        raise StoreNotFound(
+            f"no store at {store_url(args.store)} (is --store or ${STORE_ENV} right? "
+            f"only `{PROG} keys create` and `{PROG} store init` create a store)"
+        ) from None
+
+
+def _manager(args: argparse.Namespace, hasher: Hasher | None = None, *,
+             create: bool = False) -> KeyManager:
+    return KeyManager(_open(args, create=create), hasher=hasher, prefixes=args.prefix)
 
 
 def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
-    with _manager(args, _hasher(args)) as keys:
+    with _manager(args, _hasher(args), create=True) as keys:
         issued = keys.create(
             args.name,
             mode="test" if args.test else "live",
@@ -210,21 +251,24 @@ def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
             owner=args.owner,
             prefix=args.prefix[0],
         )
-    print(format_created(issued, args.json), file=out)
+        shown = store_url(keys.store)
+    print(format_created(issued, args.json, store=shown), file=out)
     return 0
 
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     with _manager(args) as keys:
         records = keys.list(include_inactive=args.all, owner=args.owner)
-    print(format_records(records, args.json), file=out)
+        shown = store_url(keys.store)
+    print(format_records(records, args.json, store=shown), file=out)
     return 0
 
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     with _manager(args) as keys:
         record = keys.get(args.key_id)
-    print(format_record(record, args.json), file=out)
+        shown = store_url(keys.store)
+    print(format_record(record, args.json, store=shown), file=out)
     return 0
 
 
@@ -257,16 +301,54 @@ def _read_key(stdin: TextIO) -> str:
     return key
 
 
+def _unknown_id(auth: Authenticator, key: str, shown: str) -> str | None:
+    """``id X is not in <store>`` when an invalid key is well formed but its
+    id is absent: the likeliest reason is a key checked against the wrong store."""
+    try:
+        parsed = auth.format.parse(key)
+    except InvalidAPIKey:
+        return None
+    if auth.store.get(parsed.key_id) is not None:
+        return None
+    return f"id {parsed.key_id} is not in {shown}"
+
+
 def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    if args.argv_key:
+        # Never echo it: a key in argv is already in the shell history and
+        # visible to other users through ps; say where keys go instead.
+        print(f"{PROG}: error: verify takes no key on the command line (it would stay in "
+              f"your shell history and show in ps): set {KEY_ENV} or pipe the key on stdin, "
+              f"e.g. {PROG} verify < key.txt", file=sys.stderr)
+        return 2
     key = _read_key(sys.stdin)
-    with Authenticator(args.store, prefixes=args.prefix, track_usage=False) as auth:
+    store = _open(args)
+    shown = store_url(store)
+    with Authenticator(store, prefixes=args.prefix, track_usage=False) as auth:
         try:
             principal = auth.authenticate(f"Bearer {key}")
         except AuthError as exc:
-            print(f"invalid: {exc.code} ({exc.message})", file=out)
+            detail = _unknown_id(auth, key, shown) if isinstance(exc, InvalidAPIKey) else None
+            if args.json:
+                print(json.dumps({"valid": False, "store": shown, **exc.to_dict(),
+                                  "detail": detail}, indent=2), file=out)
+            else:
+                print(f"invalid: {exc.code} ({exc.message})", file=out)
+                if detail is not None:
+                    print(detail, file=out)
             return 1
-    print(f"valid: {principal.mode} key {principal.id} ({principal.name})", file=out)
-    print(json.dumps(principal.to_dict(), indent=2), file=out)
+    if args.json:
+        print(json.dumps({"valid": True, "store": shown, "key": principal.to_dict()}, indent=2),
+              file=out)
+        return 0
+    print(f"valid: {principal.mode} key {principal.id} ({principal.name}) in {shown}",
+          file=out)
+    data = principal.to_dict()
+    width = max(map(len, data))
+    for name, value in data.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        print(f"  {name:<{width}}  {'-' if value is None else value}", file=out)
     return 0
 
 
@@ -305,6 +387,10 @@ def _cmd_store_init(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
+    if args.export_rules is not None:
+        print(export_rules(args.export_rules, args.scan_prefix or ["sk"], as_json=args.json),
+              end="", file=out)
+        return 0
     return run_scan(
         args.paths or ["."], out, sys.stderr, prog=PROG,
         revoke_store=args.store if args.revoke else None, revoke_time=args.max_revoke_time,
@@ -317,16 +403,45 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
 # -- the parser -------------------------------------------------------------
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def key_examples(command: str) -> dict[str, str]:
+    """The ``--help`` examples of each key action, for a front end whose key
+    commands are invoked as *command* (``aqnt-auth keys``, ``python
+    manage.py aqnt_keys``)."""
+    return {
+        "create": _examples(f'{command} create --name "Production Server" --scope charges:write',
+                            f"{command} create --name ci --test --expires-in 90d --json"),
+        "list": _examples(f"{command} list", f"{command} list --all --owner acct_1 --json"),
+        "show": _examples(f"{command} show 3tHq0kR9xA2b"),
+        "revoke": _examples(f"{command} revoke 3tHq0kR9xA2b"),
+        "rotate": _examples(f"{command} rotate 3tHq0kR9xA2b --grace 24h"),
+    }
+
+
 def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.ArgumentParser,
-                    hashing: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+                    hashing: argparse.ArgumentParser, command: str = KEYS_COMMAND
+                    ) -> dict[str, argparse.ArgumentParser]:
     """Add the ``create``, ``list``, ``show``, ``revoke`` and ``rotate`` actions,
     with their own arguments, to *actions*; return them by name.
 
     Every key-management front end (``aqnt-auth keys``, ``manage.py
     aqnt_keys``) takes these; each brings its own *common* options (and
-    *hashing* ones, for the actions that issue a key) as parent parsers.
+    *hashing* ones, for the actions that issue a key) as parent parsers, and
+    the *command* its examples name.
     """
-    create = actions.add_parser("create", parents=[common, hashing], help="issue a new key")
+    examples = key_examples(command)
+
+    def add(name: str, parents: list[argparse.ArgumentParser], help: str
+            ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, parents=parents, help=help, epilog=examples[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        return parser
+
+    create = add("create", [common, hashing], "issue a new key")
     create.add_argument("--name", required=True, help="what the key is for")
     create.add_argument("--test", action="store_true", help="a test-mode key (sk_test_...)")
     create.add_argument("--scope", action="append", default=[], metavar="S",
@@ -337,18 +452,18 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
     create.add_argument("--owner", help="account or tenant id")
 
-    listing = actions.add_parser("list", parents=[common], help="list keys")
+    listing = add("list", [common], "list keys")
     listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
     listing.add_argument("--owner", help="only keys of this owner")
 
-    show = actions.add_parser("show", parents=[common], help="show one key")
+    show = add("show", [common], "show one key")
     show.add_argument("key_id", metavar="ID")
 
-    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key, for good")
+    revoke = add("revoke", [common], "revoke a key, for good")
     revoke.add_argument("key_id", metavar="ID")
 
-    rotate = actions.add_parser("rotate", parents=[common, hashing],
-                                help="issue a replacement; the old key expires after --grace")
+    rotate = add("rotate", [common, hashing],
+                 "issue a replacement; the old key expires after --grace")
     rotate.add_argument("key_id", metavar="ID")
     rotate.add_argument("--grace", default="0", metavar="DURATION",
                         help="how long the old key keeps working (default 0: not at all)")
@@ -360,8 +475,13 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
             "rotate": rotate}
 
 
+_RAW: Final = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``aqnt-auth`` argument parser."""
+    from . import __version__  # here: the package imports nothing of the CLI
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--store",
@@ -378,32 +498,56 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES), default="owasp",
                          help="argon2id parameters for new keys (default: owasp)")
 
-    parser = argparse.ArgumentParser(prog=PROG, description="API keys for any Python web app.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="API keys for any Python web app.", formatter_class=_RAW,
+        epilog=_examples(f'{KEYS_COMMAND} create --name "Production Server"',
+                         f"{KEYS_COMMAND} list", f"{PROG} verify < key.txt",
+                         f"{PROG} scan --git", f"{PROG} demo"),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    keys = commands.add_parser("keys", help="create, list, show, revoke and rotate keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    examples = key_examples(KEYS_COMMAND)
+    keys = commands.add_parser(
+        "keys", help="create, list, show, revoke and rotate keys", formatter_class=_RAW,
+        epilog="examples:\n" + "\n".join(e.split("\n")[1] for e in examples.values()),
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     actions = add_key_actions(key_commands, common, hashing)
     for name, func in (("create", _cmd_create), ("list", _cmd_list), ("show", _cmd_show),
                        ("revoke", _cmd_revoke), ("rotate", _cmd_rotate)):
         actions[name].set_defaults(func=func)
 
     verify = commands.add_parser(
-        "verify", parents=[common],
+        "verify", parents=[common], formatter_class=_RAW,
         help=f"check a key read from ${KEY_ENV} or stdin (never from the command line)",
+        description=f"Check a key against the store. The key is read from ${KEY_ENV} or "
+                    "stdin, never from the command line.",
+        epilog=_examples(f"{PROG} verify < key.txt",
+                         f'{KEY_ENV}="$KEY" {PROG} verify --json --store sqlite:///app.db'),
     )
+    # Caught only to be refused without echoing it (see _read_key).
+    verify.add_argument("argv_key", nargs="*", help=argparse.SUPPRESS)
     verify.set_defaults(func=_cmd_verify)
 
-    demo = commands.add_parser("demo", help="serve a small protected API on 127.0.0.1:8000")
+    demo = commands.add_parser(
+        "demo", help="serve a small protected API on 127.0.0.1:8000", formatter_class=_RAW,
+        epilog=_examples(f"{PROG} demo", f"{PROG} demo --port 8080 --store memory://"),
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--store", dest="demo_store", default="sqlite:///aqnt_demo.db",
-                      help="store URL for the demo (default: sqlite:///aqnt_demo.db)")
+    demo.add_argument("--store", dest="demo_store",
+                      default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
+                      help=f"store URL (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
     demo.set_defaults(func=_cmd_demo)
 
     scan = commands.add_parser(
         "scan", help="find leaked keys (valid checksum) in files, stdin (-) or git history; "
-                     "exit 1 if any")
+                     "exit 1 if any", formatter_class=_RAW,
+        epilog=_examples(f"{PROG} scan", f"{PROG} scan --git --revoke",
+                         f"git diff --cached | {PROG} scan -",
+                         f"{PROG} scan --export-rules gitleaks > .gitleaks.toml"),
+    )
     scan.add_argument("paths", nargs="*", metavar="PATH",
                       help="files and directories to scan (default: .); - reads stdin")
     scan.add_argument("--git", action="store_true",
@@ -427,12 +571,20 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
                       help=f"store URL for --revoke (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
     scan.add_argument("--json", action="store_true", help="print JSON")
+    scan.add_argument("--export-rules", choices=RULE_FORMATS, metavar="FORMAT",
+                      help="print rules that find our keys for another scanner "
+                           f"({', '.join(RULE_FORMATS)}; --prefix picks the prefixes, "
+                           "default sk) and scan nothing")
     scan.set_defaults(func=_cmd_scan)
 
-    store = commands.add_parser("store", help="prepare the key store")
-    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    init_examples = _examples(f"{PROG} store init",
+                              f"{PROG} store init --store postgresql+psycopg://app@db/app",
+                              f"{PROG} store init --sql > aqnt_auth.sql")
+    store = commands.add_parser("store", help="prepare the key store", formatter_class=_RAW,
+                                epilog=init_examples)
+    store_commands = store.add_subparsers(dest="store_command", metavar="ACTION")
     init = store_commands.add_parser(
-        "init", parents=[common],
+        "init", parents=[common], formatter_class=_RAW, epilog=init_examples,
         help="create the store's tables if missing and check their schema version",
     )
     init.add_argument("--sql", action="store_true",
@@ -444,23 +596,70 @@ def build_parser() -> argparse.ArgumentParser:
 Command = Callable[[argparse.Namespace, TextIO], int]
 
 
+def _help_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
+                 ) -> argparse.ArgumentParser:
+    # The parser of the deepest command given: `aqnt-auth keys` prints the
+    # help of keys, `aqnt-auth` that of aqnt-auth.
+    names = [name for name in (args.command, getattr(args, "keys_command", None),
+                               getattr(args, "store_command", None)) if name]
+    for name in names:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parser = action.choices[name]
+                break
+    return parser
+
+
+def _silence_stdout() -> None:
+    # The reader of our stdout has gone: point the descriptor at /dev/null so
+    # that the interpreter's final flush cannot fail (and print) a second time.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by a non-file object
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the CLI; return the exit status (0 success, 1 failure, 2 usage)."""
+    """Run the CLI; return the exit status (0 success, 1 failure, 2 usage or
+    no store, 141 when the reader of stdout went away, as with ``| head``)."""
     # Store errors are reported on stderr as one line below; without this,
     # logging's last-resort handler would print them a second time.
     logging.getLogger("aqnt_auth").addHandler(logging.NullHandler())
+    stream = out or sys.stdout
+    try:
+        status = _run(argv, stream)
+        stream.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_STATUS
+    return status
+
+
+def _run(argv: Sequence[str] | None, out: TextIO) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        # `aqnt-auth` or `aqnt-auth keys` alone: the help, as gh does.
+        _help_parser(parser, args).print_help(out)
+        return 0
     if getattr(args, "prefix", None) is None:
         args.prefix = ["sk"]
     command: Command = args.func
     try:
-        return command(args, out or sys.stdout)
+        return command(args, out)
+    except StoreNotFound as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except AQNTError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # the promise is one line and no traceback
         print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

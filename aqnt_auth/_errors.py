@@ -26,6 +26,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RevokedAPIKey",
+    "StoreNotFound",
     "StoreUnavailable",
     "described",
 ]
@@ -186,6 +187,19 @@ class ConfigurationError(AQNTError, ValueError):
 
     code = "configuration_error"
     message = "aqnt-auth is misconfigured"
+
+
+class StoreNotFound(ConfigurationError):
+    """A store was opened for reading (``create=False``) where there is none:
+    no SQLite file at the path, or no aqnt-auth tables in the database.
+
+    Only the commands that create keys or stores (``keys create``, ``store
+    init``) may create one; the others must not leave an empty store behind
+    a typo in a path.
+    """
+
+    code = "store_not_found"
+    message = "No key store at this location"
 
 
 class InvalidStoredHash(AQNTError, ValueError):

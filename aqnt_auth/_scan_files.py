@@ -278,7 +278,7 @@ def run_scan(
     started = time.monotonic()
     if revoke_store is not None and findings:
         try:
-            store = open_store(revoke_store)
+            store = open_store(revoke_store, create=False)
             try:
                 revocations = revoke_leaked(store, findings, time_limit=revoke_time)
             finally:

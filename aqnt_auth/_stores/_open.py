@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Final
 
@@ -10,30 +11,39 @@ from ._memory import MemoryKeyStore
 from ._protocol import KeyStore
 from ._sqlite import SQLiteKeyStore
 
-__all__ = ["DEFAULT_STORE_URL", "open_store", "register_store_scheme"]
+__all__ = ["DEFAULT_STORE_URL", "open_store", "register_store_scheme", "store_url"]
 
+#: The one default store of every front end (CLI, Flask, the demo) and the
+#: README: a SQLite file in the working directory.
 DEFAULT_STORE_URL: Final = "sqlite:///aqnt_keys.db"
 
-_SCHEMES: dict[str, Callable[[str], KeyStore]] = {}
+# scheme -> (opener, whether the opener takes create=)
+_SCHEMES: dict[str, tuple[Callable[..., KeyStore], bool]] = {}
 
 
 def register_store_scheme(scheme: str, opener: Callable[[str], KeyStore]) -> None:
     """Make ``open_store`` hand URLs of *scheme* (``"redis"``...) to *opener*."""
-    _SCHEMES[scheme] = opener
+    _SCHEMES[scheme] = (opener, False)
 
 
-def _open_sqlite(url: str) -> KeyStore:
+def _sqlite_path(url: str) -> str | None:
+    # The file a sqlite:// URL names; None for a private in-memory store.
     rest = url[len("sqlite://"):]
     if rest in ("", "/", "/:memory:"):
-        return SQLiteKeyStore(":memory:")
+        return None
     if not rest.startswith("/"):
         raise ConfigurationError(
             "SQLite URLs look like sqlite:///relative.db or sqlite:////absolute/path.db"
         )
-    return SQLiteKeyStore(rest[1:])
+    return rest[1:]
 
 
-def _open_sqlalchemy(url: str) -> KeyStore:
+def _open_sqlite(url: str, *, create: bool = True) -> KeyStore:
+    path = _sqlite_path(url)
+    return SQLiteKeyStore(":memory:" if path is None else path, create=create)
+
+
+def _open_sqlalchemy(url: str, *, create: bool = True) -> KeyStore:
     try:
         # Imported here: SQLAlchemy is an optional extra.
         from ._sqlalchemy import SQLAlchemyKeyStore
@@ -41,7 +51,7 @@ def _open_sqlalchemy(url: str) -> KeyStore:
         raise ConfigurationError(
             f"store URL {_redact(url)!r} needs SQLAlchemy: pip install 'aqnt-auth[sql]' ({exc})"
         ) from None
-    return SQLAlchemyKeyStore(url)
+    return SQLAlchemyKeyStore(url, create_schema=create)
 
 
 def _redact(url: str) -> str:
@@ -54,10 +64,10 @@ def _redact(url: str) -> str:
 
 
 register_store_scheme("memory", lambda url: MemoryKeyStore())
-register_store_scheme("sqlite", _open_sqlite)
+_SCHEMES["sqlite"] = (_open_sqlite, True)
 
 
-def open_store(url: str | KeyStore) -> KeyStore:
+def open_store(url: str | KeyStore, *, create: bool = True) -> KeyStore:
     """Return the store a URL names; a store object is returned unchanged.
 
     * ``memory://``: an in-process :class:`MemoryKeyStore`.
@@ -65,15 +75,48 @@ def open_store(url: str | KeyStore) -> KeyStore:
       ``sqlite:///:memory:``: the embedded :class:`SQLiteKeyStore`.
     * ``postgresql+psycopg://...`` and other SQLAlchemy URLs: the SQL store
       (the ``sql`` extra).
+
+    With ``create=False`` the store must exist already: a SQLite file that is
+    missing (or holds no store) and SQL tables that are missing raise
+    :class:`~aqnt_auth.StoreNotFound`, and nothing is created.  Commands
+    that only read or change existing keys open their store this way.
     """
     if not isinstance(url, str):
         return url
     scheme, sep, _ = url.partition("://")
     if not sep:
-        raise ConfigurationError(f"store URL {_redact(url)!r} has no scheme (try sqlite:///keys.db)")
-    opener = _SCHEMES.get(scheme)
-    if opener is not None:
-        return opener(url)
+        raise ConfigurationError(
+            f"store URL {_redact(url)!r} has no scheme (try {DEFAULT_STORE_URL})"
+        )
+    entry = _SCHEMES.get(scheme)
+    if entry is not None:
+        opener, takes_create = entry
+        return opener(url, create=create) if takes_create else opener(url)
     if "+" in scheme or scheme in ("postgresql", "postgres", "mysql", "mariadb"):
-        return _open_sqlalchemy(url)
+        return _open_sqlalchemy(url, create=create)
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}")
+
+
+def store_url(store: str | KeyStore) -> str:
+    """The URL to show for *store* (a URL or a store object): a password is
+    redacted, and a SQLite file is named by its absolute path, so that
+    ``sqlite:///aqnt_keys.db`` opened in another directory is seen to be
+    another store."""
+    if isinstance(store, str):
+        if store.startswith("sqlite://"):
+            try:
+                path = _sqlite_path(store)
+            except ConfigurationError:
+                return store
+            return "sqlite:///:memory:" if path is None else _sqlite_file_url(path)
+        return _redact(store)
+    if isinstance(store, SQLiteKeyStore):
+        private = store._tempdir is not None
+        return "sqlite:///:memory:" if private else _sqlite_file_url(store.path)
+    if isinstance(store, MemoryKeyStore):
+        return "memory://"
+    return repr(store)  # stores redact their own repr (SQLAlchemyKeyStore does)
+
+
+def _sqlite_file_url(path: str) -> str:
+    return "sqlite:///" + os.path.abspath(path)

@@ -58,7 +58,13 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .._errors import AQNTError, ConfigurationError, KeyStateError, StoreUnavailable
+from .._errors import (
+    AQNTError,
+    ConfigurationError,
+    KeyStateError,
+    StoreNotFound,
+    StoreUnavailable,
+)
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener
@@ -515,7 +521,7 @@ class SQLAlchemyKeyStore:
             version = self._read_version(conn)
             if version is None:
                 if not self._create_schema:
-                    raise ConfigurationError(
+                    raise StoreNotFound(
                         f"table {self.tables.name!r} is missing: run `aqnt-auth store init` "
                         "or apply aqnt_auth's SQL SCHEMA"
                     )

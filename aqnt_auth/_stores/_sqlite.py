@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import pathlib
 import shutil
 import sqlite3
 import tempfile
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
-from .._errors import ConfigurationError, KeyStateError, StoreUnavailable
+from .._errors import ConfigurationError, KeyStateError, StoreNotFound, StoreUnavailable
 from .._records import KeyRecord, UsageDelta
 from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
@@ -161,6 +162,27 @@ def _insert(conn: sqlite3.Connection, record: KeyRecord) -> None:
     )
 
 
+def _require_store(path: str) -> None:
+    """Raise :class:`StoreNotFound` unless *path* is a SQLite file holding a store.
+
+    Looked at read-only, so neither a missing file nor someone else's
+    database is created or changed (not even switched to WAL).
+    """
+    if not os.path.isfile(path):
+        raise StoreNotFound(f"no store at {path}")
+    uri = pathlib.Path(path).absolute().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"SQLite store unavailable: {exc}") from None
+    if version == 0:
+        raise StoreNotFound(f"no store at {path} (the file holds no aqnt-auth keys)")
+
+
 class _Local(threading.local):
     conn: sqlite3.Connection | None = None
     generation: int = -1
@@ -181,6 +203,9 @@ class SQLiteKeyStore:
     :param lease: seconds a cached record is trusted after a read of the
         change log started: the bound on how late a change made by another
         process is seen (the changing process sees it at once).
+    :param create: with ``False`` the file must already hold a store: a
+        missing file, or one without the keys table, raises
+        :class:`~aqnt_auth.StoreNotFound` and is left as it was.
 
     Thread-safe; processes sharing the file see each other's changes.  Call
     :meth:`close` to stop the watcher thread and close the connections.
@@ -198,6 +223,7 @@ class SQLiteKeyStore:
         cache_size: int = 10_000,
         poll_interval: float = 0.01,
         lease: float = 0.05,
+        create: bool = True,
     ) -> None:
         if busy_timeout <= 0:
             raise ConfigurationError("busy_timeout must be positive")
@@ -215,6 +241,8 @@ class SQLiteKeyStore:
             # the real thing, across threads, and is removed at close().
             self._tempdir = tempfile.mkdtemp(prefix="aqnt-auth-")
             self.path = os.path.join(self._tempdir, "keys.db")
+        elif not create:
+            _require_store(self.path)
         self._timeout = busy_timeout
         self._local = _Local()
         self._lock = threading.Lock()

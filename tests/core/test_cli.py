@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import subprocess
@@ -83,7 +84,7 @@ class TestKeys:
         _, text = run("keys", "list")
         assert key_id not in text
         _, text = run("keys", "list", "--all", "--json")
-        statuses = {r["id"]: r["status"] for r in json.loads(text)}
+        statuses = {r["id"]: r["status"] for r in json.loads(text)["keys"]}
         assert statuses[key_id] == "revoked"
 
     def test_verify_reads_env_or_stdin(self, store_url: str,
@@ -98,6 +99,19 @@ class TestKeys:
         assert "invalid_api_key" in text
 
 
+def test_rotation_footnote_names_this_command(store_url: str) -> None:
+    """A key due for rotation is flagged, with aqnt-auth's own rotate command."""
+    from aqnt_auth import open_store
+    from tests.stores.contract import make_record
+
+    store = open_store(store_url)
+    store.add(make_record(created_at=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+                          expires_at=None, revoked_at=None))
+    store.close()
+    _, text = run("keys", "list")
+    assert text.splitlines()[-1].endswith("(aqnt-auth keys rotate ID --grace 24h)")
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         ("argv", "message"),
@@ -106,7 +120,7 @@ class TestErrors:
             (["keys", "revoke", "nosuchkey123"], "no key with id"),
             (["keys", "rotate", "nosuchkey123"], "no key with id"),
             (["keys", "create", "--name", "x", "--expires-in", "soon"], "bad duration"),
-            (["keys", "list", "--store", "sqlite:////nonexistent-dir/x/keys.db"],
+            (["keys", "create", "--name", "x", "--store", "sqlite:////nonexistent-dir/x/keys.db"],
              "unavailable"),
             (["keys", "list", "--store", "nosuch://x"], "unknown store URL scheme"),
             (["keys", "create", "--name", "x", "--scope", "a b"], "scope"),
@@ -115,6 +129,8 @@ class TestErrors:
     )
     def test_one_line_no_traceback(self, store_url: str, capsys: pytest.CaptureFixture[str],
                                    argv: list[str], message: str) -> None:
+        assert run("store", "init")[0] == 0
+        capsys.readouterr()
         code, _ = run(*argv)
         err = capsys.readouterr().err
         assert code == 1

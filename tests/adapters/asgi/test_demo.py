@@ -124,6 +124,14 @@ class TestBanner:
                 f"--store {store_url}") in text
         assert "http://127.0.0.1:9000/health" in text
 
+    def test_says_to_use_a_second_terminal(self, first: _demo.DemoKeys, store_url: str
+                                           ) -> None:
+        """The server holds this terminal: the banner sends the curl commands elsewhere."""
+        text = _demo.banner(first, host="127.0.0.1", port=8000, store_url=store_url)
+        lines = text.splitlines()
+        hint = next(i for i, line in enumerate(lines) if "second terminal" in line)
+        assert hint < next(i for i, line in enumerate(lines) if "curl" in line)
+
     def test_ipv6_host(self, first: _demo.DemoKeys) -> None:
         text = _demo.banner(first, host="::1", port=8000, store_url="sqlite:///x.db")
         assert "http://[::1]:8000/health" in text

@@ -21,7 +21,7 @@ from aqnt_auth._cli import (
     format_records,
     format_revoked,
 )
-from aqnt_auth.adapters.django.management.commands.aqnt_keys import Command
+from aqnt_auth.adapters.django.management.commands.aqnt_keys import COMMAND, Command
 from aqnt_auth.adapters.django.store import DjangoKeyStore
 from tests.stores.contract import make_record
 
@@ -30,6 +30,8 @@ from ._support import bearer
 UTC = dt.timezone.utc
 # Long ago, so ages print in whole days and cannot tick between two calls.
 LONG_AGO = dt.datetime(2020, 5, 17, 12, 0, 0, 500000, tzinfo=UTC)
+# Where the command says the keys are: the project's database.
+WHERE = "Django database 'default'"
 
 
 def run(*args: str) -> str:
@@ -69,6 +71,24 @@ class TestOptions:
             assert _positionals(ours[name]) == _positionals(parser), name
 
 
+class TestHints:
+    @pytest.mark.django_db
+    def test_rotation_footnote_names_manage_py(self) -> None:
+        """The hint under a key due for rotation is this front end's command."""
+        DjangoKeyStore().add(_record(revoked_at=None))
+        text = run("list")
+        assert text.splitlines()[-1].endswith(
+            "(python manage.py aqnt_keys rotate ID --grace 24h)")
+        assert "aqnt-auth" not in text
+
+    def test_help_examples_name_manage_py(self) -> None:
+        for name, parser in _subparsers(Command().create_parser("manage.py", "aqnt_keys")
+                                        ).items():
+            examples = parser.format_help().split("examples:\n", 1)[1]
+            assert f"python manage.py aqnt_keys {name}" in examples, name
+            assert "aqnt-auth" not in examples, name
+
+
 @pytest.mark.django_db
 class TestOutput:
     def test_create(self) -> None:
@@ -77,7 +97,7 @@ class TestOutput:
         key = out.splitlines()[2].strip()
         record = DjangoKeyStore().get(key[8:20])
         assert record is not None
-        assert out == format_created(IssuedKey(key, record)) + "\n"
+        assert out == format_created(IssuedKey(key, record), store=WHERE) + "\n"
         from django.test import Client
 
         assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
@@ -95,7 +115,7 @@ class TestOutput:
                 record.owner) == ("test", ("a:read", "b:write"), True, ("/v1/reports",),
                                   "acct_9")
         assert record.expires_at is not None
-        expected = json.loads(format_created(IssuedKey(data["key"], record), True))
+        expected = json.loads(format_created(IssuedKey(data["key"], record), True, store=WHERE))
         for document in (data, expected):
             document["record"].pop("age_seconds")
         assert data == expected
@@ -107,12 +127,15 @@ class TestOutput:
         revoked = _record(owner="acct_2", revoked_at=LONG_AGO + dt.timedelta(days=1))
         store.add(active)
         store.add(revoked)
-        assert run("list") == format_records([active]) + "\n"
-        assert run("list", "--all") == format_records([active, revoked]) + "\n"
-        assert run("list", "--all", "--owner", "acct_2") == format_records([revoked]) + "\n"
+        assert run("list") == format_records([active], store=WHERE, command=COMMAND) + "\n"
+        assert run("list", "--all") == format_records([active, revoked], store=WHERE,
+                                                      command=COMMAND) + "\n"
+        assert run("list", "--all", "--owner", "acct_2") == format_records(
+            [revoked], store=WHERE, command=COMMAND) + "\n"
         listed = json.loads(run("list", "--all", "--json"))
-        assert [r["id"] for r in listed] == [active.id, revoked.id]
-        assert run("show", active.id) == format_record(active) + "\n"
+        assert listed["store"] == WHERE
+        assert [r["id"] for r in listed["keys"]] == [active.id, revoked.id]
+        assert run("show", active.id) == format_record(active, store=WHERE) + "\n"
         assert json.loads(run("show", active.id, "--json"))["status"] == "active"
 
     def test_revoke(self) -> None:

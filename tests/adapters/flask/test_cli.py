@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from flask.testing import FlaskCliRunner
 from aqnt_auth import IssuedKey, MemoryKeyStore
 from aqnt_auth._cli import format_created, format_records, format_revoked, format_rotated
 from tests import bodies
+from tests.stores.contract import make_record
 
 from ..wsgi._support import bearer
 
@@ -56,7 +58,7 @@ class TestCreate:
         key = printed_key(result.output)
         assert key.startswith("sk_test_")
         (record,) = memory_store.list()
-        assert result.output == format_created(IssuedKey(key, record)) + "\n"
+        assert result.output == format_created(IssuedKey(key, record), store="memory://") + "\n"
         assert record.expires_at is not None
 
     def test_restrictions(self, runner: FlaskCliRunner, app: Flask) -> None:
@@ -86,18 +88,20 @@ class TestManage:
         gone, _ = create(runner, "--name", "gone")
         runner.invoke(args=["aqnt-keys", "revoke", gone["id"]])
         listed = json.loads(runner.invoke(args=["aqnt-keys", "list", "--json"]).output)
-        assert [r["id"] for r in listed] == [keep["id"]]
+        assert listed["store"] == "memory://"
+        assert [r["id"] for r in listed["keys"]] == [keep["id"]]
         every = json.loads(runner.invoke(args=["aqnt-keys", "list", "--all", "--json"]).output)
-        assert [r["status"] for r in every] == ["active", "revoked"]
+        assert [r["status"] for r in every["keys"]] == ["active", "revoked"]
         text = runner.invoke(args=["aqnt-keys", "list"]).output
-        assert text.splitlines()[0].split() == ["ID", "NAME", "MODE", "HINT", "CREATED", "AGE",
+        assert text.splitlines()[0] == "Keys in memory://:"
+        assert text.splitlines()[1].split() == ["ID", "NAME", "MODE", "HINT", "CREATED", "AGE",
                                                 "LAST", "USED", "REQUESTS", "STATUS"]
         assert keep["id"] in text
         assert gone["id"] not in text
 
     def test_list_empty(self, runner: FlaskCliRunner) -> None:
         result = runner.invoke(args=["aqnt-keys", "list"])
-        assert result.output == format_records([]) + "\n"
+        assert result.output == format_records([], store="memory://") + "\n"
 
     def test_show(self, runner: FlaskCliRunner) -> None:
         record, _ = create(runner, "--name", "shown", "--scope", "a")
@@ -143,6 +147,18 @@ class TestManage:
         client = app.test_client()
         assert client.get("/", headers=bearer(old_key)).status_code == 200
         assert client.get("/", headers=bearer(rotated["key"])).status_code == 200
+
+
+class TestHints:
+    def test_rotation_footnote_names_flask_aqnt_keys(self, runner: FlaskCliRunner,
+                                                     memory_store: MemoryKeyStore) -> None:
+        """The hint under a key due for rotation is this front end's command."""
+        old = make_record(created_at=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+                          expires_at=None, revoked_at=None)
+        memory_store.add(old)
+        text = runner.invoke(args=["aqnt-keys", "list"]).output
+        assert text.splitlines()[-1].endswith("(flask aqnt-keys rotate ID --grace 24h)")
+        assert "aqnt-auth" not in text
 
 
 class TestErrors:

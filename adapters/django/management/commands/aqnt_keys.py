@@ -19,6 +19,7 @@ from aqnt_auth import (
     ConfigurationError,
     Hasher,
     KeyManager,
+    KeyStore,
     parse_duration,
 )
 from aqnt_auth._cli import (
@@ -30,7 +31,17 @@ from aqnt_auth._cli import (
     format_rotated,
     new_key_hasher,
 )
+from aqnt_auth._stores._open import store_url
 from aqnt_auth.adapters.django.settings import get_settings, runtime
+
+#: How these commands are invoked, for the hints and examples they print.
+COMMAND = "python manage.py aqnt_keys"
+
+
+def _where(store: KeyStore) -> str:
+    """The store named in the output: the database alias of the project's store."""
+    alias = getattr(store, "write_alias", None)
+    return store_url(store) if alias is None else f"Django database {alias!r}"
 
 
 class Command(BaseCommand):
@@ -50,7 +61,7 @@ class Command(BaseCommand):
                              default="owasp",
                              help="argon2id parameters for new keys (default: owasp)")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-        add_key_actions(actions, common, hashing)
+        add_key_actions(actions, common, hashing, command=COMMAND)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -81,7 +92,8 @@ class Command(BaseCommand):
 
     def _create(self, options: dict[str, Any]) -> str:
         expires_in = parse_duration(options["expires_in"]) if options["expires_in"] else None
-        issued = self._manager(options, self._hasher(options)).create(
+        keys = self._manager(options, self._hasher(options))
+        issued = keys.create(
             options["name"],
             mode="test" if options["test"] else "live",
             scopes=options["scope"],
@@ -91,15 +103,18 @@ class Command(BaseCommand):
             owner=options["owner"],
             prefix=(options["prefix"] or [None])[0],
         )
-        return format_created(issued, options["json"])
+        return format_created(issued, options["json"], store=_where(keys.store))
 
     def _list(self, options: dict[str, Any]) -> str:
-        records = self._manager(options).list(include_inactive=options["all"],
-                                              owner=options["owner"])
-        return format_records(records, options["json"])
+        keys = self._manager(options)
+        records = keys.list(include_inactive=options["all"], owner=options["owner"])
+        return format_records(records, options["json"], store=_where(keys.store),
+                              command=COMMAND)
 
     def _show(self, options: dict[str, Any]) -> str:
-        return format_record(self._manager(options).get(options["key_id"]), options["json"])
+        keys = self._manager(options)
+        return format_record(keys.get(options["key_id"]), options["json"],
+                             store=_where(keys.store))
 
     def _revoke(self, options: dict[str, Any]) -> str:
         return format_revoked(self._manager(options).revoke(options["key_id"]), options["json"])
