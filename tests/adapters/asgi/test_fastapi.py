@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Security, WebSocket
+from fastapi import FastAPI, Request, Security, WebSocket
+from starlette.responses import PlainTextResponse, Response
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from aqnt_auth import Authenticator, Principal
+from aqnt_auth import AQNTError, Argon2Hasher, Authenticator, Principal
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
+from aqnt_auth.adapters.starlette import REFUSALS, error_handler
 from tests import bodies
 
-from ._support import Keys, assert_refused, bearer
+from ._support import BrokenStore, Keys, assert_refused, bearer
 
 pytestmark = pytest.mark.anyio
 
@@ -152,8 +154,8 @@ class TestOpenAPI:
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "sk_live_... / sk_test_...",
-                "description": "An API key: `Authorization: Bearer sk_live_...` "
-                               "(`sk_test_...` in test mode).",
+                "description": "Paste the API key alone (`sk_live_...` or `sk_test_...`), "
+                               "without `Bearer `: it is sent as `Authorization: Bearer <key>`.",
             }
         }
         paths = document["paths"]
@@ -174,16 +176,78 @@ class TestOpenAPI:
         assert (await client.get("/docs")).status_code == 200
 
 
-class TestMisconfiguration:
-    async def test_missing_error_handlers_is_named(self, authenticator: Authenticator,
-                                                   keys: Keys, ran: list[str]) -> None:
-        """Forgetting add_error_handlers fails loudly, naming the fix."""
-        app = build(APIKey(authenticator=authenticator), ran, handlers=False)
+class TestWithoutErrorHandlers:
+    """Forgetting add_error_handlers(app): the dependency registers the
+    handler itself, so refusals keep their exact bytes, never a 500."""
+
+    @pytest.fixture(params=["middleware-exempt", "standalone"])
+    def bare(self, request: pytest.FixtureRequest, authenticator: Authenticator,
+             ran: list[str]) -> FastAPI:
+        if request.param == "standalone":
+            return build(APIKey(authenticator=authenticator), ran, handlers=False)
+        # Behind the middleware, a refusal from the dependency happens on
+        # a path the middleware exempts and on a missing scope.
+        app = build(APIKey(), ran, authenticator=authenticator, handlers=False)
+        app.user_middleware[0].kwargs["exempt_paths"] = ["/whoami", "/openapi.json"]
+        return app
+
+    async def test_refusals_keep_the_contract_bytes(self, bare: FastAPI, keys: Keys,
+                                                    ran: list[str]) -> None:
+        async for c in _client(bare):
+            assert_refused(await c.get("/whoami"), 401, bodies.MISSING, bodies.CHALLENGE)
+            assert_refused(await c.get("/whoami", headers=bearer("sk_live_nope")), 401,
+                           bodies.INVALID, bodies.INVALID_CHALLENGE)
+            assert_refused(await c.post("/charges", headers=bearer(keys.live)), 403,
+                           bodies.FORBIDDEN, WRITE_CHALLENGE)
+            response = await c.get("/whoami", headers=bearer(keys.live))
+            assert response.json() == {"id": keys.live_id, "livemode": True}
+        assert ran == ["whoami"]
+
+    async def test_store_down_is_503(self, keys: Keys, ran: list[str],
+                                     cheap_hasher: Argon2Hasher) -> None:
+        app = build(APIKey(BrokenStore(), hashers=[cheap_hasher]), ran, handlers=False)
         async for c in _client(app):
-            with pytest.raises(RuntimeError, match="add_error_handlers"):
-                await c.get("/whoami", headers=bearer(keys.live))
+            response = await c.get("/whoami", headers=bearer(keys.live))
+        assert_refused(response, 503, bodies.UNAVAILABLE, None)
+        assert response.headers["retry-after"] == "1"
         assert ran == []
 
+    def test_websocket(self, authenticator: Authenticator, ran: list[str]) -> None:
+        app = build(APIKey(authenticator=authenticator), ran, handlers=False)
+        with pytest.raises(WebSocketDenialResponse) as refused, \
+                TestClient(app).websocket_connect("/ws"):
+            pass  # pragma: no cover - never connects
+        assert (refused.value.status_code, refused.value.content) == (401, bodies.MISSING)
+
+    async def test_registered_on_the_app(self, authenticator: Authenticator,
+                                         ran: list[str]) -> None:
+        """After the first request the app holds the handlers, as if
+        add_error_handlers had been called (a rebuilt stack keeps them)."""
+        app = build(APIKey(authenticator=authenticator), ran, handlers=False)
+        async for c in _client(app):
+            await c.get("/whoami")
+        assert all(app.exception_handlers[cls] is error_handler for cls in REFUSALS)
+
+    async def test_the_apps_own_handler_wins(self, authenticator: Authenticator,
+                                             ran: list[str]) -> None:
+        """A handler the app registered for our errors is kept; one for
+        Exception is not ours to defer to (Starlette makes it the 500 page)."""
+        app = build(APIKey(authenticator=authenticator), ran, handlers=False)
+
+        async def teapot(request: Request, exc: Exception) -> Response:
+            return PlainTextResponse("mine", status_code=418)
+
+        async def crash(request: Request, exc: Exception) -> Response:
+            raise AssertionError("not for refusals")  # pragma: no cover
+
+        app.add_exception_handler(AQNTError, teapot)
+        app.add_exception_handler(Exception, crash)
+        async for c in _client(app):
+            response = await c.get("/whoami")
+        assert (response.status_code, response.text) == (418, "mine")
+
+
+class TestMisconfiguration:
     async def test_no_store_and_no_middleware(self, keys: Keys, ran: list[str]) -> None:
         app = build(APIKey(), ran)
         async for c in _client(app):
