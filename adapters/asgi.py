@@ -181,7 +181,7 @@ class APIKeyMiddleware:
 
     :param app: the ASGI app to protect.
     :param store: a :class:`~aqnt_auth.KeyStore` or a store URL
-        (``"sqlite:///keys.db"``).  The middleware owns the
+        (``"sqlite:///aqnt_keys.db"``).  The middleware owns the
         :class:`~aqnt_auth.Authenticator` it builds on it and closes it at
         lifespan shutdown.
     :param authenticator: an :class:`~aqnt_auth.Authenticator` to use instead

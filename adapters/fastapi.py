@@ -4,14 +4,14 @@
 
     api_key = APIKey()                    # the principal comes from APIKeyMiddleware
     app = FastAPI()
-    app.add_middleware(APIKeyMiddleware, store="sqlite:///keys.db", exempt_paths=["/health"])
+    app.add_middleware(APIKeyMiddleware, store="sqlite:///aqnt_keys.db", exempt_paths=["/health"])
     add_error_handlers(app)               # errors keep the contract's JSON bodies
     secure_openapi(app)                   # the lock on every route the middleware guards
 
     @app.post("/charges")
     async def create(key: Principal = Security(api_key, scopes=["charges:write"])): ...
 
-Without the middleware, give the dependency a store (``APIKey("sqlite:///keys.db")``)
+Without the middleware, give the dependency a store (``APIKey("sqlite:///aqnt_keys.db")``)
 and it authenticates on its own.  Either way it declares an HTTP bearer
 ``securitySchemes`` entry, so Swagger UI shows an Authorize button, and
 marks each operation that depends on it; :func:`secure_openapi` marks the
@@ -139,7 +139,7 @@ class APIKey(SecurityBase):
         raise RuntimeError(
             "APIKey() has no store and no APIKeyMiddleware ran before it: add the "
             "middleware to the app, or create the dependency with a store, "
-            'APIKey("sqlite:///keys.db")'
+            'APIKey("sqlite:///aqnt_keys.db")'
         )
 
     def _ensure_handlers(self, app: Any, scope: Any) -> None:

@@ -8,7 +8,7 @@
 
     def create_app() -> Flask:
         app = Flask(__name__)
-        app.config["AQNT_AUTH_STORE"] = "sqlite:///keys.db"
+        app.config["AQNT_AUTH_STORE"] = "sqlite:///aqnt_keys.db"
         app.config["AQNT_AUTH_EXEMPT_PATHS"] = ["/health"]
         auth.init_app(app)
         return app

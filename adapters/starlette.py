@@ -191,7 +191,7 @@ class APIKeyBackend(AuthenticationBackend):
     """An ``AuthenticationBackend`` checking API keys, for Starlette's
     ``AuthenticationMiddleware``::
 
-        backend = APIKeyBackend("sqlite:///keys.db", exempt_paths=["/health"])
+        backend = APIKeyBackend("sqlite:///aqnt_keys.db", exempt_paths=["/health"])
         Middleware(AuthenticationMiddleware, backend=backend, on_error=backend.on_error)
 
     Options are those of :class:`~aqnt_auth.adapters.asgi.APIKeyMiddleware`.

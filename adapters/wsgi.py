@@ -4,7 +4,7 @@
 
     from aqnt_auth.adapters.wsgi import APIKeyMiddleware
 
-    app = APIKeyMiddleware(app, store="sqlite:///keys.db", exempt_paths=["/health"])
+    app = APIKeyMiddleware(app, store="sqlite:///aqnt_keys.db", exempt_paths=["/health"])
 
 Works with any WSGI callable (a plain function, Flask, Django's
 ``WSGIHandler``).  The :class:`~aqnt_auth.Principal` of the key is put in

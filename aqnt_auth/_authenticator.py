@@ -105,7 +105,7 @@ class AuthenticatorOptions(TypedDict, total=False):
 class Authenticator:
     """Checks ``Authorization`` headers against a key store.
 
-    :param store: a :class:`KeyStore` or a store URL (``"sqlite:///keys.db"``).
+    :param store: a :class:`KeyStore` or a store URL (``"sqlite:///aqnt_keys.db"``).
     :param prefixes: key prefixes accepted (``("sk",)``).
     :param allowed_modes: ``"live"`` and/or ``"test"``; a key of another mode
         gets ``invalid_api_key``.
@@ -625,7 +625,7 @@ def make_authenticator(
         return authenticator
     if store is None:
         raise ConfigurationError(
-            'a store is required: store="sqlite:///keys.db", a KeyStore, or authenticator='
+            'a store is required: store="sqlite:///aqnt_keys.db", a KeyStore, or authenticator='
         )
     return Authenticator(store, **options)
 

@@ -122,8 +122,9 @@ def _github(prefixes: Sequence[str], as_json: bool) -> str:
         return json.dumps(fields, indent=2) + "\n"
     return "\n".join([
         "A GitHub secret scanning custom pattern for aqnt-auth keys.",
-        "Repository (or organization) Settings > Advanced Security > Secret scanning >",
-        "Custom patterns > New pattern; paste each field:",
+        "In the repository's (or organization's) Settings, under Code security (Advanced",
+        "Security on newer plans): Secret scanning > Custom patterns > New pattern.",
+        "Paste each field (Before and After secret are under More options):",
         "",
         f"  Pattern name:   {fields['name']}",
         f"  Secret format:  {fields['secret_format']}",
