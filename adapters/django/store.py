@@ -6,18 +6,27 @@ several times more than running it, so :meth:`DjangoKeyStore.get` runs one
 prepared ``SELECT ... WHERE id = %s`` (a primary-key probe) through Django's
 own cursor, which keeps Django's error wrapping, ``execute_wrapper`` hooks
 and query logging, and converts the columns with Django's own converters.
-The row is read on every call, so a revocation applies to the next request.
+On SQLite the records read are cached in the process, kept exact across
+processes by the change log that migration ``0002`` adds (triggers, polled
+by a watcher thread: :mod:`aqnt_auth._stores._sqlite_watch`): a change made
+by any process, the admin's included, is seen within the watcher's lease
+(50 ms), and at once by the process that made it through this store.  On
+other databases the row is read on every call, so a revocation applies to
+the next request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final, cast
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import (
     DatabaseError,
     Error,
@@ -38,6 +47,8 @@ from aqnt_auth import (
     StoreUnavailable,
     UsageDelta,
 )
+from aqnt_auth._stores._record_cache import ABSENT, RecordCache
+from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
     APIKey,
     db_datetime,
@@ -148,6 +159,9 @@ class DjangoKeyStore:
 
     :param using: the database alias; by default the database routers pick
         one for reads and one for writes (asked once, here).
+    :param cache: cache records in the process (``None``: when the read
+        database is an SQLite file).  Needs migration ``0002``; until it has
+        run every lookup reads the database.
 
     The store opens no connection of its own: it uses Django's, per thread,
     and :meth:`close` leaves them to Django.  Database errors become
@@ -161,12 +175,26 @@ class DjangoKeyStore:
 
     blocking = True
 
-    def __init__(self, using: str | None = None) -> None:
+    def __init__(self, using: str | None = None, *, cache: bool | None = None,
+                 cache_ttl: float = 30.0, cache_size: int = 10_000) -> None:
         self.read_alias: str = using or router.db_for_read(APIKey) or "default"
         self.write_alias: str = using or router.db_for_write(APIKey) or "default"
         self._readers: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Reader] = (
             weakref.WeakKeyDictionary()
         )
+        reader = connections[self.read_alias]
+        on_file = reader.vendor == "sqlite" and not reader.is_in_memory_db()  # type: ignore[attr-defined]
+        if cache and not on_file:
+            raise ImproperlyConfigured(
+                "DjangoKeyStore(cache=True) needs an SQLite database file")
+        size = cache_size if (on_file if cache is None else cache) else 0
+        #: The record cache (it never answers when off).
+        self.cache = RecordCache(size, cache_ttl, absent_size=size)
+        #: The change-log watcher, when the cache is on.
+        self.watcher: ChangeWatcher | None = None
+        if size:
+            self.watcher = ChangeWatcher(self._watch_connection, self.cache,
+                                         log_table=f"{APIKey._meta.db_table}_changes")
         self.aio = AsyncDjangoKeyStore(self)
 
     def __repr__(self) -> str:
@@ -174,9 +202,33 @@ class DjangoKeyStore:
             return f"DjangoKeyStore(using={self.read_alias!r})"
         return f"DjangoKeyStore(read={self.read_alias!r}, write={self.write_alias!r})"
 
+    def _watch_connection(self) -> sqlite3.Connection:
+        # The watcher's own connection to the file Django's connection names
+        # now (a test run switches it to the test database).
+        name = connections[self.read_alias].settings_dict["NAME"]
+        return sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+
     # -- the read on every request ----------------------------------------
 
+    def peek(self, key_id: str) -> KeyRecord | None:
+        """The cached record if the cache may answer now, else ``None`` (then
+        call :meth:`get`): a warm read without I/O, for the event loop."""
+        return self.cache.get(key_id)
+
     def get(self, key_id: str) -> KeyRecord | None:
+        cache = self.cache
+        found = cache.lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
+        epoch = cache.epoch
+        record = self._fetch_for_request(key_id)
+        if record is None:
+            cache.put_absent(key_id, epoch)
+        else:
+            cache.put(record, epoch)
+        return record
+
+    def _fetch_for_request(self, key_id: str) -> KeyRecord | None:
         connection = connections[self.read_alias]
         reader = self._readers.get(connection)
         try:
@@ -196,6 +248,10 @@ class DjangoKeyStore:
         return None if row is None else row.to_record()
 
     def add(self, record: KeyRecord) -> None:
+        with self._changing(record.id):
+            self._add(record)
+
+    def _add(self, record: KeyRecord) -> None:
         # Each write runs in its own savepoint, so a failure does not break a
         # transaction the caller may have open.
         try:
@@ -215,8 +271,22 @@ class DjangoKeyStore:
         except Error as exc:
             raise _unavailable(exc) from None
 
+    @contextmanager
+    def _changing(self, key_id: str) -> Iterator[None]:
+        # This process forgets the key at once, even after a failure (the
+        # commit may have happened); the others learn it from the change log.
+        try:
+            yield
+        finally:
+            self.cache.drop(key_id)
+
     def _update(self, key_id: str, filters: Mapping[str, Any], **changes: Any
                 ) -> KeyRecord | None:
+        with self._changing(key_id):
+            return self._update_now(key_id, filters, **changes)
+
+    def _update_now(self, key_id: str, filters: Mapping[str, Any], **changes: Any
+                    ) -> KeyRecord | None:
         try:
             with transaction.atomic(using=self.write_alias):
                 self._rows().filter(pk=key_id, **filters).update(**changes)
@@ -232,6 +302,10 @@ class DjangoKeyStore:
         return self._update(key_id, {}, expires_at=db_datetime(at))
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        with self._changing(key_id):
+            return self._rotate(key_id, plan)
+
+    def _rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         try:
             with transaction.atomic(using=self.write_alias):
                 # The first statement writes the old key's row: its row lock
@@ -253,6 +327,10 @@ class DjangoKeyStore:
             raise _unavailable(exc) from None
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
+        with self._changing(key_id):
+            return self._replace_hash(key_id, old_hash, new_hash)
+
+    def _replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
             with transaction.atomic(using=self.write_alias):
                 rows: int = self._rows().filter(pk=key_id, hash=old_hash).update(hash=new_hash)
@@ -261,6 +339,10 @@ class DjangoKeyStore:
         return rows == 1
 
     def delete(self, key_id: str) -> bool:
+        with self._changing(key_id):
+            return self._delete(key_id)
+
+    def _delete(self, key_id: str) -> bool:
         try:
             with transaction.atomic(using=self.write_alias):
                 deleted: int = self._rows().filter(pk=key_id).delete()[0]
@@ -294,7 +376,9 @@ class DjangoKeyStore:
             raise _unavailable(exc) from None
 
     def close(self) -> None:
-        """Nothing to release: the connections are Django's."""
+        """Stop the watcher; the connections are Django's."""
+        if self.watcher is not None:
+            self.watcher.stop()
 
 
 def _unavailable(exc: Error) -> StoreUnavailable:
@@ -311,7 +395,8 @@ class AsyncDjangoKeyStore:
 
     def __init__(self, store: DjangoKeyStore) -> None:
         self.sync = store
-        self.get = sync_to_async(store.get, thread_sensitive=True)
+        self._lookup = store.cache.lookup
+        self._get = sync_to_async(store.get, thread_sensitive=True)
         self.add = sync_to_async(store.add, thread_sensitive=True)
         self.list = sync_to_async(store.list, thread_sensitive=True)
         self.revoke = sync_to_async(store.revoke, thread_sensitive=True)
@@ -324,3 +409,10 @@ class AsyncDjangoKeyStore:
 
     def __repr__(self) -> str:
         return f"AsyncDjangoKeyStore({self.sync!r})"
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        """A cached answer on the event loop; a read through ``sync_to_async``."""
+        found = self._lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
+        return await self._get(key_id)

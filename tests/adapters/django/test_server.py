@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,9 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aqnt_auth._stores._sqlite_watch import UNWATCHED_COLUMNS
 from tests import bodies
 
 ROOT = Path(__file__).resolve().parents[3]
+#: The change-log watcher's default lease (see DjangoKeyStore).
+LEASE = 0.05
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +101,9 @@ def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
 
         key_id = key[8:20]
         manage(env, "aqnt_keys", "revoke", key_id)
+        # Another process's change reaches the server's record cache within
+        # the change-log watcher's lease, a hard bound.
+        time.sleep(LEASE)
         revoked = client.get("/v1/async-whoami", headers=auth)
         assert revoked.status_code == 401
         assert revoked.content == bodies.REVOKED
@@ -111,3 +118,50 @@ def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
         time.sleep(0.2)
     assert listed[0]["usage_count"] == 2
     assert listed[0]["status"] == "revoked"
+
+
+def test_hand_written_sql_reaches_the_cache(server: tuple[str, dict[str, str]]) -> None:
+    """On SQLite the server caches records; a change made with plain SQL on
+    the file (as the admin or a script would) is seen through the triggers
+    of migration 0002, and usage flushes are not taken for changes."""
+    base, env = server
+    key = json.loads(manage(env, "aqnt_keys", "create", "--name", "sql", "--json"))["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("/v1/whoami", headers=auth).status_code == 200
+        with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+            deadline = time.monotonic() + 10
+            while conn.execute("SELECT usage_count FROM aqnt_auth_apikey WHERE id = ?",
+                               (key[8:20],)).fetchone() != (3,):
+                assert time.monotonic() < deadline, "usage never flushed"
+                time.sleep(0.05)
+            logged = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes "
+                                  "WHERE key_id = ?", (key[8:20],)).fetchone()
+            conn.execute("UPDATE aqnt_auth_apikey SET expires_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", (key[8:20],))
+        conn.close()
+        assert logged == (1,)  # its creation only: the usage flushes logged nothing
+        time.sleep(LEASE)
+        expired = client.get("/v1/whoami", headers=auth)
+        assert expired.status_code == 401
+        assert expired.content == bodies.REVOKED
+
+
+def test_migration_adds_the_change_log_on_sqlite(tmp_path: Path) -> None:
+    """Migration 0002 logs every column but the usage ones, and unapplies."""
+    env = _env(tmp_path / "db.sqlite3")
+    manage(env, "migrate", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master "
+                              "WHERE name = 'aqnt_auth_apikey_changed'").fetchone()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(aqnt_auth_apikey)")]
+    conn.close()
+    watched = sql.split("UPDATE OF", 1)[1].split(" ON ", 1)[0]
+    assert {c.strip() for c in watched.split(",")} == set(columns) - UNWATCHED_COLUMNS
+    manage(env, "migrate", "aqnt_auth", "0001", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        left = conn.execute("SELECT name FROM sqlite_master WHERE name LIKE "
+                            "'aqnt_auth_apikey_c%'").fetchall()
+    conn.close()
+    assert left == []

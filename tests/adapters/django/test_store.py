@@ -267,3 +267,15 @@ class TestDjangoKeyStore:
         with connections["default"].execute_wrapper(fail), pytest.raises(StoreUnavailable):
             store.get("nosuchkey123")
         assert not issubclass(InterfaceError, DatabaseError)
+
+
+def test_record_cache_only_on_an_sqlite_file() -> None:
+    """An in-memory test database gets no cache (nothing could watch it), and
+    asking for one there is a configuration error."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    store = DjangoKeyStore("default")
+    assert store.watcher is None
+    assert store.peek("anything") is None
+    with pytest.raises(ImproperlyConfigured, match="SQLite database file"):
+        DjangoKeyStore("default", cache=True)
