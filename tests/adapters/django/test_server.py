@@ -112,7 +112,7 @@ def test_keys_over_the_wire(server: tuple[str, dict[str, str]]) -> None:
     # The server flushes usage counts every 0.2 s: the two good requests.
     deadline = time.monotonic() + 10
     while True:
-        listed = json.loads(manage(env, "aqnt_keys", "list", "--all", "--json"))
+        listed = json.loads(manage(env, "aqnt_keys", "list", "--all", "--json"))["keys"]
         if listed[0]["usage_count"] == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
