@@ -23,6 +23,7 @@ from aqnt_auth import (
     KeyStore,
     PathRules,
     Principal,
+    forwarded_headers,
     is_cors_preflight,
     make_authenticator,
     relative_path,
@@ -121,14 +122,22 @@ def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> A
     return auth
 
 
-def _client_host(scope: Scope) -> str | None:
+def _client_facts(authenticator: Authenticator, scope: Scope) -> dict[str, str | None]:
+    """What the failure limiter knows the client by: the peer address and,
+    when proxies are trusted, the raw forwarded headers (the core decides).
+    Nothing at all without a limiter."""
+    if authenticator.rate_limit is None:
+        return {}
     client = scope.get("client")
-    return client[0] if client else None
+    facts = {"client": client[0] if client else None}
+    if authenticator.trusted_proxies:
+        facts["forwarded"], facts["x_forwarded_for"] = forwarded_headers(scope["headers"])
+    return facts
 
 
 async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Principal:
     """Authenticate an ``http`` or ``websocket`` scope, key restrictions
-    included; the peer address goes to the authenticator's failure limiter.
+    included; the client's address goes to the authenticator's failure limiter.
 
     A WebSocket handshake is a ``GET`` (RFC 6455 §4.1): that is the method
     a read-only key is judged by.
@@ -139,7 +148,7 @@ async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Prin
     principal = authenticator.authenticate_nowait(header, method=method, path=path)
     if principal is None:
         principal = await authenticator.authenticate_async(
-            header, method=method, path=path, client=_client_host(scope)
+            header, method=method, path=path, **_client_facts(authenticator, scope)
         )
     return principal
 
@@ -226,8 +235,6 @@ class APIKeyMiddleware:
         self._authenticate = self.authenticator.authenticate_async
         self._authenticate_nowait = self.authenticator.authenticate_nowait
         self._anonymous = APIKeyAuth(None, self.authenticator)
-        # The peer address matters only to a failure limiter.
-        self._rate_limited = self.authenticator.rate_limit is not None
 
     def __repr__(self) -> str:
         return f"APIKeyMiddleware(authenticator={self.authenticator!r}, {self.exemptions!r})"
@@ -257,7 +264,7 @@ class APIKeyMiddleware:
             if principal is None:  # a cold key, a store that does I/O...
                 principal = await self._authenticate(
                     header, method=method, path=path,
-                    client=_client_host(scope) if self._rate_limited else None,
+                    **_client_facts(self.authenticator, scope),
                 )
         except AQNTError as exc:
             await self._refuse(exc, scope, receive, send)

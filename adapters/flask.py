@@ -78,6 +78,7 @@ _AUTHENTICATOR_OPTIONS: Final = {
     "AQNT_AUTH_TRACK_USAGE": "track_usage",
     "AQNT_AUTH_REHASH": "rehash",
     "AQNT_AUTH_RATE_LIMIT": "rate_limit",
+    "AQNT_AUTH_TRUSTED_PROXIES": "trusted_proxies",
 }
 
 _PARAMETERS = inspect.signature(Authenticator).parameters
@@ -162,6 +163,7 @@ class _AppState:
         exempt_endpoints = self.exempt_endpoints
         endpoint_exempt = self.endpoint_exempt
         allow_cors_preflight = self.allow_cors_preflight
+        proxied = bool(self.authenticator.trusted_proxies)
         error = self.error
 
         def aqnt_auth_guard() -> ResponseReturnValue | None:
@@ -200,10 +202,18 @@ class _AppState:
                 app_globals.api_key = None
                 return current_app.make_default_options_response()
             try:
-                app_globals.api_key = authenticate(
-                    environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
-                    client=environ.get("REMOTE_ADDR"),
-                )
+                if proxied:
+                    app_globals.api_key = authenticate(
+                        environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                        client=environ.get("REMOTE_ADDR"),
+                        forwarded=environ.get("HTTP_FORWARDED"),
+                        x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+                    )
+                else:
+                    app_globals.api_key = authenticate(
+                        environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                        client=environ.get("REMOTE_ADDR"),
+                    )
             except AQNTError as exc:
                 return error(exc)
             return None
@@ -242,11 +252,12 @@ class AQNTAuth:
     ``AQNT_AUTH_PREFIXES``, ``AQNT_AUTH_HASHERS``, ``AQNT_AUTH_CACHE_SIZE``,
     ``AQNT_AUTH_CACHE_TTL``, ``AQNT_AUTH_MAX_CONCURRENT_HASHES``,
     ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,
-    ``AQNT_AUTH_RATE_LIMIT``
+    ``AQNT_AUTH_RATE_LIMIT``, ``AQNT_AUTH_TRUSTED_PROXIES``
         The :class:`~aqnt_auth.Authenticator` options of the same names,
         with its defaults (``RATE_LIMIT`` takes a
         :class:`~aqnt_auth.FailureLimiter` or a storage URI, default
-        ``"memory://"``, ``None`` to turn it off; the client is ``REMOTE_ADDR``).
+        ``"memory://"``, ``None`` to turn it off; the client is ``REMOTE_ADDR``,
+        or past a trusted proxy the client it forwarded for).
     ``AQNT_AUTH_HASHER``
         The hasher ``flask aqnt-keys`` issues keys with (default argon2id).
 
@@ -275,6 +286,7 @@ class AQNTAuth:
         options = {arg: config[key] for key, arg in _AUTHENTICATOR_OPTIONS.items()}
         options["prefixes"] = _names(options["prefixes"])
         options["allowed_modes"] = _names(options["allowed_modes"])
+        options["trusted_proxies"] = _names(options["trusted_proxies"])
         exempt = PathRules(_names(config["AQNT_AUTH_EXEMPT_PATHS"]))
         state = _AppState(
             Authenticator(config["AQNT_AUTH_STORE"], **options),

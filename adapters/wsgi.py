@@ -73,7 +73,8 @@ class APIKeyMiddleware:
         preflights before they arrive here and needs no such pass.
     :param options: keyword options of :class:`~aqnt_auth.Authenticator`
         (``allowed_modes``, ``realm``, ``cache_size``, ``rate_limit``...), with
-        *store* only.  A rate limit counts failures per ``REMOTE_ADDR``.
+        *store* only.  A rate limit counts failures per ``REMOTE_ADDR``, or,
+        when it is one of ``trusted_proxies``, per client it forwarded for.
 
     Errors are answered here, with the core's exact JSON bodies and
     ``WWW-Authenticate``; *app* never sees an unauthenticated request.
@@ -98,6 +99,8 @@ class APIKeyMiddleware:
         self.allow_cors_preflight = allow_cors_preflight
         # Bound once: the warm path is a few attribute loads shorter.
         self._authenticate = self.authenticator.authenticate
+        # Past trusted proxies the client is in the forwarded headers.
+        self._proxied = bool(self.authenticator.trusted_proxies)
 
     def __repr__(self) -> str:
         return (
@@ -124,10 +127,17 @@ class APIKeyMiddleware:
         try:
             # WSGI servers join repeated headers with commas; the core's
             # header parser answers such a value with invalid_api_key.
-            environ[ENVIRON_KEY] = self._authenticate(
-                environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
-                client=environ.get("REMOTE_ADDR"),
-            )
+            if self._proxied:
+                environ[ENVIRON_KEY] = self._authenticate(
+                    environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                    client=environ.get("REMOTE_ADDR"), forwarded=environ.get("HTTP_FORWARDED"),
+                    x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+                )
+            else:
+                environ[ENVIRON_KEY] = self._authenticate(
+                    environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
+                    client=environ.get("REMOTE_ADDR"),
+                )
         except AQNTError as exc:
             response = error_response(self.authenticator.render_error(exc))
             return response(environ, start_response)

@@ -19,6 +19,7 @@ from ._access import (
 )
 from ._authenticator import Authenticator, AuthenticatorOptions, make_authenticator
 from ._cache import VerificationCache
+from ._client import TrustedProxies, forwarded_headers, normalise_address
 from ._durations import parse_duration
 from ._errors import (
     AQNTError,
@@ -95,6 +96,7 @@ __all__ = [
     "StoreNotFound",
     "StoreUnavailable",
     "ThreadedAsyncStore",
+    "TrustedProxies",
     "UsageDelta",
     "VerificationCache",
     "__version__",
@@ -102,8 +104,10 @@ __all__ = [
     "check_access",
     "checksum",
     "find_keys",
+    "forwarded_headers",
     "is_cors_preflight",
     "make_authenticator",
+    "normalise_address",
     "open_store",
     "parse_duration",
     "path_within",

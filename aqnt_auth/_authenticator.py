@@ -37,6 +37,7 @@ from typing import Any, Final, NamedTuple, TypedDict, TypeVar
 
 from ._access import check_access
 from ._cache import SingleFlight, VerificationCache, Verified
+from ._client import TrustedProxies
 from ._errors import (
     AQNTError,
     ConfigurationError,
@@ -99,6 +100,7 @@ class AuthenticatorOptions(TypedDict, total=False):
     track_usage: bool
     rehash: bool
     rate_limit: FailureLimiter | str | None
+    trusted_proxies: Iterable[str]
     clock: Callable[[], float]
 
 
@@ -125,6 +127,9 @@ class Authenticator:
         one with the default limits (``"memory://"``, the default: per
         process; ``"redis://host:6379"``: shared by every server); ``None``
         turns throttling off.
+    :param trusted_proxies: addresses or networks of reverse proxies whose
+        ``Forwarded`` / ``X-Forwarded-For`` headers are believed (see
+        :meth:`client_address`); none by default, so the client is the peer.
     :param clock: wall-clock time, for expiry (tests pass a fake).
 
     Safe to share between threads and event loops.  Use it as a context
@@ -146,6 +151,7 @@ class Authenticator:
         track_usage: bool = True,
         rehash: bool = True,
         rate_limit: FailureLimiter | str | None = "memory://",
+        trusted_proxies: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store: KeyStore = open_store(store)
@@ -181,6 +187,7 @@ class Authenticator:
                 f"rate_limit must be a FailureLimiter, a storage URI or None, not {rate_limit!r}"
             )
         self.rate_limit: FailureLimiter | None = rate_limit
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
         self._clock = clock
         self._store_get = self.store.get
         self._store_blocking = bool(getattr(self.store, "blocking", True))
@@ -346,14 +353,19 @@ class Authenticator:
         method: str | None = None,
         path: str | None = None,
         client: str | None = None,
+        forwarded: str | None = None,
+        x_forwarded_for: str | None = None,
     ) -> Principal:
         """Return the :class:`Principal` of the key in an ``Authorization`` value.
 
         With *method* and *path* (as the router sees it) the key's
-        restrictions are enforced too; *client* (the peer address) is what
-        the per-client failure limit counts.  Raises an :class:`AuthError`,
-        :class:`PermissionDenied` or :class:`StoreUnavailable`; never returns
-        a falsy "not authenticated".  Blocks while argon2 runs on a cold key.
+        restrictions are enforced too.  *client* is the peer address, and
+        *forwarded* / *x_forwarded_for* the raw header values:
+        :meth:`client_address` makes the client the failure limiter counts
+        of them, only when the limiter needs it.  Raises an
+        :class:`AuthError`, :class:`PermissionDenied` or
+        :class:`StoreUnavailable`; never returns a falsy "not authenticated".
+        Blocks while argon2 runs on a cold key.
         """
         answer: Any = None
         try:
@@ -364,7 +376,8 @@ class Authenticator:
                 principal = self._warm(known, method, path)
                 if principal is not None:
                     return principal
-            flow = self._flow(token, digest, known, method, path, client)
+            flow = self._flow(token, digest, known, method, path,
+                              self._client(client, forwarded, x_forwarded_for))
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -381,7 +394,8 @@ class Authenticator:
             return stop.value  # type: ignore[no-any-return]
         except InvalidAPIKey as exc:
             if self.rate_limit is not None:
-                refusal = self._limit_failure(client, exc.key_id)
+                refusal = self._limit_failure(self._client(client, forwarded, x_forwarded_for),
+                                              exc.key_id)
                 if refusal is not None:
                     raise refusal from None
             raise
@@ -405,6 +419,21 @@ class Authenticator:
         if leader:
             self._lead(flight, flight_key, hasher, stored, key, digest)
         return flight.result()
+
+    def client_address(self, peer: str | None, forwarded: str | None = None,
+                       x_forwarded_for: str | None = None) -> str | None:
+        """The client's address: *peer* (an IPv4-mapped address as IPv4) or,
+        when *peer* is one of :attr:`trusted_proxies`, the rightmost untrusted
+        address of the ``Forwarded`` / ``X-Forwarded-For`` values (see
+        :class:`~aqnt_auth.TrustedProxies`)."""
+        return self.trusted_proxies.resolve(peer, forwarded, x_forwarded_for)
+
+    def _client(self, peer: str | None, forwarded: str | None, x_forwarded_for: str | None
+                ) -> str | None:
+        # Only the failure limiter needs the client: without one, nothing is parsed.
+        if self.rate_limit is None:
+            return peer
+        return self.trusted_proxies.resolve(peer, forwarded, x_forwarded_for)
 
     def _admit(self, client: str | None, key_id: str) -> None:
         assert self.rate_limit is not None
@@ -472,6 +501,8 @@ class Authenticator:
         method: str | None = None,
         path: str | None = None,
         client: str | None = None,
+        forwarded: str | None = None,
+        x_forwarded_for: str | None = None,
     ) -> Principal:
         """:meth:`authenticate` for event loops: never blocks the loop.
 
@@ -488,7 +519,8 @@ class Authenticator:
                 principal = self._warm(known, method, path)
                 if principal is not None:
                     return principal
-            flow = self._flow(token, digest, known, method, path, client)
+            flow = self._flow(token, digest, known, method, path,
+                              self._client(client, forwarded, x_forwarded_for))
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -509,7 +541,8 @@ class Authenticator:
         except InvalidAPIKey as exc:
             if self.rate_limit is not None:
                 refusal = await self._in_thread_if(
-                    self._limiter_blocking, self._limit_failure, client, exc.key_id
+                    self._limiter_blocking, self._limit_failure,
+                    self._client(client, forwarded, x_forwarded_for), exc.key_id,
                 )
                 if refusal is not None:
                     raise refusal from None

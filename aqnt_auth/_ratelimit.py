@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._client import normalise_address
 from ._errors import ConfigurationError, RateLimited
 
 if TYPE_CHECKING:
@@ -93,8 +94,10 @@ class FailureLimiter:
         return RateLimited("too many failures", retry_after=int(reset - time.time()) + 1)
 
     def _client(self, client: str | None) -> str | None:
-        if client is None or ":" not in client:
-            return client
+        # An IPv4-mapped address (a server bound to [::]) is its IPv4 client.
+        client = normalise_address(client)
+        if client is None or ":" not in client or client == "::1":
+            return client  # IPv4, the IPv6 loopback host, or not an address
         try:
             network = ipaddress.IPv6Network(f"{client}/{self.ipv6_prefix}", strict=False)
         except ValueError:

@@ -68,7 +68,7 @@ def authenticate_request(authenticator: Authenticator, request: HttpRequest) -> 
         # traceback of an unexpected error, and DEBUG pages print locals.
         return authenticator.authenticate(
             request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info,
-            client=request.META.get("REMOTE_ADDR"),
+            **_client_facts(authenticator, request),
         )
     except AQNTError:
         raise
@@ -83,12 +83,22 @@ async def authenticate_request_async(authenticator: Authenticator, request: Http
     try:
         return await authenticator.authenticate_async(
             request.META.get(_AUTHORIZATION), method=request.method, path=request.path_info,
-            client=request.META.get("REMOTE_ADDR"),
+            **_client_facts(authenticator, request),
         )
     except AQNTError:
         raise
     except Exception as exc:
         raise _without_frames(exc) from None
+
+
+def _client_facts(authenticator: Authenticator, request: HttpRequest) -> dict[str, str | None]:
+    """The peer address and, when proxies are trusted, the raw forwarded
+    headers: the core decides which is the client."""
+    meta = request.META
+    if authenticator.trusted_proxies:
+        return {"client": meta.get("REMOTE_ADDR"), "forwarded": meta.get("HTTP_FORWARDED"),
+                "x_forwarded_for": meta.get("HTTP_X_FORWARDED_FOR")}
+    return {"client": meta.get("REMOTE_ADDR")}
 
 
 def _without_frames(exc: Exception) -> Exception:

@@ -34,6 +34,10 @@ Every key is optional; these are the defaults::
         # the default limits ("redis://host:6379" to share counters between
         # servers); None: no throttling.
         "RATE_LIMIT": "memory://",
+        # Addresses or networks of reverse proxies whose Forwarded /
+        # X-Forwarded-For headers are believed: past them, the client the
+        # limiter counts is the rightmost address that is not a proxy.
+        "TRUSTED_PROXIES": [],
         # Database alias of the key table (None: ask the database routers).
         "DATABASE": None,
     }
@@ -100,6 +104,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "TRACK_USAGE": True,
         "REHASH": True,
         "RATE_LIMIT": "memory://",
+        "TRUSTED_PROXIES": (),
         "DATABASE": None,
     }
 )
@@ -126,6 +131,7 @@ class AuthSettings(NamedTuple):
     track_usage: bool
     rehash: bool
     rate_limit: FailureLimiter | str | None
+    trusted_proxies: tuple[str, ...]
     database: str | None
 
     def authenticator_options(self) -> AuthenticatorOptions:
@@ -238,10 +244,11 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         track_usage=_flag("TRACK_USAGE", merged["TRACK_USAGE"]),
         rehash=_flag("REHASH", merged["REHASH"]),
         rate_limit=rate_limit,
+        trusted_proxies=_strings("TRUSTED_PROXIES", merged["TRUSTED_PROXIES"]),
         database=database,
     )
     for key, option in (("PREFIXES", "prefixes"), ("ALLOWED_MODES", "allowed_modes"),
-                        ("REALM", "realm")):
+                        ("REALM", "realm"), ("TRUSTED_PROXIES", "trusted_proxies")):
         _core_check(key, **{option: getattr(loaded, option)})
     return loaded
 

@@ -33,7 +33,6 @@ from .cases import ORIGIN
 from .driver import (
     ALLOWED_MODES,
     BOOM,
-    CLIENT,
     EXEMPT_PATHS,
     HOST,
     METHODS,
@@ -95,7 +94,7 @@ def scope_of(request: Request) -> dict[str, Any]:
         "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
         "path": path, "raw_path": request.path.encode("ascii"),
         "query_string": request.query, "root_path": request.root, "headers": headers,
-        "client": (CLIENT, 50000), "server": (HOST, 80), "state": {},
+        "client": (request.peer, 50000), "server": (HOST, 80), "state": {},
     }
     if request.method == "WEBSOCKET":
         extensions: dict[str, object] = (
@@ -202,7 +201,8 @@ def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, se
     recorder = Recorder()
     debug = setup.debug
     options: dict[str, Any] = {"hashers": [hasher], "allowed_modes": ALLOWED_MODES,
-                               "rate_limit": setup.rate_limit}
+                               "rate_limit": setup.rate_limit,
+                               "trusted_proxies": setup.trusted_proxies}
     if adapter == "fastapi":
         from ._fastapi_app import build
 

@@ -91,6 +91,13 @@ class Case:
     #: (allowing :data:`ORIGIN`); every answer then carries its
     #: ``Access-Control-Allow-Origin``.
     cors: bool = False
+    #: The peer address the server gives (of the last request, with attempts).
+    peer: str = "127.0.0.1"
+    #: The peer and headers of the earlier attempts, where they differ.
+    earlier_peer: str | None = None
+    earlier_headers: Headers | None = None
+    #: The adapter trusts these proxies' forwarded headers.
+    trusted_proxies: tuple[str, ...] = ()
     differs: Mapping[str, Difference] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -372,4 +379,68 @@ LIMIT_CASES: Final = [
             store_down=True),
 ]
 
-CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES]
+def _forwarded(name: bytes, value: bytes) -> Headers:
+    return (*auth(b"Bearer {wrong_secret}"), (name, value))
+
+
+def _limited(name: str, **fields: Any) -> Case:
+    """Two wrong secrets (from *earlier_peer* with *earlier_headers*), then a
+    third request (from *peer* with *headers*): a 429 when all three count
+    against one client (2 failures a minute per client)."""
+    return Case(name, 429, bodies.RATE_LIMITED, None, attempts=3, rate_limit=True, **fields)
+
+
+def _apart(name: str, **fields: Any) -> Case:
+    """As :func:`_limited`, but the third request is another client's: its own 401."""
+    return invalid(name, cost=VERIFIED, attempts=3, rate_limit=True, **fields)
+
+
+_PROXY: Final = ("127.0.0.1",)
+_ELSEWHERE: Final = ("10.0.0.0/8",)
+
+CLIENT_CASES: Final = [
+    # A server bound to [::] sees IPv4 clients IPv4-mapped: each is its own client.
+    _apart("ipv4_mapped_clients_apart", earlier_peer="::ffff:127.0.0.2", peer="::ffff:127.0.0.3",
+           headers=auth(b"Bearer {wrong_secret}")),
+    _limited("ipv4_mapped_client_limited", peer="::ffff:127.0.0.2",
+             headers=auth(b"Bearer {wrong_secret}")),
+    _apart("ipv6_loopback_apart_from_ipv4", earlier_peer="::ffff:127.0.0.2", peer="::1",
+           headers=auth(b"Bearer {wrong_secret}")),
+    # Behind a trusted proxy, the forwarded client is the client...
+    _apart("forwarded_for_clients_apart", trusted_proxies=_PROXY,
+           earlier_headers=_forwarded(b"x-forwarded-for", b"203.0.113.7"),
+           headers=_forwarded(b"x-forwarded-for", b"203.0.113.8")),
+    _limited("forwarded_for_same_client", trusted_proxies=_PROXY,
+             earlier_headers=_forwarded(b"x-forwarded-for", b"198.51.100.1, 203.0.113.7"),
+             headers=_forwarded(b"x-forwarded-for", b"198.51.100.2, 203.0.113.7")),
+    _apart("rfc7239_forwarded_clients_apart", trusted_proxies=_PROXY,
+           earlier_headers=_forwarded(b"forwarded", b"for=203.0.113.7;proto=https"),
+           headers=_forwarded(b"forwarded", b'for="[2001:db8::8]:4711"')),
+    _apart("forwarded_for_from_a_mapped_trusted_peer", trusted_proxies=_PROXY,
+           peer="::ffff:127.0.0.1", earlier_peer="::ffff:127.0.0.1",
+           earlier_headers=_forwarded(b"x-forwarded-for", b"203.0.113.7"),
+           headers=_forwarded(b"x-forwarded-for", b"203.0.113.8")),
+    # ...an unreadable hop counts as the proxy...
+    _limited("unreadable_forwarded_for_is_the_proxy", trusted_proxies=_PROXY,
+             earlier_headers=_forwarded(b"x-forwarded-for", b"unknown"),
+             headers=_forwarded(b"x-forwarded-for", b"_hidden")),
+    # ...and from an untrusted peer the headers are ignored.
+    _limited("forwarded_for_from_untrusted_peer", trusted_proxies=_ELSEWHERE,
+             earlier_headers=_forwarded(b"x-forwarded-for", b"203.0.113.7"),
+             headers=_forwarded(b"x-forwarded-for", b"203.0.113.8")),
+    _limited("forwarded_without_trusted_proxies",
+             earlier_headers=_forwarded(b"forwarded", b"for=203.0.113.7"),
+             headers=_forwarded(b"forwarded", b"for=203.0.113.8")),
+]
+
+#: A class-based view whose base class is exempt (Flask's ``@auth.exempt`` on
+#: the base); every other adapter routes this path to its protected endpoint.
+INHERITED_PATH: Final = "/inherits"
+
+VIEW_CASES: Final = [
+    missing("subclass_of_an_exempt_view", path=INHERITED_PATH),
+    valid("subclass_of_an_exempt_view_with_key", path=INHERITED_PATH),
+]
+
+CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES,
+                *CLIENT_CASES, *VIEW_CASES]

@@ -93,6 +93,7 @@ def _settings(adapter: str, hasher: CountingHasher, setup: Setup) -> dict[str, A
         "HASHER": hasher,
         "ALLOWED_MODES": list(ALLOWED_MODES),
         "RATE_LIMIT": rate_limit,
+        "TRUSTED_PROXIES": list(setup.trusted_proxies),
         "USAGE_FLUSH_INTERVAL": 3600.0,
     }
     if adapter == "django":

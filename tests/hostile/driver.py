@@ -45,6 +45,8 @@ class Request:
     query: bytes
     root: str
     ws_extension: bool
+    #: The peer address the server gives.
+    peer: str = CLIENT
 
     @classmethod
     def of(cls, case: Case, keys: KeySet) -> Request:
@@ -55,7 +57,15 @@ class Request:
             query=keys.fill(case.query),
             root=case.root,
             ws_extension=case.ws_extension,
+            peer=case.peer,
         )
+
+    @classmethod
+    def earlier(cls, case: Case, keys: KeySet) -> Request:
+        """The request of *case*'s earlier attempts."""
+        headers = case.earlier_headers if case.earlier_headers is not None else case.headers
+        return cls.of(dataclasses.replace(case, headers=headers,
+                                          peer=case.earlier_peer or case.peer), keys)
 
     @property
     def decoded_path(self) -> bytes:
@@ -182,15 +192,17 @@ class Setup:
     #: :data:`~tests.hostile.cases.ORIGIN` (and, where the adapter needs it to
     #: pass preflights on to that layer, its setting for that).
     cors: bool = False
+    #: Proxies whose forwarded headers the adapter believes.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
 def open_driver(adapter: str, *, rate_limit: FailureLimiter | None = None, debug: bool = False,
-                cors: bool = False) -> Iterator[Driver]:
+                cors: bool = False, trusted_proxies: tuple[str, ...] = ()) -> Iterator[Driver]:
     """The app protected by *adapter* ("asgi", "fastapi", ..., "drf"), configured
     through that adapter's own options, as :class:`Setup` describes."""
     hasher = CountingHasher()
-    setup = Setup(rate_limit, debug, cors)
+    setup = Setup(rate_limit, debug, cors, trusted_proxies)
     if adapter in ("django", "drf"):
         from .django_drivers import open_django
 

@@ -68,7 +68,8 @@ def test_hostile_request(case: Case, adapter: str, caplog: pytest.LogCaptureFixt
         pytest.skip(case.reason(adapter))
     limiter = FailureLimiter(per_key="100/minute", per_client="2/minute") \
         if expected.rate_limit else None
-    with open_driver(adapter, rate_limit=limiter, cors=expected.cors) as driver:
+    with open_driver(adapter, rate_limit=limiter, cors=expected.cors,
+                     trusted_proxies=expected.trusted_proxies) as driver:
         # Keys are issued first: the check covers requests, not key management.
         request = Request.of(expected, driver.keys)
         with debug_everywhere(caplog):
@@ -77,8 +78,9 @@ def test_hostile_request(case: Case, adapter: str, caplog: pytest.LogCaptureFixt
 
 def _send(expected: Case, request: Request, driver: Driver,
           caplog: pytest.LogCaptureFixture) -> None:
+    earlier_request = Request.earlier(expected, driver.keys)
     for _ in range(expected.attempts - 1):
-        earlier = driver.send(request)
+        earlier = driver.send(earlier_request)
         check(Case("earlier attempt", 401, bodies.INVALID, bodies.INVALID_CHALLENGE), earlier)
     _run(expected, request, driver, caplog)
 

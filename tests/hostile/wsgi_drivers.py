@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, g
+from flask.views import MethodView
 from flask_cors import CORS
 from werkzeug.debug import DebuggedApplication
 from werkzeug.wsgi import get_path_info
@@ -23,11 +24,10 @@ from aqnt_auth.adapters.flask import AQNTAuth
 from aqnt_auth.adapters.wsgi import ENVIRON_KEY, APIKeyMiddleware
 from tests.core._support import CountingHasher, InstrumentedStore
 
-from .cases import CORS_PATH, ORIGIN
+from .cases import CORS_PATH, INHERITED_PATH, ORIGIN
 from .driver import (
     ALLOWED_MODES,
     BOOM,
-    CLIENT,
     EXEMPT_PATHS,
     HOST,
     METHODS,
@@ -60,7 +60,7 @@ def environ_of(request: Request) -> dict[str, Any]:
         "SERVER_NAME": HOST,
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": CLIENT,
+        "REMOTE_ADDR": request.peer,
         "HTTP_HOST": HOST,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
@@ -164,6 +164,19 @@ def flask_app(record: Recorder, **config: Any) -> Flask:
         record("protected", g.api_key)
         return {"ok": True}
 
+    @AQNTAuth.exempt
+    class Open(MethodView):
+        def get(self) -> str:
+            record("health", g.api_key)
+            return "ok"
+
+    class Inherits(Open):  # never marked: it needs a key
+        def get(self) -> str:
+            record("protected", g.api_key)
+            return "ok"
+
+    app.add_url_rule(INHERITED_PATH, view_func=Inherits.as_view("inherits"))
+
     for rule in ("/", "/<path:rest>"):
         app.add_url_rule(rule, "protected", protected, methods=list(METHODS),
                          defaults={"rest": ""} if rule == "/" else None,
@@ -183,7 +196,8 @@ def open_wsgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, se
     if adapter == "wsgi":
         middleware = APIKeyMiddleware(bare_router(recorder), store, exempt_paths=EXEMPT_PATHS,
                                       hashers=[hasher], allowed_modes=ALLOWED_MODES,
-                                      rate_limit=rate_limit)
+                                      rate_limit=rate_limit,
+                                      trusted_proxies=setup.trusted_proxies)
         served: WSGIApplication = (DebuggedApplication(middleware, evalex=False) if debug
                                    else middleware)
         try:
@@ -195,6 +209,7 @@ def open_wsgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, se
                     AQNT_AUTH_EXEMPT_PATHS=list(EXEMPT_PATHS),
                     AQNT_AUTH_ALLOWED_MODES=list(ALLOWED_MODES),
                     AQNT_AUTH_RATE_LIMIT=rate_limit, DEBUG=debug, PROPAGATE_EXCEPTIONS=debug,
+                    AQNT_AUTH_TRUSTED_PROXIES=list(setup.trusted_proxies),
                     # flask-cors adds headers to the OPTIONS answers Flask gives itself.
                     AQNT_AUTH_ALLOW_CORS_PREFLIGHT=setup.cors)
     if setup.cors:

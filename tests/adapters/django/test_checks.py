@@ -58,6 +58,8 @@ class TestSettingsCheck:
         {"HASHER": "argon2"},
         {"DATABASE": "nope"},
         {"RATE_LIMIT": "10/minute"},
+        {"TRUSTED_PROXIES": ["proxy.internal"]},
+        {"TRUSTED_PROXIES": "10.0.0.1"},
         {"EXEMPT_PATH": ["/health"]},
     ])
     def test_invalid_settings(self, value: dict[str, Any]) -> None:
@@ -110,7 +112,7 @@ class TestLayeredSettings:
         assert set(options) == {
             "prefixes", "allowed_modes", "realm", "hashers", "cache_size", "cache_ttl",
             "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
-            "rate_limit",
+            "rate_limit", "trusted_proxies",
         }
         assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
 

@@ -123,7 +123,8 @@ class TestConfig:
     def test_options_reach_the_authenticator(self, auth: AQNTAuth) -> None:
         app = bare_app(AQNT_AUTH_STORE="memory://", AQNT_AUTH_CACHE_SIZE=5,
                        AQNT_AUTH_CACHE_TTL=7.0, AQNT_AUTH_MAX_CONCURRENT_HASHES=1,
-                       AQNT_AUTH_PREFIXES=["rk", "sk"], AQNT_AUTH_REALM="r")
+                       AQNT_AUTH_PREFIXES=["rk", "sk"], AQNT_AUTH_REALM="r",
+                       AQNT_AUTH_TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.1")
         auth.init_app(app)
         authenticator: Authenticator = auth.get_authenticator(app)
         assert authenticator.cache.maxsize == 5
@@ -131,6 +132,8 @@ class TestConfig:
         assert authenticator.max_concurrent_hashes == 1
         assert authenticator.format.prefixes == ("rk", "sk")
         assert authenticator.realm == "r"
+        assert authenticator.client_address("10.1.1.1", None, "203.0.113.7") == "203.0.113.7"
+        assert authenticator.client_address("192.0.2.1", None, "203.0.113.8") == "203.0.113.8"
 
     def test_allowed_modes(self, make_app: AppFactory, calls: list[str], manager: KeyManager
                            ) -> None:
@@ -164,6 +167,7 @@ class TestConfig:
             ("AQNT_AUTH_EXEMPT_PATHS", ["health"]),
             ("AQNT_AUTH_ALLOWED_MODES", ["prod"]),
             ("AQNT_AUTH_REALM", 'a"b'),
+            ("AQNT_AUTH_TRUSTED_PROXIES", ["proxy.internal"]),
             ("AQNT_AUTH_STORE", "nosuch://x"),
             ("AQNT_AUTH_CACHE_SIZE", -1),
             ("AQNT_AUTH_USAGE_FLUSH_INTERVAL", 0),
