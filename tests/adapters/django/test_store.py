@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -279,3 +279,31 @@ def test_record_cache_only_on_an_sqlite_file() -> None:
     assert store.peek("anything") is None
     with pytest.raises(ImproperlyConfigured, match="SQLite database file"):
         DjangoKeyStore("default", cache=True)
+
+
+@postgres_mark(transaction=True, available_apps=STORE_ONLY)
+def test_rotation_holds_off_revocations_postgres() -> None:
+    """While rotate()'s plan runs, the old key's row is locked against the
+    UPDATE a revocation from another connection would make."""
+    import psycopg
+
+    store = DjangoKeyStore(using="postgres")
+    old = make_record(expires_at=None)
+    store.add(old)
+    db = connections["postgres"].settings_dict
+    tried: list[str] = []
+
+    def plan(current: KeyRecord, successors: Sequence[KeyRecord]
+             ) -> tuple[KeyRecord, dt.datetime | None]:
+        with psycopg.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"],
+                             user=db["USER"], autocommit=True) as other, \
+                pytest.raises(psycopg.errors.LockNotAvailable):
+            other.execute(b"SELECT 1 FROM aqnt_auth_apikey WHERE id = %s "
+                          b"FOR NO KEY UPDATE NOWAIT", (current.id,))
+        tried.append(current.id)
+        return make_record(rotated_from=current.id), current.created_at
+
+    updated = store.rotate(old.id, plan)
+    assert tried == [old.id]
+    assert updated is not None
+    assert (updated.revoked_at, updated.expires_at) == (None, old.created_at)
