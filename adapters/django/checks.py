@@ -12,6 +12,9 @@
   and ``CacheMiddleware``), so those answers would skip authentication.
 * ``aqnt_auth.W001``: neither the middleware nor the DRF authentication
   class is configured, so no request is authenticated.
+* ``aqnt_auth.W002``: ``ALLOW_CORS_PREFLIGHT`` is on, but no
+  django-cors-headers middleware after ours answers the preflights it lets
+  through, so they would reach views without a key.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MIDDLEWARE_PATHS: Final = frozenset({
 DRF_CLASS: Final = "aqnt_auth.adapters.django.rest_framework.APIKeyAuthentication"
 SECURITY_MIDDLEWARE: Final = "django.middleware.security.SecurityMiddleware"
 # Middleware that can answer a request without calling what comes after it.
+CORS_MIDDLEWARE: Final = "corsheaders.middleware.CorsMiddleware"
 ANSWERING_MIDDLEWARE: Final = frozenset({
     "django.middleware.cache.FetchFromCacheMiddleware",
     "django.middleware.cache.CacheMiddleware",
@@ -101,3 +105,27 @@ def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: A
                 id="aqnt_auth.E004",
             ))
     return errors
+
+
+@register(Tags.security)
+def check_cors_preflight(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+                         ) -> list[CheckMessage]:
+    """``ALLOW_CORS_PREFLIGHT`` only with a CORS middleware after ours to answer."""
+    try:
+        allowed = load_settings().allow_cors_preflight
+    except SettingError:
+        return []  # check_settings reports it
+    if not allowed:
+        return []
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    ours = [i for i, path in enumerate(middleware) if path in MIDDLEWARE_PATHS]
+    if not ours or CORS_MIDDLEWARE in middleware[ours[0] + 1:]:
+        return []
+    return [Warning(
+        "AQNT_AUTH['ALLOW_CORS_PREFLIGHT'] is on, but no CORS middleware after "
+        "APIKeyMiddleware answers the preflights it lets through: they reach views "
+        "without a key.",
+        hint=f"Put {CORS_MIDDLEWARE} before APIKeyMiddleware, as high as possible (as "
+             "django-cors-headers documents), and turn ALLOW_CORS_PREFLIGHT off.",
+        obj=SETTING, id="aqnt_auth.W002",
+    )]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -29,6 +30,26 @@ FETCH = "django.middleware.cache.FetchFromCacheMiddleware"
 def ids(**overrides: Any) -> list[str]:
     with override_settings(**overrides):
         return sorted(m.id for m in run_checks() if m.id and m.id.startswith("aqnt_auth"))
+
+
+class TestCORSPreflightCheck:
+    CORS = "corsheaders.middleware.CorsMiddleware"
+
+    def test_preflights_let_through_to_nothing(self) -> None:
+        """ALLOW_CORS_PREFLIGHT with no CORS middleware after ours: W002."""
+        assert ids(AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=True)) == ["aqnt_auth.W002"]
+        before = [self.CORS, *settings.MIDDLEWARE]
+        assert ids(AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=True),
+                   MIDDLEWARE=before) == ["aqnt_auth.W002"]
+
+    def test_cors_middleware_after_ours(self) -> None:
+        middleware = list(settings.MIDDLEWARE)
+        middleware.insert(middleware.index(OURS) + 1, self.CORS)
+        assert ids(AQNT_AUTH=auth_settings(ALLOW_CORS_PREFLIGHT=True),
+                   MIDDLEWARE=middleware) == []
+
+    def test_off_by_default(self) -> None:
+        assert ids(MIDDLEWARE=[self.CORS, *settings.MIDDLEWARE]) == []
 
 
 class TestSettingsCheck:
