@@ -22,6 +22,7 @@ from aqnt_auth._cli import (
     format_records,
     format_revoked,
     format_rotated,
+    key_examples,
     new_key_hasher,
 )
 from aqnt_auth._stores._open import store_url
@@ -32,6 +33,8 @@ __all__ = ["COMMAND", "keys_group"]
 COMMAND = "flask aqnt-keys"
 
 F = TypeVar("F", bound=Callable[..., Any])
+# "\b" keeps click from rewrapping the example lines.
+_EXAMPLES = {name: "\b\n" + text for name, text in key_examples(COMMAND).items()}
 
 keys_group = AppGroup(
     "aqnt-keys", help="Create, list, show, revoke and rotate API keys in the app's store."
@@ -76,7 +79,7 @@ _profile_option = click.option(
 )
 
 
-@keys_group.command("create")
+@keys_group.command("create", epilog=_EXAMPLES["create"])
 @click.option("--name", required=True, help="What the key is for.")
 @click.option("--test", is_flag=True, help="A test-mode key (sk_test_...).")
 @click.option("--scope", "scopes", multiple=True, metavar="S",
@@ -109,7 +112,7 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
     click.echo(format_created(issued, as_json, store=store_url(keys.store)))
 
 
-@keys_group.command("list")
+@keys_group.command("list", epilog=_EXAMPLES["list"])
 @click.option("--all", "include_inactive", is_flag=True,
               help="Include revoked and expired keys.")
 @click.option("--owner", help="Only keys of this owner.")
@@ -122,7 +125,7 @@ def list_keys(include_inactive: bool, owner: str | None, as_json: bool) -> None:
     click.echo(format_records(records, as_json, store=store_url(keys.store), command=COMMAND))
 
 
-@keys_group.command("show")
+@keys_group.command("show", epilog=_EXAMPLES["show"])
 @click.argument("key_id", metavar="ID")
 @_json
 @_reporting_errors
@@ -132,7 +135,7 @@ def show(key_id: str, as_json: bool) -> None:
     click.echo(format_record(keys.get(key_id), as_json, store=store_url(keys.store)))
 
 
-@keys_group.command("revoke")
+@keys_group.command("revoke", epilog=_EXAMPLES["revoke"])
 @click.argument("key_id", metavar="ID")
 @_json
 @_reporting_errors
@@ -141,7 +144,7 @@ def revoke(key_id: str, as_json: bool) -> None:
     click.echo(format_revoked(_manager().revoke(key_id), as_json))
 
 
-@keys_group.command("rotate")
+@keys_group.command("rotate", epilog=_EXAMPLES["rotate"])
 @click.argument("key_id", metavar="ID")
 @click.option("--grace", default="0", metavar="DURATION",
               help="How long the old key keeps working (default 0: not at all).")

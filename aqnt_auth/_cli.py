@@ -46,6 +46,7 @@ __all__ = [
     "format_records",
     "format_revoked",
     "format_rotated",
+    "key_examples",
     "main",
     "new_key_hasher",
 ]

@@ -115,7 +115,12 @@ def store_url(store: str | KeyStore) -> str:
         return "sqlite:///:memory:" if private else _sqlite_file_url(store.path)
     if isinstance(store, MemoryKeyStore):
         return "memory://"
-    return repr(store)  # stores redact their own repr (SQLAlchemyKeyStore does)
+    # The SQL store: its engine's URL, which SQLAlchemy renders without the password.
+    url = getattr(getattr(store, "engine", None), "url", None)
+    render = getattr(url, "render_as_string", None)
+    if callable(render):
+        return str(render(hide_password=True))
+    return repr(store)  # a store of another kind is named as it names itself
 
 
 def _sqlite_file_url(path: str) -> str:

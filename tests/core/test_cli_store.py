@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import types
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,13 @@ class TestNoStoreIsCreated:
         assert not path.exists()
         SQLiteKeyStore(path).close()
         SQLiteKeyStore(path, create=False).close()
+
+    def test_sql_store_url_is_redacted(self) -> None:
+        """A SQL store object is named by its engine's URL, without the password."""
+        sqlalchemy = pytest.importorskip("sqlalchemy")
+        url = sqlalchemy.make_url("postgresql+psycopg://app:hunter2@db.internal/app")
+        store = types.SimpleNamespace(engine=types.SimpleNamespace(url=url))
+        assert store_url(store) == "postgresql+psycopg://app:***@db.internal/app"
 
     def test_sql_store_create_false(self, tmp_path: Path) -> None:
         """The SQL store opened for reading does not create its tables."""

@@ -161,6 +161,15 @@ class TestHints:
         assert "aqnt-auth" not in text
 
 
+    @pytest.mark.parametrize("name", ["create", "list", "show", "revoke", "rotate"])
+    def test_help_examples_name_flask_aqnt_keys(self, runner: FlaskCliRunner,
+                                                name: str) -> None:
+        text = runner.invoke(args=["aqnt-keys", name, "--help"]).output
+        examples = text.split("examples:\n", 1)[1]
+        assert f"  flask aqnt-keys {name}" in examples
+        assert "aqnt-auth" not in examples
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         "args",
