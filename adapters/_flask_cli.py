@@ -15,7 +15,14 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from aqnt_auth import ARGON2_PROFILES, AQNTError, Hasher, KeyManager, parse_duration
+from aqnt_auth import (
+    ARGON2_PROFILES,
+    AQNTError,
+    Hasher,
+    KeyManager,
+    NotAKeyId,
+    parse_duration,
+)
 from aqnt_auth._cli import (
     format_created,
     format_record,
@@ -56,6 +63,12 @@ def _hasher(name: str | None, profile: str) -> Hasher:
     return new_key_hasher(name, profile, current_app.config.get("AQNT_AUTH_HASHER"))
 
 
+class _UsageError(click.ClickException):
+    """One line and exit status 2, as the core CLI answers a usage error."""
+
+    exit_code = 2
+
+
 def _reporting_errors(command: F) -> F:
     # One line on stderr and exit status 1, never a traceback, as the core CLI.
     @functools.wraps(command)
@@ -63,6 +76,8 @@ def _reporting_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AQNTError as exc:
+            if isinstance(exc, NotAKeyId):
+                raise _UsageError(str(exc)) from None
             raise click.ClickException(str(exc)) from None
 
     return cast("F", run)

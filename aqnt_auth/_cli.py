@@ -20,7 +20,14 @@ from typing import Any, Final, TextIO
 
 from ._authenticator import Authenticator
 from ._durations import parse_duration
-from ._errors import AQNTError, AuthError, ConfigurationError, InvalidAPIKey, StoreNotFound
+from ._errors import (
+    AQNTError,
+    AuthError,
+    ConfigurationError,
+    InvalidAPIKey,
+    NotAKeyId,
+    StoreNotFound,
+)
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IssuedKey, KeyManager
 from ._records import KeyRecord, utcnow
@@ -651,7 +658,7 @@ def _run(argv: Sequence[str] | None, out: TextIO) -> int:
     command: Command = args.func
     try:
         return command(args, out)
-    except StoreNotFound as exc:
+    except (StoreNotFound, NotAKeyId) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except AQNTError as exc:

@@ -23,6 +23,7 @@ __all__ = [
     "KeyNotFound",
     "KeyStateError",
     "MissingAPIKey",
+    "NotAKeyId",
     "PermissionDenied",
     "RateLimited",
     "RevokedAPIKey",
@@ -168,6 +169,17 @@ class KeyNotFound(AQNTError, LookupError):
     error_type = "invalid_request_error"
     code = "key_not_found"
     message = "No such API key"
+
+
+class NotAKeyId(KeyNotFound):
+    """A whole API key was given where a key id belongs.
+
+    Its message names the key's id, never the key.  Command-line front ends
+    answer it as a usage error (exit status 2): the key is now in the shell
+    history, and nothing was done with it.
+    """
+
+    code = "not_a_key_id"
 
 
 class KeyStateError(AQNTError):

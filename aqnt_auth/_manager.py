@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ._access import normalise_allowed_paths
-from ._errors import ConfigurationError, KeyNotFound, KeyStateError
+from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher
 from ._records import KeyRecord, utcnow
@@ -80,7 +80,7 @@ def _key_id(key_id: str) -> str:
     """*key_id*, unless it is a whole key: then say so, naming its id, never the key."""
     found = key_id_in(key_id) if isinstance(key_id, str) else None
     if found is not None:
-        raise KeyNotFound(f"that is an API key, not a key id: use its id {found} "
+        raise NotAKeyId(f"that is an API key, not a key id: use its id {found} "
                           "(a key is secret; never pass one as an argument)")
     return key_id
 

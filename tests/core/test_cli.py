@@ -206,7 +206,7 @@ class TestKeyGivenForId:
         key, key_id = str(created["key"]), str(created["record"]["id"])  # type: ignore[index]
         code, out = run("keys", action, key)
         err = capsys.readouterr().err
-        assert code == 1
+        assert code == 2
         assert out == ""
         assert err == (f"aqnt-auth: error: that is an API key, not a key id: use its id "
                        f"{key_id} (a key is secret; never pass one as an argument)\n")

@@ -15,6 +15,7 @@ from aqnt_auth import (
     KeyNotFound,
     KeyStateError,
     MemoryKeyStore,
+    NotAKeyId,
     RevokedAPIKey,
 )
 
@@ -274,7 +275,7 @@ class TestKeyGivenForId:
                  lambda k: manager.expire(k, dt.datetime(2099, 1, 1, tzinfo=UTC)))
         for key in (issued.key, typo, issued.key + "\n"):
             for call in calls:
-                with pytest.raises(KeyNotFound) as info:
+                with pytest.raises(NotAKeyId) as info:
                     call(key)
                 message = str(info.value)
                 assert message.startswith(f"that is an API key, not a key id: use its id {key_id}")

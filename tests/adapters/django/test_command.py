@@ -200,6 +200,7 @@ class TestLifecycle:
             run(action, key)
         assert str(info.value) == (f"that is an API key, not a key id: use its id {key_id} "
                                    "(a key is secret; never pass one as an argument)")
+        assert info.value.returncode == 2
         captured = capsys.readouterr()
         assert key[20:] not in captured.out + captured.err
         record = DjangoKeyStore().get(key_id)

@@ -225,7 +225,7 @@ class TestKeyGivenForId:
         the key appears nowhere in the output."""
         record, key = create(runner, "--name", "pasted")
         result = runner.invoke(args=["aqnt-keys", action, key])
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert result.output == (
             f"Error: that is an API key, not a key id: use its id {record['id']} "
             "(a key is secret; never pass one as an argument)\n")

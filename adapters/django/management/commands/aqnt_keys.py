@@ -20,6 +20,7 @@ from aqnt_auth import (
     Hasher,
     KeyManager,
     KeyStore,
+    NotAKeyId,
     parse_duration,
 )
 from aqnt_auth._cli import (
@@ -69,7 +70,8 @@ class Command(BaseCommand):
             text = getattr(self, f"_{action}")(options)
         except AQNTError as exc:
             # One line, no traceback, as the aqnt-auth CLI.
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc),
+                               returncode=2 if isinstance(exc, NotAKeyId) else 1) from None
         self.stdout.write(text)
 
     # -- the actions --------------------------------------------------------------
