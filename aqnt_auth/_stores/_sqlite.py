@@ -212,6 +212,10 @@ class SQLiteKeyStore:
     """
 
     blocking = True
+    #: ``peek(key_id)``: the cached record if the cache may answer now, else
+    #: ``None`` (then call :meth:`get`): a warm read without I/O, for the
+    #: event loop.  The cache's own method, so a warm request pays one call.
+    peek: Callable[[str], KeyRecord | None]
 
     def __init__(
         self,
@@ -252,6 +256,7 @@ class SQLiteKeyStore:
         size = cache_size if cache else 0
         #: The record cache (it never answers when *cache* is off).
         self.cache = RecordCache(size, cache_ttl, absent_size=size)
+        self.peek = self.cache.get
         #: The change-log watcher, when the cache is on.
         self.watcher: ChangeWatcher | None = None
         if cache:
@@ -345,11 +350,6 @@ class SQLiteKeyStore:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- the KeyStore protocol --------------------------------------------
-
-    def peek(self, key_id: str) -> KeyRecord | None:
-        """The cached record if the cache may answer now, else ``None`` (then
-        call :meth:`get`): a warm read without I/O, for the event loop."""
-        return self.cache.get(key_id)
 
     def get(self, key_id: str) -> KeyRecord | None:
         cache = self.cache

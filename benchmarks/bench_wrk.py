@@ -1,0 +1,127 @@
+"""Requests per second under uvicorn (one worker), measured with wrk.
+
+Run: ``python benchmarks/bench_wrk.py [--rounds N] [--duration S] [--connections N]
+[--before DIR]``.  Needs ``wrk`` on the PATH.
+
+Each variant is served by ``bench_asgi.py --serve`` in a process of its own
+(one uvicorn worker, TCP_NODELAY on), all at once; wrk (one thread, 32
+keep-alive connections by default) loads one at a time, in rounds whose
+order rotates, and the table gives the median requests/s and the median of
+the per-round ratios to the bare app.  Variants: the bare Starlette app, ours
+on the memory store, ours on the SQLite store.  With ``--before DIR`` (a
+checkout with its own ``.venv``) ours on SQLite is also served by that
+checkout, on its own database: before and after in the same run.  Target:
+ours on SQLite serves at least 95% of the bare app's requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import print_table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY_ENV = "AQNT_BENCH_KEY"
+TARGET = 0.95
+_CREATE = ("import sys; from aqnt_auth import KeyManager, SQLiteKeyStore; "
+           "print(KeyManager(SQLiteKeyStore(sys.argv[1])).create('bench').key)")
+
+
+def _key(python: str, db: str) -> str:
+    out = subprocess.run([python, "-c", _CREATE, db], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return out.stdout.strip()
+
+
+def _wrk(port: int, key: str, seconds: float, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: Bearer {key}",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"no Requests/sec in wrk's output:\n{out}")
+    return float(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--before", help="a checkout (with .venv) to serve 'before' from")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        now_db = os.path.join(tmp, "now.db")
+        key = _key(sys.executable, now_db)
+        me = [sys.executable, os.path.join(HERE, "bench_asgi.py")]
+        # name -> (command, database, key)
+        variants = {
+            "bare": (me, now_db, key),
+            "ours, memory store": (me, now_db, key),
+            "ours, SQLite store": (me, now_db, key),
+        }
+        serve = {"bare": "bare", "ours, memory store": "ours-memory",
+                 "ours, SQLite store": "ours-sqlite", "ours, SQLite store (before)": "ours-sqlite"}
+        if args.before:
+            python = os.path.join(args.before, ".venv", "bin", "python")
+            before_db = os.path.join(tmp, "before.db")
+            variants["ours, SQLite store (before)"] = (
+                [python, os.path.join(args.before, "benchmarks", "bench_asgi.py")],
+                before_db, _key(python, before_db))
+
+        procs: dict[str, subprocess.Popen[str]] = {}
+        ports: dict[str, int] = {}
+        try:
+            for name, (command, db, variant_key) in variants.items():
+                proc = subprocess.Popen([*command, "--serve", serve[name], "--db", db],
+                                        stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, KEY_ENV: variant_key})
+                procs[name] = proc
+                assert proc.stdout is not None
+                ports[name] = int(proc.stdout.readline())
+            time.sleep(1)
+            for name, (_, _, variant_key) in variants.items():  # argon2 once, caches filled
+                _wrk(ports[name], variant_key, 1, args.connections)
+            rps: dict[str, list[float]] = {name: [] for name in variants}
+            names = list(variants)
+            for i in range(args.rounds):
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
+                    rps[name].append(_wrk(ports[name], variants[name][2], args.duration,
+                                          args.connections))
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    bare = rps["bare"]
+    shares = {name: statistics.median(r / b for r, b in zip(rates, bare, strict=True))
+              for name, rates in rps.items()}
+    rows = [("variant", "requests/s (median)", "of bare (median of per-round ratios)")]
+    rows += [(name, f"{statistics.median(rates):.0f}", f"{shares[name]:.1%}")
+             for name, rates in rps.items()]
+    print_table(f"uvicorn, one worker; wrk -t1 -c{args.connections} -d{args.duration:g}s; "
+                f"{args.rounds} interleaved rounds", rows)
+    share = shares["ours, SQLite store"]
+    print(f"\n  target: ours on SQLite >= {TARGET:.0%} of bare: {share:.1%} "
+          f"{'MET' if share >= TARGET else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
