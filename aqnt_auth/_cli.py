@@ -297,8 +297,8 @@ def _cmd_rotate(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _read_key(stdin: TextIO) -> str:
-    key = os.environ.get(KEY_ENV)
+def _read_key(stdin: TextIO, use_env: bool = True) -> str:
+    key = os.environ.get(KEY_ENV) if use_env else None
     if key is None:
         if stdin.isatty():
             print(f"Paste the key and press Enter (or set {KEY_ENV}):", file=sys.stderr)
@@ -322,14 +322,15 @@ def _unknown_id(auth: Authenticator, key: str, shown: str) -> str | None:
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
-    if args.argv_key:
+    stdin_only = args.argv_key == ["-"]  # `verify -`: the key is on stdin, as usual
+    if args.argv_key and not stdin_only:
         # Never echo it: a key in argv is already in the shell history and
         # visible to other users through ps; say where keys go instead.
         print(f"{PROG}: error: verify takes no key on the command line (it would stay in "
               f"your shell history and show in ps): set {KEY_ENV} or pipe the key on stdin, "
               f"e.g. {PROG} verify < key.txt", file=sys.stderr)
         return 2
-    key = _read_key(sys.stdin)
+    key = _read_key(sys.stdin, use_env=not stdin_only)
     store = _open(args)
     shown = store_url(store)
     with Authenticator(store, prefixes=args.prefix, track_usage=False) as auth:

@@ -110,6 +110,16 @@ class TestKeyOnTheCommandLine:
         assert "AQNT_API_KEY" in err
         assert "stdin" in err
 
+    def test_dash_reads_stdin(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """`verify -` is the usual "read stdin", not a key, even with AQNT_API_KEY set."""
+        store = f"sqlite:///{tmp_path / 'keys.db'}"
+        assert main(["store", "init", "--store", store]) == 0
+        monkeypatch.setenv("AQNT_API_KEY", "sk_test_from_the_environment")
+        key = KeyFormat().generate("live").raw
+        code, out = run("verify", "--store", store, "-", stdin=key + "\n")
+        assert code == 1
+        assert out.splitlines()[1] == f"id {key[8:20]} is not in {store}"
+
     def test_refused_even_with_the_key_in_the_environment(
             self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
         key = KeyFormat().generate("test").raw
