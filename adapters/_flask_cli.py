@@ -56,7 +56,8 @@ def _manager(hasher: Hasher | None = None) -> KeyManager:
         raise click.ClickException("AQNTAuth is not registered on this app (call init_app)")
     authenticator = extension.get_authenticator()
     # The manager shares the app's store object, so it must not close it.
-    return KeyManager(authenticator.store, hasher=hasher, prefixes=authenticator.format.prefixes)
+    return KeyManager(authenticator.store, hasher=hasher, prefixes=authenticator.format.prefixes,
+                      max_hash_memory_mib=authenticator.max_hash_memory_mib)
 
 
 def _hasher(name: str | None, profile: str) -> Hasher:

@@ -20,6 +20,8 @@ from aqnt_auth import (
     AQNTError,
     Authenticator,
     AuthenticatorOptions,
+    ClientDisconnected,
+    ClientFacts,
     KeyStore,
     PathRules,
     Principal,
@@ -122,14 +124,14 @@ def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> A
     return auth
 
 
-def _client_facts(authenticator: Authenticator, scope: Scope) -> dict[str, str | None]:
+def _client_facts(authenticator: Authenticator, scope: Scope) -> ClientFacts:
     """What the failure limiter knows the client by: the peer address and,
     when proxies are trusted, the raw forwarded headers (the core decides).
     Nothing at all without a limiter."""
     if authenticator.rate_limit is None:
         return {}
     client = scope.get("client")
-    facts = {"client": client[0] if client else None}
+    facts: ClientFacts = {"client": client[0] if client else None}
     if authenticator.trusted_proxies:
         facts["forwarded"], facts["x_forwarded_for"] = forwarded_headers(scope["headers"])
     return facts
@@ -183,6 +185,35 @@ def _is_preflight(scope: Scope) -> bool:
         elif name == b"access-control-request-method":
             request_method = value
     return is_cors_preflight("OPTIONS", origin, request_method)
+
+
+class _Watch:
+    """Reads ``receive`` to notice a client that hangs up, while its key waits
+    for argon2, and replays what it read to the app afterwards."""
+
+    __slots__ = ("messages", "receive")
+
+    #: Request body kept for the app while watching; past it, stop watching.
+    LIMIT = 64 * 1024
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.messages: list[Message] = []
+
+    async def until_disconnect(self) -> None:
+        size = 0
+        while size <= self.LIMIT:
+            message = await self.receive()
+            self.messages.append(message)
+            if message["type"] in ("http.disconnect", "websocket.disconnect"):
+                return
+            size += len(message.get("body", b""))
+        await asyncio.get_running_loop().create_future()  # until cancelled
+
+    async def replay(self) -> Message:
+        if self.messages:
+            return self.messages.pop(0)
+        return await self.receive()
 
 
 class APIKeyMiddleware:
@@ -262,10 +293,19 @@ class APIKeyMiddleware:
             header = single_authorization(scope["headers"])
             principal = self._authenticate_nowait(header, method=method, path=path)
             if principal is None:  # a cold key, a store that does I/O...
-                principal = await self._authenticate(
-                    header, method=method, path=path,
-                    **_client_facts(self.authenticator, scope),
-                )
+                # While argon2 is awaited, a client that hangs up withdraws it.
+                watch = _Watch(receive)
+                try:
+                    principal = await self._authenticate(
+                        header, method=method, path=path,
+                        **_client_facts(self.authenticator, scope),
+                        disconnected=watch.until_disconnect,
+                    )
+                finally:
+                    if watch.messages:
+                        receive = watch.replay
+        except ClientDisconnected:
+            return
         except AQNTError as exc:
             await self._refuse(exc, scope, receive, send)
             return

@@ -74,6 +74,9 @@ _AUTHENTICATOR_OPTIONS: Final = {
     "AQNT_AUTH_CACHE_SIZE": "cache_size",
     "AQNT_AUTH_CACHE_TTL": "cache_ttl",
     "AQNT_AUTH_MAX_CONCURRENT_HASHES": "max_concurrent_hashes",
+    "AQNT_AUTH_MAX_QUEUED_HASHES": "max_queued_hashes",
+    "AQNT_AUTH_MAX_HASH_WAIT": "max_hash_wait",
+    "AQNT_AUTH_MAX_HASH_MEMORY_MIB": "max_hash_memory_mib",
     "AQNT_AUTH_USAGE_FLUSH_INTERVAL": "usage_flush_interval",
     "AQNT_AUTH_TRACK_USAGE": "track_usage",
     "AQNT_AUTH_REHASH": "rehash",
@@ -251,6 +254,7 @@ class AQNTAuth:
         view that handles ``OPTIONS`` itself still needs a key.
     ``AQNT_AUTH_PREFIXES``, ``AQNT_AUTH_HASHERS``, ``AQNT_AUTH_CACHE_SIZE``,
     ``AQNT_AUTH_CACHE_TTL``, ``AQNT_AUTH_MAX_CONCURRENT_HASHES``,
+    ``AQNT_AUTH_MAX_QUEUED_HASHES``, ``AQNT_AUTH_MAX_HASH_WAIT``, ``AQNT_AUTH_MAX_HASH_MEMORY_MIB``,
     ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,
     ``AQNT_AUTH_RATE_LIMIT``, ``AQNT_AUTH_TRUSTED_PROXIES``
         The :class:`~aqnt_auth.Authenticator` options of the same names,

@@ -17,13 +17,14 @@ from ._access import (
     relative_path,
     require_scopes,
 )
-from ._authenticator import Authenticator, AuthenticatorOptions, make_authenticator
+from ._authenticator import Authenticator, AuthenticatorOptions, ClientFacts, make_authenticator
 from ._cache import VerificationCache
 from ._client import TrustedProxies, forwarded_headers, normalise_address
 from ._durations import parse_duration
 from ._errors import (
     AQNTError,
     AuthError,
+    ClientDisconnected,
     ConfigurationError,
     InvalidAPIKey,
     InvalidStoredHash,
@@ -31,6 +32,7 @@ from ._errors import (
     KeyStateError,
     MissingAPIKey,
     NotAKeyId,
+    Overloaded,
     PermissionDenied,
     RateLimited,
     RevokedAPIKey,
@@ -66,6 +68,8 @@ __all__ = [
     "AuthError",
     "Authenticator",
     "AuthenticatorOptions",
+    "ClientDisconnected",
+    "ClientFacts",
     "ConfigurationError",
     "ErrorResponse",
     "FailureLimiter",
@@ -87,6 +91,7 @@ __all__ = [
     "MissingAPIKey",
     "Mode",
     "NotAKeyId",
+    "Overloaded",
     "ParsedKey",
     "PathRules",
     "PermissionDenied",

@@ -30,25 +30,34 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Final, NamedTuple, TypedDict, TypeVar
 
 from ._access import check_access
-from ._cache import SingleFlight, VerificationCache, Verified
+from ._cache import Flight, SingleFlight, VerificationCache, Verified
 from ._client import TrustedProxies
 from ._errors import (
     AQNTError,
+    ClientDisconnected,
     ConfigurationError,
     InvalidAPIKey,
     InvalidStoredHash,
+    Overloaded,
     RateLimited,
     RevokedAPIKey,
     StoreUnavailable,
 )
 from ._format import MODES, KeyFormat, Mode, ParsedKey
-from ._hashers import Hasher, default_hashers
+from ._gate import HashGate, Ticket
+from ._hashers import (
+    Hasher,
+    check_memory_budget,
+    default_hash_memory_mib,
+    default_hashers,
+    hash_memory_kib,
+)
 from ._header import bearer_token, malformed_token
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
@@ -57,7 +66,7 @@ from ._stores._async import to_async
 from ._stores._open import open_store
 from ._stores._protocol import AsyncKeyStore, KeyStore
 
-__all__ = ["Authenticator", "AuthenticatorOptions", "make_authenticator"]
+__all__ = ["Authenticator", "AuthenticatorOptions", "ClientFacts", "make_authenticator"]
 
 log = logging.getLogger("aqnt_auth")
 
@@ -69,6 +78,9 @@ _ADMIT: Final = 3  # (_ADMIT, client, key_id) -> None, or raises RateLimited
 
 _T = TypeVar("_T")
 
+#: Waits until the client has gone away (an adapter's watch on its connection).
+Disconnected = Callable[[], Awaitable[object]]
+
 _Flow = Generator["str | tuple[Any, ...]", Any, Principal]
 
 
@@ -78,6 +90,15 @@ class _Verdict(NamedTuple):
 
 
 _MISMATCH: Final = _Verdict(False, None)
+
+
+class ClientFacts(TypedDict, total=False):
+    """What an adapter knows the client by, as keyword arguments of the
+    ``authenticate*`` methods: the peer address and the raw forwarded headers."""
+
+    client: str | None
+    forwarded: str | None
+    x_forwarded_for: str | None
 
 
 class AuthenticatorOptions(TypedDict, total=False):
@@ -96,6 +117,9 @@ class AuthenticatorOptions(TypedDict, total=False):
     cache_size: int
     cache_ttl: float
     max_concurrent_hashes: int | None
+    max_queued_hashes: int | None
+    max_hash_wait: float
+    max_hash_memory_mib: int | None
     usage_flush_interval: float
     track_usage: bool
     rehash: bool
@@ -119,6 +143,17 @@ class Authenticator:
     :param max_concurrent_hashes: argon2 verifications running at once, per
         process (default: CPU count), so a flood of wrong secrets cannot take
         every core.
+    :param max_queued_hashes: cold verifications allowed to wait for a turn
+        (default: 32 per concurrent one); past it a request gets 503
+        ``auth_unavailable`` with ``Retry-After`` at once (429 if its client
+        is over its failure limit).
+    :param max_hash_wait: seconds a cold verification may wait for a turn
+        (default 1) before it gets that answer instead.  Queued work whose
+        requests were all cancelled (the client went away) is dropped.
+    :param max_hash_memory_mib: argon2 memory in use at once, per process, in
+        MiB (default: room for the concurrency bound of the OWASP profile,
+        at least 1024).  A configured hasher needing more for one hash is a
+        :class:`ConfigurationError`; a stored hash needing more is refused.
     :param usage_flush_interval: seconds between usage flushes.
     :param track_usage: count requests and ``last_used_at`` per key.
     :param rehash: upgrade outdated hashes after a successful verification.
@@ -147,6 +182,9 @@ class Authenticator:
         cache_size: int = 10_000,
         cache_ttl: float = 300.0,
         max_concurrent_hashes: int | None = None,
+        max_queued_hashes: int | None = None,
+        max_hash_wait: float = 1.0,
+        max_hash_memory_mib: int | None = None,
         usage_flush_interval: float = 10.0,
         track_usage: bool = True,
         rehash: bool = True,
@@ -176,7 +214,19 @@ class Authenticator:
         if not bound or bound < 1:
             raise ConfigurationError("max_concurrent_hashes must be at least 1")
         self.max_concurrent_hashes: int = bound
-        self._hash_slots = threading.BoundedSemaphore(bound)
+        queued = max_queued_hashes if max_queued_hashes is not None else 32 * bound
+        if queued < 0:
+            raise ConfigurationError("max_queued_hashes must be at least 0")
+        if not max_hash_wait >= 0:
+            raise ConfigurationError("max_hash_wait must be at least 0 seconds")
+        budget = (max_hash_memory_mib if max_hash_memory_mib is not None
+                  else default_hash_memory_mib(bound))
+        if budget < 1:
+            raise ConfigurationError("max_hash_memory_mib must be at least 1")
+        for hasher in self.hashers:
+            check_memory_budget(hasher, budget)
+        self.max_hash_memory_mib: int = budget
+        self._gate = HashGate(bound, budget * 1024, queued, max_hash_wait)
         self._hash_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._rehash = rehash
@@ -313,18 +363,55 @@ class Authenticator:
         raise InvalidAPIKey("no hasher for stored hash")
 
     def _verify(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes) -> _Verdict:
-        """Verify a secret (blocking: argon2 runs here); remember a success."""
+        """Verify a secret with a cheap hasher, inline; remember a success."""
         try:
-            if hasher.expensive:
-                with self._hash_slots:
-                    ok = hasher.verify(stored, key.secret)
-            else:
-                ok = hasher.verify(stored, key.secret)
+            ok = hasher.verify(stored, key.secret)
         except InvalidStoredHash as exc:
             log.error("key %s: %s", key.key_id, exc)
             return _MISMATCH
-        if not ok:
+        return self._verified(hasher, stored, key, digest) if ok else _MISMATCH
+
+    def _verify_gated(self, flight: Flight[_Verdict], hasher: Hasher, stored: str,
+                      key: ParsedKey, digest: bytes, ticket: Ticket, client: str | None
+                      ) -> _Verdict:
+        """Verify with an expensive hasher once the gate gives a turn
+        (blocking: runs in the request's thread or an argon2 worker)."""
+        gate = self._gate
+        kib = hash_memory_kib(hasher, stored)
+        if self._rehash:
+            kib = max(kib, hash_memory_kib(hasher))
+        if not self._flights.start(flight):
+            # Every request waiting for this was cancelled (its client left),
+            # which gave its place in the queue back.
+            raise ClientDisconnected("nobody waits for this verification")
+        if not gate.fits(kib):
+            gate.leave()
+            log.error("key %s: stored hash needs %d MiB, over max_hash_memory_mib (%d)",
+                      key.key_id, -(-kib // 1024), self.max_hash_memory_mib)
             return _MISMATCH
+        if not gate.acquire(kib, ticket.deadline):
+            raise self._overloaded(key.key_id)
+        try:
+            if ticket.queued and self.rate_limit is not None:
+                # It waited behind others: its client may have failed meanwhile.
+                self._admit(client, key.key_id)
+            try:
+                ok = hasher.verify(stored, key.secret)
+            except InvalidStoredHash as exc:
+                log.error("key %s: %s", key.key_id, exc)
+                return _MISMATCH
+            return self._verified(hasher, stored, key, digest) if ok else _MISMATCH
+        finally:
+            gate.release(kib)
+
+    def _overloaded(self, key_id: str) -> Overloaded:
+        error = Overloaded("too many verifications waiting for argon2")
+        error.key_id = key_id
+        return error
+
+    def _verified(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
+                  ) -> _Verdict:
+        """Remember a successful verification; upgrade the hash if it is outdated."""
         new_hash = None
         if self._rehash and hasher.needs_rehash(stored):
             new_hash = hasher.hash(key.secret)
@@ -335,10 +422,10 @@ class Authenticator:
         hints.add(hash(key.raw))
         return _Verdict(True, new_hash)
 
-    def _lead(self, flight: Future[_Verdict], flight_key: bytes, hasher: Hasher, stored: str,
-              key: ParsedKey, digest: bytes) -> None:
+    def _lead(self, flight: Flight[_Verdict], flight_key: bytes, hasher: Hasher, stored: str,
+              key: ParsedKey, digest: bytes, ticket: Ticket, client: str | None) -> None:
         try:
-            verdict = self._verify(hasher, stored, key, digest)
+            verdict = self._verify_gated(flight, hasher, stored, key, digest, ticket, client)
         except BaseException as exc:
             self._flights.land(flight_key, flight, error=exc)
             raise
@@ -383,7 +470,8 @@ class Authenticator:
                 if type(op) is str:
                     answer = self._read(op)
                 elif op[0] == _VERIFY:
-                    answer = self._verify_once(*op[1:])
+                    answer = self._verify_once(
+                        *op[1:], client=self._client(client, forwarded, x_forwarded_for))
                 elif op[0] == _ADMIT:
                     self._admit(op[1], op[2])
                     answer = None
@@ -399,6 +487,11 @@ class Authenticator:
                 if refusal is not None:
                     raise refusal from None
             raise
+        except Overloaded as exc:
+            if self.rate_limit is not None:
+                # 429 rather than 503 past its limit
+                self._admit(self._client(client, forwarded, x_forwarded_for), exc.key_id)
+            raise
 
     def _read(self, key_id: str) -> KeyRecord | None:
         """The record of *key_id* from the store, called inline; a store that
@@ -410,14 +503,15 @@ class Authenticator:
         except Exception as exc:
             raise _store_failed(exc) from None
 
-    def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes
-                     ) -> _Verdict:
+    def _verify_once(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes, *,
+                     client: str | None) -> _Verdict:
         # One flight per (key, stored hash): concurrent first requests with
         # the same key wait for one argon2 run instead of each doing their own.
         flight_key = digest + stored.encode()
         flight, leader = self._flights.join(flight_key)
         if leader:
-            self._lead(flight, flight_key, hasher, stored, key, digest)
+            ticket = self._enter(flight, flight_key, key)
+            self._lead(flight, flight_key, hasher, stored, key, digest, ticket, client)
         return flight.result()
 
     def client_address(self, peer: str | None, forwarded: str | None = None,
@@ -435,7 +529,18 @@ class Authenticator:
             return peer
         return self.trusted_proxies.resolve(peer, forwarded, x_forwarded_for)
 
-    def _admit(self, client: str | None, key_id: str) -> None:
+    def _enter(self, flight: Flight[_Verdict], flight_key: bytes, key: ParsedKey) -> Ticket:
+        """A place in the argon2 queue for *flight*, or its refusal, landed for
+        every request that joined it."""
+        ticket = self._gate.enter()
+        if ticket is None:
+            error = self._overloaded(key.key_id)
+            self._flights.start(flight)  # answered now: never queued, never withdrawn
+            self._flights.land(flight_key, flight, error=error)
+            raise error
+        return ticket
+
+    def _admit(self, client: str | None, key_id: str | None) -> None:
         assert self.rate_limit is not None
         try:
             self.rate_limit.admit(client, key_id)
@@ -503,12 +608,18 @@ class Authenticator:
         client: str | None = None,
         forwarded: str | None = None,
         x_forwarded_for: str | None = None,
+        disconnected: Disconnected | None = None,
     ) -> Principal:
         """:meth:`authenticate` for event loops: never blocks the loop.
 
         argon2 runs in a bounded worker pool; a blocking store is called in
         worker threads; a store that does no I/O is called inline, so a warm
-        request on it never leaves the loop.
+        request on it never leaves the loop.  Cancelling the call while it
+        waits for argon2 withdraws its verification (not run if no other
+        request waits for it).  *disconnected*, if given, is awaited only
+        while argon2 is awaited, and returns when the client has gone away:
+        the verification is then withdrawn and :class:`ClientDisconnected`
+        raised.
         """
         answer: Any = None
         try:
@@ -529,7 +640,9 @@ class Authenticator:
                     else:
                         answer = self._read(op)
                 elif op[0] == _VERIFY:
-                    answer = await self._verify_once_async(*op[1:])
+                    answer = await self._verify_once_async(
+                        *op[1:], client=self._client(client, forwarded, x_forwarded_for),
+                        disconnected=disconnected)
                 elif op[0] == _ADMIT:
                     answer = await self._in_thread_if(self._limiter_blocking, self._admit,
                                                       op[1], op[2])
@@ -546,6 +659,12 @@ class Authenticator:
                 )
                 if refusal is not None:
                     raise refusal from None
+            raise
+        except Overloaded as exc:
+            if self.rate_limit is not None:
+                await self._in_thread_if(self._limiter_blocking, self._admit,
+                                         self._client(client, forwarded, x_forwarded_for),
+                                         exc.key_id)
             raise
 
     @property
@@ -575,12 +694,39 @@ class Authenticator:
         return self._hash_pool
 
     async def _verify_once_async(self, hasher: Hasher, stored: str, key: ParsedKey,
-                                 digest: bytes) -> _Verdict:
+                                 digest: bytes, *, client: str | None,
+                                 disconnected: Disconnected | None) -> _Verdict:
         flight_key = digest + stored.encode()
         flight, leader = self._flights.join(flight_key)
         if leader:
-            self._pool().submit(self._lead, flight, flight_key, hasher, stored, key, digest)
-        return await _wait(flight)
+            ticket = self._enter(flight, flight_key, key)
+            self._pool().submit(self._lead, flight, flight_key, hasher, stored, key, digest,
+                                ticket, client)
+        if disconnected is None:
+            return await self._await_flight(flight)
+        waiter = asyncio.ensure_future(self._await_flight(flight))
+        gone = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered = waiter.done()
+            if not answered:
+                waiter.cancel()  # leaves the flight
+            if gone.done():
+                gone.exception()  # retrieved: a watch that failed means "gone" too
+            else:
+                gone.cancel()
+        if not answered:
+            raise ClientDisconnected("the client went away while argon2 was awaited")
+        return waiter.result()
+
+    async def _await_flight(self, flight: Flight[_Verdict]) -> _Verdict:
+        try:
+            return await _wait(flight)
+        except asyncio.CancelledError:
+            if self._flights.leave(flight):
+                self._gate.leave()  # withdrawn before it started
+            raise
 
     async def _replace_hash_async(self, key_id: str, old: str, new: str) -> None:
         try:

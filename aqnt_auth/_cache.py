@@ -32,7 +32,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from ._errors import ConfigurationError
 
-__all__ = ["SingleFlight", "VerificationCache", "Verified"]
+__all__ = ["Flight", "SingleFlight", "VerificationCache", "Verified"]
 
 T = TypeVar("T")
 
@@ -123,40 +123,77 @@ class VerificationCache:
             self._entries.clear()
 
 
+class Flight(Future[T]):
+    """A shared computation, and how many callers still wait for it."""
+
+    key = b""
+    waiters = 0
+    #: ``"queued"``, then ``"started"`` by its leader, or ``"withdrawn"`` when
+    #: every caller left before it started.
+    state = "queued"
+
+
 class SingleFlight(Generic[T]):
     """Runs one computation per key at a time; concurrent callers share it.
 
     Works for threads and event loops alike: the shared result is a
     :class:`concurrent.futures.Future`, which a thread waits on with
-    ``result()`` and a coroutine with :func:`asyncio.wrap_future`.
+    ``result()`` and a coroutine through a callback.  A caller that stops
+    waiting (a cancelled request) calls :meth:`leave`, so the computation
+    can be skipped when nobody is left.
     """
 
     __slots__ = ("_flights", "_lock")
 
     def __init__(self) -> None:
-        self._flights: dict[bytes, Future[T]] = {}
+        self._flights: dict[bytes, Flight[T]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._flights)
 
-    def join(self, key: bytes) -> tuple[Future[T], bool]:
+    def join(self, key: bytes) -> tuple[Flight[T], bool]:
         """Return the flight for *key* and whether the caller leads it.
 
         The leader must call :meth:`land` when done, success or failure.
         """
         with self._lock:
             flight = self._flights.get(key)
-            if flight is not None:
-                return flight, False
-            flight = self._flights[key] = Future()
-            return flight, True
+            if flight is None:
+                flight = self._flights[key] = Flight()
+                flight.key = key
+                flight.waiters = 1
+                return flight, True
+            flight.waiters += 1
+            return flight, False
+
+    def leave(self, flight: Flight[T]) -> bool:
+        """One caller no longer waits for *flight*.  True if that withdrew it:
+        nobody waits and it has not started, so it never will, and the next
+        caller with its key starts a new one."""
+        with self._lock:
+            flight.waiters -= 1
+            if flight.waiters > 0 or flight.state != "queued":
+                return False
+            flight.state = "withdrawn"
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+            return True
+
+    def start(self, flight: Flight[T]) -> bool:
+        """Mark *flight* started, unless it was withdrawn (then False)."""
+        with self._lock:
+            if flight.state == "withdrawn":
+                return False
+            flight.state = "started"
+            return True
 
     def land(self, key: bytes, flight: Future[T], result: T | None = None,
              error: BaseException | None = None) -> None:
         """Finish *flight* and forget it, so the next caller starts afresh."""
         with self._lock:
-            self._flights.pop(key, None)
+            if self._flights.get(key) is flight:
+                del self._flights[key]
         if error is not None:
             flight.set_exception(error)
         else:

@@ -243,7 +243,8 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
 
 def _manager(args: argparse.Namespace, hasher: Hasher | None = None, *,
              create: bool = False) -> KeyManager:
-    return KeyManager(_open(args, create=create), hasher=hasher, prefixes=args.prefix)
+    return KeyManager(_open(args, create=create), hasher=hasher, prefixes=args.prefix,
+                      max_hash_memory_mib=getattr(args, "max_hash_memory", None))
 
 
 def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
@@ -506,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="hash for new keys (hmac needs AQNT_AUTH_PEPPER)")
     hashing.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES), default="owasp",
                          help="argon2id parameters for new keys (default: owasp)")
+    hashing.add_argument("--max-hash-memory", type=int, default=None, metavar="MIB",
+                         help="the servers' argon2 memory budget (max_hash_memory_mib); "
+                              "a profile needing more per hash is refused")
 
     parser = argparse.ArgumentParser(
         prog=PROG, description="API keys for any Python web app.", formatter_class=_RAW,

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 __all__ = [
     "AQNTError",
     "AuthError",
+    "ClientDisconnected",
     "ConfigurationError",
     "InvalidAPIKey",
     "InvalidStoredHash",
@@ -24,6 +25,7 @@ __all__ = [
     "KeyStateError",
     "MissingAPIKey",
     "NotAKeyId",
+    "Overloaded",
     "PermissionDenied",
     "RateLimited",
     "RevokedAPIKey",
@@ -160,6 +162,33 @@ class StoreUnavailable(AQNTError):
     def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after))
+
+
+class Overloaded(StoreUnavailable):
+    """Too many verifications are waiting for argon2 (HTTP 503, the same
+    ``auth_unavailable`` answer with ``Retry-After``).
+
+    Raised instead of queueing a cold verification past the authenticator's
+    bounds (``max_hash_wait``, ``max_queued_hashes``), so that a flood of
+    wrong secrets cannot build a backlog that delays everyone's first
+    request.  Warm keys never reach the queue.
+    """
+
+    #: The key id whose verification was refused (for the failure limiter).
+    key_id: str | None = None
+
+
+class ClientDisconnected(AQNTError):
+    """The client went away while its key waited for argon2.
+
+    The verification was abandoned (it does not run if no other request
+    waits for it); there is nobody to answer.  Adapters end the request
+    without a response.
+    """
+
+    status_code = 499
+    code = "client_disconnected"
+    message = "The client closed the request"
 
 
 class KeyNotFound(AQNTError, LookupError):

@@ -24,7 +24,10 @@ __all__ = [
     "Argon2Hasher",
     "HMACHasher",
     "Hasher",
+    "check_memory_budget",
+    "default_hash_memory_mib",
     "default_hashers",
+    "hash_memory_kib",
 ]
 
 
@@ -111,6 +114,16 @@ class Argon2Hasher:
             # A corrupt hash or a wrong argon2 variant: a data problem, not a
             # wrong secret.  The message holds no secret.
             raise InvalidStoredHash(f"unreadable argon2 hash: {type(exc).__name__}") from None
+
+    def memory_kib(self, stored: str | None = None) -> int:
+        """KiB of memory one verification of *stored* (or one new hash) takes:
+        argon2's ``m``, read from the hash itself, which names its parameters."""
+        if stored is None:
+            return self.parameters.memory_cost
+        try:
+            return argon2.extract_parameters(stored).memory_cost
+        except (InvalidHashError, ValueError):
+            return 0  # unreadable: verify refuses it without hashing
 
     def needs_rehash(self, stored: str) -> bool:
         """Whether *stored* is weaker than this hasher's parameters.
@@ -216,6 +229,41 @@ class HMACHasher:
             return self._split(stored)[0] != self._current
         except InvalidStoredHash:
             return False
+
+
+#: The floor of the default argon2 memory budget, per process, in MiB:
+#: room for sixteen RFC 9106 low-memory verifications at once, and none of
+#: the 2 GiB high-memory profile.
+MIN_DEFAULT_HASH_MEMORY_MIB: Final = 1024
+
+
+def default_hash_memory_mib(concurrency: int | None = None) -> int:
+    """The default argon2 memory budget of a process, in MiB: enough for
+    *concurrency* (default: the CPU count) verifications of the default
+    (OWASP) profile at once, and at least :data:`MIN_DEFAULT_HASH_MEMORY_MIB`."""
+    count = concurrency if concurrency is not None else (os.cpu_count() or 1)
+    owasp_mib = -(-ARGON2_PROFILES["owasp"].memory_cost // 1024)
+    return max(MIN_DEFAULT_HASH_MEMORY_MIB, count * owasp_mib)
+
+
+def hash_memory_kib(hasher: Hasher, stored: str | None = None) -> int:
+    """KiB one verification of *stored* (or one new hash) by *hasher* takes;
+    0 for hashers that do not say (they use no memory worth counting)."""
+    memory = getattr(hasher, "memory_kib", None)
+    return int(memory(stored)) if memory is not None else 0
+
+
+def check_memory_budget(hasher: Hasher, budget_mib: int) -> None:
+    """Raise :class:`ConfigurationError` if one hash by *hasher* needs more
+    memory than *budget_mib*: every verification of such a key would be
+    refused, so the key must not be created."""
+    need = hash_memory_kib(hasher)
+    if need > budget_mib * 1024:
+        raise ConfigurationError(
+            f"{hasher!r} needs {-(-need // 1024)} MiB per hash, more than the argon2 memory "
+            f"budget of {budget_mib} MiB per process (max_hash_memory_mib): choose a smaller "
+            "profile, or raise the budget"
+        )
 
 
 def default_hashers() -> tuple[Hasher, ...]:

@@ -11,7 +11,7 @@ from typing import Any, Final
 from ._access import normalise_allowed_paths
 from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
-from ._hashers import Argon2Hasher, Hasher
+from ._hashers import Argon2Hasher, Hasher, check_memory_budget, default_hash_memory_mib
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
 from ._stores._protocol import KeyStore
@@ -116,6 +116,10 @@ class KeyManager:
     :param store: a :class:`KeyStore` or a store URL.
     :param hasher: hashes new secrets (default: argon2id, OWASP profile).
     :param prefixes: prefixes keys may be issued with; the first is the default.
+    :param max_hash_memory_mib: the argon2 memory budget of the servers that
+        will verify the keys (default: the :class:`Authenticator`'s).  A
+        hasher needing more for one hash cannot issue keys: every
+        verification would be refused (:class:`ConfigurationError`).
     """
 
     def __init__(
@@ -125,14 +129,23 @@ class KeyManager:
         hasher: Hasher | None = None,
         prefixes: Iterable[str] = ("sk",),
         clock: Callable[[], dt.datetime] = utcnow,
+        max_hash_memory_mib: int | None = None,
     ) -> None:
         self.store: KeyStore = open_store(store)
         self.hasher: Hasher = hasher if hasher is not None else Argon2Hasher()
+        self.max_hash_memory_mib = (max_hash_memory_mib if max_hash_memory_mib is not None
+                                    else default_hash_memory_mib())
         self.format = KeyFormat(tuple(prefixes))
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"KeyManager(store={self.store!r}, hasher={self.hasher!r})"
+
+    def _hash(self, secret: str) -> str:
+        # Checked when a key is issued (not at construction, so a manager
+        # can still list and revoke keys whatever its hasher).
+        check_memory_budget(self.hasher, self.max_hash_memory_mib)
+        return self.hasher.hash(secret)
 
     def create(
         self,
@@ -168,7 +181,7 @@ class KeyManager:
             name=_check_name(name),
             mode=mode,
             prefix=parsed.prefix,
-            hash=self.hasher.hash(parsed.secret),
+            hash=self._hash(parsed.secret),
             hint=hint(parsed.raw),
             created_at=now,
             expires_at=expires_at,
@@ -261,7 +274,7 @@ class KeyManager:
         _check_rotatable(old, (), self._clock(), force)
         parsed = self.format.generate(old.mode, old.prefix if old.prefix in self.format.prefixes
                                       else None)
-        secret_hash = self.hasher.hash(parsed.secret)
+        secret_hash = self._hash(parsed.secret)
         issued: list[KeyRecord] = []
 
         def plan(current: KeyRecord, successors: Sequence[KeyRecord]

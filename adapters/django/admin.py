@@ -86,8 +86,9 @@ _ISSUED_ATTR: Final = "_aqnt_auth_issued"
 
 def _manager() -> KeyManager:
     conf = get_settings()
-    return KeyManager(runtime().authenticator.store, hasher=conf.hasher or Argon2Hasher(),
-                      prefixes=conf.prefixes)
+    authenticator = runtime().authenticator
+    return KeyManager(authenticator.store, hasher=conf.hasher or Argon2Hasher(),
+                      prefixes=conf.prefixes, max_hash_memory_mib=authenticator.max_hash_memory_mib)
 
 
 def _words(text: str) -> list[str]:

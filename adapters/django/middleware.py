@@ -28,7 +28,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.debug import SafeExceptionReporterFilter, get_default_exception_reporter_filter
 from django.views.decorators.debug import sensitive_variables
 
-from aqnt_auth import AQNTError, Authenticator, ErrorResponse, Principal, is_cors_preflight
+from aqnt_auth import (
+    AQNTError,
+    Authenticator,
+    ClientFacts,
+    ErrorResponse,
+    Principal,
+    is_cors_preflight,
+)
 from aqnt_auth.adapters.django.settings import AuthSettings, runtime
 
 __all__ = [
@@ -91,7 +98,7 @@ async def authenticate_request_async(authenticator: Authenticator, request: Http
         raise _without_frames(exc) from None
 
 
-def _client_facts(authenticator: Authenticator, request: HttpRequest) -> dict[str, str | None]:
+def _client_facts(authenticator: Authenticator, request: HttpRequest) -> ClientFacts:
     """The peer address and, when proxies are trusted, the raw forwarded
     headers: the core decides which is the client."""
     meta = request.META

@@ -26,6 +26,9 @@ Every key is optional; these are the defaults::
         "CACHE_SIZE": 10_000,          # argon2 verifications remembered
         "CACHE_TTL": 300.0,            # seconds one stays remembered
         "MAX_CONCURRENT_HASHES": None, # argon2 runs at once (None: CPU count)
+        "MAX_QUEUED_HASHES": None,     # cold verifications waiting (None: 32 per run)
+        "MAX_HASH_WAIT": 1.0,          # seconds one may wait before a 503
+        "MAX_HASH_MEMORY_MIB": None,   # argon2 memory per process (None: see the core)
         "USAGE_FLUSH_INTERVAL": 10.0,  # seconds between usage-count writes
         "TRACK_USAGE": True,           # count requests and last use per key
         "REHASH": True,                # upgrade outdated hashes on use
@@ -100,6 +103,9 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "CACHE_SIZE": 10_000,
         "CACHE_TTL": 300.0,
         "MAX_CONCURRENT_HASHES": None,
+        "MAX_QUEUED_HASHES": None,
+        "MAX_HASH_WAIT": 1.0,
+        "MAX_HASH_MEMORY_MIB": None,
         "USAGE_FLUSH_INTERVAL": 10.0,
         "TRACK_USAGE": True,
         "REHASH": True,
@@ -127,6 +133,9 @@ class AuthSettings(NamedTuple):
     cache_size: int
     cache_ttl: float
     max_concurrent_hashes: int | None
+    max_queued_hashes: int | None
+    max_hash_wait: float
+    max_hash_memory_mib: int | None
     usage_flush_interval: float
     track_usage: bool
     rehash: bool
@@ -239,6 +248,11 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         cache_ttl=_number("CACHE_TTL", merged["CACHE_TTL"], minimum=0),
         max_concurrent_hashes=_number("MAX_CONCURRENT_HASHES", merged["MAX_CONCURRENT_HASHES"],
                                       minimum=1, integer=True, optional=True),
+        max_queued_hashes=_number("MAX_QUEUED_HASHES", merged["MAX_QUEUED_HASHES"],
+                                  minimum=0, integer=True, optional=True),
+        max_hash_wait=_number("MAX_HASH_WAIT", merged["MAX_HASH_WAIT"], minimum=0),
+        max_hash_memory_mib=_number("MAX_HASH_MEMORY_MIB", merged["MAX_HASH_MEMORY_MIB"],
+                                    minimum=1, integer=True, optional=True),
         usage_flush_interval=_number("USAGE_FLUSH_INTERVAL", merged["USAGE_FLUSH_INTERVAL"],
                                      minimum=0, inclusive=False),
         track_usage=_flag("TRACK_USAGE", merged["TRACK_USAGE"]),

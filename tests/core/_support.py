@@ -6,6 +6,8 @@ import datetime as dt
 import threading
 from collections.abc import Mapping
 
+import argon2
+
 from aqnt_auth import (
     Argon2Hasher,
     FailureLimiter,
@@ -24,8 +26,9 @@ class CountingHasher(Argon2Hasher):
     hold verifications in flight for as long as it needs.
     """
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        super().__init__("cheapest")
+    def __init__(self, gate: threading.Event | None = None,
+                 profile: str | argon2.Parameters = "cheapest") -> None:
+        super().__init__(profile)
         self.calls = 0
         self.running = 0
         self.peak = 0

@@ -407,8 +407,11 @@ class TestConcurrency:
         """200 concurrent wrong secrets never run more argon2 at once than the bound."""
         hasher = CountingHasher()
         issued = keys.create("k")
-        # No failure limiter: the 200 failures are what is counted here.
-        auth = Authenticator(store, hashers=[hasher], max_concurrent_hashes=2, rate_limit=None)
+        # No failure limiter and a queue long enough for all: this counts
+        # the 200 verifications and how many ran at once (the queue's own
+        # bounds are tested in test_backlog).
+        auth = Authenticator(store, hashers=[hasher], max_concurrent_hashes=2, rate_limit=None,
+                             max_queued_hashes=200, max_hash_wait=60)
         fmt = auth.format
 
         def attempt() -> None:
@@ -430,7 +433,11 @@ class TestConcurrency:
                                                        store: InstrumentedStore) -> None:
         hasher = CountingHasher()
         issued = keys.create("k")
-        auth = Authenticator(store, hashers=[hasher], max_concurrent_hashes=2, rate_limit=None)
+        # No failure limiter and a queue long enough for all: this counts
+        # the 200 verifications and how many ran at once (the queue's own
+        # bounds are tested in test_backlog).
+        auth = Authenticator(store, hashers=[hasher], max_concurrent_hashes=2, rate_limit=None,
+                             max_queued_hashes=200, max_hash_wait=60)
 
         async def attempt() -> None:
             head = issued.key[:20] + auth.format.generate("live").secret

@@ -213,3 +213,25 @@ class TestKeyGivenForId:
         assert key[20:] not in err
         _, text = run("keys", "show", key_id, "--json")
         assert json.loads(text)["status"] == "active"
+
+
+class TestMemoryBudget:
+    def test_a_profile_over_the_budget_is_refused(self, store_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+        """rfc9106-high-memory (2 GiB a hash) is over the default budget: an
+        error saying so, and no key in the store (nothing hashed)."""
+        code, text = run("keys", "create", "--name", "big", "--argon2-profile",
+                         "rfc9106-high-memory")
+        assert code == 1
+        assert text == ""
+        assert "2048 MiB" in capsys.readouterr().err
+        assert run("keys", "list", "--json") == (0, "[]\n")
+
+    def test_the_budget_is_an_option(self, store_url: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+        code, _ = run("keys", "create", "--name", "k", "--max-hash-memory", "1")
+        assert code == 1  # the default profile needs 19 MiB
+        assert "budget of 1 MiB" in capsys.readouterr().err
+        code, _ = run("keys", "create", "--name", "k", "--argon2-profile", "cheapest",
+                      "--max-hash-memory", "1")
+        assert code == 0

@@ -142,11 +142,19 @@ class ASGIDriver(MemoryDriver):
         final = ({"type": "websocket.disconnect", "code": 1000} if scope["type"] == "websocket"
                  else {"type": "http.disconnect"})
 
+        # A live client: it hangs up only once the answer has begun.  (One
+        # that hangs up while its key waits for argon2 gets no answer at all.)
+        answered = asyncio.Event()
+
         async def receive() -> Message:
-            return inbound.pop(0) if inbound else final
+            if inbound:
+                return inbound.pop(0)
+            await answered.wait()
+            return final
 
         async def send(message: Message) -> None:
             sent.append(message)
+            answered.set()
 
         try:
             await self.app(scope, receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import MutableMapping
@@ -97,11 +98,18 @@ async def call(app: Any, scope: Scope, inbound: list[Message] | None = None) -> 
     queue = list(inbound or [{"type": "http.request", "body": b"", "more_body": False}])
     sent: list[Message] = []
 
+    # A live client: it hangs up only once the answer has begun.
+    answered = asyncio.Event()
+
     async def receive() -> Message:
-        return queue.pop(0) if queue else {"type": "http.disconnect"}
+        if queue:
+            return queue.pop(0)
+        await answered.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         sent.append(message)
+        answered.set()
 
     await app(scope, receive, send)
     return sent

@@ -4,9 +4,11 @@ uvicorn processes (``--factory tests.adapters.asgi.server_app:create_app``).
 Configured from the environment: ``AQNT_TEST_STORE`` (a SQLite file, shared
 by the processes), ``AQNT_TEST_RATE_LIMIT`` (a storage URI, or ``off``),
 ``AQNT_TEST_REDIS_PREFIX`` (the limiter's Redis key prefix, unique per test
-run), ``AQNT_TEST_CACHE_TTL`` and ``AQNT_TEST_PROFILE`` (the argon2 profile
-keys are verified with).  ``GET /_stats``, outside the middleware, reports how
-many argon2 verifications the process ran.
+run), ``AQNT_TEST_CACHE_TTL``, ``AQNT_TEST_PROFILE`` (the argon2 profile
+keys are verified with) and ``AQNT_TEST_OPTIONS`` (more Authenticator
+options, as JSON).  ``GET /_stats``, outside the middleware, reports how many
+argon2 verifications the process ran, and the statuses it answered
+(``none``: no answer at all) outside ``/health``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -58,13 +61,29 @@ def create_app() -> ASGIApp:
     protected = APIKeyMiddleware(
         hello, store=SQLiteKeyStore(env["AQNT_TEST_STORE"]), hashers=[hasher],
         rate_limit=rate_limit, cache_ttl=float(env.get("AQNT_TEST_CACHE_TTL", "300")),
-        exempt_paths=["/health"],
+        exempt_paths=["/health"], **json.loads(env.get("AQNT_TEST_OPTIONS", "{}")),
     )
+    statuses: Counter[str] = Counter()
 
     async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_stats":
-            await _answer(send, 200, json.dumps({"argon2": hasher.calls}).encode())
+            body = json.dumps({"argon2": hasher.calls, "statuses": statuses})
+            await _answer(send, 200, body.encode())
             return
-        await protected(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await protected(scope, receive, send)
+            return
+        answered = False
+
+        async def counting_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                statuses[str(message["status"])] += 1
+            await send(message)
+
+        await protected(scope, receive, counting_send)
+        if not answered:
+            statuses["none"] += 1
 
     return app

@@ -72,6 +72,9 @@ class TestSettingsCheck:
         {"CACHE_SIZE": -1},
         {"CACHE_TTL": "5"},
         {"MAX_CONCURRENT_HASHES": 0},
+        {"MAX_QUEUED_HASHES": -1},
+        {"MAX_HASH_WAIT": "1"},
+        {"MAX_HASH_MEMORY_MIB": 0},
         {"USAGE_FLUSH_INTERVAL": 0},
         {"TRACK_USAGE": "yes"},
         {"HASHERS": []},
@@ -133,7 +136,8 @@ class TestLayeredSettings:
         assert set(options) == {
             "prefixes", "allowed_modes", "realm", "hashers", "cache_size", "cache_ttl",
             "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
-            "rate_limit", "trusted_proxies",
+            "rate_limit", "trusted_proxies", "max_queued_hashes", "max_hash_wait",
+            "max_hash_memory_mib",
         }
         assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
 

@@ -61,6 +61,10 @@ class Command(BaseCommand):
         hashing.add_argument("--argon2-profile", choices=sorted(ARGON2_PROFILES),
                              default="owasp",
                              help="argon2id parameters for new keys (default: owasp)")
+        hashing.add_argument("--max-hash-memory", type=int, default=None, metavar="MIB",
+                             help="the servers' argon2 memory budget (default: "
+                                  "AQNT_AUTH['MAX_HASH_MEMORY_MIB']); a profile needing "
+                                  "more per hash is refused")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         add_key_actions(actions, common, hashing, command=COMMAND)
 
@@ -84,7 +88,10 @@ class Command(BaseCommand):
                     f"prefix {prefix!r} is not in AQNT_AUTH['PREFIXES'] {list(accepted)!r}"
                 )
         # The shared store: the same database alias the middleware reads.
-        return KeyManager(runtime().authenticator.store, hasher=hasher, prefixes=accepted)
+        authenticator = runtime().authenticator
+        budget = options.get("max_hash_memory") or authenticator.max_hash_memory_mib
+        return KeyManager(authenticator.store, hasher=hasher, prefixes=accepted,
+                          max_hash_memory_mib=budget)
 
     def _hasher(self, options: dict[str, Any]) -> Hasher:
         name = options["hasher"]

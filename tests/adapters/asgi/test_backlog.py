@@ -1,0 +1,178 @@
+"""The ASGI middleware and the argon2 queue: a client that hangs up while its
+key waits for argon2 withdraws that work, and a burst of wrong secrets from
+connections closed at once cannot build a backlog that delays a real key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aqnt_auth import Argon2Hasher, Authenticator, KeyManager, SQLiteKeyStore, checksum
+from aqnt_auth.adapters.asgi import APIKeyMiddleware
+from tests.core._support import CountingHasher, InstrumentedStore
+
+from ._servers import request, send_only, uvicorn_servers
+
+Message = MutableMapping[str, Any]
+
+
+def scope_for(key: str, method: str = "GET") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": "/v1", "root_path": "",
+            "headers": [(b"authorization", f"Bearer {key}".encode())],
+            "client": ("203.0.113.5", 1234)}
+
+
+def wrong(key: str, n: int) -> str:
+    head = key[:20] + f"{n:032d}"
+    return head + checksum(head)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.bodies: list[bytes] = []
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+def held() -> Any:
+    gate = threading.Event()
+    hasher = CountingHasher(gate)
+    store = InstrumentedStore()
+    key = KeyManager(store, hasher=hasher).create("k").key
+    auth = Authenticator(store, hashers=[hasher], max_concurrent_hashes=1, max_hash_wait=60)
+    yield gate, hasher, key, auth
+    gate.set()
+    auth.close()
+
+
+@pytest.mark.anyio
+async def test_a_client_that_hangs_up_withdraws_its_verification(held: Any) -> None:
+    """http.disconnect while the key is queued for argon2: no argon2 for it,
+    no response, the app never runs."""
+    gate, hasher, key, auth = held
+    recorder = Recorder()
+    app = APIKeyMiddleware(recorder.app, authenticator=auth)
+    blocker = asyncio.ensure_future(app(scope_for(wrong(key, 1)), _request_then_wait(),
+                                        recorder.send))
+    while hasher.running == 0:
+        await asyncio.sleep(0.001)
+    hang_up = asyncio.Event()
+    gone = asyncio.ensure_future(app(scope_for(wrong(key, 2)), _request_then(hang_up),
+                                     recorder.send))
+    while auth._gate.pending == 0:
+        await asyncio.sleep(0.001)
+    hang_up.set()
+    await gone
+    gate.set()
+    await blocker
+    while auth._gate.pending:
+        await asyncio.sleep(0.001)
+    assert hasher.calls == 1
+    assert [m["status"] for m in recorder.sent if "status" in m] == [401]
+    assert recorder.bodies == []
+
+
+@pytest.mark.anyio
+async def test_the_body_read_while_watching_reaches_the_app(held: Any) -> None:
+    """What the middleware read from ``receive`` while it watched for a hang-up
+    is replayed to the app, in order."""
+    gate, hasher, _, auth = held
+    recorder = Recorder()
+    app = APIKeyMiddleware(recorder.app, authenticator=auth)
+    chunks = [{"type": "http.request", "body": b"abc", "more_body": True},
+              {"type": "http.request", "body": b"def", "more_body": False}]
+    read = asyncio.Event()
+
+    async def receive() -> Message:
+        if chunks:
+            message = chunks.pop(0)
+            if not chunks:
+                read.set()
+            return message
+        await asyncio.Event().wait()  # no disconnect
+        raise AssertionError
+
+    good = KeyManager(auth.store, hasher=hasher).create("good").key
+    call = asyncio.ensure_future(app(scope_for(good, "POST"), receive, recorder.send))
+    await read.wait()
+    gate.set()
+    await call
+    assert recorder.bodies == [b"abcdef"]
+    assert recorder.sent[0]["status"] == 200
+
+
+def _request_then_wait() -> Any:
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    return receive
+
+
+def _request_then(event: asyncio.Event) -> Any:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await event.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+@pytest.mark.slow
+def test_a_burst_of_abandoned_wrong_secrets_does_not_delay_a_real_key(tmp_path: Path) -> None:
+    """A real uvicorn process, keys hashed with the default (OWASP) profile:
+    300 requests with random wrong secrets for one key id, each connection
+    closed as soon as it is sent, then a legitimate key that has never been
+    used.  Before the bound, each of the 300 ran argon2 (the real key waited
+    behind all of them); now at most the running and queued ones (2 + 8
+    here) may, the rest are refused or dropped, and the real key is
+    answered with one more."""
+    path = tmp_path / "keys.db"
+    store = SQLiteKeyStore(path)
+    manager = KeyManager(store, hasher=Argon2Hasher())
+    target, legit = manager.create("attacked").key, manager.create("legit").key
+    store.close()
+    env = {"AQNT_TEST_STORE": str(path), "AQNT_TEST_PROFILE": "owasp",
+           "AQNT_TEST_OPTIONS": json.dumps({"max_concurrent_hashes": 2,
+                                            "max_queued_hashes": 8})}
+    with uvicorn_servers(1, env) as (port,):
+        for n in range(300):
+            send_only(port, "/v1", wrong(target, n)).close()
+        assert request(port, "/v1", legit) == (200, b'{"hello": "world"}')
+        stats = json.loads(request(port, "/_stats")[1])
+        for _ in range(500):  # until the server has seen every burst request
+            if sum(stats["statuses"].values()) >= 300 + 1:
+                break
+            threading.Event().wait(0.02)
+            stats = json.loads(request(port, "/_stats")[1])
+    statuses = stats["statuses"]
+    assert sum(statuses.values()) == 300 + 1  # the burst and the real key
+    assert stats["argon2"] <= 2 + 8 + 1
+    assert statuses["200"] == 1
+    refused = statuses.get("503", 0) + statuses.get("429", 0) + statuses.get("none", 0)
+    assert refused >= 300 - (2 + 8)
