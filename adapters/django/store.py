@@ -8,9 +8,9 @@ own cursor, which keeps Django's error wrapping, ``execute_wrapper`` hooks
 and query logging, and converts the columns with Django's own converters.
 On SQLite the records read are cached in the process, kept exact across
 processes by the change log that migration ``0002`` adds (triggers, polled
-by a watcher thread: :mod:`aqnt_auth._stores._sqlite_watch`): a change made
-by any process, the admin's included, is seen within the watcher's lease
-(50 ms), and at once by the process that made it through this store.  On
+at most once per lease, inline: :mod:`aqnt_auth._stores._sqlite_watch`): a
+change made by any process, the admin's included, is seen within the lease
+(20 ms), and at once by the process that made it through this store.  On
 other databases the row is read on every call, so a revocation applies to
 the next request.
 """
@@ -206,7 +206,7 @@ class DjangoKeyStore:
         # The watcher's own connection to the file Django's connection names
         # now (a test run switches it to the test database).
         name = connections[self.read_alias].settings_dict["NAME"]
-        return sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(name, timeout=0, isolation_level=None, check_same_thread=False)
 
     # -- the read on every request ----------------------------------------
 
@@ -376,7 +376,7 @@ class DjangoKeyStore:
             raise _unavailable(exc) from None
 
     def close(self) -> None:
-        """Stop the watcher; the connections are Django's."""
+        """Stop reading the change log; the connections are Django's."""
         if self.watcher is not None:
             self.watcher.stop()
 

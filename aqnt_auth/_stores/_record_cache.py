@@ -2,7 +2,7 @@
 
 Shared by the stores whose changes every process can learn about: the SQL
 store on PostgreSQL (``LISTEN``/``NOTIFY``, :mod:`._pg_listener`) and the
-SQLite store (a change log polled by :mod:`._sqlite_watch`).  Whatever
+SQLite store (a change log read by :mod:`._sqlite_watch`).  Whatever
 invalidates the cache holds a *lease*, renewed each time it has provably
 seen every change committed before a given moment; the cache answers only
 while the lease runs, so an invalidator that dies or stalls never lets a
@@ -71,7 +71,8 @@ class RecordCache:
         self._valid_until = 0.0
         #: Moves on at every invalidation, clear and loss of the invalidator.
         self.epoch = 0
-        #: Called by a lookup that finds the cache deaf (starts the invalidator).
+        #: Called by a lookup that finds the cache deaf: starts the invalidator,
+        #: or (SQLite) reads the change log and renews the lease at once.
         self.on_deaf: Callable[[], None] = _noop
 
     def __len__(self) -> int:
@@ -90,8 +91,9 @@ class RecordCache:
         """The cached record, or ``None`` (not cached, expired, or the cache is deaf)."""
         now = self._clock()
         if now >= self._valid_until:
-            self.on_deaf()
-            return None
+            self.on_deaf()  # which may renew the lease at once
+            if now >= self._valid_until:
+                return None
         entry = self._entries.get(key_id)
         if entry is None or entry[1] <= now:
             return None
@@ -102,7 +104,8 @@ class RecordCache:
         now = self._clock()
         if now >= self._valid_until:
             self.on_deaf()
-            return None
+            if now >= self._valid_until:
+                return None
         entry = self._entries.get(key_id)
         if entry is not None:
             return entry[0] if entry[1] > now else None

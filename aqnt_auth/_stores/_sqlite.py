@@ -7,8 +7,9 @@ up).  The schema is created on first use and versioned with
 
 Records are cached in the process and kept exact across the processes of the
 machine by a change log that triggers write in the changing transaction,
-polled by one thread per process (:mod:`aqnt_auth._stores._sqlite_watch`):
-a warm lookup reads no file and, on an event loop, needs no thread.
+read by each process at most once per lease, inline, when a lookup needs it
+(:mod:`aqnt_auth._stores._sqlite_watch`): a warm lookup reads no file and,
+on an event loop, needs no thread.
 """
 
 from __future__ import annotations
@@ -199,16 +200,16 @@ class SQLiteKeyStore:
         happens (a second line of defence).  Usage fields of a cached record
         (``usage_count``, ``last_used_at``) may lag by up to this.
     :param cache_size: records cached at most (and as many absent ids).
-    :param poll_interval: seconds between two reads of the change log.
     :param lease: seconds a cached record is trusted after a read of the
         change log started: the bound on how late a change made by another
-        process is seen (the changing process sees it at once).
+        process is seen (the changing process sees it at once).  A busy
+        process reads the log at most once per lease.
     :param create: with ``False`` the file must already hold a store: a
         missing file, or one without the keys table, raises
         :class:`~aqnt_auth.StoreNotFound` and is left as it was.
 
     Thread-safe; processes sharing the file see each other's changes.  Call
-    :meth:`close` to stop the watcher thread and close the connections.
+    :meth:`close` to close the connections.
     """
 
     blocking = True
@@ -225,8 +226,7 @@ class SQLiteKeyStore:
         cache: bool = True,
         cache_ttl: float = 30.0,
         cache_size: int = 10_000,
-        poll_interval: float = 0.01,
-        lease: float = 0.05,
+        lease: float = 0.02,
         create: bool = True,
     ) -> None:
         if busy_timeout <= 0:
@@ -235,8 +235,8 @@ class SQLiteKeyStore:
             raise ConfigurationError("cache_ttl must be positive")
         if cache_size < 0:
             raise ConfigurationError("cache_size must be >= 0")
-        if not 0 < poll_interval < lease:
-            raise ConfigurationError("poll_interval must be positive and shorter than lease")
+        if not lease > 0:
+            raise ConfigurationError("lease must be positive")
         self.path = os.fspath(path)
         self._tempdir: str | None = None
         if self.path in ("", ":memory:"):
@@ -261,8 +261,7 @@ class SQLiteKeyStore:
         self.watcher: ChangeWatcher | None = None
         if cache:
             self.watcher = ChangeWatcher(self._watch_connection, self.cache,
-                                         log_table=_CHANGE_LOG, interval=poll_interval,
-                                         lease=lease)
+                                         log_table=_CHANGE_LOG, lease=lease)
         #: The async twin: a cached answer without a thread, a read in one.
         self.aio = AsyncSQLiteKeyStore(self)
         # A connection must not cross fork(): the child starts afresh.
@@ -289,9 +288,10 @@ class SQLiteKeyStore:
         return conn
 
     def _watch_connection(self) -> sqlite3.Connection:
-        # The watcher's own, read-only by use; not in _connections: the
-        # watcher closes it.
-        return sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+        # The watcher's own, read-only by use, shared by the threads under its
+        # lock; not in _connections: the watcher closes it.  No busy timeout:
+        # it may run on an event loop, which must never wait for a lock.
+        return sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                check_same_thread=False)
 
     def _conn(self) -> sqlite3.Connection:

@@ -7,16 +7,20 @@ hand-written SQL is covered too.  Usage flushes touch only ``usage_count``
 and ``last_used_at``, which the update trigger does not watch: they
 invalidate nothing.
 
-Each process runs one :class:`ChangeWatcher` thread with its own connection:
-every *interval* it reads the log past the last sequence number it has seen
-(one primary-key range read, in WAL mode never blocked by writers), drops
-the ids it finds from the :class:`~._record_cache.RecordCache`, and renews
-the cache's lease to the moment that read started plus *lease*.  So a
-record is served from memory only while a read that started at most *lease*
+Each process has one :class:`ChangeWatcher`.  A lookup that finds the
+cache's lease run out reads the log itself, inline, past the last sequence
+number seen (one primary-key range read on a connection of its own that
+never waits for a lock: in WAL mode readers are not blocked by writers),
+drops the ids it finds from the :class:`~._record_cache.RecordCache`, and
+renews the lease to the moment that read started plus *lease*.  So a record
+is served from memory only while a read that started at most *lease*
 seconds ago found no change to it: a change committed by another process is
-honoured within *lease*, whatever the load (past it, lookups read the file
-until the watcher catches up).  The changing process drops its own entry at
-once.
+honoured within *lease*, whatever the load, and a busy process reads the
+log at most once per *lease* (an idle one not at all).  No thread is
+involved: a polling thread would have to take the GIL from a busy event
+loop every few milliseconds, and on a loaded machine every such hand-over
+can leave the loop waiting for the thread to be scheduled.  The changing
+process drops its own entry at once.
 
 A gap in the sequence numbers (the log is pruned to its last
 :data:`LOG_SIZE` rows, so a watcher that slept through more than that many
@@ -77,13 +81,15 @@ def change_log_ddl(table: str, log_table: str, watched: tuple[str, ...]) -> tupl
 
 
 class ChangeWatcher:
-    """One thread that polls a change log and invalidates *cache*.
+    """Reads a change log, at most once per *lease*, when a lookup needs it.
 
-    :param connect: opens a new connection to the database (autocommit).
+    :param connect: opens a new connection to the database (autocommit, no
+        busy timeout: a poll that would wait gives up, and that lookup reads
+        the database instead).
     :param log_table: the change log's name (a constant, never user input).
-    :param interval: seconds between polls.
-    :param lease: seconds the cache is trusted after a poll started.
-    :param retry: first delay before reopening a connection that failed.
+    :param lease: seconds the cache is trusted after a read of the log started.
+    :param retry: first delay before trying again after a failure (doubling
+        up to 2 s); meanwhile every lookup reads the database.
     """
 
     def __init__(
@@ -92,89 +98,75 @@ class ChangeWatcher:
         cache: RecordCache,
         *,
         log_table: str,
-        interval: float = 0.01,
-        lease: float = 0.05,
+        lease: float = 0.02,
         retry: float = 0.1,
     ) -> None:
         self._connect = connect
         self.cache = cache
-        self.interval = interval
         self.lease = lease
         self.retry = retry
         self._since = f"SELECT seq, key_id FROM {log_table} WHERE seq > ? ORDER BY seq"  # noqa: S608
-        self._last = f"SELECT COALESCE(MAX(seq), 0) FROM {log_table}"  # noqa: S608
+        self._newest = f"SELECT COALESCE(MAX(seq), 0) FROM {log_table}"  # noqa: S608
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failing = False
+        self._conn: sqlite3.Connection | None = None
+        self._last = 0
+        self._stopped = False
+        self._delay = retry
+        self._retry_at = 0.0
         #: Polls that found changes, and polls in all (for tests and curiosity).
         self.changes_seen = 0
         self.polls = 0
-        cache.on_deaf = self.ensure_running
+        cache.on_deaf = self.refresh
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
 
     def __repr__(self) -> str:
-        return f"ChangeWatcher(interval={self.interval}, lease={self.lease})"
+        return f"ChangeWatcher(lease={self.lease})"
 
-    def ensure_running(self) -> None:
-        """Start the thread if it is not running (called on a deaf lookup)."""
-        if self._thread is not None or self._stop.is_set():
+    def refresh(self) -> None:
+        """Read the log now and renew the lease (called by a lookup that
+        found it run out).  Never waits: if another thread is reading it,
+        or a failure is being waited out, the cache stays deaf for this
+        lookup."""
+        if self._stopped or not self._lock.acquire(blocking=False):
             return
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(
-                target=self._run, name="aqnt-sqlite-watcher", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop watching.  Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self.cache.deafen()
-
-    def _run(self) -> None:
-        delay = self.retry
-        while not self._stop.is_set():
-            conn: sqlite3.Connection | None = None
-            polls = self.polls
-            try:
-                conn = self._connect()
-                self._watch(conn)
-            except Exception as exc:
-                if not self._failing:
-                    log.warning("record cache watcher failed (cache bypassed, every lookup "
-                                "reads the database until it is back): %s: %s",
-                                type(exc).__name__, exc)
-                self._failing = True
-            finally:
-                self.cache.deafen()
-                if conn is not None:
-                    with contextlib.suppress(sqlite3.Error):  # closing is best effort
-                        conn.close()
-            if self.polls != polls:
-                delay = self.retry  # it had been working: retry soon
-            self._stop.wait(delay)
-            delay = min(delay * 2, _MAX_RETRY)
-
-    def _watch(self, conn: sqlite3.Connection) -> None:
-        cache, stop = self.cache, self._stop
-        started = time.monotonic()
-        (last,) = conn.execute(self._last).fetchone()
-        # Whatever happened while nobody watched is read afresh from here on.
-        cache.clear()
-        cache.renew(started + self.lease)
-        if self._failing:
-            self._failing = False
-            log.warning("record cache watcher is back; cache re-synchronised")
-        while not stop.wait(self.interval):
+        try:
             started = time.monotonic()
-            last = self.poll(conn, last)
-            cache.renew(started + self.lease)
+            if started < self._retry_at:
+                return
+            try:
+                if self._conn is None:
+                    conn = self._connect()
+                    (self._last,) = conn.execute(self._newest).fetchone()
+                    self._conn = conn
+                    # Whatever happened while nobody read the log is read
+                    # afresh from here on.
+                    self.cache.clear()
+                else:
+                    self._last = self.poll(self._conn, self._last)
+            except sqlite3.Error as exc:
+                self._failed(started, exc)
+                return
+            if self._delay != self.retry:
+                log.warning("record cache: the change log is readable again; cache re-synchronised")
+                self._delay = self.retry
+            self.cache.renew(started + self.lease)
+        finally:
+            self._lock.release()
+
+    def _failed(self, now: float, exc: sqlite3.Error) -> None:
+        if self._delay == self.retry:
+            log.warning("record cache bypassed (every lookup reads the database) until the "
+                        "change log can be read: %s: %s", type(exc).__name__, exc)
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, _MAX_RETRY)
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):  # closing is best effort
+                conn.close()
 
     def poll(self, conn: sqlite3.Connection, last: int) -> int:
         """Drop what changed after log entry *last*; the last entry read."""
@@ -191,13 +183,20 @@ class ChangeWatcher:
         newest: int = rows[-1][0]
         return newest
 
+    def stop(self) -> None:
+        """Stop reading the log (the cache answers nothing from now on).  Idempotent."""
+        with self._lock:
+            self._stopped = True
+            self._close()
+        self.cache.deafen()
+
 
 def _reset_after_fork(ref: weakref.ref[ChangeWatcher]) -> None:
     watcher = ref()
     if watcher is None:
         return
-    # Threads do not survive fork(): the child starts its own watcher, with
-    # its own connection, on its first lookup.
+    # The parent's connection belongs to the parent: the child opens its own
+    # on its first lookup, and trusts nothing until then.
     watcher._lock = threading.Lock()
-    watcher._thread = None
+    watcher._conn = None
     watcher.cache.after_fork()

@@ -37,7 +37,7 @@ CLI = Path(sys.executable).with_name("aqnt-auth")
 SERVERS = 3
 CLIENTS_PER_SERVER = 3
 #: The store's default lease: the bound on how late another process sees a change.
-LEASE = 0.05
+LEASE = 0.02
 
 
 @dataclass(frozen=True)

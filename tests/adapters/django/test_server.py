@@ -21,7 +21,7 @@ from tests import bodies
 
 ROOT = Path(__file__).resolve().parents[3]
 #: The change-log watcher's default lease (see DjangoKeyStore).
-LEASE = 0.05
+LEASE = 0.02
 
 pytestmark = pytest.mark.slow
 
