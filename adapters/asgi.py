@@ -13,6 +13,7 @@ a header means, whether a key is valid and may do this) is made by the core.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,15 @@ from aqnt_auth import (
     KeyStore,
     PathRules,
     Principal,
+    StoreOpenError,
+    StoreUnavailable,
     forwarded_headers,
     is_cors_preflight,
     make_authenticator,
     relative_path,
     single_authorization,
 )
+from aqnt_auth._stores._open import UnopenedStore
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -44,6 +48,8 @@ __all__ = [
     "principal_of",
     "route_path",
 ]
+
+log = logging.getLogger("aqnt_auth.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -247,6 +253,14 @@ class APIKeyMiddleware:
     response, and a WebSocket is refused with that response (the
     ``websocket.http.response`` extension) or, without the extension,
     closed with code 1008.
+
+    A store URL that is malformed or cannot be opened does not raise here
+    (Starlette builds its middleware on the app's first call, so raising
+    would make every request a plain 500 where the server runs no lifespan
+    start-up): the lifespan start-up fails with the message, and without
+    one every request, exempt paths included, is answered 503
+    ``auth_unavailable`` and the reason is logged once.
+    :attr:`startup_error` holds it.
     """
 
     def __init__(
@@ -260,7 +274,14 @@ class APIKeyMiddleware:
         **options: Unpack[AuthenticatorOptions],
     ) -> None:
         self.app = app
-        self.authenticator = make_authenticator(store, authenticator, options)
+        self.startup_error: StoreOpenError | None = None
+        try:
+            self.authenticator = make_authenticator(store, authenticator, options)
+        except StoreOpenError as exc:
+            self.startup_error = exc
+            # Never accepts a key: every read raises StoreUnavailable.
+            self.authenticator = make_authenticator(UnopenedStore(exc), None, options)
+        self._startup_error_logged = False
         self._owns_authenticator = authenticator is None
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
         self._authenticate = self.authenticator.authenticate_async
@@ -274,6 +295,9 @@ class APIKeyMiddleware:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             if kind == "lifespan":
+                if self.startup_error is not None:
+                    await self._fail_startup(receive, send)
+                    return
                 send = self._on_shutdown(send)
             await self.app(scope, receive, send)
             return
@@ -283,6 +307,10 @@ class APIKeyMiddleware:
         path = relative_path(scope["path"], root_path) if root_path else scope["path"]
         method = scope.get("method", "GET")
         if self.exemptions(scope, method, path):
+            if self.startup_error is not None:
+                # Not even /health may look healthy on a store that never opened.
+                await self._refuse(self.startup_error, scope, receive, send)
+                return
             scope.setdefault("user", self._anonymous)
             scope.setdefault("auth", self._anonymous)
             await self.app(scope, receive, send)
@@ -317,6 +345,9 @@ class APIKeyMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, error: AQNTError, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.startup_error is not None:
+            # Whatever the header said: the store never opened.
+            error = self._unopened(self.startup_error)
         answer = self.authenticator.render_error(error)
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": answer.status,
@@ -332,6 +363,25 @@ class APIKeyMiddleware:
         else:
             # 1008: policy violation (RFC 6455 §7.4.1); the reason is the error code.
             await send({"type": "websocket.close", "code": 1008, "reason": error.code})
+
+    def _unopened(self, reason: StoreOpenError) -> StoreUnavailable:
+        if not self._startup_error_logged:
+            self._startup_error_logged = True
+            log.error("aqnt-auth: %s; every request is answered 503 auth_unavailable until "
+                      "this is fixed and the app restarted", reason)
+        return StoreUnavailable(str(reason))
+
+    async def _fail_startup(self, receive: Receive, send: Send) -> None:
+        # The server reports the message and stops (uvicorn does so with
+        # --lifespan on and auto alike); the app's own start-up never runs.
+        # Then raise, as Starlette's router does after a failed start-up:
+        # servers expect the lifespan to end so, and say nothing more.
+        assert self.startup_error is not None
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.failed",
+                        "message": f"aqnt-auth: {self.startup_error}"})
+        raise self.startup_error
 
     def _on_shutdown(self, send: Send) -> Send:
         # Flush and close after the app's own shutdown, which may still use keys.

@@ -27,6 +27,7 @@ into HTML.  Keys are managed with ``flask aqnt-keys``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import weakref
@@ -278,13 +279,20 @@ class AQNTAuth:
         return f"<AQNTAuth apps={len(self._states)}>"
 
     def init_app(self, app: Flask) -> None:
-        """Protect *app*: open its store and install the request check."""
+        """Protect *app*: open its store and install the request check.
+
+        Raises :class:`~aqnt_auth.ConfigurationError` for an ``AQNT_AUTH_*``
+        key it does not know (naming the known ones) and a bad value, and
+        :class:`~aqnt_auth.StoreOpenError` for a store URL that is malformed
+        or cannot be opened, so the app fails where it starts.
+        """
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(
                 f"aqnt-auth is already registered on the app {app.name!r}: use the "
                 "AQNTAuth instance that registered it instead of initialising another"
             )
         config = app.config
+        _check_keys(config)
         for key, default in CONFIG_DEFAULTS.items():
             config.setdefault(key, default)
         options = {arg: config[key] for key, arg in _AUTHENTICATOR_OPTIONS.items()}
@@ -394,6 +402,30 @@ class AQNTAuth:
 
 
 _UNSET: Final = object()
+
+_PREFIX: Final = "AQNT_AUTH_"
+
+
+def _check_keys(config: Mapping[str, Any]) -> None:
+    """Refuse ``AQNT_AUTH_*`` config keys the extension does not read: a
+    typo (``AQNT_AUTH_STOR``) would otherwise leave the default in effect."""
+    unknown = sorted(k for k in config if k.startswith(_PREFIX) and k not in CONFIG_DEFAULTS)
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        if key == "AQNT_AUTH_PEPPER":
+            problems.append(f"{key} (the pepper is read from the process environment, "
+                            "never from app.config)")
+            continue
+        # Compared without the prefix, which every key shares.
+        close = difflib.get_close_matches(
+            key[len(_PREFIX):], [k[len(_PREFIX):] for k in CONFIG_DEFAULTS], n=1)
+        problems.append(f"{key} (did you mean {_PREFIX}{close[0]}?)" if close else key)
+    raise ConfigurationError(
+        f"unknown aqnt-auth config key{'s' if len(unknown) > 1 else ''}: "
+        f"{', '.join(problems)}. The keys are: {', '.join(CONFIG_DEFAULTS)}"
+    )
 
 
 def _view_name(view: object) -> str:

@@ -37,6 +37,7 @@ from ._errors import (
     RateLimited,
     RevokedAPIKey,
     StoreNotFound,
+    StoreOpenError,
     StoreUnavailable,
 )
 from ._format import KeyFormat, Mode, ParsedKey, checksum
@@ -101,6 +102,7 @@ __all__ = [
     "RotationPlan",
     "SQLiteKeyStore",
     "StoreNotFound",
+    "StoreOpenError",
     "StoreUnavailable",
     "ThreadedAsyncStore",
     "TrustedProxies",

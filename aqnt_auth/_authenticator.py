@@ -63,7 +63,7 @@ from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
-from ._stores._open import open_store
+from ._stores._open import open_store_to_serve
 from ._stores._protocol import AsyncKeyStore, KeyStore
 
 __all__ = ["Authenticator", "AuthenticatorOptions", "ClientFacts", "make_authenticator"]
@@ -131,7 +131,9 @@ class AuthenticatorOptions(TypedDict, total=False):
 class Authenticator:
     """Checks ``Authorization`` headers against a key store.
 
-    :param store: a :class:`KeyStore` or a store URL (``"sqlite:///aqnt_keys.db"``).
+    :param store: a :class:`KeyStore` or a store URL (``"sqlite:///aqnt_keys.db"``);
+        a URL that is malformed or cannot be opened raises
+        :class:`StoreOpenError`, naming it and what is wrong.
     :param prefixes: key prefixes accepted (``("sk",)``).
     :param allowed_modes: ``"live"`` and/or ``"test"``; a key of another mode
         gets ``invalid_api_key``.
@@ -192,7 +194,7 @@ class Authenticator:
         trusted_proxies: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store: KeyStore = open_store(store)
+        self.store: KeyStore = open_store_to_serve(store)
         self._astore: AsyncKeyStore | None = None
         self.format = self._format = KeyFormat(tuple(prefixes))
         modes = frozenset(allowed_modes)

@@ -30,6 +30,7 @@ __all__ = [
     "RateLimited",
     "RevokedAPIKey",
     "StoreNotFound",
+    "StoreOpenError",
     "StoreUnavailable",
     "described",
 ]
@@ -241,6 +242,21 @@ class StoreNotFound(ConfigurationError):
 
     code = "store_not_found"
     message = "No key store at this location"
+
+
+class StoreOpenError(ConfigurationError):
+    """The store URL an app was configured with is malformed, or names a
+    store that cannot be opened (a SQLite file in a missing directory, an
+    extra that is not installed).  The message names the URL, password
+    redacted, and what is wrong.
+
+    Raised where the app starts: ``Authenticator(url)``, Flask's
+    ``init_app``, the ASGI middleware's lifespan start-up.  A database that
+    is merely down is not this: it is :class:`StoreUnavailable`, per request.
+    """
+
+    code = "store_open_error"
+    message = "The key store cannot be opened"
 
 
 class InvalidStoredHash(AQNTError, ValueError):

@@ -6,12 +6,20 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StoreOpenError, StoreUnavailable
+from .._records import KeyRecord
 from ._memory import MemoryKeyStore
 from ._protocol import KeyStore
 from ._sqlite import SQLiteKeyStore
 
-__all__ = ["DEFAULT_STORE_URL", "open_store", "register_store_scheme", "store_url"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "UnopenedStore",
+    "open_store",
+    "open_store_to_serve",
+    "register_store_scheme",
+    "store_url",
+]
 
 #: The one default store of every front end (CLI, Flask, the demo) and the
 #: README: a SQLite file in the working directory.
@@ -40,6 +48,13 @@ def _sqlite_path(url: str) -> str | None:
 
 def _open_sqlite(url: str, *, create: bool = True) -> KeyStore:
     path = _sqlite_path(url)
+    if path is not None and create:
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            # SQLite would say only "unable to open database file".
+            raise ConfigurationError(
+                f"the directory {directory!r} does not exist: create it, or fix the path"
+            )
     return SQLiteKeyStore(":memory:" if path is None else path, create=create)
 
 
@@ -95,6 +110,38 @@ def open_store(url: str | KeyStore, *, create: bool = True) -> KeyStore:
     if "+" in scheme or scheme in ("postgresql", "postgres", "mysql", "mariadb"):
         return _open_sqlalchemy(url, create=create)
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}")
+
+
+def open_store_to_serve(store: str | KeyStore) -> KeyStore:
+    """:func:`open_store` for an app that is starting: a URL that is
+    malformed or cannot be opened raises :class:`~aqnt_auth.StoreOpenError`
+    naming the URL (password redacted) and the reason, whatever the store's
+    own error was."""
+    if not isinstance(store, str):
+        return store
+    try:
+        return open_store(store)
+    except StoreOpenError:
+        raise
+    except (ConfigurationError, StoreUnavailable) as exc:
+        raise StoreOpenError(f"cannot open the key store {store_url(store)}: {exc}") from None
+
+
+class UnopenedStore(MemoryKeyStore):
+    """Stands in for a store that could not be opened (*error*), where an
+    app must keep serving (an ASGI server that runs no lifespan start-up):
+    every read raises :class:`~aqnt_auth.StoreUnavailable`, so every request
+    that needs a key is answered 503 and none is ever accepted."""
+
+    def __init__(self, error: StoreOpenError) -> None:
+        super().__init__()
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"UnopenedStore({str(self.error)!r})"
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        raise StoreUnavailable(str(self.error))
 
 
 def store_url(store: str | KeyStore) -> str:

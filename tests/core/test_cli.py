@@ -121,7 +121,7 @@ class TestErrors:
             (["keys", "rotate", "nosuchkey123"], "no key with id"),
             (["keys", "create", "--name", "x", "--expires-in", "soon"], "bad duration"),
             (["keys", "create", "--name", "x", "--store", "sqlite:////nonexistent-dir/x/keys.db"],
-             "unavailable"),
+             "the directory '/nonexistent-dir/x' does not exist"),
             (["keys", "list", "--store", "nosuch://x"], "unknown store URL scheme"),
             (["keys", "create", "--name", "x", "--scope", "a b"], "scope"),
             (["verify"], "no key given"),

@@ -15,6 +15,7 @@ from aqnt_auth import (
     KeyManager,
     MemoryKeyStore,
     SQLiteKeyStore,
+    StoreOpenError,
 )
 from aqnt_auth.adapters.flask import CONFIG_DEFAULTS, EXTENSION_KEY, AQNTAuth
 from tests import bodies
@@ -109,6 +110,51 @@ class TestConfig:
         assert isinstance(store, SQLiteKeyStore)
         assert (tmp_path / "aqnt_keys.db").exists()
         auth.close(app)
+
+    def test_unknown_key_names_the_known_ones(self, auth: AQNTAuth) -> None:
+        """A typo is an error at init_app, with the likely key and the whole list."""
+        app = bare_app(AQNT_AUTH_STOR="memory://")
+        with pytest.raises(ConfigurationError) as info:
+            auth.init_app(app)
+        message = str(info.value)
+        assert message.startswith("unknown aqnt-auth config key: AQNT_AUTH_STOR (did you mean "
+                                  "AQNT_AUTH_STORE?). The keys are: AQNT_AUTH_STORE, ")
+        assert all(key in message for key in CONFIG_DEFAULTS)
+        assert EXTENSION_KEY not in app.extensions
+        assert "AQNT_AUTH_STORE" not in app.config  # nothing was set up
+
+    def test_every_unknown_key_at_once(self, auth: AQNTAuth) -> None:
+        app = bare_app(AQNT_AUTH_STORE="memory://", AQNT_AUTH_EXEMPT=["/health"],
+                       AQNT_AUTH_PEPPER="x" * 32, AQNT_AUTH_ZZZ=1)
+        with pytest.raises(ConfigurationError) as info:
+            auth.init_app(app)
+        assert str(info.value).startswith(
+            "unknown aqnt-auth config keys: AQNT_AUTH_EXEMPT (did you mean "
+            "AQNT_AUTH_EXEMPT_PATHS?), AQNT_AUTH_PEPPER (the pepper is read from the process "
+            "environment, never from app.config), AQNT_AUTH_ZZZ. The keys are: ")
+
+    def test_other_keys_are_not_ours(self, auth: AQNTAuth) -> None:
+        """Only the AQNT_AUTH_ prefix is checked."""
+        auth.init_app(bare_app(AQNT_AUTH_STORE="memory://", AQNT_OTHER=1, SECRET_KEY="x"))
+
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            ("keys.db", "store URL 'keys.db' has no scheme (try sqlite:///aqnt_keys.db)"),
+            ("sqlite:///{tmp}/nodir/keys.db",
+             "the directory '{tmp}/nodir' does not exist: create it, or fix the path"),
+        ],
+    )
+    def test_store_that_cannot_open_fails_init_app(self, auth: AQNTAuth, tmp_path: Path,
+                                                   url: str, reason: str) -> None:
+        """A malformed or unopenable store URL fails where the app starts,
+        with the message, never per request."""
+        url = url.format(tmp=tmp_path)
+        app = bare_app(AQNT_AUTH_STORE=url)
+        with pytest.raises(StoreOpenError) as info:
+            auth.init_app(app)
+        assert str(info.value) == f"cannot open the key store {url}: {reason.format(tmp=tmp_path)}"
+        assert EXTENSION_KEY not in app.extensions
 
     def test_documented_keys(self) -> None:
         """The issue's keys and the core's options are all read."""
