@@ -226,8 +226,8 @@ class APIKeyMiddleware:
     """Require a valid API key on every ``http`` and ``websocket`` request.
 
     :param app: the ASGI app to protect.
-    :param store: a :class:`~aqnt_auth.KeyStore` or a store URL
-        (``"sqlite:///aqnt_keys.db"``).  The middleware owns the
+    :param store: a :class:`~aqnt_auth.KeyStore` or a store URL (default
+        ``"sqlite:///aqnt_keys.db"``, the CLI's).  The middleware owns the
         :class:`~aqnt_auth.Authenticator` it builds on it and closes it at
         lifespan shutdown.
     :param authenticator: an :class:`~aqnt_auth.Authenticator` to use instead

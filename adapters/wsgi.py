@@ -60,7 +60,8 @@ class APIKeyMiddleware:
     """Requires a valid API key on every request to *app*, except exempt ones.
 
     :param app: the WSGI application to protect.
-    :param store: a :class:`~aqnt_auth.KeyStore` or a store URL.
+    :param store: a :class:`~aqnt_auth.KeyStore` or a store URL (default
+        ``"sqlite:///aqnt_keys.db"``, the CLI's).
     :param authenticator: an :class:`~aqnt_auth.Authenticator` to use
         instead of *store* (to share one between several apps).
     :param exempt_paths: paths that need no key: exact (``"/health"``) or,

@@ -63,7 +63,7 @@ from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
-from ._stores._open import open_store_to_serve
+from ._stores._open import DEFAULT_STORE_URL, open_store_to_serve
 from ._stores._protocol import AsyncKeyStore, KeyStore
 
 __all__ = ["Authenticator", "AuthenticatorOptions", "ClientFacts", "make_authenticator"]
@@ -794,9 +794,11 @@ def make_authenticator(
     """The authenticator an adapter is configured with.
 
     Either *authenticator* (shared, owned by the caller) or a new one built
-    on *store* with *options*; anything else is a :class:`ConfigurationError`
-    that says what to pass.  Every adapter takes ``store=``,
-    ``authenticator=`` and the options the same way through this.
+    on *store* with *options*; both is a :class:`ConfigurationError`.  With
+    neither, the store is :data:`DEFAULT_STORE_URL`, the CLI's and Flask's
+    default, so a key made by ``aqnt-auth keys create`` works with no flags.
+    Every adapter takes ``store=``, ``authenticator=`` and the options the
+    same way through this.
     """
     if authenticator is not None:
         if store is not None or options:
@@ -804,11 +806,7 @@ def make_authenticator(
                 "pass either authenticator= or a store (with Authenticator options), not both"
             )
         return authenticator
-    if store is None:
-        raise ConfigurationError(
-            'a store is required: store="sqlite:///aqnt_keys.db", a KeyStore, or authenticator='
-        )
-    return Authenticator(store, **options)
+    return Authenticator(DEFAULT_STORE_URL if store is None else store, **options)
 
 
 #: How much lower the argon2 worker threads run than the event loop's thread.

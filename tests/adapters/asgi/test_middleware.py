@@ -405,10 +405,6 @@ class TestStoreFailure:
 
 
 class TestConfiguration:
-    def test_store_or_authenticator_is_required(self, recorder: Recorder) -> None:
-        with pytest.raises(ConfigurationError, match="store is required"):
-            APIKeyMiddleware(recorder)
-
     def test_not_both(self, recorder: Recorder, authenticator: Authenticator) -> None:
         with pytest.raises(ConfigurationError, match="not both"):
             APIKeyMiddleware(recorder, store="memory://", authenticator=authenticator)
