@@ -29,8 +29,13 @@ def test_flushes_at_the_interval() -> None:
     """A daemon thread flushes without anyone calling flush()."""
     sink = Sink()
     buffer = UsageBuffer(sink, interval=0.01)
-    buffer.hit("a", 1000.0)
-    buffer.hit("a", 1001.0)
+    # The first hit starts the flusher, whose first flush is due 10 ms later:
+    # on a busy machine that came before the second hit, and the first batch
+    # held one hit.  Holding the flush lock (as a flush in progress does)
+    # makes the thread's first flush wait until both hits are in.
+    with buffer._flush_lock:
+        buffer.hit("a", 1000.0)
+        buffer.hit("a", 1001.0)
     assert sink.flushed.wait(5)
     assert sink.total("a") == 2
     assert sink.batches[0]["a"].last_used_at.timestamp() == 1001.0
