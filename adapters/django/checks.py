@@ -51,13 +51,18 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     try:
         load_settings()
     except SettingError as exc:
-        if exc.key == "EXEMPT_PATHS":
-            return [Error(str(exc), hint='Exempt paths start with "/": "/health", or "/docs/*" '
-                                         "for /docs and everything below it.",
-                          obj=SETTING, id="aqnt_auth.E005")]
-        return [Error(str(exc), hint=f"See the keys documented in {__package__}.settings.",
-                      obj=SETTING, id="aqnt_auth.E001")]
+        # Every bad value at once, not one per run of manage.py check.
+        return [_setting_error(error) for error in exc.errors]
     return []
+
+
+def _setting_error(exc: SettingError) -> CheckMessage:
+    if exc.key == "EXEMPT_PATHS":
+        return Error(str(exc), hint='Exempt paths start with "/": "/health", or "/docs/*" '
+                                    "for /docs and everything below it.",
+                     obj=SETTING, id="aqnt_auth.E005")
+    return Error(str(exc), hint=f"See the keys documented in {__package__}.settings.",
+                 obj=SETTING, id="aqnt_auth.E001")
 
 
 def _drf_class_configured() -> bool:

@@ -56,7 +56,8 @@ usage counts; :func:`get_authenticator` returns it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, cast
 
@@ -157,11 +158,17 @@ _AUTHENTICATOR_OPTIONS: Final = tuple(
 
 
 class SettingError(ConfigurationError):
-    """A bad ``AQNT_AUTH`` value; :attr:`key` names it (``None``: the whole dict)."""
+    """A bad ``AQNT_AUTH`` value; :attr:`key` names it (``None``: the whole dict).
 
-    def __init__(self, detail: str, key: str | None = None) -> None:
+    :attr:`errors` lists every bad value found (this one alone, or each of
+    several).
+    """
+
+    def __init__(self, detail: str, key: str | None = None, *,
+                 errors: list[SettingError] | None = None) -> None:
         super().__init__(detail)
         self.key = key
+        self.errors: list[SettingError] = errors if errors is not None else [self]
 
 
 def _fail(key: str, problem: str) -> SettingError:
@@ -203,68 +210,108 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
     """Validate *raw* (default: ``settings.AQNT_AUTH``) over :data:`DEFAULTS`.
 
     Raises :class:`SettingError` (a :class:`~aqnt_auth.ConfigurationError`)
-    naming the bad key.  The prefixes, modes and realm are checked by the
-    core itself.
+    naming the bad key, or, when several are bad, naming each (every one
+    is in :attr:`SettingError.errors`, so ``manage.py check`` lists them all
+    at once).  The prefixes, modes and realm are checked by the core itself.
     """
     if raw is None:
         raw = getattr(django_settings, SETTING, None) or {}
     if not isinstance(raw, Mapping):
         raise SettingError(f"{SETTING} must be a dict, not {type(raw).__name__}")
+    errors: list[SettingError] = []
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise SettingError(
+        errors.append(SettingError(
             f"{SETTING} has unknown keys {unknown}; the keys are {sorted(DEFAULTS)}"
-        )
-    merged = {**DEFAULTS, **raw}
-    try:
-        exempt = PathRules(_strings("EXEMPT_PATHS", merged["EXEMPT_PATHS"]))
-    except ConfigurationError as exc:
-        raise _fail("EXEMPT_PATHS", f"is invalid: {exc}") from None
-    hashers = merged["HASHERS"]
-    if hashers is not None:
-        if not isinstance(hashers, (list, tuple)) or not hashers:
-            raise _fail("HASHERS", "must be None or a non-empty list of hashers")
-        hashers = tuple(_hasher("HASHERS", h) for h in hashers)
-    database = merged["DATABASE"]
-    if database is not None and database not in django_settings.DATABASES:
-        raise _fail("DATABASE", f"names no database in DATABASES: {database!r}")
-    rate_limit = merged["RATE_LIMIT"]
-    if rate_limit is not None and not isinstance(rate_limit, (FailureLimiter, str)):
-        raise _fail("RATE_LIMIT", "must be None, a FailureLimiter or a storage URI, "
-                                  f"not {rate_limit!r}")
-    if isinstance(rate_limit, str):
-        _core_check("RATE_LIMIT", rate_limit=rate_limit)
-    if not isinstance(merged["REALM"], str):
-        raise _fail("REALM", f"must be a string, not {merged['REALM']!r}")
+        ))
+    merged = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+
+    def valid(key: str, check: Callable[[Any], Any], fallback: Any = None) -> Any:
+        # A bad value is noted and replaced by a valid stand-in, so that the
+        # other keys are still checked.
+        try:
+            return check(merged[key])
+        except SettingError as exc:
+            errors.append(exc)
+            return DEFAULTS[key] if fallback is None else fallback
+
     loaded = AuthSettings(
-        exempt_paths=exempt,
-        allow_cors_preflight=_flag("ALLOW_CORS_PREFLIGHT", merged["ALLOW_CORS_PREFLIGHT"]),
-        allowed_modes=_strings("ALLOWED_MODES", merged["ALLOWED_MODES"]),  # type: ignore[arg-type]
-        realm=merged["REALM"],
-        prefixes=_strings("PREFIXES", merged["PREFIXES"]),
-        hashers=hashers,
-        hasher=_hasher("HASHER", merged["HASHER"]),
-        cache_size=_number("CACHE_SIZE", merged["CACHE_SIZE"], minimum=0, integer=True),
-        cache_ttl=_number("CACHE_TTL", merged["CACHE_TTL"], minimum=0),
-        max_concurrent_hashes=_number("MAX_CONCURRENT_HASHES", merged["MAX_CONCURRENT_HASHES"],
-                                      minimum=1, integer=True, optional=True),
-        max_queued_hashes=_number("MAX_QUEUED_HASHES", merged["MAX_QUEUED_HASHES"],
-                                  minimum=0, integer=True, optional=True),
-        max_hash_wait=_number("MAX_HASH_WAIT", merged["MAX_HASH_WAIT"], minimum=0),
-        max_hash_memory_mib=_number("MAX_HASH_MEMORY_MIB", merged["MAX_HASH_MEMORY_MIB"],
-                                    minimum=1, integer=True, optional=True),
-        usage_flush_interval=_number("USAGE_FLUSH_INTERVAL", merged["USAGE_FLUSH_INTERVAL"],
-                                     minimum=0, inclusive=False),
-        track_usage=_flag("TRACK_USAGE", merged["TRACK_USAGE"]),
-        rehash=_flag("REHASH", merged["REHASH"]),
-        rate_limit=rate_limit,
-        trusted_proxies=_strings("TRUSTED_PROXIES", merged["TRUSTED_PROXIES"]),
-        database=database,
+        exempt_paths=valid("EXEMPT_PATHS", _exempt_paths, PathRules(())),
+        allow_cors_preflight=valid("ALLOW_CORS_PREFLIGHT", partial(_flag, "ALLOW_CORS_PREFLIGHT")),
+        allowed_modes=valid("ALLOWED_MODES", partial(_strings, "ALLOWED_MODES")),
+        realm=valid("REALM", _realm),
+        prefixes=valid("PREFIXES", partial(_strings, "PREFIXES")),
+        hashers=valid("HASHERS", _hashers),
+        hasher=valid("HASHER", partial(_hasher, "HASHER")),
+        cache_size=valid("CACHE_SIZE", partial(_number, "CACHE_SIZE", minimum=0, integer=True)),
+        cache_ttl=valid("CACHE_TTL", partial(_number, "CACHE_TTL", minimum=0)),
+        max_concurrent_hashes=valid("MAX_CONCURRENT_HASHES", partial(
+            _number, "MAX_CONCURRENT_HASHES", minimum=1, integer=True, optional=True)),
+        max_queued_hashes=valid("MAX_QUEUED_HASHES", partial(
+            _number, "MAX_QUEUED_HASHES", minimum=0, integer=True, optional=True)),
+        max_hash_wait=valid("MAX_HASH_WAIT", partial(_number, "MAX_HASH_WAIT", minimum=0)),
+        max_hash_memory_mib=valid("MAX_HASH_MEMORY_MIB", partial(
+            _number, "MAX_HASH_MEMORY_MIB", minimum=1, integer=True, optional=True)),
+        usage_flush_interval=valid("USAGE_FLUSH_INTERVAL", partial(
+            _number, "USAGE_FLUSH_INTERVAL", minimum=0, inclusive=False)),
+        track_usage=valid("TRACK_USAGE", partial(_flag, "TRACK_USAGE")),
+        rehash=valid("REHASH", partial(_flag, "REHASH")),
+        rate_limit=valid("RATE_LIMIT", _rate_limit),
+        trusted_proxies=valid("TRUSTED_PROXIES", partial(_strings, "TRUSTED_PROXIES")),
+        database=valid("DATABASE", _database),
     )
     for key, option in (("PREFIXES", "prefixes"), ("ALLOWED_MODES", "allowed_modes"),
                         ("REALM", "realm"), ("TRUSTED_PROXIES", "trusted_proxies")):
-        _core_check(key, **{option: getattr(loaded, option)})
+        try:
+            _core_check(key, **{option: getattr(loaded, option)})
+        except SettingError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SettingError(
+            f"{SETTING} has {len(errors)} problems: " + "; ".join(map(str, errors)),
+            errors[0].key, errors=errors,
+        )
     return loaded
+
+
+def _exempt_paths(value: object) -> PathRules:
+    try:
+        return PathRules(_strings("EXEMPT_PATHS", value))
+    except SettingError:
+        raise
+    except ConfigurationError as exc:
+        raise _fail("EXEMPT_PATHS", f"is invalid: {exc}") from None
+
+
+def _realm(value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("REALM", f"must be a string, not {value!r}")
+    return value
+
+
+def _hashers(value: object) -> tuple[Hasher, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail("HASHERS", "must be None or a non-empty list of hashers")
+    return tuple(_hasher("HASHERS", h) for h in value)  # type: ignore[misc]
+
+
+def _database(value: object) -> str | None:
+    if value is not None and value not in django_settings.DATABASES:
+        raise _fail("DATABASE", f"names no database in DATABASES: {value!r}")
+    return value
+
+
+def _rate_limit(value: object) -> FailureLimiter | str | None:
+    if value is not None and not isinstance(value, (FailureLimiter, str)):
+        raise _fail("RATE_LIMIT", "must be None, a FailureLimiter or a storage URI, "
+                                  f"not {value!r}")
+    if isinstance(value, str):
+        _core_check("RATE_LIMIT", rate_limit=value)
+    return value
 
 
 def _core_check(key: str, **option: Any) -> None:

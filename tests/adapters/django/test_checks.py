@@ -14,6 +14,7 @@ from django.test.utils import override_settings
 from aqnt_auth import Argon2Hasher, Authenticator, ConfigurationError
 from aqnt_auth.adapters.django.settings import (
     DEFAULTS,
+    SettingError,
     get_authenticator,
     get_settings,
     load_settings,
@@ -95,6 +96,30 @@ class TestSettingsCheck:
         assert key in str(info.value)
         with override_settings(AQNT_AUTH=value), pytest.raises(SystemCheckError):
             call_command("check", verbosity=0)
+
+    def test_every_bad_value_at_once(self) -> None:
+        """One run of manage.py check lists every mistake, each naming its key."""
+        bad = {"EXEMPT_PATHS": ["health"], "REALM": 3, "CACHE_SIZE": -1,
+               "PREFIXES": ["SK"], "RATE_LIMIT": "10/minute", "EXEMPT_PATH": ["/x"]}
+        with override_settings(AQNT_AUTH=bad):
+            messages = [m for m in run_checks() if m.id and m.id.startswith("aqnt_auth")]
+            with pytest.raises(SettingError) as info:
+                load_settings()
+        assert sorted(m.id for m in messages if m.id) == ["aqnt_auth.E001"] * 5 + [
+            "aqnt_auth.E005"]
+        text = [m.msg for m in messages]
+        for start in ("AQNT_AUTH['EXEMPT_PATHS']", "AQNT_AUTH['REALM']",
+                      "AQNT_AUTH['CACHE_SIZE']", "AQNT_AUTH['PREFIXES']",
+                      "AQNT_AUTH['RATE_LIMIT']", "AQNT_AUTH has unknown keys ['EXEMPT_PATH']"):
+            assert sum(line.startswith(start) for line in text) == 1, start
+        assert str(info.value).startswith("AQNT_AUTH has 6 problems: ")
+        assert [str(e) for e in info.value.errors] == [m.msg for m in messages]
+
+    def test_one_bad_value_is_one_error(self) -> None:
+        with override_settings(AQNT_AUTH={"REALM": 3}), pytest.raises(SettingError) as info:
+            load_settings()
+        assert str(info.value) == "AQNT_AUTH['REALM'] must be a string, not 3"
+        assert info.value.errors == [info.value]
 
     def test_not_a_dict(self) -> None:
         assert ids(AQNT_AUTH=["/health"]) == ["aqnt_auth.E001"]
