@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.debug import SafeExceptionReporterFilter, get_default_exception_reporter_filter
 from django.views.decorators.debug import sensitive_variables
@@ -51,6 +53,8 @@ GetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 _AUTHORIZATION: Final = "HTTP_AUTHORIZATION"
+#: The Django app the middleware needs in ``INSTALLED_APPS``.
+APP: Final = "aqnt_auth.adapters.django"
 
 
 def error_response(error: ErrorResponse) -> HttpResponse:
@@ -173,6 +177,15 @@ class APIKeyMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
+        if not apps.is_installed(APP):
+            # Django runs only installed apps' checks, so manage.py check
+            # cannot see this; the server's start (which loads middleware)
+            # is the first place that can, rather than a 500 per request.
+            raise ImproperlyConfigured(
+                f'APIKeyMiddleware is in MIDDLEWARE but "{APP}" is not in INSTALLED_APPS: '
+                "add it there (its key table, admin and checks live in it), then run "
+                "manage.py migrate"
+            )
         self.get_response = get_response
         self._async = iscoroutinefunction(get_response)
         if self._async:

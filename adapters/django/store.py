@@ -382,11 +382,42 @@ class DjangoKeyStore:
 
 
 def _unavailable(exc: Error) -> StoreUnavailable:
+    if _missing_table(exc):
+        return _not_migrated()
     # The store never sees a key, only key ids, so the driver's message is
     # safe to log; the error itself names just the class.
     log.error("Django key store unavailable: %s: %s", type(exc).__name__, exc)
     kind = "database error" if isinstance(exc, DatabaseError) else "database interface error"
     return StoreUnavailable(f"Django key store unavailable: {kind} ({type(exc).__name__})")
+
+
+#: The fix for a key table that does not exist (a forgotten migrate).
+NOT_MIGRATED: Final = "the table {table} does not exist: run manage.py migrate"
+
+# Tables whose absence was logged: a forgotten migrate is said once per
+# process, not on every request it refuses.
+_missing_logged: set[str] = set()
+
+
+def _not_migrated() -> StoreUnavailable:
+    message = NOT_MIGRATED.format(table=APIKey._meta.db_table)
+    if APIKey._meta.db_table not in _missing_logged:
+        _missing_logged.add(APIKey._meta.db_table)
+        log.error("%s; until then every request that needs a key is answered 503", message)
+    return StoreUnavailable(message)
+
+
+def _missing_table(exc: Error) -> bool:
+    """Whether the database said the table does not exist (by its own code
+    where the driver gives one), rather than that it failed."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    # PostgreSQL's undefined_table (psycopg 3: sqlstate, psycopg2: pgcode).
+    if "42P01" in (getattr(cause, "sqlstate", None), getattr(cause, "pgcode", None)):
+        return True
+    args = getattr(cause, "args", ())
+    if args and args[0] == 1146:  # MySQL and MariaDB: ER_NO_SUCH_TABLE
+        return True
+    return isinstance(exc, DatabaseError) and str(cause).startswith("no such table")  # SQLite
 
 
 class AsyncDjangoKeyStore:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.http import HttpResponse
 from django.test.utils import override_settings
 
 from aqnt_auth import Argon2Hasher, Authenticator, ConfigurationError
+from aqnt_auth.adapters.django import APIKeyMiddleware
 from aqnt_auth.adapters.django.settings import (
     DEFAULTS,
     SettingError,
@@ -186,3 +190,31 @@ class TestLayeredSettings:
             authenticator = get_authenticator()
         assert isinstance(authenticator, Authenticator)
         assert authenticator.hashers == (hasher,)
+
+
+class TestAppNotInstalled:
+    """The middleware without the app: refused where the server loads it,
+    with the fix, instead of a 500 on every request."""
+
+    APPS: ClassVar[list[str]] = [a for a in settings.INSTALLED_APPS
+                                 if a != "aqnt_auth.adapters.django"]
+
+    def test_middleware_refuses_to_load(self) -> None:
+        with override_settings(INSTALLED_APPS=self.APPS), \
+                pytest.raises(ImproperlyConfigured) as info:
+            APIKeyMiddleware(lambda request: HttpResponse())
+        assert str(info.value) == (
+            'APIKeyMiddleware is in MIDDLEWARE but "aqnt_auth.adapters.django" is not in '
+            "INSTALLED_APPS: add it there (its key table, admin and checks live in it), then "
+            "run manage.py migrate"
+        )
+
+    def test_handler_does_not_start(self) -> None:
+        """Django loads MIDDLEWARE when its handler starts (runserver, a WSGI
+        or ASGI server's worker): that start fails with the message."""
+        with override_settings(INSTALLED_APPS=self.APPS), \
+                pytest.raises(ImproperlyConfigured, match="not in INSTALLED_APPS"):
+            WSGIHandler()
+
+    def test_installed_loads(self) -> None:
+        assert APIKeyMiddleware(lambda request: HttpResponse()).get_response is not None
