@@ -21,7 +21,7 @@ operations the middleware alone protects, and documents the error answers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast, get_type_hints
 
 from fastapi import FastAPI
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -157,6 +157,14 @@ class APIKey(SecurityBase):
         if isinstance(running, tuple) and running and isinstance(running[0], dict):
             _add_missing_handlers(running[0])
         self._checked_apps.add(id(app))
+
+
+
+# FastAPI 0.110 reads a dependency instance's __call__ annotations
+# without the globals of its module, so these strings (this module's
+# `from __future__ import annotations`) would make `request` a required query
+# parameter and every request a 422.  Give it the evaluated annotations.
+APIKey.__call__.__annotations__ = get_type_hints(APIKey.__call__)
 
 
 def _add_missing_handlers(handlers: dict[Any, Any]) -> None:

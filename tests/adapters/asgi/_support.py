@@ -136,3 +136,13 @@ class BrokenStore(MemoryKeyStore):
 
     def get(self, key_id: str) -> KeyRecord | None:
         raise OSError("connection refused")
+
+
+def declared_scopes(*scopes: str) -> list[str]:
+    """The scopes FastAPI lists in an operation's security requirement for the
+    HTTP bearer scheme: those given to ``Security(..., scopes=...)`` since
+    FastAPI 0.123; before it, only OAuth2 and OpenID Connect schemes listed any."""
+    import fastapi
+
+    major, minor = (int(part) for part in fastapi.__version__.split(".")[:2])
+    return list(scopes) if (major, minor) >= (0, 123) else []
