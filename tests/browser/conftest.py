@@ -55,9 +55,11 @@ def _missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One headless chromium for the whole run."""
+    """One headless chromium for this package's tests.  Not for the whole run:
+    while Playwright's sync API is open its event loop counts as running in
+    the main thread, and the rest of the suite runs event loops of its own."""
     path = find_chromium()
     if path is None:
         _missing("no chromium found (apt-get install chromium, or set AQNT_TEST_CHROMIUM)")
