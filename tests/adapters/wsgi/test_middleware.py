@@ -344,7 +344,6 @@ class TestConfiguration:
     @pytest.mark.parametrize(
         "kwargs",
         [
-            {},
             {"store": "memory://", "authenticator": "A"},
             {"authenticator": "A", "realm": "x"},
             {"store": "memory://", "exempt_paths": ["health"]},
