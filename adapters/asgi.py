@@ -284,6 +284,8 @@ class APIKeyMiddleware:
         self._startup_error_logged = False
         self._owns_authenticator = authenticator is None
         self.exemptions = Exemptions(exempt_paths, allow_cors_preflight)
+        # Without exempt paths or preflights, no request is asked about them.
+        self._exempt = self.exemptions if self.exemptions.paths or allow_cors_preflight else None
         self._authenticate = self.authenticator.authenticate_async
         self._authenticate_nowait = self.authenticator.authenticate_nowait
         self._anonymous = APIKeyAuth(None, self.authenticator)
@@ -306,7 +308,7 @@ class APIKeyMiddleware:
         root_path = scope.get("root_path")
         path = relative_path(scope["path"], root_path) if root_path else scope["path"]
         method = scope.get("method", "GET")
-        if self.exemptions(scope, method, path):
+        if self._exempt is not None and self._exempt(scope, method, path):
             if self.startup_error is not None:
                 # Not even /health may look healthy on a store that never opened.
                 await self._refuse(self.startup_error, scope, receive, send)

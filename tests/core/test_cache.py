@@ -40,6 +40,13 @@ class TestVerificationCache:
         assert a.digest("sk_live_x") != b.digest("sk_live_x")
         assert len(a.digest("sk_live_x")) == 16
 
+    def test_digest_of_bytes_is_that_of_the_ascii_text(self) -> None:
+        """A header that arrived as bytes is looked up without decoding it."""
+        cache = VerificationCache()
+        assert cache.digest(b"sk_live_abc") == cache.digest("sk_live_abc")
+        assert cache.digest(b"sk_live_ab?") == cache.digest("sk_live_ab\u00e9")
+        assert cache.digest(b"sk_live_abc") != cache.digest(b"sk_live_abd")
+
     def test_holds_no_secret(self) -> None:
         cache = VerificationCache()
         key = "sk_live_" + "A" * 12 + "S" * 32 + "C" * 6

@@ -110,6 +110,34 @@ class TestNowait:
             auth.authenticate_nowait(f"Bearer {issued.key}", method="POST", path="/")
         assert hasher.calls == 1
 
+    @pytest.mark.parametrize("as_bytes", [True, False])
+    @pytest.mark.parametrize("limited", [True, False])
+    def test_header_looked_up_as_it_arrived(self, store: InstrumentedStore,
+                                            hasher: CountingHasher, keys: KeyManager,
+                                            as_bytes: bool, limited: bool) -> None:
+        """"Bearer <key>" as bytes or text is answered from the cache; a
+        look-alike that differs in one character, even one the digest encodes
+        alike (a non-ASCII character), never is."""
+        issued = keys.create("k")
+        with Authenticator(store, hashers=[hasher], usage_flush_interval=3600,
+                           rate_limit=SpyLimiter() if limited else None) as auth:
+            auth.authenticate(f"Bearer {issued.key}")
+
+            def header(token: str) -> str | bytes:
+                value = f"Bearer {token}"
+                return value.encode("utf-8") if as_bytes else value
+
+            principal = auth.authenticate_nowait(header(issued.key))
+            assert principal is not None
+            assert principal.id == issued.record.id
+            for token in (issued.key[:-1] + "?", issued.key[:-1] + "\u00e9", issued.key + "x"):
+                if limited:
+                    assert auth.authenticate_nowait(header(token)) is None
+                else:
+                    with pytest.raises(InvalidAPIKey):
+                        auth.authenticate_nowait(header(token))
+        assert hasher.calls == 1
+
     @pytest.mark.parametrize("header", [None, "Bearer sk_live_garbage", "Basic eDp5"])
     def test_decided_offline(self, store: InstrumentedStore, hasher: CountingHasher,
                              header: str | None) -> None:
