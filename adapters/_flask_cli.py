@@ -24,6 +24,7 @@ from aqnt_auth import (
     parse_duration,
 )
 from aqnt_auth._cli import (
+    format_changed,
     format_created,
     format_record,
     format_records,
@@ -31,6 +32,7 @@ from aqnt_auth._cli import (
     format_rotated,
     key_examples,
     new_key_hasher,
+    update_options,
 )
 from aqnt_auth._stores._open import store_url
 
@@ -44,7 +46,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EXAMPLES = {name: "\b\n" + text for name, text in key_examples(COMMAND).items()}
 
 keys_group = AppGroup(
-    "aqnt-keys", help="Create, list, show, revoke and rotate API keys in the app's store."
+    "aqnt-keys",
+    help="Create, list, show, revoke, rotate, disable, enable and update API keys in the "
+         "app's store."
 )
 
 
@@ -180,3 +184,36 @@ def rotate(key_id: str, grace: str, expires_in: str | None, force: bool, hasher:
                          expires_in=parse_duration(expires_in) if expires_in else None,
                          force=force)
     click.echo(format_rotated(keys.get(key_id), issued, as_json))
+
+
+@keys_group.command("disable", epilog=_EXAMPLES["disable"])
+@click.argument("key_id", metavar="ID")
+@_json
+@_reporting_errors
+def disable(key_id: str, as_json: bool) -> None:
+    """Disable a key (reversible: see enable)."""
+    click.echo(format_changed(_manager().disable(key_id), "disable", as_json))
+
+
+@keys_group.command("enable", epilog=_EXAMPLES["enable"])
+@click.argument("key_id", metavar="ID")
+@_json
+@_reporting_errors
+def enable(key_id: str, as_json: bool) -> None:
+    """Enable a disabled key."""
+    click.echo(format_changed(_manager().enable(key_id), "enable", as_json))
+
+
+@keys_group.command("update", epilog=_EXAMPLES["update"])
+@click.argument("key_id", metavar="ID")
+@click.option("--name", help="The key's new name.")
+@click.option("--scope", "scopes", multiple=True, metavar="S",
+              help="The key's scopes, replacing the current ones (repeatable).")
+@click.option("--clear-scopes", is_flag=True, help="Remove every scope.")
+@_json
+@_reporting_errors
+def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes: bool,
+           as_json: bool) -> None:
+    """Change a key's name or scopes (never its secret)."""
+    changes = update_options(name, scopes, clear_scopes)
+    click.echo(format_changed(_manager().update(key_id, **changes), "update", as_json))

@@ -17,8 +17,8 @@ The order of checks is part of the security design:
    random bits, so the timing of a miss tells an attacker nothing, while a
    dummy hash would make every garbage request cost argon2);
 3. secret verification (cached after success, single-flight, bounded);
-4. revoked or expired: only *after* the secret verified, so a key id alone
-   reveals nothing about the key's state;
+4. revoked, expired or disabled: only *after* the secret verified, so a key
+   id alone reveals nothing about the key's state;
 5. allowed modes and the key's restrictions.
 """
 
@@ -42,6 +42,7 @@ from ._errors import (
     AQNTError,
     ClientDisconnected,
     ConfigurationError,
+    DisabledAPIKey,
     InvalidAPIKey,
     InvalidStoredHash,
     Overloaded,
@@ -353,9 +354,13 @@ class Authenticator:
                 ) -> Principal:
         """The checks after the secret verified: state, mode, restrictions."""
         now = self._clock()
-        if record.revoked_at is not None:
-            raise RevokedAPIKey("revoked")
         expires = record.expires_at
+        if record.halted:  # revoked or disabled: one test for both
+            if record.revoked_at is not None:
+                raise RevokedAPIKey("revoked")
+            if expires is None or expires.timestamp() > now:
+                # An expiry outranks a disable, as in KeyRecord.status().
+                raise DisabledAPIKey("disabled")
         if expires is not None and expires.timestamp() <= now:
             raise RevokedAPIKey("expired")
         if mode not in self.allowed_modes:

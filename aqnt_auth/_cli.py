@@ -48,7 +48,9 @@ __all__ = [
     "add_key_actions",
     "build_parser",
     "format_age",
+    "format_changed",
     "format_created",
+    "format_policies",
     "format_record",
     "format_records",
     "format_revoked",
@@ -56,6 +58,7 @@ __all__ = [
     "key_examples",
     "main",
     "new_key_hasher",
+    "update_options",
 ]
 
 STORE_ENV: Final = "AQNT_AUTH_STORE"
@@ -143,7 +146,23 @@ def format_record(record: KeyRecord, as_json: bool = False, now: dt.datetime | N
 
 
 _COLUMNS: Final = ("ID", "NAME", "MODE", "HINT", "CREATED", "AGE", "LAST USED", "REQUESTS",
-                   "STATUS")
+                   "STATUS", "POLICIES")
+
+
+def format_policies(record: KeyRecord) -> str:
+    """The key's policies in a few words (``keys list``): rate limits, quota,
+    IP allowlist; ``-`` for none."""
+    parts = []
+    if record.rate_limits:
+        shared = " per owner" if record.rate_limit_shared else ""
+        parts.append(f"{', '.join(record.rate_limits)}{shared}")
+    if record.quota_remaining is not None:
+        refill = f" (refill {record.quota_refill})" if record.quota_refill else ""
+        parts.append(f"quota {record.quota_remaining} left{refill}")
+    if record.allowed_ips:
+        count = len(record.allowed_ips)
+        parts.append(f"{count} allowed IP{'s' if count > 1 else ''}")
+    return "; ".join(parts) or "-"
 
 
 def format_records(records: Sequence[KeyRecord], as_json: bool = False,
@@ -174,7 +193,7 @@ def format_records(records: Sequence[KeyRecord], as_json: bool = False,
         name = r.name if len(r.name) <= 30 else r.name[:29] + "…"
         rows.append((r.id, name, r.mode, r.hint, _when(r.created_at),
                      format_age(now - r.created_at), _when(r.last_used_at), str(r.usage_count),
-                     status))
+                     status, format_policies(r)))
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_COLUMNS)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -195,6 +214,23 @@ def format_revoked(record: KeyRecord, as_json: bool = False) -> str:
     assert record.revoked_at is not None
     return (f"Revoked key {record.id} ({record.name}) at {record.revoked_at.isoformat()}. "
             "Requests with it now get key_revoked.")
+
+
+_CHANGED: Final = {
+    "disable": "Disabled key {id} ({name}). Requests with it now get key_disabled, until "
+               "it is enabled again.",
+    "enable": "Enabled key {id} ({name}). Requests with it work again.",
+    "update": "Updated key {id} ({name}).",
+}
+
+
+def format_changed(record: KeyRecord, action: str, as_json: bool = False) -> str:
+    """The confirmation of ``keys disable``, ``enable`` and ``update``: a
+    sentence and the key as it now is."""
+    if as_json:
+        return json.dumps(_record_json(record, utcnow()), indent=2)
+    return (_CHANGED[action].format(id=record.id, name=record.name) + "\n\n"
+            + format_record(record))
 
 
 def format_rotated(old: KeyRecord, issued: IssuedKey, as_json: bool = False) -> str:
@@ -285,6 +321,44 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
     with _manager(args) as keys:
         record = keys.revoke(args.key_id)
     print(format_revoked(record, args.json), file=out)
+    return 0
+
+
+def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool
+                   ) -> dict[str, Any]:
+    """The keywords of :meth:`KeyManager.update` for the options of ``keys
+    update`` (shared with the Flask and Django commands)."""
+    if scopes and clear_scopes:
+        raise ConfigurationError("give --scope or --clear-scopes, not both")
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if scopes or clear_scopes:
+        changes["scopes"] = list(scopes)
+    if not changes:
+        raise ConfigurationError("nothing to update: give --name, --scope or --clear-scopes")
+    return changes
+
+
+def _cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        record = keys.disable(args.key_id)
+    print(format_changed(record, "disable", args.json), file=out)
+    return 0
+
+
+def _cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        record = keys.enable(args.key_id)
+    print(format_changed(record, "enable", args.json), file=out)
+    return 0
+
+
+def _cmd_update(args: argparse.Namespace, out: TextIO) -> int:
+    changes = update_options(args.name, args.scope, args.clear_scopes)
+    with _manager(args) as keys:
+        record = keys.update(args.key_id, **changes)
+    print(format_changed(record, "update", args.json), file=out)
     return 0
 
 
@@ -428,13 +502,18 @@ def key_examples(command: str) -> dict[str, str]:
         "show": _examples(f"{command} show 3tHq0kR9xA2b"),
         "revoke": _examples(f"{command} revoke 3tHq0kR9xA2b"),
         "rotate": _examples(f"{command} rotate 3tHq0kR9xA2b --grace 24h"),
+        "disable": _examples(f"{command} disable 3tHq0kR9xA2b"),
+        "enable": _examples(f"{command} enable 3tHq0kR9xA2b"),
+        "update": _examples(f'{command} update 3tHq0kR9xA2b --name "Billing worker"',
+                            f"{command} update 3tHq0kR9xA2b --scope charges:read"),
     }
 
 
 def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.ArgumentParser,
                     hashing: argparse.ArgumentParser, command: str = KEYS_COMMAND
                     ) -> dict[str, argparse.ArgumentParser]:
-    """Add the ``create``, ``list``, ``show``, ``revoke`` and ``rotate`` actions,
+    """Add the ``create``, ``list``, ``show``, ``revoke``, ``rotate``,
+    ``disable``, ``enable`` and ``update`` actions,
     with their own arguments, to *actions*; return them by name.
 
     Every key-management front end (``aqnt-auth keys``, ``manage.py
@@ -481,8 +560,20 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                         help="the new key's lifetime (default: what remains of the old key's)")
     rotate.add_argument("--force", action="store_true",
                         help="rotate a key already rotated, cutting its grace to --grace")
+    disable = add("disable", [common], "disable a key (reversible: see enable)")
+    disable.add_argument("key_id", metavar="ID")
+
+    enable = add("enable", [common], "enable a disabled key")
+    enable.add_argument("key_id", metavar="ID")
+
+    update = add("update", [common], "change a key's name or scopes (never its secret)")
+    update.add_argument("key_id", metavar="ID")
+    update.add_argument("--name", help="the key's new name")
+    update.add_argument("--scope", action="append", default=[], metavar="S",
+                        help="the key's scopes, replacing the current ones (repeatable)")
+    update.add_argument("--clear-scopes", action="store_true", help="remove every scope")
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
-            "rotate": rotate}
+            "rotate": rotate, "disable": disable, "enable": enable, "update": update}
 
 
 _RAW: Final = argparse.RawDescriptionHelpFormatter
@@ -522,13 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     examples = key_examples(KEYS_COMMAND)
     keys = commands.add_parser(
-        "keys", help="create, list, show, revoke and rotate keys", formatter_class=_RAW,
+        "keys", help="create, list, show, revoke, rotate, disable, enable and update keys",
+        formatter_class=_RAW,
         epilog="examples:\n" + "\n".join(e.split("\n")[1] for e in examples.values()),
     )
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     actions = add_key_actions(key_commands, common, hashing)
     for name, func in (("create", _cmd_create), ("list", _cmd_list), ("show", _cmd_show),
-                       ("revoke", _cmd_revoke), ("rotate", _cmd_rotate)):
+                       ("revoke", _cmd_revoke), ("rotate", _cmd_rotate),
+                       ("disable", _cmd_disable), ("enable", _cmd_enable),
+                       ("update", _cmd_update)):
         actions[name].set_defaults(func=func)
 
     verify = commands.add_parser(

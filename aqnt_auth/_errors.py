@@ -19,6 +19,7 @@ __all__ = [
     "AuthError",
     "ClientDisconnected",
     "ConfigurationError",
+    "DisabledAPIKey",
     "InvalidAPIKey",
     "InvalidStoredHash",
     "KeyNotFound",
@@ -117,6 +118,13 @@ class RevokedAPIKey(AuthError):
 
     code = "key_revoked"
     message = "API key has been revoked"
+
+
+class DisabledAPIKey(AuthError):
+    """The key verified but is disabled (reversibly: enabling it restores it)."""
+
+    code = "key_disabled"
+    message = "API key is disabled"
 
 
 class PermissionDenied(AQNTError):

@@ -1,4 +1,4 @@
-"""Issuing, listing, revoking and rotating keys."""
+"""Issuing, listing, revoking, rotating, disabling and updating keys."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ def _check_rotatable(record: KeyRecord, successors: Sequence[KeyRecord], now: dt
     if record.expires_at is not None and record.expires_at <= now:
         raise KeyStateError(f"key {record.id} expired at {_when(record.expires_at)}: "
                             "an expired key cannot be rotated; create a new key")
+    if record.disabled_at is not None:
+        raise KeyStateError(f"key {record.id} is disabled: enable it before rotating it")
     live = [s for s in successors if s.status(now) in ("active", "expiring")]
     if live and not force:
         ends = ("has no expiry" if record.expires_at is None
@@ -207,13 +209,49 @@ class KeyManager:
         if include_inactive:
             return records
         now = self._clock()
-        return [r for r in records if r.status(now) in ("active", "expiring")]
+        # A disabled key is listed: it can be enabled again.
+        return [r for r in records if r.status(now) not in ("revoked", "expired")]
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key, at once and for good.  Revoking twice keeps the first time."""
         record = self.store.revoke(_key_id(key_id), self._clock())
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
+        return record
+
+    def disable(self, key_id: str) -> KeyRecord:
+        """Disable a key: requests with it get ``key_disabled`` until
+        :meth:`enable`.  Unlike a revocation it can be undone.  Disabling a
+        disabled key keeps the first time; a revoked key cannot be changed."""
+        current = self.get(key_id)
+        if current.disabled_at is not None and current.revoked_at is None:
+            return current
+        return self._update(current.id, {"disabled_at": self._clock()})
+
+    def enable(self, key_id: str) -> KeyRecord:
+        """Undo :meth:`disable`.  An expired key stays expired, and a revoked
+        key cannot be enabled (revocation is final)."""
+        return self._update(self.get(key_id).id, {"disabled_at": None})
+
+    def update(self, key_id: str, *, name: str | None = None,
+               scopes: Iterable[str] | None = None) -> KeyRecord:
+        """Change a key's name or scopes (those given), checked as
+        :meth:`create` checks them; never its secret.  A revoked key cannot
+        be changed."""
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = _check_name(name)
+        if scopes is not None:
+            changes["scopes"] = _check_scopes(scopes)
+        return self._update(_key_id(key_id), changes)
+
+    def _update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        record = self.store.update(key_id, changes)
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        if record.revoked_at is not None:
+            raise KeyStateError(f"key {key_id} was revoked at {_when(record.revoked_at)}: "
+                                "a revoked key cannot be changed (revocation is final)")
         return record
 
     def expire(self, key_id: str, at: dt.datetime) -> KeyRecord:

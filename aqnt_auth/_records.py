@@ -12,7 +12,7 @@ from ._format import Mode
 
 __all__ = ["KeyRecord", "KeyStatus", "Principal", "UsageDelta", "utcnow"]
 
-KeyStatus = Literal["active", "expiring", "expired", "revoked"]
+KeyStatus = Literal["active", "expiring", "expired", "revoked", "disabled"]
 
 UTC: Final = dt.timezone.utc
 
@@ -53,13 +53,42 @@ class KeyRecord:
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: Id of the key this one replaced by rotation, if any.
     rotated_from: str | None = None
+    # -- per-key policies (issue #13) --
+    #: When the key was disabled (reversibly, unlike a revocation), if it is.
+    disabled_at: dt.datetime | None = None
+    #: ``LIMIT/PERIOD`` strings in the ``limits`` library's syntax.
+    rate_limits: tuple[str, ...] = ()
+    #: Whether the rate limits are counted per owner (every key of the owner
+    #: shares one budget) rather than per key.
+    rate_limit_shared: bool = False
+    #: Requests the key may still make; ``None``: no quota.
+    quota_remaining: int | None = None
+    #: ``COUNT/PERIOD``: the quota is reset to COUNT once per PERIOD.
+    quota_refill: str | None = None
+    #: When the quota was last refilled (or set).
+    quota_refilled_at: dt.datetime | None = None
+    #: IPv4/IPv6 addresses and networks the key may be used from; empty: any.
+    allowed_ips: tuple[str, ...] = ()
+    #: Derived, never stored: whether the key is revoked or disabled, so
+    #: that the warm path tests one attribute for both.
+    halted: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "halted",
+                           self.revoked_at is not None or self.disabled_at is not None)
 
     def status(self, now: dt.datetime | None = None) -> KeyStatus:
-        """``revoked``, ``expired``, ``expiring`` (an expiry is set) or ``active``."""
+        """``revoked``, ``expired``, ``disabled``, ``expiring`` (an expiry is
+        set) or ``active``: a revocation or an expiry outranks a disable,
+        which can be undone."""
         if self.revoked_at is not None:
             return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        if self.disabled_at is not None:
+            return "disabled"
         if self.expires_at is not None:
-            return "expired" if self.expires_at <= (now or utcnow()) else "expiring"
+            return "expiring"
         return "active"
 
     def due_for_rotation(self, now: dt.datetime | None = None) -> bool:
@@ -83,7 +112,7 @@ class KeyRecord:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "hash":
+            if f.name in ("hash", "halted"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, dt.datetime):
@@ -204,6 +233,11 @@ class Principal:
     @property
     def rotated_from(self) -> str | None:
         return self._record.rotated_from
+
+    @property
+    def disabled_at(self) -> dt.datetime | None:
+        """Always ``None`` on a request: a disabled key is refused."""
+        return self._record.disabled_at
 
     def has_scopes(self, *required: str) -> bool:
         """Whether the key carries every one of *required*."""

@@ -15,6 +15,8 @@ INVALID: Final = (b'{"error": {"type": "authentication_error", "message": '
                   b'"Invalid API key provided", "code": "invalid_api_key"}}')
 REVOKED: Final = (b'{"error": {"type": "authentication_error", "message": '
                   b'"API key has been revoked", "code": "key_revoked"}}')
+DISABLED: Final = (b'{"error": {"type": "authentication_error", "message": '
+                   b'"API key is disabled", "code": "key_disabled"}}')
 FORBIDDEN: Final = (b'{"error": {"type": "permission_error", "message": "This API key does not '
                     b'have the required permissions", "code": "insufficient_scope"}}')
 RATE_LIMITED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '

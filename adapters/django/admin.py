@@ -12,6 +12,9 @@
   action or the key's own page), as deleting does.  Only a key that no longer
   works (revoked or expired) can be deleted: deleting destroys its record and
   usage, so an active key is revoked first.
+* Disabling is reversible: the disable and enable actions go through
+  :class:`~aqnt_auth.KeyManager`, so every process sees them as it sees a
+  revocation; a disabled key can be neither deleted nor rotated.
 * An active key's name and expiry can be edited; an expiry once set only
   moves earlier, so no edit revives a key.  A revoked key is read-only, and
   nothing can clear a revocation.  A rotated key's page links to the key it
@@ -72,8 +75,9 @@ ADD_FIELDS: Final = (
 )
 CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
-    "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths", "owner", "metadata",
-    "predecessor", "successors",
+    "disabled_at", "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths",
+    "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_remaining", "quota_refill",
+    "quota_refilled_at", "allowed_ips", "predecessor", "successors",
 )
 EDITABLE: Final = ("name", "expires_at")
 #: The page that shows new plaintext keys, once, in the response that issued them.
@@ -165,7 +169,8 @@ class StatusFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("active", "active"), ("expiring", "expiring"), ("expired", "expired"),
-                ("due", "due for rotation"), ("revoked", "revoked"), (self.ALL, "all")]
+                ("disabled", "disabled"), ("due", "due for rotation"), ("revoked", "revoked"),
+                (self.ALL, "all")]
 
     def choices(self, changelist: Any) -> Any:
         # Django's "All" (no parameter) is the default here, so it is named
@@ -188,12 +193,15 @@ class StatusFilter(admin.SimpleListFilter):
         now = timezone.now()
         at = db_datetime(now)
         live = Q(revoked_at__isnull=True)
+        enabled = Q(disabled_at__isnull=True)
         conditions = {
             self.ALL: Q(),
             "revoked": Q(revoked_at__isnull=False),
-            "active": live & Q(expires_at__isnull=True),
-            "expiring": live & Q(expires_at__gt=at),
+            "active": live & enabled & Q(expires_at__isnull=True),
+            "expiring": live & enabled & Q(expires_at__gt=at),
             "expired": live & Q(expires_at__lte=at),
+            # An expiry outranks a disable, as in KeyRecord.status().
+            "disabled": live & ~enabled & (Q(expires_at__isnull=True) | Q(expires_at__gt=at)),
             "due": live & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
             & Q(created_at__lte=db_datetime(now - ROTATION_AGE)),
         }
@@ -209,7 +217,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("name", "id", "owner")
     ordering = ("-created_at",)
     action_form = KeyActionForm
-    actions = ("revoke_keys", "rotate_keys", "delete_selected")
+    actions = ("revoke_keys", "rotate_keys", "disable_keys", "enable_keys", "delete_selected")
 
     @admin.display(description="status")
     def status_label(self, obj: APIKey) -> str:
@@ -261,9 +269,9 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: APIKey | None = None) -> bool:
-        # Deleting destroys the record and its usage: a key that still works
-        # is revoked first.
-        if obj is not None and obj.status in ("active", "expiring"):
+        # Deleting destroys the record and its usage: a key that still works,
+        # or may again (disabled), is revoked first.
+        if obj is not None and obj.status not in ("revoked", "expired"):
             return False
         return super().has_delete_permission(request, obj)
 
@@ -410,15 +418,45 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return None
         return self._issued_page(request, "API keys rotated", rotated)
 
+    @admin.action(description="Disable selected API keys (reversible)", permissions=["change"])
+    def disable_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        self._switch(request, queryset, "disable")
+
+    @admin.action(description="Enable selected API keys", permissions=["change"])
+    def enable_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        self._switch(request, queryset, "enable")
+
+    def _switch(self, request: HttpRequest, queryset: QuerySet[APIKey], action: str) -> None:
+        """Disable or enable through the core, so every process sees it as a
+        revocation; revoked keys are left alone (revocation is final)."""
+        keys = _manager()
+        done = 0
+        for key_id in queryset.values_list("pk", flat=True):
+            try:
+                getattr(keys, action)(key_id)
+            except AQNTError as exc:
+                self.message_user(request, f"Key {key_id} was not changed: {exc}",
+                                  messages.ERROR)
+                continue
+            done += 1
+        if done:
+            self.message_user(
+                request,
+                f"Disabled {done} API key(s). Requests with them now get key_disabled."
+                if action == "disable" else
+                f"Enabled {done} API key(s). Requests with them work again.",
+                messages.SUCCESS)
+
     @admin.action(description="Delete selected API keys (revoked or expired only)",
                   permissions=["delete"])
     def delete_selected(self, request: HttpRequest, queryset: QuerySet[APIKey]
                         ) -> TemplateResponse | None:
-        usable = [key for key in queryset if key.status in ("active", "expiring")]
+        usable = [key for key in queryset if key.status not in ("revoked", "expired")]
         if usable:
             self.message_user(
                 request,
-                f"{len(usable)} of the selected API keys still work; deleting would destroy "
+                f"{len(usable)} of the selected API keys still work (or are disabled and may "
+                "work again); deleting would destroy "
                 "their record and usage. Revoke them first. Nothing was deleted.",
                 messages.ERROR)
             return None

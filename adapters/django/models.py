@@ -43,6 +43,14 @@ class APIKey(models.Model):
     owner = models.CharField(max_length=200, null=True, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     rotated_from = models.CharField(max_length=32, null=True, blank=True, editable=False)
+    # The per-key policies (issue #13): changed through KeyManager only.
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_limits = models.JSONField(default=list, blank=True, editable=False)
+    rate_limit_shared = models.BooleanField(default=False, editable=False)
+    quota_remaining = models.BigIntegerField(null=True, blank=True, editable=False)
+    quota_refill = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    quota_refilled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    allowed_ips = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"
@@ -58,7 +66,8 @@ class APIKey(models.Model):
 
     @property
     def status(self) -> str:
-        """``active``, ``expiring``, ``expired`` or ``revoked``, as the core decides."""
+        """``active``, ``expiring``, ``expired``, ``disabled`` or ``revoked``, as
+        the core decides."""
         return self.to_record().status()
 
     @property
@@ -88,7 +97,8 @@ class APIKey(models.Model):
 
 #: Where the times stand among :data:`~aqnt_auth.KEY_COLUMNS`.
 _TIMES: Final = tuple(
-    KEY_COLUMNS.index(name) for name in ("created_at", "expires_at", "revoked_at", "last_used_at")
+    KEY_COLUMNS.index(name) for name in ("created_at", "expires_at", "revoked_at", "last_used_at",
+                                         "disabled_at", "quota_refilled_at")
 )
 
 

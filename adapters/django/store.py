@@ -48,6 +48,7 @@ from aqnt_auth import (
     UsageDelta,
 )
 from aqnt_auth._stores._record_cache import ABSENT, RecordCache
+from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
     APIKey,
@@ -301,6 +302,14 @@ class DjangoKeyStore:
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self._update(key_id, {}, expires_at=db_datetime(at))
 
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        values = {name: db_datetime(value) if isinstance(value, dt.datetime) else value
+                  for name, value in update_columns(changes).items()}
+        if not values:
+            return self._fetch(key_id)
+        # Only a key not revoked is changed: revocation is final.
+        return self._update(key_id, {"revoked_at__isnull": True}, **values)
+
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         with self._changing(key_id):
             return self._rotate(key_id, plan)
@@ -433,6 +442,7 @@ class AsyncDjangoKeyStore:
         self.revoke = sync_to_async(store.revoke, thread_sensitive=True)
         self.set_expiry = sync_to_async(store.set_expiry, thread_sensitive=True)
         self.rotate = sync_to_async(store.rotate, thread_sensitive=True)
+        self.update = sync_to_async(store.update, thread_sensitive=True)
         self.replace_hash = sync_to_async(store.replace_hash, thread_sensitive=True)
         self.delete = sync_to_async(store.delete, thread_sensitive=True)
         self.record_usage = sync_to_async(store.record_usage, thread_sensitive=True)

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._records import KeyRecord, UsageDelta
 from ._protocol import AsyncKeyStore, KeyStore, RotationPlan
@@ -51,6 +51,9 @@ class ThreadedAsyncStore:
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return await self._run(self.sync.set_expiry, key_id, at)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        return await self._run(self.sync.update, key_id, changes)
 
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         return await self._run(self.sync.rotate, key_id, plan)

@@ -6,10 +6,12 @@ import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .._errors import KeyStateError
 from .._records import KeyRecord, UsageDelta
 from ._protocol import RotationPlan
+from ._rows import update_columns
 
 __all__ = ["MemoryKeyStore"]
 
@@ -62,6 +64,15 @@ class MemoryKeyStore:
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self._change(key_id, expires_at=at)
+
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        update_columns(changes)  # refuses what may not change
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None or record.revoked_at is not None:
+                return record
+            record = self._records[key_id] = dataclasses.replace(record, **changes)
+            return record
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         with self._lock:

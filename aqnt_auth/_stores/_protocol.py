@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._records import KeyRecord, UsageDelta
 
@@ -57,6 +57,17 @@ class KeyStore(Protocol):
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         """Set (or clear, with ``None``) the expiry; ``None`` for an unknown id."""
 
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        """Set the fields named in *changes* (record field names, among
+        :data:`~aqnt_auth._stores._rows.UPDATABLE_COLUMNS`: name, scopes,
+        ``disabled_at`` and the policies) in one write, unless the key is
+        revoked (revocation is final: a revoked key is left as it is).
+
+        Returns the record as it now is (check ``revoked_at``), ``None`` for
+        an unknown id.  Every process's cached record of the key is
+        invalidated as by :meth:`revoke`.
+        """
+
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         """Replace a key by a successor, check and write in one transaction.
 
@@ -99,6 +110,8 @@ class AsyncKeyStore(Protocol):
     async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None: ...
 
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None: ...
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None: ...
 
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None: ...
 

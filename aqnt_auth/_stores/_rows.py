@@ -9,20 +9,32 @@ its own), then :func:`record_from_row` makes the record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .._records import KeyRecord
 
-__all__ = ["KEY_COLUMNS", "record_from_row", "row_from_record"]
+__all__ = ["KEY_COLUMNS", "UPDATABLE_COLUMNS", "record_from_row", "row_from_record",
+           "update_columns"]
 
 #: The key table's columns, one per :class:`~aqnt_auth.KeyRecord` field, in
 #: the order the stores select them.
 KEY_COLUMNS: Final = (
     "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at", "revoked_at",
     "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths", "owner", "metadata",
-    "rotated_from",
+    "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared", "quota_remaining",
+    "quota_refill", "quota_refilled_at", "allowed_ips",
 )
+
+#: The columns :meth:`~aqnt_auth.KeyStore.update` may change: a key's name,
+#: scopes and policies, never its secret, identity or history.
+UPDATABLE_COLUMNS: Final = frozenset({
+    "name", "scopes", "disabled_at", "rate_limits", "rate_limit_shared", "quota_remaining",
+    "quota_refill", "quota_refilled_at", "allowed_ips",
+})
+
+#: The columns holding JSON lists.
+_LISTS: Final = frozenset({"scopes", "allowed_paths", "rate_limits", "allowed_ips"})
 
 
 def row_from_record(record: KeyRecord) -> dict[str, Any]:
@@ -46,7 +58,23 @@ def row_from_record(record: KeyRecord) -> dict[str, Any]:
         "owner": record.owner,
         "metadata": dict(record.metadata),
         "rotated_from": record.rotated_from,
+        "disabled_at": record.disabled_at,
+        "rate_limits": list(record.rate_limits),
+        "rate_limit_shared": record.rate_limit_shared,
+        "quota_remaining": record.quota_remaining,
+        "quota_refill": record.quota_refill,
+        "quota_refilled_at": record.quota_refilled_at,
+        "allowed_ips": list(record.allowed_ips),
     }
+
+
+def update_columns(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """*changes* (record field names and values) as column values, refusing
+    any column :data:`UPDATABLE_COLUMNS` does not name."""
+    unknown = set(changes) - UPDATABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+    return {name: list(value) if name in _LISTS else value for name, value in changes.items()}
 
 
 def record_from_row(row: Sequence[Any]) -> KeyRecord:
@@ -70,4 +98,11 @@ def record_from_row(row: Sequence[Any]) -> KeyRecord:
         owner=row[14],
         metadata=row[15],
         rotated_from=row[16],
+        disabled_at=row[17],
+        rate_limits=tuple(row[18]),
+        rate_limit_shared=bool(row[19]),
+        quota_remaining=row[20],
+        quota_refill=row[21],
+        quota_refilled_at=row[22],
+        allowed_ips=tuple(row[23]),
     )

@@ -19,9 +19,10 @@ __all__ = [
     "VERSION_TABLE",
     "check_identifier",
     "postgres_ddl",
+    "postgres_upgrade_ddl",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 DEFAULT_TABLE: Final = "aqnt_api_keys"
 #: One row per key table: ``(name, version)``.
 VERSION_TABLE: Final = "aqnt_auth_schema"
@@ -46,7 +47,14 @@ CREATE TABLE IF NOT EXISTS {table} (
     allowed_paths jsonb       NOT NULL DEFAULT '[]',
     owner         text,
     metadata      jsonb       NOT NULL DEFAULT '{{}}',
-    rotated_from  text
+    rotated_from  text,
+    disabled_at       timestamptz,
+    rate_limits       jsonb       NOT NULL DEFAULT '[]',
+    rate_limit_shared boolean     NOT NULL DEFAULT false,
+    quota_remaining   bigint,
+    quota_refill      text,
+    quota_refilled_at timestamptz,
+    allowed_ips       jsonb       NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS {index} ON {table} (owner);
 CREATE TABLE IF NOT EXISTS {versions} (
@@ -55,6 +63,22 @@ CREATE TABLE IF NOT EXISTS {versions} (
 );
 INSERT INTO {versions} (name, version) VALUES ('{name}', {version})
     ON CONFLICT (name) DO NOTHING"""
+
+
+#: The upgrade steps on PostgreSQL: step N takes a table from version N - 1
+#: to N.  Each is its own literal text, never derived from today's columns.
+_UPGRADES: Final[dict[int, str]] = {
+    # 2: the per-key policies (issue #13).
+    2: """\
+ALTER TABLE {table}
+    ADD COLUMN IF NOT EXISTS disabled_at       timestamptz,
+    ADD COLUMN IF NOT EXISTS rate_limits       jsonb       NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS rate_limit_shared boolean     NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS quota_remaining   bigint,
+    ADD COLUMN IF NOT EXISTS quota_refill      text,
+    ADD COLUMN IF NOT EXISTS quota_refilled_at timestamptz,
+    ADD COLUMN IF NOT EXISTS allowed_ips       jsonb       NOT NULL DEFAULT '[]'""",
+}
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -80,7 +104,20 @@ def postgres_ddl(table: str = DEFAULT_TABLE, schema: str | None = None) -> list[
     return [statement.strip() for statement in text.split(";")]
 
 
+def postgres_upgrade_ddl(version: int, table: str = DEFAULT_TABLE,
+                         schema: str | None = None) -> list[str]:
+    """The statements that take the store's tables on PostgreSQL from
+    *version* to :data:`SCHEMA_VERSION`, the version row included."""
+    check_identifier(table, "table")
+    qualify = (lambda name: f"{check_identifier(schema, 'schema')}.{name}") if schema else str
+    statements = [_UPGRADES[step].format(table=qualify(table))
+                  for step in range(version + 1, SCHEMA_VERSION + 1)]
+    statements.append(f"UPDATE {qualify(VERSION_TABLE)} SET version = {SCHEMA_VERSION} "  # noqa: S608
+                      f"WHERE name = '{table}'")
+    return statements
+
+
 #: The PostgreSQL DDL with the default names, for teams that run their own
-#: migrations.  Version 1 of the schema; the row in ``aqnt_auth_schema``
+#: migrations.  Version 2 of the schema; the row in ``aqnt_auth_schema``
 #: tells the store which version a database holds.
 SCHEMA: Final = ";\n".join(postgres_ddl()) + ";\n"

@@ -35,6 +35,7 @@ from ._sql_ddl import (
     VERSION_TABLE,
     check_identifier,
     postgres_ddl,
+    postgres_upgrade_ddl,
 )
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "UTCDateTime",
     "check_identifier",
     "postgres_ddl",
+    "postgres_upgrade_ddl",
+    "upgrade_ddl",
 ]
 
 _UTC: Final = dt.timezone.utc
@@ -113,6 +116,13 @@ class Tables:
             Column("owner", Text),
             Column("metadata", _json(), nullable=False),
             Column("rotated_from", String(64)),
+            Column("disabled_at", UTCDateTime),
+            Column("rate_limits", _json(), nullable=False),
+            Column("rate_limit_shared", Boolean, nullable=False, default=False),
+            Column("quota_remaining", BigInteger),
+            Column("quota_refill", Text),
+            Column("quota_refilled_at", UTCDateTime),
+            Column("allowed_ips", _json(), nullable=False),
             CheckConstraint("mode IN ('live', 'test')", name=f"{table}_mode"),
             Index(f"{table}_owner", "owner"),
         )
@@ -127,3 +137,30 @@ class Tables:
     def qualified_versions(self) -> str:
         """The version table's name as ``to_regclass`` wants it."""
         return f"{self.schema}.{VERSION_TABLE}" if self.schema else VERSION_TABLE
+
+
+#: The columns each upgrade step adds, for databases other than PostgreSQL
+#: (which runs :func:`postgres_upgrade_ddl`), as ``(name, NOT NULL default)``.
+_ADDED: Final[dict[int, tuple[tuple[str, str | None], ...]]] = {
+    2: (("disabled_at", None), ("rate_limits", "'[]'"), ("rate_limit_shared", "0"),
+        ("quota_remaining", None), ("quota_refill", None), ("quota_refilled_at", None),
+        ("allowed_ips", "'[]'")),
+}
+
+
+def upgrade_ddl(tables: Tables, version: int, dialect: Dialect) -> list[str]:
+    """The statements that take *tables* from *version* to
+    :data:`SCHEMA_VERSION` on *dialect*, the version row included."""
+    if dialect.name == "postgresql":
+        return postgres_upgrade_ddl(version, tables.name, tables.schema)
+    table = f"{tables.schema}.{tables.name}" if tables.schema else tables.name
+    statements = []
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for name, default in _ADDED[step]:
+            column_type = tables.keys.c[name].type.compile(dialect=dialect)
+            tail = "" if default is None else f" NOT NULL DEFAULT {default}"
+            statements.append(f"ALTER TABLE {table} ADD COLUMN {name} {column_type}{tail}")
+    versions = f"{tables.schema}.{VERSION_TABLE}" if tables.schema else VERSION_TABLE
+    statements.append(f"UPDATE {versions} SET version = {SCHEMA_VERSION} "  # noqa: S608
+                      f"WHERE name = '{tables.name}'")
+    return statements

@@ -70,9 +70,9 @@ from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener
 from ._protocol import RotationPlan
 from ._record_cache import ABSENT, RecordCache
-from ._rows import record_from_row, row_from_record
+from ._rows import record_from_row, row_from_record, update_columns
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
-from ._sql_schema import Tables, UTCDateTime
+from ._sql_schema import Tables, UTCDateTime, upgrade_ddl
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -527,6 +527,18 @@ class SQLAlchemyKeyStore:
                     )
                 self._create_tables(conn)
                 version = self._read_version(conn)
+            elif version < SCHEMA_VERSION:
+                if not self._create_schema:
+                    raise ConfigurationError(
+                        f"table {self.tables.name!r} is at schema version {version}, older "
+                        f"than this aqnt-auth's ({SCHEMA_VERSION}): run `aqnt-auth store init` "
+                        "to upgrade it, or apply the statements of postgres_upgrade_ddl()"
+                    )
+                # Under the advisory lock (PostgreSQL) or the write lock of
+                # this transaction: one process upgrades, the others see it.
+                for statement in upgrade_ddl(self.tables, version, conn.dialect):
+                    conn.exec_driver_sql(statement)
+                version = self._read_version(conn)
         if version is None or version > SCHEMA_VERSION:
             raise ConfigurationError(
                 f"schema version {version} of table {self.tables.name!r} is not one this "
@@ -595,6 +607,17 @@ class SQLAlchemyKeyStore:
         self._notify(conn, key_id)
         return record_from_row(row)
 
+    def _op_update(self, conn: Connection, key_id: str, values: dict[str, Any]
+                   ) -> KeyRecord | None:
+        t = self.tables.keys
+        if values:
+            changed = conn.execute(
+                update(t).where(t.c.id == key_id, t.c.revoked_at.is_(None)).values(**values))
+            if changed.rowcount == 1:
+                self._notify(conn, key_id)
+        row = conn.execute(self._q_get, {"key_id": key_id}).first()
+        return None if row is None else record_from_row(row)
+
     def _op_rotate(self, conn: Connection, key_id: str, plan: RotationPlan
                    ) -> KeyRecord | None:
         if conn.execute(self._q_lock, {"key_id": key_id}).rowcount != 1:
@@ -662,6 +685,13 @@ class SQLAlchemyKeyStore:
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         try:
             return self._run(self._op_change, self._q_expiry, key_id, at, write=True)
+        finally:
+            self.cache.drop(key_id)
+
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        values = update_columns(changes)
+        try:
+            return self._run(self._op_update, key_id, values, write=True)
         finally:
             self.cache.drop(key_id)
 
@@ -754,6 +784,13 @@ class AsyncSQLAlchemyKeyStore:
         store = self.sync
         try:
             return await store._arun(store._op_change, store._q_expiry, key_id, at, write=True)
+        finally:
+            self._cache.drop(key_id)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        values = update_columns(changes)
+        try:
+            return await self.sync._arun(self.sync._op_update, key_id, values, write=True)
         finally:
             self._cache.drop(key_id)
 

@@ -34,14 +34,14 @@ from .._records import KeyRecord, UsageDelta
 from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
 from ._record_cache import ABSENT, RecordCache
-from ._rows import KEY_COLUMNS
+from ._rows import KEY_COLUMNS, update_columns
 from ._sqlite_watch import ChangeWatcher, change_log_ddl
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _TABLE: Final = "aqnt_api_keys"
 _CHANGE_LOG: Final = "aqnt_key_changes"
@@ -81,6 +81,24 @@ _STEPS: Final[dict[int, tuple[str, ...]]] = {
         "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
         "rotated_from",
     )),
+    # 3: the per-key policies (disable, rate limits, quota, IP allowlist);
+    # the change-log trigger is recreated to watch them.
+    3: (
+        "ALTER TABLE aqnt_api_keys ADD COLUMN disabled_at INTEGER",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN rate_limits TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN rate_limit_shared INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN quota_remaining INTEGER",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN quota_refill TEXT",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN quota_refilled_at INTEGER",
+        "ALTER TABLE aqnt_api_keys ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '[]'",
+        "DROP TRIGGER IF EXISTS aqnt_api_keys_changed",
+        *change_log_ddl(_TABLE, _CHANGE_LOG, (
+            "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at",
+            "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
+            "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared",
+            "quota_remaining", "quota_refill", "quota_refilled_at", "allowed_ips",
+        )),
+    ),
 }
 
 #: The DDL of the current version, for teams that manage their own migrations
@@ -132,6 +150,13 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         owner=row[14],
         metadata=json.loads(metadata) if metadata != "{}" else {},
         rotated_from=row[16],
+        disabled_at=_from_us(row[17]),
+        rate_limits=tuple(json.loads(row[18])) if row[18] != "[]" else (),
+        rate_limit_shared=bool(row[19]),
+        quota_remaining=row[20],
+        quota_refill=row[21],
+        quota_refilled_at=_from_us(row[22]),
+        allowed_ips=tuple(json.loads(row[23])) if row[23] != "[]" else (),
     )
 
 
@@ -155,6 +180,13 @@ def _insert(conn: sqlite3.Connection, record: KeyRecord) -> None:
         record.owner,
         json.dumps(dict(record.metadata), sort_keys=True),
         record.rotated_from,
+        _to_us(record.disabled_at),
+        json.dumps(list(record.rate_limits)),
+        int(record.rate_limit_shared),
+        record.quota_remaining,
+        record.quota_refill,
+        _to_us(record.quota_refilled_at),
+        json.dumps(list(record.allowed_ips)),
     )
     placeholders = ", ".join("?" * len(params))
     conn.execute(
@@ -417,6 +449,26 @@ class SQLiteKeyStore:
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self._update(
             "UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?", (_to_us(at), key_id), key_id
+        )
+
+    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        values = update_columns(changes)
+        if not values:
+            return self._read(key_id)
+        for name, value in values.items():
+            if isinstance(value, dt.datetime):
+                values[name] = _to_us(value)
+            elif isinstance(value, list):
+                values[name] = json.dumps(value)
+            elif isinstance(value, bool):
+                values[name] = int(value)
+        # Column names from UPDATABLE_COLUMNS only (update_columns checked).
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        return self._update(
+            f"UPDATE aqnt_api_keys SET {assignments} "  # noqa: S608
+            "WHERE id = ? AND revoked_at IS NULL",
+            (*values.values(), key_id),
+            key_id,
         )
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:

@@ -16,6 +16,7 @@ from aqnt_auth import (
     Argon2Hasher,
     Authenticator,
     ConfigurationError,
+    DisabledAPIKey,
     InvalidAPIKey,
     KeyManager,
     MissingAPIKey,
@@ -133,6 +134,54 @@ class TestOrder:
         keys.revoke(issued.record.id)
         with pytest.raises(RevokedAPIKey):
             auth.authenticate(f"Bearer {issued.key}")
+
+    def test_disabled_needs_the_secret_first(self, auth: Authenticator,
+                                             keys: KeyManager) -> None:
+        """key_disabled only after the secret verified, like key_revoked."""
+        issued = keys.create("k")
+        keys.disable(issued.record.id)
+        with pytest.raises(InvalidAPIKey):
+            auth.authenticate(f"Bearer {wrong_secret(issued.key)}")
+        with pytest.raises(DisabledAPIKey) as raised:
+            auth.authenticate(f"Bearer {issued.key}")
+        assert raised.value.status_code == 401
+        assert raised.value.to_json() == bodies.DISABLED
+
+    @pytest.mark.anyio
+    async def test_disable_and_enable_are_immediate_for_a_warm_key(
+            self, auth: Authenticator, keys: KeyManager) -> None:
+        """Every path (sync, async, nowait) refuses a warm key once disabled,
+        and takes it again once enabled, without argon2."""
+        issued = keys.create("k")
+        header = f"Bearer {issued.key}"
+        auth.authenticate(header)
+        keys.disable(issued.record.id)
+        with pytest.raises(DisabledAPIKey):
+            auth.authenticate(header)
+        with pytest.raises(DisabledAPIKey):
+            await auth.authenticate_async(header)
+        with pytest.raises(DisabledAPIKey):
+            auth.authenticate_nowait(header)
+        keys.enable(issued.record.id)
+        assert auth.authenticate(header).id == issued.record.id
+        assert (await auth.authenticate_async(header)).id == issued.record.id
+        principal = auth.authenticate_nowait(header)
+        assert principal is not None
+        assert principal.disabled_at is None
+
+    def test_a_disabled_key_that_expired_is_expired(self, store: InstrumentedStore,
+                                                    hasher: CountingHasher,
+                                                    keys: KeyManager) -> None:
+        """An expiry outranks a disable, as KeyRecord.status() says."""
+        issued = keys.create("k", expires_in=dt.timedelta(hours=1))
+        keys.disable(issued.record.id)
+        now = [issued.record.created_at.timestamp()]
+        with Authenticator(store, hashers=[hasher], clock=lambda: now[0]) as auth:
+            with pytest.raises(DisabledAPIKey):
+                auth.authenticate(f"Bearer {issued.key}")
+            now[0] += 3600
+            with pytest.raises(RevokedAPIKey):
+                auth.authenticate(f"Bearer {issued.key}")
 
     def test_expired_gets_the_revoked_body(self, store: InstrumentedStore,
                                            hasher: CountingHasher, keys: KeyManager) -> None:

@@ -87,6 +87,53 @@ class TestKeys:
         statuses = {r["id"]: r["status"] for r in json.loads(text)["keys"]}
         assert statuses[key_id] == "revoked"
 
+    def test_disable_enable_update(self, store_url: str) -> None:
+        """disable answers key_disabled in verify, enable restores it; update
+        changes name and scopes; show and list (text and JSON) say so."""
+        data = create("--scope", "a")
+        key, key_id = str(data["key"]), str(data["record"]["id"])  # type: ignore[index]
+        code, text = run("keys", "disable", key_id)
+        assert code == 0
+        assert text.startswith(f"Disabled key {key_id} (svc). Requests with it now get "
+                               "key_disabled")
+        assert any(line.split() == ["status", "disabled"] for line in text.splitlines())
+        code, text = run("verify", stdin=key + "\n")
+        assert code == 1
+        assert "invalid: key_disabled (API key is disabled)" in text
+        _, text = run("keys", "list")  # listed: unlike a revoked key, it can come back
+        row = next(line for line in text.splitlines() if line.startswith(key_id))
+        assert "disabled" in row
+        assert "POLICIES" in text
+        _, text = run("keys", "show", key_id, "--json")
+        shown = json.loads(text)
+        assert shown["status"] == "disabled"
+        assert shown["disabled_at"] is not None
+        assert {"rate_limits", "quota_remaining", "quota_refill", "allowed_ips",
+                "rate_limit_shared"} <= set(shown)
+        code, text = run("keys", "enable", key_id, "--json")
+        assert code == 0
+        assert json.loads(text)["disabled_at"] is None
+        assert run("verify", stdin=key + "\n")[0] == 0
+        code, text = run("keys", "update", key_id, "--name", "renamed", "--scope", "b",
+                         "--scope", "c", "--json")
+        assert code == 0
+        updated = json.loads(text)
+        assert (updated["name"], updated["scopes"]) == ("renamed", ["b", "c"])
+        _, text = run("keys", "update", key_id, "--clear-scopes")
+        assert text.startswith(f"Updated key {key_id} (renamed).")
+        assert json.loads(run("keys", "show", key_id, "--json")[1])["scopes"] == []
+
+    def test_update_needs_something_and_revoked_keys_stay(
+            self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        key_id = str(create()["record"]["id"])  # type: ignore[index]
+        assert run("keys", "update", key_id)[0] == 1
+        assert "nothing to update" in capsys.readouterr().err
+        assert run("keys", "update", key_id, "--scope", "a", "--clear-scopes")[0] == 1
+        run("keys", "revoke", key_id)
+        for action in (("disable",), ("enable",), ("update", "--name", "x")):
+            assert run("keys", action[0], key_id, *action[1:])[0] == 1
+            assert "revocation is final" in capsys.readouterr().err
+
     def test_verify_reads_env_or_stdin(self, store_url: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
         key = str(create()["key"])

@@ -264,6 +264,64 @@ class TestRotationLifecycle:
         assert keys.rotate(old.id, grace=dt.timedelta(hours=1)).record.rotated_from == old.id
 
 
+class TestDisableAndUpdate:
+    def test_disable_is_reversible(self, manager: KeyManager) -> None:
+        """disable() sets disabled_at (the first time kept), status "disabled";
+        enable() clears it; list(include_inactive=False) still lists it."""
+        issued = manager.create("a")
+        first = manager.disable(issued.record.id)
+        assert first.disabled_at is not None
+        assert first.status() == "disabled"
+        assert first.public_dict()["status"] == "disabled"
+        assert manager.disable(issued.record.id).disabled_at == first.disabled_at
+        assert manager.list(include_inactive=False) == [first]
+        enabled = manager.enable(issued.record.id)
+        assert enabled.disabled_at is None
+        assert enabled.status() == "active"
+        assert manager.get(issued.record.id) == enabled
+
+    def test_revocation_stays_final(self, manager: KeyManager) -> None:
+        """A revoked key cannot be disabled, enabled or updated."""
+        issued = manager.create("a")
+        revoked = manager.revoke(issued.record.id)
+        for call in (manager.disable, manager.enable,
+                     lambda k: manager.update(k, name="revived?")):
+            with pytest.raises(KeyStateError, match="revocation is final"):
+                call(issued.record.id)
+        assert manager.get(issued.record.id) == revoked
+
+    def test_update_name_and_scopes_never_the_secret(self, manager: KeyManager) -> None:
+        """update() changes what it is given, checked as create() checks it."""
+        issued = manager.create("a", scopes=["x"])
+        updated = manager.update(issued.record.id, name=" b ", scopes=["y", "z", "y"])
+        assert (updated.name, updated.scopes) == ("b", ("y", "z"))
+        assert updated.hash == issued.record.hash
+        assert manager.update(issued.record.id) == updated
+        with pytest.raises(ConfigurationError):
+            manager.update(issued.record.id, name=" ")
+        with pytest.raises(ConfigurationError):
+            manager.update(issued.record.id, scopes=["has space"])
+        with pytest.raises(KeyNotFound):
+            manager.update("nosuchkey123", name="x")
+
+    def test_a_disabled_key_is_not_rotated(self, manager: KeyManager) -> None:
+        issued = manager.create("a")
+        manager.disable(issued.record.id)
+        with pytest.raises(KeyStateError, match="enable it"):
+            manager.rotate(issued.record.id)
+
+    def test_status_order(self, manager: KeyManager) -> None:
+        """revoked, then expired, then disabled, then expiring or active."""
+        r = manager.create("a").record
+        later = r.created_at + dt.timedelta(days=2)
+        disabled = dataclasses.replace(r, disabled_at=r.created_at)
+        assert disabled.status(later) == "disabled"
+        expiring = dataclasses.replace(disabled, expires_at=r.created_at + dt.timedelta(days=1))
+        assert expiring.status(r.created_at) == "disabled"
+        assert expiring.status(later) == "expired"
+        assert dataclasses.replace(expiring, revoked_at=r.created_at).status(later) == "revoked"
+
+
 class TestKeyGivenForId:
     def test_a_whole_key_is_named_by_its_id_never_echoed(self, manager: KeyManager) -> None:
         """Every method taking a key id refuses a whole key (or a mangled one),
@@ -271,7 +329,8 @@ class TestKeyGivenForId:
         issued = manager.create("svc")
         key_id = issued.record.id
         typo = issued.key[:-1] + ("x" if issued.key[-1] != "x" else "y")
-        calls = (manager.get, manager.revoke, manager.rotate, manager.delete,
+        calls = (manager.get, manager.revoke, manager.rotate, manager.delete, manager.disable,
+                 manager.enable, lambda k: manager.update(k, name="x"),
                  lambda k: manager.expire(k, dt.datetime(2099, 1, 1, tzinfo=UTC)))
         for key in (issued.key, typo, issued.key + "\n"):
             for call in calls:

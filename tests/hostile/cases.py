@@ -287,6 +287,8 @@ KEY_CASES: Final = [
          headers=auth(b"Bearer {revoked}"), cost=VERIFIED),
     Case("expired", 401, bodies.REVOKED, bodies.INVALID_CHALLENGE,
          headers=auth(b"Bearer {expired}"), cost=VERIFIED),
+    Case("disabled", 401, bodies.DISABLED, bodies.INVALID_CHALLENGE,
+         headers=auth(b"Bearer {disabled}"), cost=VERIFIED),
     Case("read_only_key_writes", 403, bodies.FORBIDDEN, bodies.READ_ONLY_CHALLENGE, method="POST",
          headers=auth(b"Bearer {read_only}"), cost=VERIFIED),
     Case("path_restricted_key_elsewhere", 403, bodies.FORBIDDEN, bodies.PATHS_CHALLENGE,

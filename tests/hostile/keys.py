@@ -43,7 +43,8 @@ class KeySet:
     """
 
     #: Keys held by the store.
-    STORED: Final = ("live", "test", "revoked", "expired", "read_only", "charges_only")
+    STORED: Final = ("live", "test", "revoked", "expired", "read_only", "charges_only",
+                     "disabled")
     #: Keys derived from ``live`` or made up, never stored.
     DERIVED: Final = ("wrong_secret", "unknown", "bad_checksum", "wrong_prefix", "mode_swapped",
                       "short", "long", "upper", "truncated")
@@ -99,6 +100,10 @@ class KeySet:
         if name == "expired":
             key = self._issue(name, expires_in=dt.timedelta(days=1))
             self._manager.expire(self._id(key), dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+            return key
+        if name == "disabled":
+            key = self._issue(name)
+            self._manager.disable(self._id(key))
             return key
         if name == "read_only":
             return self._issue(name, read_only=True)

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -55,6 +55,9 @@ class DirectAsync:
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return self.sync.set_expiry(key_id, at)
 
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        return self.sync.update(key_id, changes)
+
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         return self.sync.rotate(key_id, plan)
 
@@ -72,6 +75,17 @@ class DirectAsync:
 
 
 _counter = 0
+
+#: Every policy field (#13) set to something non-default.
+POLICIES: Final[dict[str, Any]] = {
+    "disabled_at": T0 + dt.timedelta(minutes=5),
+    "rate_limits": ("100/minute", "5000/hour"),
+    "rate_limit_shared": True,
+    "quota_remaining": 1000,
+    "quota_refill": "1000/day",
+    "quota_refilled_at": T0 + dt.timedelta(minutes=6),
+    "allowed_ips": ("10.0.0.0/8", "2001:db8::/32", "192.0.2.7"),
+}
 
 
 def make_record(**changes: Any) -> KeyRecord:
@@ -164,6 +178,65 @@ class StoreContract:
         assert got.created_at.utcoffset() == dt.timedelta(0)
         assert isinstance(got.scopes, tuple)
         assert isinstance(got.allowed_paths, tuple)
+
+    @pytest.mark.anyio
+    async def test_round_trip_keeps_every_policy(self, kstore: AsyncKeyStore) -> None:
+        """The per-key policies (#13) come back as stored, with aware UTC times."""
+        record = make_record(**POLICIES)
+        await kstore.add(record)
+        got = await kstore.get(record.id)
+        assert got == record
+        assert got is not None
+        assert got.halted
+        assert got.disabled_at is not None
+        assert got.disabled_at.utcoffset() == dt.timedelta(0)
+        assert isinstance(got.rate_limits, tuple)
+        assert isinstance(got.allowed_ips, tuple)
+        assert (await kstore.list(owner=record.owner))[-1] == record
+
+    @pytest.mark.anyio
+    async def test_update_sets_name_scopes_and_policies(self, kstore: AsyncKeyStore) -> None:
+        """update() writes exactly the fields given and returns the record as stored."""
+        record = make_record(usage_count=3)
+        await kstore.add(record)
+        got = await kstore.update(record.id, {"name": "renamed", "scopes": ("a:b",), **POLICIES})
+        expected = dataclasses.replace(record, name="renamed", scopes=("a:b",), **POLICIES)
+        assert got == expected
+        assert await kstore.get(record.id) == expected
+        cleared: dict[str, Any] = {
+            "disabled_at": None, "rate_limits": (), "rate_limit_shared": False,
+            "quota_remaining": None, "quota_refill": None, "quota_refilled_at": None,
+            "allowed_ips": ()}
+        got = await kstore.update(record.id, cleared)
+        assert got == dataclasses.replace(expected, **cleared)
+        assert got is not None
+        assert not got.halted
+        assert await kstore.get(record.id) == got
+
+    @pytest.mark.anyio
+    async def test_update_unknown_is_none(self, kstore: AsyncKeyStore) -> None:
+        """update() of an id never stored returns None and creates nothing."""
+        assert await kstore.update("nosuchkey123", {"name": "x"}) is None
+        assert await kstore.get("nosuchkey123") is None
+
+    @pytest.mark.anyio
+    async def test_update_leaves_a_revoked_key_as_it_is(self, kstore: AsyncKeyStore) -> None:
+        """Revocation is final: update() of a revoked key changes nothing."""
+        record = make_record()
+        await kstore.add(record)
+        revoked = await kstore.revoke(record.id, T0)
+        assert await kstore.update(record.id, {"name": "revived?",
+                                               "disabled_at": T0}) == revoked
+        assert await kstore.get(record.id) == revoked
+
+    @pytest.mark.anyio
+    async def test_update_refuses_the_secret(self, kstore: AsyncKeyStore) -> None:
+        """The hash (and the id, times of use...) are not updatable."""
+        record = make_record()
+        await kstore.add(record)
+        with pytest.raises(ValueError, match="hash"):
+            await kstore.update(record.id, {"hash": "$argon2id$other"})
+        assert await kstore.get(record.id) == record
 
     @pytest.mark.anyio
     async def test_minimal_record_round_trip(self, kstore: AsyncKeyStore) -> None:

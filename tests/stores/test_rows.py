@@ -7,7 +7,10 @@ import dataclasses
 import datetime as dt
 import sqlite3
 
+import pytest
+
 from aqnt_auth import KEY_COLUMNS, KeyRecord, record_from_row, row_from_record
+from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sql_schema import Tables
 from aqnt_auth._stores._sqlite import SCHEMA
 
@@ -21,11 +24,17 @@ FULL = KeyRecord(
     last_used_at=dt.datetime(2024, 5, 1, tzinfo=UTC), usage_count=7,
     scopes=("charges:read", "refunds:write"), read_only=True, allowed_paths=("/v1/charges",),
     owner="acct_1", metadata={"plan": "pro"}, rotated_from="fedcba9876543210fedcba9876543210",
+    disabled_at=dt.datetime(2024, 5, 2, tzinfo=UTC), rate_limits=("100/minute", "5000/hour"),
+    rate_limit_shared=True, quota_remaining=42, quota_refill="1000/day",
+    quota_refilled_at=dt.datetime(2024, 5, 3, tzinfo=UTC), allowed_ips=("10.0.0.0/8", "::1"),
 )
 
 
 def test_one_column_per_field() -> None:
-    assert sorted(KEY_COLUMNS) == sorted(f.name for f in dataclasses.fields(KeyRecord))
+    """One column per stored field; derived fields (``halted``) are not stored."""
+    stored = [f.name for f in dataclasses.fields(KeyRecord) if f.init]
+    assert sorted(KEY_COLUMNS) == sorted(stored)
+    assert "halted" not in KEY_COLUMNS
     assert len(set(KEY_COLUMNS)) == len(KEY_COLUMNS)
 
 
@@ -44,7 +53,13 @@ def test_record_from_driver_values() -> None:
     values[KEY_COLUMNS.index("scopes")] = ["a"]
     values[KEY_COLUMNS.index("allowed_paths")] = []
     values[KEY_COLUMNS.index("read_only")] = 0
+    values[KEY_COLUMNS.index("rate_limits")] = ["1/second"]
+    values[KEY_COLUMNS.index("allowed_ips")] = []
+    values[KEY_COLUMNS.index("rate_limit_shared")] = 1
     record = record_from_row(values)
+    assert record.rate_limits == ("1/second",)
+    assert record.allowed_ips == ()
+    assert record.rate_limit_shared is True
     assert record.scopes == ("a",)
     assert record.allowed_paths == ()
     assert record.read_only is False
@@ -57,3 +72,21 @@ def test_tables_hold_the_columns_in_order() -> None:
         conn.executescript(SCHEMA)
         info = conn.execute("PRAGMA table_info(aqnt_api_keys)").fetchall()
     assert tuple(column[1] for column in info) == KEY_COLUMNS
+
+
+def test_update_columns_refuse_the_secret_and_history() -> None:
+    """update() may change name, scopes and policies, never the hash, id or times of use."""
+    assert update_columns({"name": "n", "scopes": ("a",), "allowed_ips": ("::1",)}) == {
+        "name": "n", "scopes": ["a"], "allowed_ips": ["::1"]}
+    for column in ("hash", "id", "revoked_at", "usage_count", "created_at", "rotated_from"):
+        with pytest.raises(ValueError, match=column):
+            update_columns({column: None})
+
+
+def test_halted_is_derived_from_revoked_and_disabled() -> None:
+    """The warm path's one test covers both states, also after dataclasses.replace()."""
+    active = dataclasses.replace(FULL, revoked_at=None, disabled_at=None)
+    assert active.halted is False
+    assert dataclasses.replace(active, disabled_at=FULL.disabled_at).halted is True
+    assert dataclasses.replace(active, revoked_at=FULL.revoked_at).halted is True
+    assert "halted" not in active.public_dict()

@@ -272,6 +272,19 @@ def _rehash(store: SQLAlchemyKeyStore, key_id: str) -> None:
     assert store.replace_hash(key_id, record.hash, "$argon2id$v=19$m=8,t=1,p=1$bmV3$bmV3")
 
 
+def _disable(store: SQLAlchemyKeyStore, key_id: str) -> None:
+    store.update(key_id, {"disabled_at": T0})
+
+
+def _enable(store: SQLAlchemyKeyStore, key_id: str) -> None:
+    # A disabled key enabled from elsewhere: the cached disabled record goes.
+    assert store.update(key_id, {"disabled_at": None}) is not None
+
+
+def _policies(store: SQLAlchemyKeyStore, key_id: str) -> None:
+    store.update(key_id, {"allowed_ips": ("192.0.2.0/24",), "rate_limits": ("1/second",)})
+
+
 def _delete(store: SQLAlchemyKeyStore, key_id: str) -> None:
     assert store.delete(key_id)
 
@@ -285,21 +298,28 @@ def _changed(store: SQLAlchemyKeyStore, key_id: str, change: str) -> bool:
         "revoke": record.revoked_at == T0,
         "expire": record.expires_at == T0,
         "rehash": record.hash.endswith("$bmV3$bmV3"),
+        "disable": record.disabled_at == T0,
+        "enable": record.disabled_at is None and record.name == "was disabled",
+        "policies": record.allowed_ips == ("192.0.2.0/24",),
     }[change]
 
 
 CHANGES: dict[str, Callable[[SQLAlchemyKeyStore, str], None]] = {
     "revoke": _revoke, "expire": _expire, "rehash": _rehash, "delete": _delete,
+    "disable": _disable, "enable": _enable, "policies": _policies,
 }
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_change_reaches_every_process(make_store: Callable[..., SQLAlchemyKeyStore],
                                       change: str) -> None:
-    """Revoke, expire, rehash and delete drop the record at once in the
+    """Revoke, expire, rehash, delete, disable, enable and policy updates drop
+    the record at once in the
     changing store and, by NOTIFY, in every other store holding it."""
     here, there = make_store(), make_store()
     record = make_record(expires_at=None)
+    if change == "enable":
+        record = dataclasses.replace(record, disabled_at=T0, name="was disabled")
     here.add(record)
     _warm(here, record.id)
     _warm(there, record.id)

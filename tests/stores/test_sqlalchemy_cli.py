@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from aqnt_auth._cli import main
-from aqnt_auth._stores._sql_ddl import SCHEMA
+from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION
 
 from .pg_support import PGSchema, pg_schema_fixture
+from .test_sqlalchemy_store import _downgrade_to_v1
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +38,28 @@ def test_init_creates_the_tables_once(pg: PGSchema) -> None:
     status, out = _run("store", "init", "--store", pg.url())
     assert status == 0
     assert out.startswith("Store SQLAlchemyKeyStore('postgresql+psycopg://")
-    assert out.endswith("is ready: schema version 1.\n")
-    assert pg.execute("SELECT version FROM aqnt_auth_schema") == [(1,)]
+    assert out.endswith(f"is ready: schema version {SCHEMA_VERSION}.\n")
+    assert pg.execute("SELECT version FROM aqnt_auth_schema") == [(SCHEMA_VERSION,)]
     assert _run("store", "init", "--store", pg.url())[0] == 0
     assert pg.execute("SELECT count(*) FROM aqnt_auth_schema") == [(1,)]
+
+
+def test_init_upgrades_a_version_1_table(pg: PGSchema) -> None:
+    """`store init` is the upgrade the refusal of an older table names."""
+    assert _run("store", "init", "--store", pg.url())[0] == 0
+    _downgrade_to_v1(pg.execute, "aqnt_api_keys")
+    status, out = _run("store", "init", "--store", pg.url())
+    assert status == 0
+    assert out.endswith(f"is ready: schema version {SCHEMA_VERSION}.\n")
+    columns = pg.execute("SELECT column_name FROM information_schema.columns "
+                         "WHERE table_name = 'aqnt_api_keys' AND table_schema = %s", (pg.name,))
+    assert ("allowed_ips",) in columns
 
 
 def test_init_json(pg: PGSchema) -> None:
     status, out = _run("store", "init", "--store", pg.url(), "--json")
     assert status == 0
-    assert '"schema_version": 1' in out
+    assert f'"schema_version": {SCHEMA_VERSION}' in out
 
 
 def test_init_on_an_embedded_store(tmp_path: Path) -> None:

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aqnt_auth import ConfigurationError, StoreUnavailable, open_store, sql
+from aqnt_auth import ConfigurationError, KeyRecord, StoreUnavailable, open_store, sql
 from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
-from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl
+from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl, postgres_upgrade_ddl
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 
-from .contract import make_record
+from .contract import T0, make_record
 from .pg_support import PGSchema, pg_schema_fixture
 
 # -- deadlines (no database) ----------------------------------------------------
@@ -276,3 +279,72 @@ def test_forked_child_gets_its_own_connections(pg: PGSchema) -> None:
         assert got.revoked_at == record.created_at
     finally:
         store.close()
+
+
+# -- upgrades ---------------------------------------------------------------------
+
+#: The columns schema version 2 added (#13's per-key policies).
+_V2_COLUMNS = ("disabled_at", "rate_limits", "rate_limit_shared", "quota_remaining",
+               "quota_refill", "quota_refilled_at", "allowed_ips")
+
+
+def _downgrade_to_v1(run: Callable[[str], object], table: str) -> None:
+    """Make a current table what version 1 was: without the policy columns."""
+    for column in _V2_COLUMNS:
+        run(f"ALTER TABLE {table} DROP COLUMN {column}")
+    run(f"UPDATE aqnt_auth_schema SET version = 1 WHERE name = '{table}'")  # noqa: S608
+
+
+def _check_upgraded(url: str, table: str, record: KeyRecord, **options: Any) -> None:
+    store = SQLAlchemyKeyStore(url, table=table, cache=False, **options)
+    try:
+        assert store.init_schema() == SCHEMA_VERSION
+        got = store.get(record.id)
+        assert got == record  # kept, with the policies' defaults
+        assert got is not None
+        assert got.rate_limits == ()
+        assert got.disabled_at is None
+        updated = store.update(record.id, {"disabled_at": T0, "allowed_ips": ("::1",)})
+        assert updated is not None
+        assert updated.disabled_at == T0
+        assert store.get(record.id) == updated
+    finally:
+        store.close()
+
+
+def test_upgrade_from_version_1_on_postgresql(pg: PGSchema) -> None:
+    """A version 1 table gains the policy columns on open, keys kept, under
+    the schema lock; create_schema=False names the way to upgrade instead."""
+    table = _table()
+    record = make_record()
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    store.add(record)
+    store.close()
+    _downgrade_to_v1(pg.execute, table)
+    with pytest.raises(ConfigurationError, match="store init"):
+        SQLAlchemyKeyStore(pg.url(), table=table, create_schema=False, cache=False)
+    _check_upgraded(pg.url(), table, record)
+    assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
+        (SCHEMA_VERSION,)]
+
+
+def test_upgrade_ddl_is_documented_text() -> None:
+    """The PostgreSQL upgrade is plain text a team can apply, ending with the version row."""
+    statements = postgres_upgrade_ddl(1)
+    assert "ADD COLUMN IF NOT EXISTS disabled_at" in statements[0]
+    assert statements[-1] == (f"UPDATE aqnt_auth_schema SET version = {SCHEMA_VERSION} "  # noqa: S608
+                              "WHERE name = 'aqnt_api_keys'")
+    assert postgres_upgrade_ddl(SCHEMA_VERSION) == statements[-1:]
+
+
+def test_upgrade_from_version_1_on_a_sqlite_file(tmp_path: Path) -> None:
+    """The same upgrade through SQLAlchemy on an SQLite file."""
+    url = f"sqlite+pysqlite:///{tmp_path / 'k.db'}"
+    record = make_record()
+    store = SQLAlchemyKeyStore(url, cache=False)
+    store.add(record)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "k.db")) as conn:
+        _downgrade_to_v1(conn.execute, "aqnt_api_keys")
+        conn.commit()
+    _check_upgraded(url, "aqnt_api_keys", record)

@@ -115,6 +115,19 @@ def _rehash(store: SQLiteKeyStore, key_id: str) -> None:
     assert store.replace_hash(key_id, record.hash, "$argon2id$v=19$m=8,t=1,p=1$bmV3$bmV3")
 
 
+def _disable(store: SQLiteKeyStore, key_id: str) -> None:
+    store.update(key_id, {"disabled_at": T0})
+
+
+def _enable(store: SQLiteKeyStore, key_id: str) -> None:
+    # A disabled key enabled from elsewhere: the cached disabled record goes.
+    assert store.update(key_id, {"disabled_at": None}) is not None
+
+
+def _policies(store: SQLiteKeyStore, key_id: str) -> None:
+    store.update(key_id, {"allowed_ips": ("192.0.2.0/24",), "rate_limits": ("1/second",)})
+
+
 def _delete(store: SQLiteKeyStore, key_id: str) -> None:
     assert store.delete(key_id)
 
@@ -128,12 +141,16 @@ def _changed(store: SQLiteKeyStore, key_id: str, change: str) -> bool:
         "revoke": record.revoked_at == T0,
         "expire": record.expires_at == T0,
         "rehash": record.hash.endswith("$bmV3$bmV3"),
+        "disable": record.disabled_at == T0,
+        "enable": record.disabled_at is None and record.name == "was disabled",
+        "policies": record.allowed_ips == ("192.0.2.0/24",),
         "rotate": record.expires_at is not None,
     }[change]
 
 
 CHANGES: dict[str, Callable[[SQLiteKeyStore, str], None]] = {
     "revoke": _revoke, "expire": _expire, "rehash": _rehash, "delete": _delete,
+    "disable": _disable, "enable": _enable, "policies": _policies,
     "rotate": _rotate,
 }
 
@@ -141,10 +158,13 @@ CHANGES: dict[str, Callable[[SQLiteKeyStore, str], None]] = {
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_change_reaches_every_store(make_store: Callable[..., CountingStore],
                                     change: str) -> None:
-    """Revoke, expire, rotate, rehash and delete drop the record at once in the
+    """Revoke, expire, rotate, rehash, delete, disable, enable and policy updates
+    drop the record at once in the
     changing store and, through the change log, in every other store."""
     here, there = make_store(), make_store()
     record = make_record(expires_at=None)
+    if change == "enable":
+        record = dataclasses.replace(record, disabled_at=T0, name="was disabled")
     here.add(record)
     _warm(here, record.id)
     _warm(there, record.id)
@@ -314,7 +334,7 @@ def test_upgrade_from_version_1(path: Path) -> None:
     here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
     try:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (_sqlite.SCHEMA_VERSION,)
             names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         conn.close()
         assert {"aqnt_key_changes", "aqnt_api_keys_created", "aqnt_api_keys_changed",
@@ -354,3 +374,36 @@ async def test_authenticator_serves_warm_keys_without_waiting(
         wait_until(lambda: store.peek(issued.record.id) is None, what="the change log")
         with pytest.raises(RevokedAPIKey):
             await auth.authenticate_async(header)
+
+
+def test_upgrade_from_version_2(path: Path) -> None:
+    """A version 2 file gains the policy columns (3), keys kept with the
+    defaults; the change-log trigger then watches them: a disable made by
+    one store reaches another."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    with sqlite3.connect(path) as conn:
+        for statement in _sqlite._STEPS[2]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+            (sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'aqnt_api_keys_changed'").fetchone()
+        conn.close()
+        assert "disabled_at" in sql
+        assert "allowed_ips" in sql
+        assert here.get(record.id) == record
+        _warm(there, record.id)
+        here.update(record.id, {"disabled_at": T0})
+        wait_until(lambda: there.peek(record.id) is None, what="the change log")
+        got = there.get(record.id)
+        assert got is not None
+        assert got.disabled_at == T0
+    finally:
+        here.close()
+        there.close()

@@ -193,14 +193,20 @@ class TestList:
         old_revoked = issue(name="old revoked")
         APIKey.objects.filter(pk=old_revoked.record.id).update(
             created_at=now - dt.timedelta(days=91), revoked_at=now)
+        disabled = issue(name="disabled", expires_at=now + dt.timedelta(days=1))
+        KeyManager(DjangoKeyStore()).disable(disabled.record.id)
+        disabled_expired = issue(name="disabled expired", expires_at=now - dt.timedelta(days=1))
+        APIKey.objects.filter(pk=disabled_expired.record.id).update(disabled_at=now)
         expected = {
-            None: {"active", "expiring", "expired", "old"},
+            None: {"active", "expiring", "expired", "old", "disabled", "disabled expired"},
             "active": {"active", "old"},
             "expiring": {"expiring"},
-            "expired": {"expired"},
+            "expired": {"expired", "disabled expired"},
+            "disabled": {"disabled"},
             "revoked": {"revoked", "old revoked"},
             "due": {"old"},
-            "all": {"active", "expiring", "expired", "revoked", "old", "old revoked"},
+            "all": {"active", "expiring", "expired", "revoked", "old", "old revoked", "disabled",
+                    "disabled expired"},
         }
         for status, names in expected.items():
             query = {} if status is None else {"status": status}
@@ -238,6 +244,28 @@ class TestRevoke:
         assert "revokelink" not in page
         assert admin_client.post(url, {"name": "renamed"}).status_code == 403
         assert APIKey.objects.get().name == row.name
+
+    def test_disable_and_enable_actions(self, admin_client: Client) -> None:
+        """Disable answers key_disabled at once, enable restores the key; a
+        disabled key cannot be deleted; a revoked key is left as it is."""
+        issued, revoked = issue(), issue(name="revoked")
+        KeyManager(DjangoKeyStore()).revoke(revoked.record.id)
+        assert Client().get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+        response = _action(admin_client, "disable_keys", issued.record.id, revoked.record.id)
+        said = " ".join(_messages(response))
+        assert "Disabled 1 API key(s)." in said
+        assert f"Key {revoked.record.id} was not changed" in said
+        assert APIKey.objects.get(pk=revoked.record.id).disabled_at is None
+        assert_error(Client().get("/v1/whoami", headers=bearer(issued.key)), 401,
+                     bodies.DISABLED, bodies.INVALID_CHALLENGE)
+        page = admin_client.get(_change(issued.record.id)).content.decode()
+        assert "disabled" in page
+        assert "deletelink" not in page
+        response = _action(admin_client, "delete_selected", issued.record.id)
+        assert "Nothing was deleted." in " ".join(_messages(response))
+        response = _action(admin_client, "enable_keys", issued.record.id)
+        assert "Enabled 1 API key(s)." in " ".join(_messages(response))
+        assert Client().get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
 
     def test_revoke_button_asks_first(self, admin_client: Client) -> None:
         """The key's page has a Revoke button: a confirmation page on GET, the

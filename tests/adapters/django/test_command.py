@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from aqnt_auth import IssuedKey, KeyRecord
 from aqnt_auth._cli import (
     build_parser,
+    format_changed,
     format_created,
     format_record,
     format_records,
@@ -150,6 +151,24 @@ class TestOutput:
         assert out == format_revoked(revoked) + "\n"
         run("revoke", record.id)  # a second revoke keeps the first time
         assert store.get(record.id) == revoked
+
+    def test_disable_enable_update(self) -> None:
+        """disable, enable and update print the CLI's confirmation and change the row."""
+        store = DjangoKeyStore()
+        record = _record()
+        store.add(record)
+        out = run("disable", record.id)
+        disabled = store.get(record.id)
+        assert disabled is not None
+        assert disabled.disabled_at is not None
+        assert out == format_changed(disabled, "disable") + "\n"
+        assert json.loads(run("enable", record.id, "--json"))["disabled_at"] is None
+        data = json.loads(run("update", record.id, "--name", "new name", "--clear-scopes",
+                              "--json"))
+        assert (data["name"], data["scopes"]) == ("new name", [])
+        assert store.get(record.id) == dataclasses.replace(record, name="new name", scopes=())
+        with pytest.raises(CommandError, match="nothing to update"):
+            run("update", record.id)
 
     def test_rotate(self) -> None:
         """rotate issues a replacement and gives the old key a grace period."""

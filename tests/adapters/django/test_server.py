@@ -165,3 +165,38 @@ def test_migration_adds_the_change_log_on_sqlite(tmp_path: Path) -> None:
                             "'aqnt_auth_apikey_c%'").fetchall()
     conn.close()
     assert left == []
+
+
+def test_migration_0003_adds_the_policies_and_keeps_keys(tmp_path: Path) -> None:
+    """From 0002 with a key in the table: 0003 adds the policy columns with
+    their defaults, keeps the key, and the rebuilt table's change-log trigger
+    watches the new columns; unapplying 0003 keeps the change log."""
+    env = _env(tmp_path / "db.sqlite3")
+    manage(env, "migrate", "aqnt_auth", "0002", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        conn.execute(
+            "INSERT INTO aqnt_auth_apikey (id, name, mode, prefix, hash, hint, created_at, "
+            "usage_count, scopes, read_only, allowed_paths, metadata) VALUES ('k1', 'old', "
+            "'live', 'sk', 'h', 'sk_live_...abcd', '2026-01-01 00:00:00', 3, '[]', 0, '[]', '{}')")
+    conn.close()
+    manage(env, "migrate", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        row = conn.execute("SELECT name, usage_count, disabled_at, rate_limits, "
+                           "rate_limit_shared, quota_remaining, allowed_ips "
+                           "FROM aqnt_auth_apikey WHERE id = 'k1'").fetchone()
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master "
+                              "WHERE name = 'aqnt_auth_apikey_changed'").fetchone()
+        (before,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+        conn.execute("UPDATE aqnt_auth_apikey SET disabled_at = '2026-01-02 00:00:00'")
+        (after,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+    conn.close()
+    assert row == ("old", 3, None, "[]", 0, None, "[]")
+    assert "disabled_at" in sql
+    assert "allowed_ips" in sql
+    assert after == before + 1
+    manage(env, "migrate", "aqnt_auth", "0002", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert {"aqnt_auth_apikey_created", "aqnt_auth_apikey_changed",
+            "aqnt_auth_apikey_deleted"} <= names

@@ -61,6 +61,9 @@ class OwnThread:
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         return await self._call(self.sync.set_expiry, key_id, at)
 
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+        return await self._call(self.sync.update, key_id, changes)
+
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         return await self._call(self.sync.rotate, key_id, plan)
 

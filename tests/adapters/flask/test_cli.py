@@ -11,7 +11,13 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from aqnt_auth import IssuedKey, MemoryKeyStore
-from aqnt_auth._cli import format_created, format_records, format_revoked, format_rotated
+from aqnt_auth._cli import (
+    format_changed,
+    format_created,
+    format_records,
+    format_revoked,
+    format_rotated,
+)
 from tests import bodies
 from tests.stores.contract import make_record
 
@@ -95,7 +101,7 @@ class TestManage:
         text = runner.invoke(args=["aqnt-keys", "list"]).output
         assert text.splitlines()[0] == "Keys in memory://:"
         assert text.splitlines()[1].split() == ["ID", "NAME", "MODE", "HINT", "CREATED", "AGE",
-                                                "LAST", "USED", "REQUESTS", "STATUS"]
+                                                "LAST", "USED", "REQUESTS", "STATUS", "POLICIES"]
         assert keep["id"] in text
         assert gone["id"] not in text
 
@@ -122,6 +128,32 @@ class TestManage:
         assert result.output == format_revoked(revoked) + "\n"
         response = app.test_client().get("/", headers=bearer(key))
         assert response.get_data() == bodies.REVOKED
+
+    def test_disable_enable_update(self, runner: FlaskCliRunner, app: Flask,
+                                   memory_store: MemoryKeyStore) -> None:
+        """disable takes effect on the running app at once (key_disabled), enable
+        restores the key; update renames it; the output is the core CLI's."""
+        record, key = create(runner, "--name", "paused")
+        client = app.test_client()
+        assert client.get("/", headers=bearer(key)).status_code == 200
+        result = runner.invoke(args=["aqnt-keys", "disable", record["id"]])
+        assert result.exit_code == 0, result.output
+        disabled = memory_store.get(record["id"])
+        assert disabled is not None
+        assert result.output == format_changed(disabled, "disable") + "\n"
+        response = client.get("/", headers=bearer(key))
+        assert (response.status_code, response.get_data()) == (401, bodies.DISABLED)
+        result = runner.invoke(args=["aqnt-keys", "enable", record["id"], "--json"])
+        assert json.loads(result.output)["status"] == "active"
+        assert client.get("/", headers=bearer(key)).status_code == 200
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"], "--name", "resumed",
+                                     "--scope", "x", "--json"])
+        assert result.exit_code == 0, result.output
+        assert (json.loads(result.output)["name"], json.loads(result.output)["scopes"]) == (
+            "resumed", ["x"])
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"]])
+        assert result.exit_code == 1
+        assert "nothing to update" in result.output
 
     def test_rotate(self, runner: FlaskCliRunner, app: Flask,
                     memory_store: MemoryKeyStore) -> None:

@@ -25,12 +25,14 @@ from aqnt_auth import (
 )
 from aqnt_auth._cli import (
     add_key_actions,
+    format_changed,
     format_created,
     format_record,
     format_records,
     format_revoked,
     format_rotated,
     new_key_hasher,
+    update_options,
 )
 from aqnt_auth._stores._open import store_url
 from aqnt_auth.adapters.django.settings import get_settings, runtime
@@ -46,7 +48,8 @@ def _where(store: KeyStore) -> str:
 
 
 class Command(BaseCommand):
-    help = "Create, list, show, revoke and rotate API keys in the project's database."
+    help = ("Create, list, show, revoke, rotate, disable, enable and update API keys in the "
+            "project's database.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = argparse.ArgumentParser(add_help=False)
@@ -135,3 +138,16 @@ class Command(BaseCommand):
         issued = keys.rotate(options["key_id"], grace=grace, expires_in=expires_in,
                              force=options["force"])
         return format_rotated(keys.get(options["key_id"]), issued, options["json"])
+
+    def _disable(self, options: dict[str, Any]) -> str:
+        record = self._manager(options).disable(options["key_id"])
+        return format_changed(record, "disable", options["json"])
+
+    def _enable(self, options: dict[str, Any]) -> str:
+        record = self._manager(options).enable(options["key_id"])
+        return format_changed(record, "enable", options["json"])
+
+    def _update(self, options: dict[str, Any]) -> str:
+        changes = update_options(options["name"], options["scope"], options["clear_scopes"])
+        record = self._manager(options).update(options["key_id"], **changes)
+        return format_changed(record, "update", options["json"])
