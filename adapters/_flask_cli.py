@@ -109,6 +109,8 @@ _profile_option = click.option(
               help="A path prefix the key is limited to (repeatable).")
 @click.option("--expires-in", metavar="DURATION", help="Like 90d, 24h, 30m.")
 @click.option("--owner", help="Account or tenant id.")
+@click.option("--allow-ip", "allow_ips", multiple=True, metavar="IP",
+              help="An IPv4/IPv6 address or CIDR network the key may be used from (repeatable).")
 @click.option("--prefix", default=None, help="Key prefix (default: the first configured).")
 @_hasher_option
 @_profile_option
@@ -116,7 +118,8 @@ _profile_option = click.option(
 @_reporting_errors
 def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
            allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
-           prefix: str | None, hasher: str | None, argon2_profile: str, as_json: bool) -> None:
+           allow_ips: tuple[str, ...], prefix: str | None, hasher: str | None,
+           argon2_profile: str, as_json: bool) -> None:
     """Issue a new key; its plaintext is shown this once."""
     keys = _manager(_hasher(hasher, argon2_profile))
     issued = keys.create(
@@ -128,6 +131,7 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
         expires_in=parse_duration(expires_in) if expires_in else None,
         owner=owner,
         prefix=prefix,
+        allowed_ips=allow_ips,
     )
     click.echo(format_created(issued, as_json, store=store_url(keys.store)))
 
@@ -210,10 +214,13 @@ def enable(key_id: str, as_json: bool) -> None:
 @click.option("--scope", "scopes", multiple=True, metavar="S",
               help="The key's scopes, replacing the current ones (repeatable).")
 @click.option("--clear-scopes", is_flag=True, help="Remove every scope.")
+@click.option("--allow-ip", "allow_ips", multiple=True, metavar="IP",
+              help="The key's IP allowlist, replacing the current one (repeatable).")
+@click.option("--clear-allow-ips", is_flag=True, help="Remove the IP allowlist.")
 @_json
 @_reporting_errors
 def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes: bool,
-           as_json: bool) -> None:
-    """Change a key's name or scopes (never its secret)."""
-    changes = update_options(name, scopes, clear_scopes)
+           allow_ips: tuple[str, ...], clear_allow_ips: bool, as_json: bool) -> None:
+    """Change a key's name, scopes or IP allowlist (never its secret)."""
+    changes = update_options(name, scopes, clear_scopes, allow_ips, clear_allow_ips)
     click.echo(format_changed(_manager().update(key_id, **changes), "update", as_json))

@@ -131,11 +131,10 @@ def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> A
 
 
 def _client_facts(authenticator: Authenticator, scope: Scope) -> ClientFacts:
-    """What the failure limiter knows the client by: the peer address and,
-    when proxies are trusted, the raw forwarded headers (the core decides).
-    Nothing at all without a limiter."""
-    if authenticator.rate_limit is None:
-        return {}
+    """What the failure limiter and a key's IP allowlist know the client by:
+    the peer address and, when proxies are trusted, the raw forwarded headers
+    (the core decides).  Only asked for when the nowait path did not answer:
+    a warm key without policies never gets here."""
     client = scope.get("client")
     facts: ClientFacts = {"client": client[0] if client else None}
     if authenticator.trusted_proxies:

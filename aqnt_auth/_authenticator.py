@@ -19,7 +19,9 @@ The order of checks is part of the security design:
 3. secret verification (cached after success, single-flight, bounded);
 4. revoked, expired or disabled: only *after* the secret verified, so a key
    id alone reveals nothing about the key's state;
-5. allowed modes and the key's restrictions.
+5. allowed modes, the key's policies (its IP allowlist, against the client
+   address as the trusted proxies resolve it; skipped on one attribute test
+   for a key without policies), and the key's restrictions.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from ._hashers import (
     hash_memory_kib,
 )
 from ._header import bearer_token, malformed_token
+from ._policies import check_client_ip
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
@@ -83,6 +86,13 @@ _T = TypeVar("_T")
 Disconnected = Callable[[], Awaitable[object]]
 
 _Flow = Generator["str | tuple[Any, ...]", Any, Principal]
+#: An adapter's raw client facts: peer address, Forwarded, X-Forwarded-For.
+_Facts = tuple["str | None", "str | None", "str | None"]
+
+
+class _NeedsClient(Exception):
+    """Raised on the nowait path for a key whose policy needs the client's
+    address, which that path does not have: the caller awaits the async one."""
 
 
 class _Verdict(NamedTuple):
@@ -289,7 +299,7 @@ class Authenticator:
         return token
 
     def _flow(self, token: str, digest: bytes, known: Verified | None, method: str | None,
-              path: str | None, client: str | None) -> _Flow:
+              path: str | None, client: str | None, facts: _Facts) -> _Flow:
         key: ParsedKey | None = None
         mode: str
         if known is None:
@@ -320,10 +330,11 @@ class Authenticator:
                 raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
-        return self._accept(record, mode, method, path)
+        return self._accept(record, mode, method, path, *facts)
 
-    def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False
-              ) -> Principal | None:
+    def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
+              client: str | None = None, forwarded: str | None = None,
+              x_forwarded_for: str | None = None, facts: bool = True) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
         (*known*, its cache entry) on a store that can be read inline: the
         warm request, at the cost of its checks alone.  ``None`` when the flow
@@ -348,11 +359,17 @@ class Authenticator:
             raise InvalidAPIKey("unknown key id")
         if known.stored_hash != record.hash:
             return None
-        return self._accept(record, mode, method, path)
+        return self._accept(record, mode, method, path, client, forwarded, x_forwarded_for,
+                            facts)
 
-    def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None
-                ) -> Principal:
-        """The checks after the secret verified: state, mode, restrictions."""
+    def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None,
+                client: str | None = None, forwarded: str | None = None,
+                x_forwarded_for: str | None = None, facts: bool = True) -> Principal:
+        """The checks after the secret verified: state, mode, policies,
+        restrictions.  *client*, *forwarded* and *x_forwarded_for* are the
+        adapter's raw client facts, resolved only for a key with a policy
+        that needs the client; without *facts* (the nowait path, which has
+        none) such a key raises :class:`_NeedsClient`."""
         now = self._clock()
         expires = record.expires_at
         if record.halted:  # revoked or disabled: one test for both
@@ -365,6 +382,11 @@ class Authenticator:
             raise RevokedAPIKey("expired")
         if mode not in self.allowed_modes:
             raise InvalidAPIKey("mode not allowed here")
+        if record.policed:  # a key without policies pays this test alone
+            if not facts:
+                raise _NeedsClient
+            check_client_ip(record.allowed_ips,
+                            self.trusted_proxies.resolve(client, forwarded, x_forwarded_for))
         principal = Principal(record)
         # A key without restrictions has nothing for check_access to decide.
         if method is not None and (record.read_only or record.allowed_paths):
@@ -479,11 +501,13 @@ class Authenticator:
             digest = self._cache.digest(token)
             known = self._cache.get(digest)
             if known is not None:
-                principal = self._warm(known, method, path)
+                principal = self._warm(known, method, path, False, client, forwarded,
+                                       x_forwarded_for)
                 if principal is not None:
                     return principal
             flow = self._flow(token, digest, known, method, path,
-                              self._client(client, forwarded, x_forwarded_for))
+                              self._client(client, forwarded, x_forwarded_for),
+                              (client, forwarded, x_forwarded_for))
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -623,7 +647,9 @@ class Authenticator:
                 known = cache.get(cache.digest(self._token(authorization)))
                 if known is None:
                     return None
-            return self._warm(known, method, path, self._peek is not None)
+            return self._warm(known, method, path, self._peek is not None, facts=False)
+        except _NeedsClient:
+            return None  # the key's policy needs the client: authenticate_async has it
         except InvalidAPIKey:
             if self.rate_limit is None:
                 raise
@@ -657,11 +683,13 @@ class Authenticator:
             digest = self._cache.digest(token)
             known = self._cache.get(digest)
             if known is not None and self._inline_store:
-                principal = self._warm(known, method, path)
+                principal = self._warm(known, method, path, False, client, forwarded,
+                                       x_forwarded_for)
                 if principal is not None:
                     return principal
             flow = self._flow(token, digest, known, method, path,
-                              self._client(client, forwarded, x_forwarded_for))
+                              self._client(client, forwarded, x_forwarded_for),
+                              (client, forwarded, x_forwarded_for))
             while True:
                 op = flow.send(answer)
                 if type(op) is str:

@@ -295,6 +295,7 @@ def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
             expires_in=expires_in,
             owner=args.owner,
             prefix=args.prefix[0],
+            allowed_ips=args.allow_ip,
         )
         shown = store_url(keys.store)
     print(format_created(issued, args.json, store=shown), file=out)
@@ -324,19 +325,25 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool
+def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
+                   allowed_ips: Sequence[str] = (), clear_allowed_ips: bool = False
                    ) -> dict[str, Any]:
     """The keywords of :meth:`KeyManager.update` for the options of ``keys
     update`` (shared with the Flask and Django commands)."""
     if scopes and clear_scopes:
         raise ConfigurationError("give --scope or --clear-scopes, not both")
+    if allowed_ips and clear_allowed_ips:
+        raise ConfigurationError("give --allow-ip or --clear-allow-ips, not both")
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
     if scopes or clear_scopes:
         changes["scopes"] = list(scopes)
+    if allowed_ips or clear_allowed_ips:
+        changes["allowed_ips"] = list(allowed_ips)
     if not changes:
-        raise ConfigurationError("nothing to update: give --name, --scope or --clear-scopes")
+        raise ConfigurationError("nothing to update: give --name, --scope, --clear-scopes, "
+                                 "--allow-ip or --clear-allow-ips")
     return changes
 
 
@@ -355,7 +362,8 @@ def _cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_update(args: argparse.Namespace, out: TextIO) -> int:
-    changes = update_options(args.name, args.scope, args.clear_scopes)
+    changes = update_options(args.name, args.scope, args.clear_scopes, args.allow_ip,
+                             args.clear_allow_ips)
     with _manager(args) as keys:
         record = keys.update(args.key_id, **changes)
     print(format_changed(record, "update", args.json), file=out)
@@ -540,6 +548,9 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                         help="a path prefix the key is limited to (repeatable)")
     create.add_argument("--expires-in", metavar="DURATION", help="like 90d, 24h, 30m")
     create.add_argument("--owner", help="account or tenant id")
+    create.add_argument("--allow-ip", action="append", default=[], metavar="IP",
+                        help="an IPv4/IPv6 address or CIDR network the key may be used from "
+                             "(repeatable; at most 100)")
 
     listing = add("list", [common], "list keys")
     listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
@@ -566,12 +577,17 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     enable = add("enable", [common], "enable a disabled key")
     enable.add_argument("key_id", metavar="ID")
 
-    update = add("update", [common], "change a key's name or scopes (never its secret)")
+    update = add("update", [common],
+                 "change a key's name, scopes or IP allowlist (never its secret)")
     update.add_argument("key_id", metavar="ID")
     update.add_argument("--name", help="the key's new name")
     update.add_argument("--scope", action="append", default=[], metavar="S",
                         help="the key's scopes, replacing the current ones (repeatable)")
     update.add_argument("--clear-scopes", action="store_true", help="remove every scope")
+    update.add_argument("--allow-ip", action="append", default=[], metavar="IP",
+                        help="the key's IP allowlist, replacing the current one (repeatable)")
+    update.add_argument("--clear-allow-ips", action="store_true",
+                        help="remove the IP allowlist")
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
             "rotate": rotate, "disable": disable, "enable": enable, "update": update}
 

@@ -20,6 +20,7 @@ __all__ = [
     "ClientDisconnected",
     "ConfigurationError",
     "DisabledAPIKey",
+    "IPNotAllowed",
     "InvalidAPIKey",
     "InvalidStoredHash",
     "KeyNotFound",
@@ -134,12 +135,23 @@ class PermissionDenied(AQNTError):
     error_type = "permission_error"
     code = "insufficient_scope"
     message = "This API key does not have the required permissions"
+    #: The RFC 6750 ``error`` of the 403's ``WWW-Authenticate``; ``None``:
+    #: the refusal is not about the token's scope, so no challenge.
+    challenge_error: ClassVar[str | None] = "insufficient_scope"
 
     def __init__(self, detail: str | None = None, *, required_scopes: tuple[str, ...] = (),
                  description: str | None = None) -> None:
         super().__init__(detail)
         self.required_scopes = required_scopes
         self.description = description
+
+
+class IPNotAllowed(PermissionDenied):
+    """The key verified, but its IP allowlist does not hold the client's address."""
+
+    code = "ip_not_allowed"
+    message = "This API key cannot be used from this IP address"
+    challenge_error = None
 
 
 class RateLimited(AQNTError):

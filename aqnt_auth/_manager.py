@@ -12,6 +12,7 @@ from ._access import normalise_allowed_paths
 from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher, check_memory_budget, default_hash_memory_mib
+from ._policies import normalise_allowed_ips
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
 from ._stores._protocol import KeyStore
@@ -162,8 +163,13 @@ class KeyManager:
         owner: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         prefix: str | None = None,
+        allowed_ips: Iterable[str] = (),
     ) -> IssuedKey:
-        """Issue a new key.  The plaintext is in the result only; the store gets its hash."""
+        """Issue a new key.  The plaintext is in the result only; the store gets its hash.
+
+        *allowed_ips*: IPv4/IPv6 addresses and CIDR networks (at most 100) the
+        key may be used from; from anywhere else it gets ``ip_not_allowed``.
+        """
         if mode not in MODES:
             raise ConfigurationError("mode must be 'live' or 'test'")
         now = self._clock()
@@ -192,6 +198,7 @@ class KeyManager:
             allowed_paths=normalise_allowed_paths(allowed_paths),
             owner=owner,
             metadata=_check_metadata(metadata),
+            allowed_ips=normalise_allowed_ips(allowed_ips),
         )
         self.store.add(record)
         return IssuedKey(parsed.raw, record)
@@ -234,15 +241,18 @@ class KeyManager:
         return self._update(self.get(key_id).id, {"disabled_at": None})
 
     def update(self, key_id: str, *, name: str | None = None,
-               scopes: Iterable[str] | None = None) -> KeyRecord:
-        """Change a key's name or scopes (those given), checked as
-        :meth:`create` checks them; never its secret.  A revoked key cannot
-        be changed."""
+               scopes: Iterable[str] | None = None,
+               allowed_ips: Iterable[str] | None = None) -> KeyRecord:
+        """Change a key's name, scopes or IP allowlist (those given; an empty
+        allowlist removes it), checked as :meth:`create` checks them; never
+        its secret.  A revoked key cannot be changed."""
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = _check_name(name)
         if scopes is not None:
             changes["scopes"] = _check_scopes(scopes)
+        if allowed_ips is not None:
+            changes["allowed_ips"] = normalise_allowed_ips(allowed_ips)
         return self._update(_key_id(key_id), changes)
 
     def _update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
@@ -286,7 +296,7 @@ class KeyManager:
         """Issue a replacement and let the old key expire after *grace*.
 
         The new key keeps the old one's name, mode, prefix, scopes,
-        restrictions, owner and metadata, and at most its remaining lifetime:
+        restrictions, IP allowlist, owner and metadata, and at most its remaining lifetime:
         the old key's expiry, unless *expires_at* or *expires_in* set
         another.  ``grace=0`` ends the old key at once; an old key that
         expires sooner keeps its expiry.
@@ -344,6 +354,7 @@ class KeyManager:
                 owner=current.owner,
                 metadata=current.metadata,
                 rotated_from=current.id,
+                allowed_ips=current.allowed_ips,
             )]
             return issued[0], ends
 

@@ -72,10 +72,14 @@ class KeyRecord:
     #: Derived, never stored: whether the key is revoked or disabled, so
     #: that the warm path tests one attribute for both.
     halted: bool = dataclasses.field(init=False, repr=False, compare=False)
+    #: Derived, never stored: whether a policy applies to the key's requests
+    #: (an IP allowlist), so that a key without one pays one attribute test.
+    policed: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "halted",
                            self.revoked_at is not None or self.disabled_at is not None)
+        object.__setattr__(self, "policed", bool(self.allowed_ips))
 
     def status(self, now: dt.datetime | None = None) -> KeyStatus:
         """``revoked``, ``expired``, ``disabled``, ``expiring`` (an expiry is
@@ -112,7 +116,7 @@ class KeyRecord:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("hash", "halted"):
+            if f.name in ("hash", "halted", "policed"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, dt.datetime):
@@ -238,6 +242,11 @@ class Principal:
     def disabled_at(self) -> dt.datetime | None:
         """Always ``None`` on a request: a disabled key is refused."""
         return self._record.disabled_at
+
+    @property
+    def allowed_ips(self) -> tuple[str, ...]:
+        """The addresses and networks the key may be used from (empty: any)."""
+        return self._record.allowed_ips
 
     def has_scopes(self, *required: str) -> bool:
         """Whether the key carries every one of *required*."""

@@ -80,7 +80,9 @@ def _challenge(error: AQNTError, realm: str) -> str | None:
         if error.invalid_token:
             challenge += ', error="invalid_token"'
     elif isinstance(error, PermissionDenied):
-        challenge = f'Bearer realm="{realm}", error="insufficient_scope"'
+        if error.challenge_error is None:
+            return None
+        challenge = f'Bearer realm="{realm}", error="{error.challenge_error}"'
         if error.required_scopes:
             challenge += f', scope="{" ".join(error.required_scopes)}"'
     else:

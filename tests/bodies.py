@@ -17,6 +17,8 @@ REVOKED: Final = (b'{"error": {"type": "authentication_error", "message": '
                   b'"API key has been revoked", "code": "key_revoked"}}')
 DISABLED: Final = (b'{"error": {"type": "authentication_error", "message": '
                    b'"API key is disabled", "code": "key_disabled"}}')
+IP_NOT_ALLOWED: Final = (b'{"error": {"type": "permission_error", "message": "This API key '
+                         b'cannot be used from this IP address", "code": "ip_not_allowed"}}')
 FORBIDDEN: Final = (b'{"error": {"type": "permission_error", "message": "This API key does not '
                     b'have the required permissions", "code": "insufficient_scope"}}')
 RATE_LIMITED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '

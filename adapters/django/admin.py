@@ -60,6 +60,7 @@ from aqnt_auth import (
     MemoryKeyStore,
     parse_duration,
 )
+from aqnt_auth._policies import normalise_allowed_ips
 from aqnt_auth._records import ROTATION_AGE
 from aqnt_auth.adapters.django.models import MODE_CHOICES, APIKey, db_datetime, record_fields
 from aqnt_auth.adapters.django.settings import get_settings, runtime
@@ -70,16 +71,18 @@ if TYPE_CHECKING:
 __all__ = ["APIKeyAdmin", "StatusFilter"]
 
 ADD_FIELDS: Final = (
-    "name", "mode", "scopes_text", "read_only", "allowed_paths_text", "expires_at", "owner",
-    "metadata",
+    "name", "mode", "scopes_text", "read_only", "allowed_paths_text", "allowed_ips_text",
+    "expires_at", "owner", "metadata",
 )
 CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
     "disabled_at", "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths",
     "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_remaining", "quota_refill",
-    "quota_refilled_at", "allowed_ips", "predecessor", "successors",
+    "quota_refilled_at", "allowed_ips_text", "predecessor", "successors",
 )
-EDITABLE: Final = ("name", "expires_at")
+EDITABLE: Final = ("name", "expires_at", "allowed_ips_text")
+#: Edited through KeyManager.update (checked by the core), not written as columns.
+POLICY_FIELDS: Final = ("allowed_ips_text",)
 #: The page that shows new plaintext keys, once, in the response that issued them.
 ISSUED_TEMPLATE: Final = "admin/aqnt_auth/apikey/key_issued.html"
 REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
@@ -93,6 +96,10 @@ def _manager() -> KeyManager:
     authenticator = runtime().authenticator
     return KeyManager(authenticator.store, hasher=conf.hasher or Argon2Hasher(),
                       prefixes=conf.prefixes, max_hash_memory_mib=authenticator.max_hash_memory_mib)
+
+
+_IPS_HELP: Final = ("IPv4/IPv6 addresses or CIDR networks the key may be used from, separated "
+                    "by spaces (empty: anywhere); at most 100.")
 
 
 def _words(text: str) -> list[str]:
@@ -116,6 +123,9 @@ class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
         label="Allowed paths", required=False,
         help_text="Path prefixes the key is limited to, separated by spaces (empty: any path).",
     )
+    allowed_ips_text = forms.CharField(
+        label="Allowed IPs", required=False, help_text=_IPS_HELP,
+    )
 
     class Meta:
         model = APIKey
@@ -131,6 +141,7 @@ class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
             "scopes": _words(data.get("scopes_text") or ""),
             "read_only": bool(data.get("read_only")),
             "allowed_paths": _words(data.get("allowed_paths_text") or ""),
+            "allowed_ips": _words(data.get("allowed_ips_text") or ""),
             "expires_at": data.get("expires_at"),
             "owner": data.get("owner") or None,
             "metadata": data.get("metadata") or None,
@@ -145,6 +156,23 @@ class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
         except ConfigurationError as exc:
             raise forms.ValidationError(str(exc)) from None
         return data
+
+
+class APIKeyChangeForm(forms.ModelForm):  # type: ignore[type-arg]
+    """An active key's editable fields; its policies are checked by the core."""
+
+    allowed_ips_text = forms.CharField(label="Allowed IPs", required=False, help_text=_IPS_HELP)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance is not None and self.instance.pk is not None:
+            self.initial["allowed_ips_text"] = " ".join(self.instance.allowed_ips or ())
+
+    def clean_allowed_ips_text(self) -> tuple[str, ...]:
+        try:
+            return normalise_allowed_ips(_words(self.cleaned_data.get("allowed_ips_text") or ""))
+        except ConfigurationError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 class KeyActionForm(ActionForm):
@@ -227,6 +255,10 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def rotation_due(self, obj: APIKey) -> bool:
         return obj.due_for_rotation
 
+    @admin.display(description="allowed IPs")
+    def allowed_ips_text(self, obj: APIKey) -> str:
+        return " ".join(obj.allowed_ips or ()) or "-"
+
     @admin.display(description="replaces")
     def predecessor(self, obj: APIKey) -> SafeString | str:
         if not obj.rotated_from:
@@ -260,6 +292,8 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                  **kwargs: Any) -> Any:
         if obj is None:
             kwargs["form"] = APIKeyAddForm
+        else:
+            kwargs["form"] = APIKeyChangeForm
         return super().get_form(request, obj, change, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: APIKey | None = None) -> bool:
@@ -287,7 +321,15 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             obj._state.db = store.write_alias
             setattr(request, _ISSUED_ATTR, issued)
             return
-        changes = {name: obj.__dict__[name] for name in EDITABLE if name in form.changed_data}
+        if "allowed_ips_text" in form.changed_data:
+            # Through the core: checked, and seen by every process at once.
+            try:
+                _manager().update(obj.pk, allowed_ips=form.cleaned_data["allowed_ips_text"])
+            except AQNTError as exc:
+                self.message_user(request, f"The allowed IPs were not changed: {exc}",
+                                  messages.ERROR)
+        changes = {name: obj.__dict__[name] for name in EDITABLE
+                   if name in form.changed_data and name not in POLICY_FIELDS}
         rows = APIKey.objects.using(obj._state.db).filter(pk=obj.pk, revoked_at__isnull=True)
         if "expires_at" in changes:
             changes["expires_at"] = at = db_datetime(changes["expires_at"])

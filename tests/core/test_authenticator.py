@@ -18,6 +18,7 @@ from aqnt_auth import (
     ConfigurationError,
     DisabledAPIKey,
     InvalidAPIKey,
+    IPNotAllowed,
     KeyManager,
     MissingAPIKey,
     PermissionDenied,
@@ -182,6 +183,60 @@ class TestOrder:
             now[0] += 3600
             with pytest.raises(RevokedAPIKey):
                 auth.authenticate(f"Bearer {issued.key}")
+
+    @pytest.mark.anyio
+    async def test_ip_allowlist_on_every_path(self, auth: Authenticator, keys: KeyManager,
+                                              hasher: CountingHasher) -> None:
+        """Cold and warm, sync and async: from an allowed address the key works,
+        from another it gets ip_not_allowed, only after the secret verified;
+        the nowait path hands such a key to the async one, which has the client."""
+        issued = keys.create("k", allowed_ips=["192.0.2.0/24", "2001:db8::/32"])
+        header = f"Bearer {issued.key}"
+        with pytest.raises(InvalidAPIKey):
+            auth.authenticate(f"Bearer {wrong_secret(issued.key)}", client="198.51.100.1")
+        with pytest.raises(IPNotAllowed) as raised:
+            auth.authenticate(header, client="198.51.100.1")  # cold
+        assert raised.value.to_json() == bodies.IP_NOT_ALLOWED
+        assert auth.authenticate(header, client="192.0.2.1").id == issued.record.id
+        calls = hasher.calls
+        with pytest.raises(IPNotAllowed):
+            auth.authenticate(header, client="198.51.100.1")  # warm
+        with pytest.raises(IPNotAllowed):
+            auth.authenticate(header)  # no client: fails closed
+        assert auth.authenticate(header, client="::ffff:192.0.2.9").id == issued.record.id
+        assert auth.authenticate_nowait(header) is None
+        with pytest.raises(IPNotAllowed):
+            await auth.authenticate_async(header, client="198.51.100.1")
+        principal = await auth.authenticate_async(header, client="2001:db8::5")
+        assert principal.allowed_ips == ("192.0.2.0/24", "2001:db8::/32")
+        assert hasher.calls == calls  # all warm
+
+    def test_ip_allowlist_sees_the_client_behind_trusted_proxies(
+            self, store: InstrumentedStore, hasher: CountingHasher, keys: KeyManager) -> None:
+        """The client is the one TrustedProxies resolves: X-Forwarded-For past
+        a trusted proxy, the peer itself otherwise (a spoofed header is ignored)."""
+        issued = keys.create("k", allowed_ips=["203.0.113.7"])
+        header = f"Bearer {issued.key}"
+        with Authenticator(store, hashers=[hasher], trusted_proxies=["10.0.0.0/8"]) as auth:
+            assert auth.authenticate(header, client="10.1.1.1",
+                                     x_forwarded_for="203.0.113.7").id == issued.record.id
+            assert auth.authenticate(header, client="10.1.1.1",
+                                     forwarded="for=203.0.113.7").id == issued.record.id
+            with pytest.raises(IPNotAllowed):
+                auth.authenticate(header, client="10.1.1.1", x_forwarded_for="198.51.100.1")
+            with pytest.raises(IPNotAllowed):
+                auth.authenticate(header, client="192.0.2.1", x_forwarded_for="203.0.113.7")
+
+    def test_a_key_without_policies_stays_nowait(self, auth: Authenticator,
+                                                 keys: KeyManager) -> None:
+        """No allowlist: no client needed, the nowait path answers as before."""
+        issued = keys.create("k")
+        assert not issued.record.policed
+        header = f"Bearer {issued.key}"
+        auth.authenticate(header)
+        principal = auth.authenticate_nowait(header)
+        assert principal is not None
+        assert principal.allowed_ips == ()
 
     def test_expired_gets_the_revoked_body(self, store: InstrumentedStore,
                                            hasher: CountingHasher, keys: KeyManager) -> None:

@@ -123,6 +123,31 @@ class TestKeys:
         assert text.startswith(f"Updated key {key_id} (renamed).")
         assert json.loads(run("keys", "show", key_id, "--json")[1])["scopes"] == []
 
+    def test_allow_ip(self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """--allow-ip on create and update (replacing), --clear-allow-ips; shown
+        by show and list; a bad network is refused without writing anything."""
+        data = create("--allow-ip", "10.0.0.0/8", "--allow-ip", "2001:db8::1")
+        record = data["record"]
+        assert isinstance(record, dict)
+        key_id = str(record["id"])
+        assert record["allowed_ips"] == ["10.0.0.0/8", "2001:db8::1"]
+        _, text = run("keys", "list")
+        row = next(line for line in text.splitlines() if line.startswith(key_id))
+        assert row.endswith("2 allowed IPs")
+        _, text = run("keys", "show", key_id)
+        assert '["10.0.0.0/8", "2001:db8::1"]' in text
+        code, text = run("keys", "update", key_id, "--allow-ip", "192.0.2.0/24", "--json")
+        assert code == 0
+        assert json.loads(text)["allowed_ips"] == ["192.0.2.0/24"]
+        assert run("keys", "update", key_id, "--allow-ip", "192.0.2.1/24")[0] == 1
+        assert "host bits set" in capsys.readouterr().err
+        assert run("keys", "create", "--name", "x", "--allow-ip", "nope",
+                   "--argon2-profile", "cheapest")[0] == 1
+        assert len(json.loads(run("keys", "list", "--json")[1])["keys"]) == 1
+        code, text = run("keys", "update", key_id, "--clear-allow-ips", "--json")
+        assert json.loads(text)["allowed_ips"] == []
+        assert run("keys", "update", key_id, "--allow-ip", "::1", "--clear-allow-ips")[0] == 1
+
     def test_update_needs_something_and_revoked_keys_stay(
             self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
         key_id = str(create()["record"]["id"])  # type: ignore[index]

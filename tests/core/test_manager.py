@@ -304,6 +304,25 @@ class TestDisableAndUpdate:
         with pytest.raises(KeyNotFound):
             manager.update("nosuchkey123", name="x")
 
+    def test_ip_allowlist_is_checked_once_and_carried_over(self, manager: KeyManager) -> None:
+        """create() and update() normalise the allowlist or refuse it; an empty
+        list removes it; rotation carries it to the successor."""
+        issued = manager.create("a", allowed_ips=["10.0.0.0/8", "::ffff:192.0.2.1"])
+        assert issued.record.allowed_ips == ("10.0.0.0/8", "192.0.2.1")
+        assert issued.record.policed
+        with pytest.raises(ConfigurationError, match="host bits"):
+            manager.create("b", allowed_ips=["10.0.0.1/8"])
+        with pytest.raises(ConfigurationError, match="host bits"):
+            manager.update(issued.record.id, allowed_ips=["10.0.0.1/8"])
+        assert manager.get(issued.record.id).allowed_ips == ("10.0.0.0/8", "192.0.2.1")
+        updated = manager.update(issued.record.id, allowed_ips=["2001:db8::/32"])
+        assert updated.allowed_ips == ("2001:db8::/32",)
+        successor = manager.rotate(issued.record.id).record
+        assert successor.allowed_ips == ("2001:db8::/32",)
+        cleared = manager.update(successor.id, allowed_ips=[])
+        assert cleared.allowed_ips == ()
+        assert not cleared.policed
+
     def test_a_disabled_key_is_not_rotated(self, manager: KeyManager) -> None:
         issued = manager.create("a")
         manager.disable(issued.record.id)

@@ -435,6 +435,30 @@ CLIENT_CASES: Final = [
              headers=_forwarded(b"forwarded", b"for=203.0.113.8")),
 ]
 
+def _from(value: bytes) -> Headers:
+    """The IP-allowlisted key (127.0.0.0/8 and ::1), and X-Forwarded-For *value*."""
+    return (*auth(b"Bearer {ip_local}"), (b"x-forwarded-for", value))
+
+
+# The IP allowlist (#13): checked after the secret verified, against the
+# client as the trusted proxies resolve it.
+IP_CASES: Final = [
+    valid("ip_allowlisted_key_from_its_network", headers=auth(b"Bearer {ip_local}"),
+          principal="ip_local"),
+    valid("ip_allowlisted_key_from_a_mapped_peer", headers=auth(b"Bearer {ip_local}"),
+          principal="ip_local", peer="::ffff:127.0.0.5"),
+    Case("ip_not_allowed", 403, bodies.IP_NOT_ALLOWED, None, headers=auth(b"Bearer {ip_local}"),
+         peer="192.0.2.9", cost=VERIFIED),
+    Case("ip_not_allowed_behind_a_trusted_proxy", 403, bodies.IP_NOT_ALLOWED, None,
+         trusted_proxies=_PROXY, headers=_from(b"203.0.113.7"), cost=VERIFIED),
+    valid("ip_allowlisted_forwarded_client", trusted_proxies=_PROXY,
+          headers=_from(b"203.0.113.7, 127.0.0.9"), principal="ip_local"),
+    valid("ip_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored",
+          trusted_proxies=_ELSEWHERE, headers=_from(b"127.0.0.1"), principal="ip_local"),
+    Case("ip_spoofed_forwarded_for_cannot_let_in", 403, bodies.IP_NOT_ALLOWED, None,
+         peer="192.0.2.9", headers=_from(b"127.0.0.1"), cost=VERIFIED),
+]
+
 #: A class-based view whose base class is exempt (Flask's ``@auth.exempt`` on
 #: the base); every other adapter routes this path to its protected endpoint.
 INHERITED_PATH: Final = "/inherits"
@@ -445,4 +469,4 @@ VIEW_CASES: Final = [
 ]
 
 CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES,
-                *CLIENT_CASES, *VIEW_CASES]
+                *CLIENT_CASES, *IP_CASES, *VIEW_CASES]

@@ -44,7 +44,7 @@ class KeySet:
 
     #: Keys held by the store.
     STORED: Final = ("live", "test", "revoked", "expired", "read_only", "charges_only",
-                     "disabled")
+                     "disabled", "ip_local")
     #: Keys derived from ``live`` or made up, never stored.
     DERIVED: Final = ("wrong_secret", "unknown", "bad_checksum", "wrong_prefix", "mode_swapped",
                       "short", "long", "upper", "truncated")
@@ -105,6 +105,8 @@ class KeySet:
             key = self._issue(name)
             self._manager.disable(self._id(key))
             return key
+        if name == "ip_local":
+            return self._issue(name, allowed_ips=["127.0.0.0/8", "::1"])
         if name == "read_only":
             return self._issue(name, read_only=True)
         if name == "charges_only":

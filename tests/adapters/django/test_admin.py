@@ -267,6 +267,28 @@ class TestRevoke:
         assert "Enabled 1 API key(s)." in " ".join(_messages(response))
         assert Client().get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
 
+    def test_allowed_ips_on_add_and_on_an_active_key(self, admin_client: Client) -> None:
+        """The add form and an active key's page take allowed IPs, checked by
+        the core (a bad network is a form error); the key is refused from
+        elsewhere at once and works again when the list allows it."""
+        page = _add(admin_client, allowed_ips_text="192.0.2.0/24 10.0.0.1/8")
+        assert "host bits set" in page.content.decode()
+        assert APIKey.objects.count() == 0
+        key = KEY.findall(_add(admin_client, allowed_ips_text="192.0.2.0/24").content.decode())[0]
+        row = APIKey.objects.get()
+        assert row.allowed_ips == ["192.0.2.0/24"]
+        assert_error(Client().get("/v1/whoami", headers=bearer(key)), 403,
+                     bodies.IP_NOT_ALLOWED, None)
+        form = {"name": row.name, "expires_at_0": "", "expires_at_1": ""}
+        refused = admin_client.post(_change(row.pk), {**form, "allowed_ips_text": "nope"})
+        assert "is not an IPv4 or IPv6 address" in refused.content.decode()
+        assert admin_client.get(_change(row.pk)).content.decode().count("192.0.2.0/24") >= 1
+        done = admin_client.post(_change(row.pk), {**form,
+                                                   "allowed_ips_text": "127.0.0.1 ::1"})
+        assert done.status_code == 302
+        assert APIKey.objects.get().allowed_ips == ["127.0.0.1", "::1"]
+        assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
+
     def test_revoke_button_asks_first(self, admin_client: Client) -> None:
         """The key's page has a Revoke button: a confirmation page on GET, the
         revocation on POST."""

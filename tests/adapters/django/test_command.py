@@ -169,6 +169,12 @@ class TestOutput:
         assert store.get(record.id) == dataclasses.replace(record, name="new name", scopes=())
         with pytest.raises(CommandError, match="nothing to update"):
             run("update", record.id)
+        data = json.loads(run("update", record.id, "--allow-ip", "10.0.0.0/8", "--json"))
+        assert data["allowed_ips"] == ["10.0.0.0/8"]
+        with pytest.raises(CommandError, match="host bits"):
+            run("update", record.id, "--allow-ip", "10.0.0.1/8")
+        created = json.loads(run("create", "--name", "ips", "--allow-ip", "::1", "--json"))
+        assert created["record"]["allowed_ips"] == ["::1"]
 
     def test_rotate(self) -> None:
         """rotate issues a replacement and gives the old key a grace period."""

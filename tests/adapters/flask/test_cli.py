@@ -155,6 +155,20 @@ class TestManage:
         assert result.exit_code == 1
         assert "nothing to update" in result.output
 
+    def test_allow_ip(self, runner: FlaskCliRunner, app: Flask) -> None:
+        """--allow-ip on create and update: the app refuses the key from elsewhere."""
+        record, key = create(runner, "--name", "office", "--allow-ip", "192.0.2.0/24")
+        assert record["allowed_ips"] == ["192.0.2.0/24"]
+        client = app.test_client()
+        inside = client.get("/", headers=bearer(key), environ_base={"REMOTE_ADDR": "192.0.2.5"})
+        assert inside.status_code == 200
+        outside = client.get("/", headers=bearer(key))  # from 127.0.0.1
+        assert (outside.status_code, outside.get_data()) == (403, bodies.IP_NOT_ALLOWED)
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"], "--clear-allow-ips",
+                                     "--json"])
+        assert json.loads(result.output)["allowed_ips"] == []
+        assert client.get("/", headers=bearer(key)).status_code == 200
+
     def test_rotate(self, runner: FlaskCliRunner, app: Flask,
                     memory_store: MemoryKeyStore) -> None:
         """The new key works, the old one stops (grace 0), the output is the core CLI's."""

@@ -114,6 +114,7 @@ class Command(BaseCommand):
             expires_in=expires_in,
             owner=options["owner"],
             prefix=(options["prefix"] or [None])[0],
+            allowed_ips=options["allow_ip"],
         )
         return format_created(issued, options["json"], store=_where(keys.store))
 
@@ -148,6 +149,7 @@ class Command(BaseCommand):
         return format_changed(record, "enable", options["json"])
 
     def _update(self, options: dict[str, Any]) -> str:
-        changes = update_options(options["name"], options["scope"], options["clear_scopes"])
+        changes = update_options(options["name"], options["scope"], options["clear_scopes"],
+                                 options["allow_ip"], options["clear_allow_ips"])
         record = self._manager(options).update(options["key_id"], **changes)
         return format_changed(record, "update", options["json"])
