@@ -207,12 +207,19 @@ class _Watch:
 
     async def until_disconnect(self) -> None:
         size = 0
+        complete = False
         while size <= self.LIMIT:
             message = await self.receive()
             self.messages.append(message)
             if message["type"] in ("http.disconnect", "websocket.disconnect"):
                 return
+            if complete:
+                # Only a disconnect may follow a complete request (or a
+                # websocket.connect): a receive that answers anything else
+                # at once would keep this loop from ever yielding.
+                break
             size += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
         await asyncio.get_running_loop().create_future()  # until cancelled
 
     async def replay(self) -> Message:

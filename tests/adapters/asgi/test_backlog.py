@@ -122,6 +122,30 @@ async def test_the_body_read_while_watching_reaches_the_app(held: Any) -> None:
     assert recorder.sent[0]["status"] == 200
 
 
+@pytest.mark.anyio
+async def test_a_receive_that_never_blocks_is_read_a_bounded_number_of_times(held: Any) -> None:
+    """A ``receive`` that answers ``http.request`` again at once after the
+    request is complete (not what servers do, but what hand-written test and
+    benchmark harnesses often pass) is read twice while watching, not in a
+    loop that never yields: the cold key is verified and the app runs."""
+    gate, hasher, _, auth = held
+    recorder = Recorder()
+    app = APIKeyMiddleware(recorder.app, authenticator=auth)
+    reads = 0
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    good = KeyManager(auth.store, hasher=hasher).create("good").key
+    gate.set()
+    await asyncio.wait_for(app(scope_for(good), receive, recorder.send), 30)
+    assert recorder.sent[0]["status"] == 200
+    assert recorder.bodies == [b""]
+    assert reads == 2  # the request, then the one read that is not a disconnect
+
+
 def _request_then_wait() -> Any:
     async def receive() -> Message:
         await asyncio.Event().wait()
