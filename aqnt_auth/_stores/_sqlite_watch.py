@@ -52,6 +52,8 @@ LOG_SIZE: Final = 1024
 UNWATCHED_COLUMNS: Final = frozenset({"usage_count", "last_used_at"})
 
 _MAX_RETRY: Final = 2.0
+# SQLITE_BUSY and SQLITE_LOCKED (sqlite3 names them from Python 3.11 on).
+_BUSY_CODES: Final = frozenset({5, 6})
 
 
 def change_log_ddl(table: str, log_table: str, watched: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,7 +147,13 @@ class ChangeWatcher:
                 else:
                     self._last = self.poll(self._conn, self._last)
             except sqlite3.Error as exc:
-                self._failed(started, exc)
+                if _busy(exc):
+                    # A writer is committing (a rollback-journal database,
+                    # or WAL recovery): this lookup reads the database, a
+                    # later one tries the log again.
+                    self._retry_at = started + self.lease
+                else:
+                    self._failed(started, exc)
                 return
             if self._delay != self.retry:
                 log.warning("record cache: the change log is readable again; cache re-synchronised")
@@ -189,6 +197,10 @@ class ChangeWatcher:
             self._stopped = True
             self._close()
         self.cache.deafen()
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES
 
 
 def _reset_after_fork(ref: weakref.ref[ChangeWatcher]) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,7 +24,8 @@ from aqnt_auth import (
 )
 from aqnt_auth._stores import _sqlite
 from aqnt_auth._stores._rows import KEY_COLUMNS
-from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS
+from aqnt_auth._stores._record_cache import RecordCache
+from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS, ChangeWatcher
 
 from .contract import T0, make_record
 from .pg_support import wait_until
@@ -261,6 +263,31 @@ def test_a_deaf_cache_reads_the_file(make_store: Callable[..., CountingStore]) -
     reads = store.reads
     assert store.get(record.id) == record
     assert store.reads == reads + 1
+
+
+class BusyConnection:
+    """A connection whose every statement finds the database locked."""
+
+    def execute(self, *args: object) -> None:
+        busy = sqlite3.OperationalError("database is locked")
+        busy.sqlite_errorcode = 5  # SQLITE_BUSY
+        raise busy
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_busy_log_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """A locked file while reading the log: that lookup gets no cached answer
+    (it reads the database), nothing is logged, and the log is tried again
+    after a lease, not after a failure's back-off."""
+    cache = RecordCache(10, 30.0)
+    watcher = ChangeWatcher(lambda: cast("sqlite3.Connection", BusyConnection()), cache,
+                            log_table="aqnt_key_changes", lease=0.02)
+    assert cache.get("anything") is None
+    assert not cache.listening
+    assert watcher._retry_at - time.monotonic() <= 0.02
+    assert not [r for r in caplog.records if r.name == "aqnt_auth.store.sqlite"]
 
 
 def test_cache_off(make_store: Callable[..., CountingStore]) -> None:
