@@ -23,8 +23,8 @@ from aqnt_auth import (
     UsageDelta,
 )
 from aqnt_auth._stores import _sqlite
-from aqnt_auth._stores._rows import KEY_COLUMNS
 from aqnt_auth._stores._record_cache import RecordCache
+from aqnt_auth._stores._rows import KEY_COLUMNS
 from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS, ChangeWatcher
 
 from .contract import T0, make_record
