@@ -86,9 +86,16 @@ def asgi_batch(loop: asyncio.AbstractEventLoop, app: Callable[..., Awaitable[Non
     each with a fresh scope from *make_scope*, as a server makes one; it
     raises unless every answer was a 200."""
     statuses: list[int] = []
+    pending: list[bool] = []  # the request's body not yet received
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        # As a server does: the body once, then nothing until the client
+        # leaves (an app watching for http.disconnect waits, as it would).
+        if pending:
+            pending.clear()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -96,6 +103,7 @@ def asgi_batch(loop: asyncio.AbstractEventLoop, app: Callable[..., Awaitable[Non
 
     async def run() -> None:
         for _ in range(batch):
+            pending.append(True)
             await app(make_scope(), receive, send)
         if set(statuses) != {200}:
             raise RuntimeError(f"unexpected statuses {set(statuses)}")
