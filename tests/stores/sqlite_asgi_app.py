@@ -32,6 +32,7 @@ def create_app() -> ASGIApp:
 
     async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_cache":
+            store.peek("")  # a lookup reads the change log if the lease ran out
             body = json.dumps({"listening": store.cache.listening,
                                "changes_seen": watcher.changes_seen}).encode()
             await send({"type": "http.response.start", "status": 200,

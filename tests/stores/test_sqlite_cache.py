@@ -270,7 +270,7 @@ class BusyConnection:
 
     def execute(self, *args: object) -> None:
         busy = sqlite3.OperationalError("database is locked")
-        busy.sqlite_errorcode = 5  # SQLITE_BUSY
+        busy.sqlite_errorcode = 5  # type: ignore[attr-defined]  # SQLITE_BUSY
         raise busy
 
     def close(self) -> None:
