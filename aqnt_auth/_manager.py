@@ -271,14 +271,10 @@ class KeyManager:
         if at.tzinfo is None:
             raise ConfigurationError("expiry must be timezone-aware")
         current = self.get(key_id)
-        if current.revoked_at is not None:
-            raise KeyStateError("a revoked key cannot be changed")
         if not current.allows_expiry(at):
-            assert current.expires_at is not None
-            raise KeyStateError(
-                f"key {key_id!r} expires at {current.expires_at.isoformat()}: an expiry can only "
-                "move earlier (rotate or create a key instead)"
-            )
+            raise KeyStateError(current.expiry_refusal(at))
+        # The store checks the rule again in its write: an expiry or a
+        # revocation committed since the read above is not undone.
         record = self.store.set_expiry(key_id, at)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")

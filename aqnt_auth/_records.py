@@ -106,11 +106,23 @@ class KeyRecord:
 
         A revoked key never changes, and an expiry once set only moves
         earlier: clearing or extending it would revive an expired key, or a
-        rotated-out predecessor whose grace period is running out.
+        rotated-out predecessor whose grace period is running out.  Stores
+        apply it in the write itself (:meth:`KeyStore.set_expiry`); in SQL
+        it reads ``revoked_at IS NULL AND (expires_at IS NULL OR expires_at
+        >= :at)``, which a NULL *at* fails wherever an expiry is set.
         """
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or (at is not None and at <= self.expires_at)
+
+    def expiry_refusal(self, at: dt.datetime | None) -> str:
+        """Why the expiry may not become *at* (:meth:`allows_expiry` said no)."""
+        if self.revoked_at is not None:
+            return f"key {self.id} is revoked: a revoked key cannot be changed"
+        change = "clearing it" if at is None else f"moving it to {at.isoformat()}"
+        ends = "never" if self.expires_at is None else f"at {self.expires_at.isoformat()}"
+        return (f"key {self.id} expires {ends}: {change} is refused, an expiry can only "
+                "move earlier (rotate or create a key instead)")
 
     def public_dict(self) -> dict[str, Any]:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""

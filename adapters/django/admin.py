@@ -62,7 +62,13 @@ from aqnt_auth import (
 )
 from aqnt_auth._policies import normalise_allowed_ips
 from aqnt_auth._records import ROTATION_AGE
-from aqnt_auth.adapters.django.models import MODE_CHOICES, APIKey, db_datetime, record_fields
+from aqnt_auth.adapters.django.models import (
+    MODE_CHOICES,
+    APIKey,
+    db_datetime,
+    expiry_allowed,
+    record_fields,
+)
 from aqnt_auth.adapters.django.settings import get_settings, runtime
 
 if TYPE_CHECKING:
@@ -335,8 +341,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             changes["expires_at"] = at = db_datetime(changes["expires_at"])
             # The form checked the rule against the row it read; the UPDATE
             # checks it again, so a concurrent change cannot be undone.
-            rows = rows.filter(Q(expires_at__isnull=True) if at is None else
-                               Q(expires_at__isnull=True) | Q(expires_at__gte=at))
+            rows = rows.filter(expiry_allowed(at))
         if changes and not rows.update(**changes):
             # One conditional UPDATE of the edited columns only: it cannot
             # undo a revocation or overwrite usage counts written meanwhile.

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from aqnt_auth import KEY_COLUMNS, KeyRecord, record_from_row, row_from_record
 
-__all__ = ["APIKey", "aware", "db_datetime", "record_fields", "record_of_values"]
+__all__ = ["APIKey", "aware", "db_datetime", "expiry_allowed", "record_fields",
+           "record_of_values"]
 
 MODE_CHOICES = (("live", "live"), ("test", "test"))
 
@@ -125,6 +126,16 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return timezone.make_aware(value, timezone.get_default_timezone())
+
+
+def expiry_allowed(at: dt.datetime | None) -> models.Q:
+    """The rows whose expiry may become *at* (a value of :func:`db_datetime`):
+    :meth:`aqnt_auth.KeyRecord.allows_expiry` as a filter, for an ``UPDATE``
+    that checks and writes in one statement."""
+    may = models.Q(expires_at__isnull=True)
+    if at is not None:
+        may |= models.Q(expires_at__gte=at)
+    return models.Q(revoked_at__isnull=True) & may
 
 
 def db_datetime(value: dt.datetime | None) -> dt.datetime | None:

@@ -53,6 +53,7 @@ from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
     APIKey,
     db_datetime,
+    expiry_allowed,
     record_fields,
     record_of_values,
 )
@@ -300,7 +301,23 @@ class DjangoKeyStore:
         return self._update(key_id, {"revoked_at__isnull": True}, revoked_at=db_datetime(at))
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return self._update(key_id, {}, expires_at=db_datetime(at))
+        with self._changing(key_id):
+            return self._set_expiry(key_id, at)
+
+    def _set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+        stored = db_datetime(at)
+        try:
+            with transaction.atomic(using=self.write_alias):
+                # The rule in the UPDATE, as the admin's save does: nothing
+                # committed meanwhile is undone.
+                changed = self._rows().filter(expiry_allowed(stored), pk=key_id).update(
+                    expires_at=stored)
+                record = self._fetch(key_id)
+        except Error as exc:
+            raise _unavailable(exc) from None
+        if record is not None and not changed:
+            raise KeyStateError(record.expiry_refusal(at))
+        return record
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
         values = {name: db_datetime(value) if isinstance(value, dt.datetime) else value

@@ -45,14 +45,6 @@ class MemoryKeyStore:
         records = [r for r in self._records.values() if owner is None or r.owner == owner]
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
-    def _change(self, key_id: str, **changes: object) -> KeyRecord | None:
-        with self._lock:
-            record = self._records.get(key_id)
-            if record is None:
-                return None
-            record = self._records[key_id] = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
-            return record
-
     def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
         with self._lock:
             record = self._records.get(key_id)
@@ -63,7 +55,14 @@ class MemoryKeyStore:
             return record
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return self._change(key_id, expires_at=at)
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None:
+                return None
+            if not record.allows_expiry(at):
+                raise KeyStateError(record.expiry_refusal(at))
+            record = self._records[key_id] = dataclasses.replace(record, expires_at=at)
+            return record
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
         update_columns(changes)  # refuses what may not change

@@ -55,7 +55,17 @@ class KeyStore(Protocol):
         """
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        """Set (or clear, with ``None``) the expiry; ``None`` for an unknown id."""
+        """Set the expiry (``None``: never expires) if the rule allows it.
+
+        Check and write are one atomic step (a conditional ``UPDATE``, or
+        under the store's lock): only what
+        :meth:`KeyRecord.allows_expiry <aqnt_auth.KeyRecord.allows_expiry>`
+        accepts for the record as stored at that moment is written, so an
+        expiry once set only moves earlier, and a revoked key never changes.
+        Returns the updated record; ``None`` for an unknown id.  A refused
+        change writes nothing and raises :class:`~aqnt_auth.KeyStateError`
+        (:meth:`KeyRecord.expiry_refusal` says why).
+        """
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
         """Set the fields named in *changes* (record field names, among

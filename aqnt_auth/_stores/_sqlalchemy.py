@@ -368,10 +368,15 @@ class SQLAlchemyKeyStore:
         self._q_insert = insert(t)
         self._q_revoke = update(t).where(key).values(revoked_at=func.coalesce(t.c.revoked_at, at))
         self._q_expiry = update(t).where(key).values(expires_at=at)
+        # KeyRecord.allows_expiry, in the UPDATE (set_expiry; a rotation's
+        # plan has decided under the row lock already).
+        self._q_set_expiry = self._q_expiry.where(
+            t.c.revoked_at.is_(None), or_(t.c.expires_at.is_(None), t.c.expires_at >= at))
         self._returning = bool(self.engine.dialect.update_returning)
         if self._returning:
             self._q_revoke = self._q_revoke.returning(*columns)
             self._q_expiry = self._q_expiry.returning(*columns)
+            self._q_set_expiry = self._q_set_expiry.returning(*columns)
         self._q_rehash = (
             update(t).where(key, t.c.hash == bindparam("old")).values(hash=bindparam("new"))
         )
@@ -618,6 +623,24 @@ class SQLAlchemyKeyStore:
         row = conn.execute(self._q_get, {"key_id": key_id}).first()
         return None if row is None else record_from_row(row)
 
+    def _op_set_expiry(self, conn: Connection, key_id: str, at: dt.datetime | None
+                       ) -> KeyRecord | None:
+        params = {"key_id": key_id, "at": at}
+        changed = conn.execute(self._q_set_expiry, params)
+        if self._returning:
+            row = changed.first()
+        elif changed.rowcount == 1:
+            row = conn.execute(self._q_get, {"key_id": key_id}).one()
+        else:
+            row = None
+        if row is None:
+            current = conn.execute(self._q_get, {"key_id": key_id}).first()
+            if current is None:
+                return None
+            raise KeyStateError(record_from_row(current).expiry_refusal(at))
+        self._notify(conn, key_id)
+        return record_from_row(row)
+
     def _op_rotate(self, conn: Connection, key_id: str, plan: RotationPlan
                    ) -> KeyRecord | None:
         if conn.execute(self._q_lock, {"key_id": key_id}).rowcount != 1:
@@ -684,7 +707,7 @@ class SQLAlchemyKeyStore:
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         try:
-            return self._run(self._op_change, self._q_expiry, key_id, at, write=True)
+            return self._run(self._op_set_expiry, key_id, at, write=True)
         finally:
             self.cache.drop(key_id)
 
@@ -783,7 +806,7 @@ class AsyncSQLAlchemyKeyStore:
     async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
         store = self.sync
         try:
-            return await store._arun(store._op_change, store._q_expiry, key_id, at, write=True)
+            return await store._arun(store._op_set_expiry, key_id, at, write=True)
         finally:
             self._cache.drop(key_id)
 

@@ -447,9 +447,22 @@ class SQLiteKeyStore:
         )
 
     def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return self._update(
-            "UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?", (_to_us(at), key_id), key_id
-        )
+        def run() -> KeyRecord | None:
+            with self._transaction() as conn:
+                # KeyRecord.allows_expiry, in the UPDATE: nothing committed
+                # by another process meanwhile can be undone.
+                cur = conn.execute(
+                    "UPDATE aqnt_api_keys SET expires_at = ?1 WHERE id = ?2 AND revoked_at IS NULL"
+                    " AND (expires_at IS NULL OR expires_at >= ?1)", (_to_us(at), key_id))
+                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            if cur.rowcount != 1:
+                raise KeyStateError(record.expiry_refusal(at))
+            return record
+
+        return self._changing(key_id, run)
 
     def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
         values = update_columns(changes)

@@ -120,6 +120,20 @@ class TestManage:
         with pytest.raises(KeyStateError):
             manager.expire(free.record.id, dt.datetime(2099, 1, 1, tzinfo=UTC))
 
+    def test_expiry_refusal_says_why(self, manager: KeyManager) -> None:
+        """A refused expiry names the key, its expiry and the change refused."""
+        soon = dt.datetime(2030, 1, 1, tzinfo=UTC)
+        record = manager.create("a", expires_at=soon).record
+        assert record.expiry_refusal(None) == (
+            f"key {record.id} expires at 2030-01-01T00:00:00+00:00: clearing it is refused, "
+            "an expiry can only move earlier (rotate or create a key instead)")
+        with pytest.raises(KeyStateError, match="moving it to 2030-01-02T00:00:00"):
+            manager.expire(record.id, soon + dt.timedelta(days=1))
+        manager.revoke(record.id)
+        with pytest.raises(KeyStateError, match=f"^key {record.id} is revoked: a revoked key "
+                           "cannot be changed$"):
+            manager.expire(record.id, soon - dt.timedelta(days=1))
+
     def test_rotate_with_grace(self, manager: KeyManager,
                                memory_store: MemoryKeyStore) -> None:
         """The new key copies everything; the old one works until the grace ends."""

@@ -291,8 +291,9 @@ class StoreContract:
         again = await kstore.revoke(record.id, T0 + dt.timedelta(hours=5))
         assert again is not None
         assert again.revoked_at == T0 + dt.timedelta(hours=1)
-        # Changing the expiry never clears a revocation.
-        await kstore.set_expiry(record.id, None)
+        # Changing the expiry never clears a revocation: it is refused.
+        with pytest.raises(KeyStateError, match=f"key {record.id} is revoked"):
+            await kstore.set_expiry(record.id, None)
         got = await kstore.get(record.id)
         assert got is not None
         assert got.revoked_at == T0 + dt.timedelta(hours=1)
@@ -303,18 +304,86 @@ class StoreContract:
         assert await kstore.revoke("nosuchkey123", T0) is None
 
     @pytest.mark.anyio
-    async def test_set_and_clear_expiry(self, kstore: AsyncKeyStore) -> None:
-        """set_expiry() sets, moves and clears the expiry."""
+    async def test_set_expiry_sets_and_moves_earlier(self, kstore: AsyncKeyStore) -> None:
+        """set_expiry() sets an expiry, keeps it, and moves it earlier."""
         record = make_record(expires_at=None)
         await kstore.add(record)
+        never = await kstore.set_expiry(record.id, None)
+        assert never == record
         soon = T0 + dt.timedelta(minutes=5)
         changed = await kstore.set_expiry(record.id, soon)
-        assert changed is not None
-        assert changed.expires_at == soon
-        cleared = await kstore.set_expiry(record.id, None)
-        assert cleared is not None
-        assert cleared.expires_at is None
+        assert changed == dataclasses.replace(record, expires_at=soon)
+        same = await kstore.set_expiry(record.id, soon)
+        assert same is not None
+        assert same.expires_at == soon
+        earlier = await kstore.set_expiry(record.id, soon - dt.timedelta(microseconds=1))
+        assert earlier is not None
+        assert earlier.expires_at == soon - dt.timedelta(microseconds=1)
+        assert await kstore.get(record.id) == earlier
         assert await kstore.set_expiry("nosuchkey123", soon) is None
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("later", [None, dt.timedelta(microseconds=1), dt.timedelta(days=9)])
+    async def test_set_expiry_refuses_to_revive(self, kstore: AsyncKeyStore,
+                                                later: dt.timedelta | None) -> None:
+        """Clearing or extending a set expiry is refused at the store, and
+        nothing is written: an expired key is never revived (#10)."""
+        record = make_record(expires_at=T0)
+        await kstore.add(record)
+        at = None if later is None else T0 + later
+        with pytest.raises(KeyStateError, match="an expiry can only move earlier"):
+            await kstore.set_expiry(record.id, at)
+        assert await kstore.get(record.id) == record
+        assert await kstore.list() == [record]
+
+    @pytest.mark.anyio
+    async def test_set_expiry_of_a_revoked_key_is_refused(self, kstore: AsyncKeyStore) -> None:
+        """A revoked key's expiry is not changed, not even moved earlier."""
+        record = make_record(expires_at=None)
+        await kstore.add(record)
+        revoked = await kstore.revoke(record.id, T0)
+        with pytest.raises(KeyStateError, match=f"key {record.id} is revoked"):
+            await kstore.set_expiry(record.id, T0 - dt.timedelta(days=1))
+        assert await kstore.get(record.id) == revoked
+
+    def test_earlier_expiry_while_expiring_is_kept(self, store: KeyStore,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        """An earlier expiry committed between KeyManager.expire's read and
+        its write is not undone: the write is refused at the store."""
+        keys = KeyManager(store, hasher=Argon2Hasher("cheapest"))
+        record = keys.create("svc", expires_at=T0 + dt.timedelta(hours=2)).record
+        sooner = T0 + dt.timedelta(minutes=30)
+        read = store.get
+
+        def get_then_change(key_id: str) -> KeyRecord | None:
+            found = read(key_id)
+            monkeypatch.setattr(store, "get", read)
+            store.set_expiry(key_id, sooner)  # another process, meanwhile
+            return found
+
+        monkeypatch.setattr(store, "get", get_then_change)
+        with pytest.raises(KeyStateError, match="an expiry can only move earlier"):
+            keys.expire(record.id, T0 + dt.timedelta(hours=1))
+        assert store.get(record.id) == dataclasses.replace(record, expires_at=sooner)
+
+    def test_revocation_while_expiring_is_kept(self, store: KeyStore,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """A key revoked between KeyManager.expire's read and its write keeps
+        its record as revoked: the expiry is refused at the store."""
+        keys = KeyManager(store, hasher=Argon2Hasher("cheapest"))
+        record = keys.create("svc").record
+        read = store.get
+
+        def get_then_revoke(key_id: str) -> KeyRecord | None:
+            found = read(key_id)
+            monkeypatch.setattr(store, "get", read)
+            store.revoke(key_id, T0)  # another process, meanwhile
+            return found
+
+        monkeypatch.setattr(store, "get", get_then_revoke)
+        with pytest.raises(KeyStateError, match=f"key {record.id} is revoked"):
+            keys.expire(record.id, T0 + dt.timedelta(hours=1))
+        assert store.get(record.id) == dataclasses.replace(record, revoked_at=T0)
 
     @pytest.mark.anyio
     async def test_replace_hash_is_compare_and_swap(self, kstore: AsyncKeyStore) -> None:
