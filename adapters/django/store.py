@@ -218,17 +218,7 @@ class DjangoKeyStore:
         return self.cache.get(key_id)
 
     def get(self, key_id: str) -> KeyRecord | None:
-        cache = self.cache
-        found = cache.lookup(key_id)
-        if found is not None:
-            return None if found is ABSENT else found
-        epoch = cache.epoch
-        record = self._fetch_for_request(key_id)
-        if record is None:
-            cache.put_absent(key_id, epoch)
-        else:
-            cache.put(record, epoch)
-        return record
+        return self.cache.read_through(key_id, self._fetch_for_request)
 
     def _fetch_for_request(self, key_id: str) -> KeyRecord | None:
         connection = connections[self.read_alias]

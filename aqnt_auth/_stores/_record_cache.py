@@ -114,6 +114,26 @@ class RecordCache:
             return ABSENT
         return None
 
+    def read_through(self, key_id: str, fetch: Callable[[str], KeyRecord | None]
+                     ) -> KeyRecord | None:
+        """The record of *key_id*: from the cache, or from *fetch* (the
+        store's database read), which is then remembered, found or absent,
+        unless a change was signalled while it ran."""
+        found = self.lookup(key_id)
+        if found is not None:
+            return None if found is ABSENT else found
+        epoch = self.epoch
+        record = fetch(key_id)
+        self.remember(key_id, record, epoch)
+        return record
+
+    def remember(self, key_id: str, record: KeyRecord | None, epoch: int) -> None:
+        """:meth:`put` *record*, or :meth:`put_absent` *key_id* when it is ``None``."""
+        if record is None:
+            self.put_absent(key_id, epoch)
+        else:
+            self.put(record, epoch)
+
     def put(self, record: KeyRecord, epoch: int) -> None:
         """Cache *record*, read from the database after :attr:`epoch` was *epoch*."""
         if self.maxsize <= 0:

@@ -677,17 +677,10 @@ class SQLAlchemyKeyStore:
         return self.cache.get(key_id)
 
     def get(self, key_id: str) -> KeyRecord | None:
-        cache = self.cache
-        found = cache.lookup(key_id)
-        if found is not None:
-            return None if found is ABSENT else found
-        epoch = cache.epoch
-        record = self._run(self._op_get, key_id)
-        if record is not None:
-            cache.put(record, epoch)
-        else:
-            cache.put_absent(key_id, epoch)
-        return record
+        return self.cache.read_through(key_id, self._get_uncached)
+
+    def _get_uncached(self, key_id: str) -> KeyRecord | None:
+        return self._run(self._op_get, key_id)
 
     def add(self, record: KeyRecord) -> None:
         try:
@@ -781,10 +774,7 @@ class AsyncSQLAlchemyKeyStore:
             return None if found is ABSENT else found
         epoch = cache.epoch
         record = await self.sync._arun(self.sync._op_get, key_id)
-        if record is not None:
-            cache.put(record, epoch)
-        else:
-            cache.put_absent(key_id, epoch)
+        cache.remember(key_id, record, epoch)
         return record
 
     async def add(self, record: KeyRecord) -> None:

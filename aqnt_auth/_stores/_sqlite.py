@@ -384,17 +384,7 @@ class SQLiteKeyStore:
     # -- the KeyStore protocol --------------------------------------------
 
     def get(self, key_id: str) -> KeyRecord | None:
-        cache = self.cache
-        found = cache.lookup(key_id)
-        if found is not None:
-            return None if found is ABSENT else found
-        epoch = cache.epoch
-        record = self._read(key_id)
-        if record is None:
-            cache.put_absent(key_id, epoch)
-        else:
-            cache.put(record, epoch)
-        return record
+        return self.cache.read_through(key_id, self._read)
 
     def _read(self, key_id: str) -> KeyRecord | None:
         try:
