@@ -11,13 +11,9 @@ every request against the moment the revocation committed.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,24 +22,15 @@ import pytest
 from aqnt_auth import Argon2Hasher, KeyManager
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 from tests import bodies
+from tests._servers import Sample, hammer, ok, until, uvicorn_servers
 
 from .pg_asgi_app import BODY, STORE_URL_ENV
 from .pg_support import PGSchema, pg_schema_fixture
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("aqnt-auth")
 #: The issue's bound: a revocation is enforced everywhere within this.
 PROPAGATION = 1.0
 CLIENTS_PER_SERVER = 4
-
-
-@dataclass(frozen=True)
-class Sample:
-    server: int
-    started: float
-    ended: float
-    status: int
-    body: bytes
 
 
 @pytest.fixture(scope="module")
@@ -54,54 +41,9 @@ def pg() -> Iterator[PGSchema]:
 @pytest.fixture
 def servers(pg: PGSchema) -> Iterator[list[str]]:
     """Two uvicorn processes on loopback, each on its own pre-bound socket."""
-    env = {**os.environ, STORE_URL_ENV: pg.url(), "PYTHONPATH": str(ROOT)}
-    procs: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for _ in range(2):
-            sock = socket.create_server(("127.0.0.1", 0))
-            urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory",
-                 "tests.stores.pg_asgi_app:create_app", "--fd", str(sock.fileno()),
-                 "--log-level", "warning", "--no-access-log"],
-                cwd=ROOT, env=env, pass_fds=(sock.fileno(),),
-            ))
-            sock.close()
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
-                proc.kill()
-                proc.wait()
-
-
-async def _until(client: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None,
-                 check: str = "ok") -> None:
-    for _ in range(1500):
-        try:
-            response = await client.get(url, headers=headers)
-            if check == "ok" and response.status_code == 200:
-                return
-            if check == "listening" and response.json() == {"listening": True}:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.02)
-    pytest.fail(f"{url} never became {check}")
-
-
-async def _hammer(client: httpx.AsyncClient, server: int, url: str, headers: dict[str, str],
-                  stop: asyncio.Event, samples: list[Sample]) -> None:
-    while not stop.is_set():
-        started = time.monotonic()
-        response = await client.get(url, headers=headers)
-        samples.append(Sample(server, started, time.monotonic(), response.status_code,
-                              response.content))
+    with uvicorn_servers("tests.stores.pg_asgi_app:create_app", 2, {STORE_URL_ENV: pg.url()},
+                         bound_socket=True) as ports:
+        yield [f"http://127.0.0.1:{port}" for port in ports]
 
 
 async def _run(urls: list[str], key: str, key_id: str, store_url: str
@@ -110,13 +52,14 @@ async def _run(urls: list[str], key: str, key_id: str, store_url: str
     limits = httpx.Limits(max_connections=CLIENTS_PER_SERVER * 2)
     async with httpx.AsyncClient(timeout=10, limits=limits) as client:
         for url in urls:
-            await _until(client, f"{url}/health")
-            await _until(client, f"{url}/", headers=headers)
-            await _until(client, f"{url}/_cache", check="listening")
+            await until(client, f"{url}/health", ok)
+            await until(client, f"{url}/", ok, headers=headers)
+            await until(client, f"{url}/_cache",
+                        lambda response: bool(response.json() == {"listening": True}))
         stop = asyncio.Event()
         samples: list[Sample] = []
         loops = [
-            asyncio.create_task(_hammer(client, n, f"{url}/", headers, stop, samples))
+            asyncio.create_task(hammer(client, n, f"{url}/", headers, stop, samples))
             for n, url in enumerate(urls) for _ in range(CLIENTS_PER_SERVER)
         ]
         await asyncio.sleep(0.5)

@@ -14,13 +14,9 @@ the machine's load.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,32 +24,16 @@ import pytest
 
 from aqnt_auth import Argon2Hasher, KeyManager, SQLiteKeyStore
 from tests import bodies
+from tests._servers import Sample, hammer, ok, until, uvicorn_servers
 
 from .pg_asgi_app import BODY
 from .sqlite_asgi_app import PATH_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("aqnt-auth")
 SERVERS = 3
 CLIENTS_PER_SERVER = 3
 #: The store's default lease: the bound on how late another process sees a change.
 LEASE = 0.02
-
-
-@dataclass(frozen=True)
-class Sample:
-    server: int
-    started: float
-    ended: float
-    status: int
-    body: bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -64,53 +44,9 @@ def database(tmp_path: Path) -> Path:
 @pytest.fixture
 def servers(database: Path) -> Iterator[list[str]]:
     SQLiteKeyStore(database).close()  # the schema, before three servers race for it
-    env = {**os.environ, PATH_ENV: str(database), "PYTHONPATH": str(ROOT)}
-    procs: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for _ in range(SERVERS):
-            port = _free_port()
-            urls.append(f"http://127.0.0.1:{port}")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory",
-                 "tests.stores.sqlite_asgi_app:create_app", "--port", str(port),
-                 "--log-level", "warning", "--no-access-log"],
-                cwd=ROOT, env=env,
-            ))
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
-                proc.kill()
-                proc.wait()
-
-
-async def _until(client: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None,
-                 listening: bool = False) -> None:
-    for _ in range(1500):
-        try:
-            response = await client.get(url, headers=headers)
-            if listening and response.json()["listening"]:
-                return
-            if not listening and response.status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.02)
-    pytest.fail(f"{url} never became ready")
-
-
-async def _hammer(client: httpx.AsyncClient, server: int, url: str, headers: dict[str, str],
-                  stop: asyncio.Event, samples: list[Sample]) -> None:
-    while not stop.is_set():
-        started = time.monotonic()
-        response = await client.get(url, headers=headers)
-        samples.append(Sample(server, started, time.monotonic(), response.status_code,
-                              response.content))
+    with uvicorn_servers("tests.stores.sqlite_asgi_app:create_app", SERVERS,
+                         {PATH_ENV: str(database)}) as ports:
+        yield [f"http://127.0.0.1:{port}" for port in ports]
 
 
 async def _run(urls: list[str], key: str, key_id: str, store_url: str
@@ -119,13 +55,14 @@ async def _run(urls: list[str], key: str, key_id: str, store_url: str
     limits = httpx.Limits(max_connections=CLIENTS_PER_SERVER * SERVERS)
     async with httpx.AsyncClient(timeout=10, limits=limits) as client:
         for url in urls:
-            await _until(client, f"{url}/health")
-            await _until(client, f"{url}/", headers=headers)
-            await _until(client, f"{url}/_cache", listening=True)
+            await until(client, f"{url}/health", ok)
+            await until(client, f"{url}/", ok, headers=headers)
+            await until(client, f"{url}/_cache",
+                        lambda response: bool(response.json()["listening"]))
         stop = asyncio.Event()
         samples: list[Sample] = []
         loops = [
-            asyncio.create_task(_hammer(client, n, f"{url}/", headers, stop, samples))
+            asyncio.create_task(hammer(client, n, f"{url}/", headers, stop, samples))
             for n, url in enumerate(urls) for _ in range(CLIENTS_PER_SERVER)
         ]
         await asyncio.sleep(0.5)  # ten usage flushes per server

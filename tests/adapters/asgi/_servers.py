@@ -3,61 +3,27 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from functools import partial
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests import _servers
 
 
 @contextmanager
 def uvicorn_servers(count: int, env: dict[str, str]) -> Iterator[list[int]]:
     """*count* uvicorn processes serving ``server_app``; yield their ports once
     each answers ``/health``."""
-    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    procs: list[subprocess.Popen[bytes]] = []
-    ports = []
-    try:
-        for _ in range(count):
-            sock = socket.create_server(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory",
-                 "tests.adapters.asgi.server_app:create_app", "--fd", str(sock.fileno()),
-                 "--log-level", "warning", "--no-access-log"],
-                cwd=ROOT, env=full_env, pass_fds=(sock.fileno(),),
-            ))
-            sock.close()
+    with _servers.uvicorn_servers("tests.adapters.asgi.server_app:create_app", count, env,
+                                  bound_socket=True) as ports:
         for port in ports:
-            _until_up(port)
+            _servers.poll(partial(_healthy, port), f"the server on port {port}")
         yield ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
-                proc.kill()
-                proc.wait()
 
 
-def _until_up(port: int) -> None:
-    for _ in range(1500):
-        try:
-            if request(port, "/health")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    pytest.fail(f"the server on port {port} never came up")
+def _healthy(port: int) -> bool:
+    return request(port, "/health")[0] == 200
 
 
 def send_only(port: int, path: str, key: str | None = None, source: str = "127.0.0.1"
