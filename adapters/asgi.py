@@ -211,12 +211,12 @@ class _Watch:
         while size <= self.LIMIT:
             message = await self.receive()
             self.messages.append(message)
-            if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            if message["type"] == "http.disconnect":
                 return
             if complete:
-                # Only a disconnect may follow a complete request (or a
-                # websocket.connect): a receive that answers anything else
-                # at once would keep this loop from ever yielding.
+                # Only a disconnect may follow a complete request: a receive
+                # that answers anything else at once would keep this loop
+                # from ever yielding.
                 break
             size += len(message.get("body", b""))
             complete = not message.get("more_body", False)
@@ -329,17 +329,25 @@ class APIKeyMiddleware:
             header = single_authorization(scope["headers"])
             principal = self._authenticate_nowait(header, method=method, path=path)
             if principal is None:  # a cold key, a store that does I/O...
-                # While argon2 is awaited, a client that hangs up withdraws it.
-                watch = _Watch(receive)
-                try:
+                if kind != "http":
+                    # A handshake's messages are not watched: a cancelled
+                    # watch could take websocket.connect from the app.
                     principal = await self._authenticate(
                         header, method=method, path=path,
                         **_client_facts(self.authenticator, scope),
-                        disconnected=watch.until_disconnect,
                     )
-                finally:
-                    if watch.messages:
-                        receive = watch.replay
+                else:
+                    # While argon2 is awaited, a client that hangs up withdraws it.
+                    watch = _Watch(receive)
+                    try:
+                        principal = await self._authenticate(
+                            header, method=method, path=path,
+                            **_client_facts(self.authenticator, scope),
+                            disconnected=watch.until_disconnect,
+                        )
+                    finally:
+                        if watch.messages:
+                            receive = watch.replay
         except ClientDisconnected:
             return
         except AQNTError as exc:
