@@ -4,7 +4,6 @@ committed by any connection (another process, hand-written SQL) is seen."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from aqnt_auth._stores._record_cache import RecordCache
 from aqnt_auth._stores._rows import KEY_COLUMNS
 from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS, ChangeWatcher
 
+from ._changes import CHANGES, changed
 from .contract import T0, make_record
 from .pg_support import wait_until
 
@@ -99,64 +99,6 @@ def test_warm_lookup_reads_no_file(make_store: Callable[..., CountingStore]) -> 
     assert store.reads == reads
 
 
-def _revoke(store: SQLiteKeyStore, key_id: str) -> None:
-    store.revoke(key_id, T0)
-
-
-def _expire(store: SQLiteKeyStore, key_id: str) -> None:
-    store.set_expiry(key_id, T0)
-
-
-def _rotate(store: SQLiteKeyStore, key_id: str) -> None:
-    KeyManager(store, hasher=Argon2Hasher("cheapest")).rotate(key_id, grace=dt.timedelta(0))
-
-
-def _rehash(store: SQLiteKeyStore, key_id: str) -> None:
-    record = store.get(key_id)
-    assert record is not None
-    assert store.replace_hash(key_id, record.hash, "$argon2id$v=19$m=8,t=1,p=1$bmV3$bmV3")
-
-
-def _disable(store: SQLiteKeyStore, key_id: str) -> None:
-    store.update(key_id, {"disabled_at": T0})
-
-
-def _enable(store: SQLiteKeyStore, key_id: str) -> None:
-    # A disabled key enabled from elsewhere: the cached disabled record goes.
-    assert store.update(key_id, {"disabled_at": None}) is not None
-
-
-def _policies(store: SQLiteKeyStore, key_id: str) -> None:
-    store.update(key_id, {"allowed_ips": ("192.0.2.0/24",), "rate_limits": ("1/second",)})
-
-
-def _delete(store: SQLiteKeyStore, key_id: str) -> None:
-    assert store.delete(key_id)
-
-
-def _changed(store: SQLiteKeyStore, key_id: str, change: str) -> bool:
-    record = store.get(key_id)
-    if change == "delete":
-        return record is None
-    assert record is not None
-    return {
-        "revoke": record.revoked_at == T0,
-        "expire": record.expires_at == T0,
-        "rehash": record.hash.endswith("$bmV3$bmV3"),
-        "disable": record.disabled_at == T0,
-        "enable": record.disabled_at is None and record.name == "was disabled",
-        "policies": record.allowed_ips == ("192.0.2.0/24",),
-        "rotate": record.expires_at is not None,
-    }[change]
-
-
-CHANGES: dict[str, Callable[[SQLiteKeyStore, str], None]] = {
-    "revoke": _revoke, "expire": _expire, "rehash": _rehash, "delete": _delete,
-    "disable": _disable, "enable": _enable, "policies": _policies,
-    "rotate": _rotate,
-}
-
-
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_change_reaches_every_store(make_store: Callable[..., CountingStore],
                                     change: str) -> None:
@@ -171,9 +113,9 @@ def test_change_reaches_every_store(make_store: Callable[..., CountingStore],
     _warm(here, record.id)
     _warm(there, record.id)
     CHANGES[change](here, record.id)
-    assert _changed(here, record.id, change)  # no waiting in the changing process
+    assert changed(here, record.id, change)  # no waiting in the changing process
     wait_until(lambda: there.peek(record.id) is None, what="the change log")
-    assert _changed(there, record.id, change)
+    assert changed(there, record.id, change)
 
 
 def test_hand_written_sql_is_seen(make_store: Callable[..., CountingStore], path: Path
