@@ -46,6 +46,7 @@ from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
 from ._manager import IssuedKey, KeyManager
+from ._policies import budget_id
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
 from ._response import ErrorResponse, render_error
@@ -114,6 +115,7 @@ __all__ = [
     "VerificationCache",
     "__version__",
     "bearer_token",
+    "budget_id",
     "check_access",
     "checksum",
     "find_keys",

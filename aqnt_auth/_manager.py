@@ -351,6 +351,8 @@ class KeyManager:
                 metadata=current.metadata,
                 rotated_from=current.id,
                 allowed_ips=current.allowed_ips,
+                # One rate-limit budget and quota for the whole chain.
+                lineage_id=current.lineage_id or current.id,
             )]
             return issued[0], ends
 

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from typing import Final
 
 from ._errors import ConfigurationError, IPNotAllowed
+from ._records import KeyRecord
 
-__all__ = ["MAX_ALLOWED_IPS", "check_client_ip", "normalise_allowed_ips"]
+__all__ = ["MAX_ALLOWED_IPS", "budget_id", "check_client_ip", "normalise_allowed_ips"]
 
 #: Addresses and networks one key may list.
 MAX_ALLOWED_IPS: Final = 100
@@ -79,3 +80,19 @@ def check_client_ip(allowed: tuple[str, ...], client: str | None) -> None:
         if address in network:
             return
     raise IPNotAllowed("client address not in the key's allowlist")
+
+
+def budget_id(record: KeyRecord, *, per_owner: bool | None = None) -> str:
+    """The name a key's counters are kept under: its rate limits, and its quota.
+
+    ``"owner:<owner>"`` when the budget is per owner (*per_owner*, by default
+    the key's :attr:`~KeyRecord.rate_limit_shared`) and the key has an
+    owner: every key of that owner then shares it.  Otherwise
+    ``"key:<id>"`` with the id of the first key of the key's rotation chain
+    (:attr:`~KeyRecord.lineage_id`), so that a key and its successors, while
+    both work during a rotation's grace period, share one budget.  A shared
+    key without an owner counts per key.
+    """
+    if (record.rate_limit_shared if per_owner is None else per_owner) and record.owner:
+        return "owner:" + record.owner
+    return "key:" + (record.lineage_id or record.id)

@@ -69,6 +69,11 @@ class KeyRecord:
     quota_refilled_at: dt.datetime | None = None
     #: IPv4/IPv6 addresses and networks the key may be used from; empty: any.
     allowed_ips: tuple[str, ...] = ()
+    #: Id of the first key of this key's rotation chain (``None``: this key
+    #: is the first).  Rotation carries it over, so that a key and its
+    #: successors count their rate limits and quota under one budget
+    #: (:func:`aqnt_auth.budget_id`).
+    lineage_id: str | None = None
     #: Derived, never stored: whether the key is revoked or disabled, so
     #: that the warm path tests one attribute for both.
     halted: bool = dataclasses.field(init=False, repr=False, compare=False)

@@ -52,6 +52,8 @@ class APIKey(models.Model):
     quota_refill = models.CharField(max_length=64, null=True, blank=True, editable=False)
     quota_refilled_at = models.DateTimeField(null=True, blank=True, editable=False)
     allowed_ips = models.JSONField(default=list, blank=True, editable=False)
+    # The first key of the rotation chain (rate-limit and quota budget).
+    lineage_id = models.CharField(max_length=32, null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"

@@ -23,7 +23,7 @@ KEY_COLUMNS: Final = (
     "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at", "revoked_at",
     "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths", "owner", "metadata",
     "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared", "quota_remaining",
-    "quota_refill", "quota_refilled_at", "allowed_ips",
+    "quota_refill", "quota_refilled_at", "allowed_ips", "lineage_id",
 )
 
 #: The columns :meth:`~aqnt_auth.KeyStore.update` may change: a key's name,
@@ -65,6 +65,7 @@ def row_from_record(record: KeyRecord) -> dict[str, Any]:
         "quota_refill": record.quota_refill,
         "quota_refilled_at": record.quota_refilled_at,
         "allowed_ips": list(record.allowed_ips),
+        "lineage_id": record.lineage_id,
     }
 
 
@@ -105,4 +106,5 @@ def record_from_row(row: Sequence[Any]) -> KeyRecord:
         quota_refill=row[21],
         quota_refilled_at=row[22],
         allowed_ips=tuple(row[23]),
+        lineage_id=row[24],
     )

@@ -22,7 +22,7 @@ __all__ = [
     "postgres_upgrade_ddl",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_TABLE: Final = "aqnt_api_keys"
 #: One row per key table: ``(name, version)``.
 VERSION_TABLE: Final = "aqnt_auth_schema"
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS {table} (
     quota_remaining   bigint,
     quota_refill      text,
     quota_refilled_at timestamptz,
-    allowed_ips       jsonb       NOT NULL DEFAULT '[]'
+    allowed_ips       jsonb       NOT NULL DEFAULT '[]',
+    lineage_id        text
 );
 CREATE INDEX IF NOT EXISTS {index} ON {table} (owner);
 CREATE TABLE IF NOT EXISTS {versions} (
@@ -78,6 +79,8 @@ ALTER TABLE {table}
     ADD COLUMN IF NOT EXISTS quota_refill      text,
     ADD COLUMN IF NOT EXISTS quota_refilled_at timestamptz,
     ADD COLUMN IF NOT EXISTS allowed_ips       jsonb       NOT NULL DEFAULT '[]'""",
+    # 3: the first key of each key's rotation chain (rate-limit and quota budget).
+    3: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS lineage_id text",
 }
 
 
@@ -118,6 +121,6 @@ def postgres_upgrade_ddl(version: int, table: str = DEFAULT_TABLE,
 
 
 #: The PostgreSQL DDL with the default names, for teams that run their own
-#: migrations.  Version 2 of the schema; the row in ``aqnt_auth_schema``
+#: migrations.  Version 3 of the schema; the row in ``aqnt_auth_schema``
 #: tells the store which version a database holds.
 SCHEMA: Final = ";\n".join(postgres_ddl()) + ";\n"

@@ -123,6 +123,7 @@ class Tables:
             Column("quota_refill", Text),
             Column("quota_refilled_at", UTCDateTime),
             Column("allowed_ips", _json(), nullable=False),
+            Column("lineage_id", String(64)),
             CheckConstraint("mode IN ('live', 'test')", name=f"{table}_mode"),
             Index(f"{table}_owner", "owner"),
         )
@@ -145,6 +146,7 @@ _ADDED: Final[dict[int, tuple[tuple[str, str | None], ...]]] = {
     2: (("disabled_at", None), ("rate_limits", "'[]'"), ("rate_limit_shared", "0"),
         ("quota_remaining", None), ("quota_refill", None), ("quota_refilled_at", None),
         ("allowed_ips", "'[]'")),
+    3: (("lineage_id", None),),
 }
 
 

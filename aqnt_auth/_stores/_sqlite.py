@@ -41,7 +41,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 _TABLE: Final = "aqnt_api_keys"
 _CHANGE_LOG: Final = "aqnt_key_changes"
@@ -97,6 +97,20 @@ _STEPS: Final[dict[int, tuple[str, ...]]] = {
             "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
             "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared",
             "quota_remaining", "quota_refill", "quota_refilled_at", "allowed_ips",
+        )),
+    ),
+    # 4: the first key of each key's rotation chain, which the rate limits
+    # and the quota count under (written when a key is inserted; the trigger
+    # watches it all the same, as it does every key column).
+    4: (
+        "ALTER TABLE aqnt_api_keys ADD COLUMN lineage_id TEXT",
+        "DROP TRIGGER IF EXISTS aqnt_api_keys_changed",
+        *change_log_ddl(_TABLE, _CHANGE_LOG, (
+            "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at",
+            "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
+            "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared",
+            "quota_remaining", "quota_refill", "quota_refilled_at", "allowed_ips",
+            "lineage_id",
         )),
     ),
 }
@@ -157,6 +171,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         quota_refill=row[21],
         quota_refilled_at=_from_us(row[22]),
         allowed_ips=tuple(json.loads(row[23])) if row[23] != "[]" else (),
+        lineage_id=row[24],
     )
 
 
@@ -187,6 +202,7 @@ def _insert(conn: sqlite3.Connection, record: KeyRecord) -> None:
         record.quota_refill,
         _to_us(record.quota_refilled_at),
         json.dumps(list(record.allowed_ips)),
+        record.lineage_id,
     )
     placeholders = ", ".join("?" * len(params))
     conn.execute(

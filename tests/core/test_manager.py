@@ -17,6 +17,7 @@ from aqnt_auth import (
     MemoryKeyStore,
     NotAKeyId,
     RevokedAPIKey,
+    budget_id,
 )
 
 UTC = dt.timezone.utc
@@ -336,6 +337,23 @@ class TestDisableAndUpdate:
         cleared = manager.update(successor.id, allowed_ips=[])
         assert cleared.allowed_ips == ()
         assert not cleared.policed
+
+    def test_rotation_keeps_one_lineage(self, manager: KeyManager) -> None:
+        """Every successor names the chain's first key, which is the budget
+        its rate limits and quota count under; a new key is its own."""
+        first = manager.create("a", owner="o").record
+        assert first.lineage_id is None
+        assert budget_id(first) == f"key:{first.id}"
+        second = manager.rotate(first.id, grace=dt.timedelta(hours=1)).record
+        third = manager.rotate(second.id, grace=dt.timedelta(hours=1)).record
+        assert (second.lineage_id, third.lineage_id) == (first.id, first.id)
+        assert manager.get(third.id).lineage_id == first.id
+        assert {budget_id(r) for r in (first, second, third)} == {f"key:{first.id}"}
+        shared = dataclasses.replace(third, rate_limit_shared=True)
+        assert budget_id(shared) == "owner:o"
+        assert budget_id(shared, per_owner=False) == f"key:{first.id}"
+        assert budget_id(dataclasses.replace(shared, owner=None)) == f"key:{first.id}"
+        assert budget_id(first, per_owner=True) == "owner:o"
 
     def test_a_disabled_key_is_not_rotated(self, manager: KeyManager) -> None:
         issued = manager.create("a")

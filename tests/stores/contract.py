@@ -195,6 +195,17 @@ class StoreContract:
         assert (await kstore.list(owner=record.owner))[-1] == record
 
     @pytest.mark.anyio
+    async def test_round_trip_keeps_the_lineage(self, kstore: AsyncKeyStore) -> None:
+        """The first key of a rotation chain (#13's rate-limit budget) comes
+        back as stored, and is not something update() may change."""
+        record = make_record(rotated_from="id0000000001", lineage_id="id0000000000")
+        await kstore.add(record)
+        assert await kstore.get(record.id) == record
+        assert (await kstore.list(owner=record.owner))[-1].lineage_id == "id0000000000"
+        with pytest.raises(ValueError, match="lineage_id"):
+            await kstore.update(record.id, {"lineage_id": "other"})
+
+    @pytest.mark.anyio
     async def test_update_sets_name_scopes_and_policies(self, kstore: AsyncKeyStore) -> None:
         """update() writes exactly the fields given and returns the record as stored."""
         record = make_record(usage_count=3)

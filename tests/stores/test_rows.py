@@ -27,6 +27,7 @@ FULL = KeyRecord(
     disabled_at=dt.datetime(2024, 5, 2, tzinfo=UTC), rate_limits=("100/minute", "5000/hour"),
     rate_limit_shared=True, quota_remaining=42, quota_refill="1000/day",
     quota_refilled_at=dt.datetime(2024, 5, 3, tzinfo=UTC), allowed_ips=("10.0.0.0/8", "::1"),
+    lineage_id="0123456789abcdef0123456789abcdef",
 )
 
 

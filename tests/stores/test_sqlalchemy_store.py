@@ -288,8 +288,15 @@ _V2_COLUMNS = ("disabled_at", "rate_limits", "rate_limit_shared", "quota_remaini
                "quota_refill", "quota_refilled_at", "allowed_ips")
 
 
+def _downgrade_to_v2(run: Callable[[str], object], table: str) -> None:
+    """Make a current table what version 2 was: without the lineage column."""
+    run(f"ALTER TABLE {table} DROP COLUMN lineage_id")
+    run(f"UPDATE aqnt_auth_schema SET version = 2 WHERE name = '{table}'")  # noqa: S608
+
+
 def _downgrade_to_v1(run: Callable[[str], object], table: str) -> None:
     """Make a current table what version 1 was: without the policy columns."""
+    _downgrade_to_v2(run, table)
     for column in _V2_COLUMNS:
         run(f"ALTER TABLE {table} DROP COLUMN {column}")
     run(f"UPDATE aqnt_auth_schema SET version = 1 WHERE name = '{table}'")  # noqa: S608
@@ -308,6 +315,10 @@ def _check_upgraded(url: str, table: str, record: KeyRecord, **options: Any) -> 
         assert updated is not None
         assert updated.disabled_at == T0
         assert store.get(record.id) == updated
+        assert updated.lineage_id is None
+        successor = make_record(rotated_from=record.id, lineage_id=record.id)
+        store.add(successor)
+        assert store.get(successor.id) == successor
     finally:
         store.close()
 
@@ -326,6 +337,34 @@ def test_upgrade_from_version_1_on_postgresql(pg: PGSchema) -> None:
     _check_upgraded(pg.url(), table, record)
     assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
         (SCHEMA_VERSION,)]
+
+
+def test_upgrade_from_version_2_on_postgresql(pg: PGSchema) -> None:
+    """A version 2 table gains the lineage column (3) on open, keys kept."""
+    table = _table()
+    record = make_record()
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    store.add(record)
+    store.close()
+    _downgrade_to_v2(pg.execute, table)
+    with pytest.raises(ConfigurationError, match="store init"):
+        SQLAlchemyKeyStore(pg.url(), table=table, create_schema=False, cache=False)
+    _check_upgraded(pg.url(), table, record)
+    assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
+        (SCHEMA_VERSION,)]
+
+
+def test_upgrade_from_version_2_on_a_sqlite_file(tmp_path: Path) -> None:
+    """The lineage step through SQLAlchemy on an SQLite file."""
+    url = f"sqlite+pysqlite:///{tmp_path / 'k.db'}"
+    record = make_record()
+    store = SQLAlchemyKeyStore(url, cache=False)
+    store.add(record)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "k.db")) as conn:
+        _downgrade_to_v2(conn.execute, "aqnt_api_keys")
+        conn.commit()
+    _check_upgraded(url, "aqnt_api_keys", record)
 
 
 def test_upgrade_ddl_is_documented_text() -> None:

@@ -360,7 +360,7 @@ def test_upgrade_from_version_2(path: Path) -> None:
     here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
     try:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (_sqlite.SCHEMA_VERSION,)
             (sql,) = conn.execute(
                 "SELECT sql FROM sqlite_master WHERE name = 'aqnt_api_keys_changed'").fetchone()
         conn.close()
@@ -376,3 +376,33 @@ def test_upgrade_from_version_2(path: Path) -> None:
     finally:
         here.close()
         there.close()
+
+
+def test_upgrade_from_version_3(path: Path) -> None:
+    """A version 3 file gains the lineage column (4): keys kept without one,
+    and a rotated key's lineage then round-trips."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    with sqlite3.connect(path) as conn:
+        for step in (2, 3):
+            for statement in _sqlite._STEPS[step]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    store = SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(aqnt_api_keys)")]
+        conn.close()
+        assert columns[-1] == "lineage_id"
+        got = store.get(record.id)
+        assert got == record
+        assert got is not None
+        assert got.lineage_id is None
+        successor = make_record(rotated_from=record.id, lineage_id=record.id)
+        store.add(successor)
+        assert store.get(successor.id) == successor
+    finally:
+        store.close()

@@ -200,3 +200,36 @@ def test_migration_0003_adds_the_policies_and_keeps_keys(tmp_path: Path) -> None
     conn.close()
     assert {"aqnt_auth_apikey_created", "aqnt_auth_apikey_changed",
             "aqnt_auth_apikey_deleted"} <= names
+
+
+def test_migration_0004_adds_the_lineage_and_keeps_keys(tmp_path: Path) -> None:
+    """From 0003 with a key in the table: 0004 adds the nullable lineage
+    column, keeps the key, and the change-log triggers still fire."""
+    env = _env(tmp_path / "db.sqlite3")
+    manage(env, "migrate", "aqnt_auth", "0003", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        conn.execute(
+            "INSERT INTO aqnt_auth_apikey (id, name, mode, prefix, hash, hint, created_at, "
+            "usage_count, scopes, read_only, allowed_paths, metadata, rate_limits, "
+            "rate_limit_shared, allowed_ips) VALUES ('k1', 'old', 'live', 'sk', 'h', "
+            "'sk_live_...abcd', '2026-01-01 00:00:00', 3, '[]', 0, '[]', '{}', "
+            "'[\"5/minute\"]', 0, '[]')")
+    conn.close()
+    manage(env, "migrate", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        row = conn.execute("SELECT name, usage_count, rate_limits, lineage_id "
+                           "FROM aqnt_auth_apikey WHERE id = 'k1'").fetchone()
+        (before,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+        conn.execute("UPDATE aqnt_auth_apikey SET disabled_at = '2026-01-02 00:00:00'")
+        (after,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+    conn.close()
+    assert row == ("old", 3, '["5/minute"]', None)
+    assert after == before + 1
+    manage(env, "migrate", "aqnt_auth", "0003", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(aqnt_auth_apikey)")]
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "lineage_id" not in columns
+    assert {"aqnt_auth_apikey_created", "aqnt_auth_apikey_changed",
+            "aqnt_auth_apikey_deleted"} <= names
