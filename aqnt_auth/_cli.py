@@ -455,6 +455,15 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_console(args: argparse.Namespace, out: TextIO) -> int:
+    from .console._serve import check_host, serve
+
+    check_host(args.host, args.allow_remote)  # before the store is opened
+    serve(_open(args), host=args.host, port=args.port, allow_remote=args.allow_remote,
+          hasher=_hasher(args), prefixes=tuple(args.prefix), out=out, server=args.server)
+    return 0
+
+
 def _cmd_store_init(args: argparse.Namespace, out: TextIO) -> int:
     from ._stores._sql_ddl import SCHEMA
 
@@ -663,6 +672,26 @@ def build_parser() -> argparse.ArgumentParser:
                       default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
                       help=f"store URL (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
     demo.set_defaults(func=_cmd_demo)
+
+    console = commands.add_parser(
+        "console", parents=[common, hashing], formatter_class=_RAW,
+        help="serve the key console (pages and JSON API) alone on 127.0.0.1:8400",
+        description="Serve the key console for a store, alone, on a loopback address. "
+                    "Sign in with a key carrying the aqnt:admin (or aqnt:read) scope. "
+                    "Sessions are signed with $AQNT_AUTH_CONSOLE_SECRET_KEY (a random key "
+                    "per run if unset).",
+        epilog=_examples(f"{PROG} keys create --name Admin --scope aqnt:admin",
+                         f"{PROG} console --store sqlite:///aqnt_keys.db",
+                         f"{PROG} console --port 9000 --allow-remote --host 0.0.0.0"),
+    )
+    console.add_argument("--host", default="127.0.0.1",
+                         help="address to bind (default 127.0.0.1; others need --allow-remote)")
+    console.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    console.add_argument("--allow-remote", action="store_true",
+                         help="allow a non-loopback --host (put a TLS proxy in front)")
+    console.add_argument("--server", choices=("uvicorn", "wsgiref"), default=None,
+                         help="HTTP server (default: uvicorn if installed, else wsgiref)")
+    console.set_defaults(func=_cmd_console)
 
     scan = commands.add_parser(
         "scan", help="find leaked keys (valid checksum) in files, stdin (-) or git history; "

@@ -22,18 +22,22 @@ __all__ = [
     "DisabledAPIKey",
     "IPNotAllowed",
     "InvalidAPIKey",
+    "InvalidRequest",
     "InvalidStoredHash",
     "KeyNotFound",
     "KeyStateError",
+    "MethodNotAllowed",
     "MissingAPIKey",
     "NotAKeyId",
     "Overloaded",
     "PermissionDenied",
     "RateLimited",
     "RevokedAPIKey",
+    "RouteNotFound",
     "StoreNotFound",
     "StoreOpenError",
     "StoreUnavailable",
+    "UnsupportedMediaType",
     "described",
 ]
 
@@ -242,6 +246,59 @@ class KeyStateError(AQNTError):
     error_type = "invalid_request_error"
     code = "invalid_key_state"
     message = "The API key cannot be changed in its current state"
+
+
+class InvalidRequest(AQNTError):
+    """A management request (the console's JSON API) is malformed: a body
+    that is not JSON, an unknown or mistyped field, a value the key manager
+    refuses (HTTP 400).
+
+    Unlike the authentication errors its ``message`` says what was wrong
+    ("Field 'name' must be a non-empty string"): the console builds it from
+    field names and fixed sentences, never from a presented key.
+    """
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+    message = "The request is invalid"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"type": self.error_type, "message": str(self), "code": self.code}}
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A management request with a body (or a browser's credentials) that is
+    not ``Content-Type: application/json`` (HTTP 415).  A cross-site form
+    cannot send that type, which is what keeps cookie-authenticated API calls
+    safe from cross-site requests."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "The request body must be JSON (Content-Type: application/json)"
+
+
+class RouteNotFound(AQNTError, LookupError):
+    """The console has no page or API route at the path (HTTP 404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+    message = "No such page or API route"
+
+
+class MethodNotAllowed(AQNTError):
+    """The console's route exists but does not take the method (HTTP 405);
+    :attr:`allowed` lists the methods it takes, for the ``Allow`` header."""
+
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+    message = "Method not allowed for this route"
+
+    def __init__(self, detail: str | None = None, *, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class ConfigurationError(AQNTError, ValueError):

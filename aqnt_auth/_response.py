@@ -12,6 +12,7 @@ from ._errors import (
     AQNTError,
     AuthError,
     ConfigurationError,
+    InvalidRequest,
     PermissionDenied,
     RateLimited,
     StoreUnavailable,
@@ -57,6 +58,9 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
     """
     if isinstance(error, (RateLimited, StoreUnavailable)):
         return _build(error, (("Retry-After", str(error.retry_after)),))
+    if isinstance(error, InvalidRequest):
+        # Its message is the instance's own: never cached per class.
+        return _build(error, ())
     if error.description is not None or (
         isinstance(error, PermissionDenied) and error.required_scopes
     ):

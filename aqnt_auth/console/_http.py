@@ -11,6 +11,7 @@ import dataclasses
 import urllib.parse
 from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
 __all__ = ["Request", "Response"]
 
@@ -24,6 +25,9 @@ class Request:
     Header names are lower-case; a repeated header keeps its last value.
     *client* is the peer address as the server gives it (the core's
     trusted-proxy setting resolves forwarded addresses from *headers*).
+    *native* is the server's own request (the ASGI scope, the WSGI environ,
+    Django's ``HttpRequest``, Flask's ``request``), for an ``authorize`` hook
+    that asks the host app who is signed in; the console never reads it.
     """
 
     method: str
@@ -34,6 +38,7 @@ class Request:
     client: str | None = None
     scheme: str = "http"
     root_path: str = ""
+    native: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

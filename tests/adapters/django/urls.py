@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from . import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
+    path("keys-admin/", include("aqnt_auth.adapters.django.console")),
     path("health", views.health),
     path("v1/whoami", views.whoami),
     path("v1/async-whoami", views.async_whoami),
