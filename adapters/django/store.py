@@ -38,6 +38,7 @@ from django.db import (
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, F, Field, Value, When
 from django.db.models.expressions import Expression
+from django.db.models.signals import post_save
 
 from aqnt_auth import (
     KEY_COLUMNS,
@@ -47,7 +48,7 @@ from aqnt_auth import (
     StoreUnavailable,
     UsageDelta,
 )
-from aqnt_auth._stores._record_cache import ABSENT, RecordCache
+from aqnt_auth._stores._record_cache import ABSENT, IDS_SIZE, RecordCache
 from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
@@ -164,6 +165,9 @@ class DjangoKeyStore:
     :param cache: cache records in the process (``None``: when the read
         database is an SQLite file).  Needs migration ``0002``; until it has
         run every lookup reads the database.
+    :param id_set_size: key ids the cache knows at most (about 100 bytes
+        each), so that an unknown id is refused without a query; ``0`` turns
+        it off (see :class:`~aqnt_auth.SQLiteKeyStore`).
 
     The store opens no connection of its own: it uses Django's, per thread,
     and :meth:`close` leaves them to Django.  Database errors become
@@ -178,7 +182,8 @@ class DjangoKeyStore:
     blocking = True
 
     def __init__(self, using: str | None = None, *, cache: bool | None = None,
-                 cache_ttl: float = 30.0, cache_size: int = 10_000) -> None:
+                 cache_ttl: float = 30.0, cache_size: int = 10_000,
+                 id_set_size: int = IDS_SIZE) -> None:
         self.read_alias: str = using or router.db_for_read(APIKey) or "default"
         self.write_alias: str = using or router.db_for_write(APIKey) or "default"
         self._readers: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Reader] = (
@@ -191,18 +196,29 @@ class DjangoKeyStore:
                 "DjangoKeyStore(cache=True) needs an SQLite database file")
         size = cache_size if (on_file if cache is None else cache) else 0
         #: The record cache (it never answers when off).
-        self.cache = RecordCache(size, cache_ttl, absent_size=size)
+        self.cache = RecordCache(size, cache_ttl, absent_size=size,
+                                 ids_size=id_set_size if size else 0)
         #: The change-log watcher, when the cache is on.
         self.watcher: ChangeWatcher | None = None
         if size:
             self.watcher = ChangeWatcher(self._watch_connection, self.cache,
-                                         log_table=f"{APIKey._meta.db_table}_changes")
+                                         log_table=f"{APIKey._meta.db_table}_changes",
+                                         table=APIKey._meta.db_table)
+            # A key saved through the ORM in this process (a fixture, a test's
+            # uncommitted transaction) is known here at once; other processes
+            # learn it from the change log once it commits.  Held weakly.
+            post_save.connect(self._saved, sender=APIKey)
         self.aio = AsyncDjangoKeyStore(self)
 
     def __repr__(self) -> str:
         if self.read_alias == self.write_alias:
             return f"DjangoKeyStore(using={self.read_alias!r})"
         return f"DjangoKeyStore(read={self.read_alias!r}, write={self.write_alias!r})"
+
+    def _saved(self, sender: object, instance: APIKey, created: bool = False,
+               **kwargs: object) -> None:
+        if created:
+            self.cache.drop(instance.pk)
 
     def _watch_connection(self) -> sqlite3.Connection:
         # The watcher's own connection to the file Django's connection names
@@ -318,6 +334,7 @@ class DjangoKeyStore:
         return self._update(key_id, {"revoked_at__isnull": True}, **values)
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        # The successor is created with the ORM: post_save drops its id.
         with self._changing(key_id):
             return self._rotate(key_id, plan)
 
@@ -393,6 +410,7 @@ class DjangoKeyStore:
 
     def close(self) -> None:
         """Stop reading the change log; the connections are Django's."""
+        post_save.disconnect(self._saved, sender=APIKey)
         if self.watcher is not None:
             self.watcher.stop()
 

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import psycopg
@@ -60,6 +60,11 @@ class Listener:
     :param timeout: seconds one round trip may take before the connection
         is declared dead.
     :param retry: first delay before reconnecting (doubling up to 2 s).
+    :param read_ids: reads at most *limit* key ids on the listener's
+        connection (``SELECT id FROM <table> LIMIT <limit>``), for the
+        cache's set of existing ids (see
+        :meth:`~._record_cache.RecordCache.load_ids`); loaded after every
+        (re)connection, a ``*`` notification, and every ``cache.ids_ttl``.
     """
 
     def __init__(
@@ -73,8 +78,10 @@ class Listener:
         lease: float = 1.0,
         timeout: float = 1.0,
         retry: float = 0.1,
+        read_ids: Callable[[psycopg.Connection[Any], int], Iterable[str]] | None = None,
     ) -> None:
         self._connect = connect
+        self._read_ids = read_ids
         self.cache = cache
         self.channel = channel
         self.name = name
@@ -189,9 +196,20 @@ class Listener:
             # round trip started: handle those, then trust the cache.
             for notify in conn.notifies(timeout=0):
                 handle(notify.payload)
+            if self._read_ids is not None and cache.ids_wanted():
+                # Every change committed before this read has been handled;
+                # one committed after it is notified.
+                self._load_ids(conn)
             cache.renew(started + self.lease)
             for notify in conn.notifies(timeout=self.heartbeat):
                 handle(notify.payload)
+
+    def _load_ids(self, conn: psycopg.Connection[Any]) -> None:
+        read = self._read_ids
+        assert read is not None
+        # A whole table may take longer than a heartbeat's round trip.
+        with WATCHDOG.guard(conn.fileno(), self.timeout * 10):
+            self.cache.load_ids(lambda limit: read(conn, limit))
 
     def _handle(self, payload: str) -> None:
         if payload == CLEAR_ALL:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
+from psycopg import sql as pgsql
 from sqlalchemy import (
     URL,
     BigInteger,
@@ -69,7 +70,7 @@ from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener
 from ._protocol import RotationPlan
-from ._record_cache import ABSENT, RecordCache
+from ._record_cache import ABSENT, IDS_SIZE, RecordCache, created_by
 from ._rows import record_from_row, row_from_record, update_columns
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
 from ._sql_schema import Tables, UTCDateTime, upgrade_ddl
@@ -141,6 +142,11 @@ class SQLAlchemyKeyStore:
     :param cache_ttl: seconds a cached record lives at most, whatever
         happens (a second line of defence).
     :param cache_size: records cached at most.
+    :param id_set_size: key ids the cache knows at most (about 100 bytes
+        each): every id in the table, loaded by the listener and kept exact
+        by the notifications (and loaded again every *cache_ttl*), so an
+        unknown id (a forged key) is refused without a query.  A table with
+        more keys goes without; ``0`` turns it off.
     :param channel: the ``NOTIFY`` channel.
     :param connect_timeout: seconds a connection attempt (or a wait for a
         pooled connection) may take; *statement_timeout*: seconds a
@@ -177,6 +183,7 @@ class SQLAlchemyKeyStore:
         cache: bool | None = None,
         cache_ttl: float = 30.0,
         cache_size: int = 100_000,
+        id_set_size: int = IDS_SIZE,
         channel: str = DEFAULT_CHANNEL,
         connect_timeout: float = 1.0,
         statement_timeout: float = 1.0,
@@ -196,6 +203,8 @@ class SQLAlchemyKeyStore:
             raise ConfigurationError("lease must be longer than heartbeat")
         if cache_size < 0:
             raise ConfigurationError("cache_size must be >= 0")
+        if id_set_size < 0:
+            raise ConfigurationError("id_set_size must be >= 0")
         self.channel = check_identifier(channel, "channel")
         self.connect_timeout = float(connect_timeout)
         self.statement_timeout = float(statement_timeout)
@@ -245,8 +254,11 @@ class SQLAlchemyKeyStore:
                 "the record cache needs PostgreSQL through psycopg 3 (LISTEN/NOTIFY); "
                 "pass cache=False"
             )
-        #: The record cache (never answers when the cache is off).
-        self.cache = RecordCache(cache_size, cache_ttl)
+        #: The record cache (never answers when the cache is off).  Its id
+        #: set is loaded again every *cache_ttl*: a key inserted with
+        #: hand-written SQL and no ``NOTIFY`` is found within that.
+        self.cache = RecordCache(cache_size, cache_ttl, ids_size=id_set_size,
+                                 ids_ttl=cache_ttl)
         #: The listener thread's controller, when the cache is on.
         self.listener: Listener | None = None
         if want_cache:
@@ -254,6 +266,7 @@ class SQLAlchemyKeyStore:
                 self._listener_connection, self.cache, channel=self.channel,
                 name=listener_name, heartbeat=heartbeat, lease=lease,
                 timeout=self.statement_timeout, retry=listener_retry,
+                read_ids=self._read_ids,
             )
 
         self._prepare_statements()
@@ -344,6 +357,14 @@ class SQLAlchemyKeyStore:
         except asyncio.TimeoutError:
             raise psycopg.errors.ConnectionTimeout(
                 f"connection attempt timed out after {self.connect_timeout:g} s") from None
+
+    def _read_ids(self, conn: psycopg.Connection[Any], limit: int) -> list[str]:
+        # On the listener's own connection (autocommit), in its thread.
+        tables = self.tables
+        name = (pgsql.Identifier(tables.schema, tables.name) if tables.schema
+                else pgsql.Identifier(tables.name))
+        query = pgsql.SQL("SELECT id FROM {} LIMIT %s").format(name)
+        return [key_id for (key_id,) in conn.execute(query, (limit,))]
 
     def _listener_connection(self) -> psycopg.Connection[Any]:
         # A connection made the way the application's are (URL, connect
@@ -712,10 +733,13 @@ class SQLAlchemyKeyStore:
             self.cache.drop(key_id)
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        plan, created = created_by(plan)
         try:
             return self._run(self._op_rotate, key_id, plan, write=True)
         finally:
             self.cache.drop(key_id)
+            for new_id in created:  # known here at once, as a created key is
+                self.cache.drop(new_id)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
@@ -808,10 +832,13 @@ class AsyncSQLAlchemyKeyStore:
             self._cache.drop(key_id)
 
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        plan, created = created_by(plan)
         try:
             return await self.sync._arun(self.sync._op_rotate, key_id, plan, write=True)
         finally:
             self._cache.drop(key_id)
+            for new_id in created:
+                self._cache.drop(new_id)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:

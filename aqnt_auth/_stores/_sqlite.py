@@ -33,7 +33,7 @@ from .._errors import ConfigurationError, KeyStateError, StoreNotFound, StoreUna
 from .._records import KeyRecord, UsageDelta
 from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
-from ._record_cache import ABSENT, RecordCache
+from ._record_cache import ABSENT, IDS_SIZE, RecordCache, created_by
 from ._rows import KEY_COLUMNS, update_columns
 from ._sqlite_watch import ChangeWatcher, change_log_ddl
 
@@ -248,6 +248,11 @@ class SQLiteKeyStore:
         happens (a second line of defence).  Usage fields of a cached record
         (``usage_count``, ``last_used_at``) may lag by up to this.
     :param cache_size: records cached at most (and as many absent ids).
+    :param id_set_size: key ids the cache knows at most (about 100 bytes
+        each): every id in the file, loaded once and kept exact by the change
+        log, so an unknown id (a forged key) is refused without reading the
+        file.  A file with more keys goes without (then an unknown id costs
+        one read, and none when it comes again); ``0`` turns it off.
     :param lease: seconds a cached record is trusted after a read of the
         change log started: the bound on how late a change made by another
         process is seen (the changing process sees it at once).  A busy
@@ -274,6 +279,7 @@ class SQLiteKeyStore:
         cache: bool = True,
         cache_ttl: float = 30.0,
         cache_size: int = 10_000,
+        id_set_size: int = IDS_SIZE,
         lease: float = 0.02,
         create: bool = True,
     ) -> None:
@@ -283,6 +289,8 @@ class SQLiteKeyStore:
             raise ConfigurationError("cache_ttl must be positive")
         if cache_size < 0:
             raise ConfigurationError("cache_size must be >= 0")
+        if id_set_size < 0:
+            raise ConfigurationError("id_set_size must be >= 0")
         if not lease > 0:
             raise ConfigurationError("lease must be positive")
         self.path = os.fspath(path)
@@ -303,13 +311,14 @@ class SQLiteKeyStore:
         self._wrap(self._ensure_schema)
         size = cache_size if cache else 0
         #: The record cache (it never answers when *cache* is off).
-        self.cache = RecordCache(size, cache_ttl, absent_size=size)
+        self.cache = RecordCache(size, cache_ttl, absent_size=size,
+                                 ids_size=id_set_size if cache else 0)
         self.peek = self.cache.get
         #: The change-log watcher, when the cache is on.
         self.watcher: ChangeWatcher | None = None
         if cache:
             self.watcher = ChangeWatcher(self._watch_connection, self.cache,
-                                         log_table=_CHANGE_LOG, lease=lease)
+                                         log_table=_CHANGE_LOG, table=_TABLE, lease=lease)
         #: The async twin: a cached answer without a thread, a read in one.
         self.aio = AsyncSQLiteKeyStore(self)
         # A connection must not cross fork(): the child starts afresh.
@@ -491,6 +500,8 @@ class SQLiteKeyStore:
         )
 
     def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+        plan, created = created_by(plan)
+
         def run() -> KeyRecord | None:
             # BEGIN IMMEDIATE: a revocation from any process waits for this
             # transaction, or has committed before it reads.
@@ -507,7 +518,11 @@ class SQLiteKeyStore:
                 row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
             return _record(row)
 
-        return self._changing(key_id, run)
+        try:
+            return self._changing(key_id, run)
+        finally:
+            for new_id in created:  # known here at once, as a created key is
+                self.cache.drop(new_id)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         def run() -> bool:

@@ -12,7 +12,10 @@ cache's lease run out reads the log itself, inline, past the last sequence
 number seen (one primary-key range read on a connection of its own that
 never waits for a lock: in WAL mode readers are not blocked by writers),
 drops the ids it finds from the :class:`~._record_cache.RecordCache`, and
-renews the lease to the moment that read started plus *lease*.  So a record
+renews the lease to the moment that read started plus *lease*.  The first
+read (and the first after the cache was cleared) also loads the set of key
+ids (:meth:`~._record_cache.RecordCache.load_ids`), which the log's rows
+keep exact from then on: an unknown id is absent without a read.  So a record
 is served from memory only while a read that started at most *lease*
 seconds ago found no change to it: a change committed by another process is
 honoured within *lease*, whatever the load, and a busy process reads the
@@ -88,7 +91,8 @@ class ChangeWatcher:
     :param connect: opens a new connection to the database (autocommit, no
         busy timeout: a poll that would wait gives up, and that lookup reads
         the database instead).
-    :param log_table: the change log's name (a constant, never user input).
+    :param log_table: the change log's name, *table* the key table's
+        (constants, never user input).
     :param lease: seconds the cache is trusted after a read of the log started.
     :param retry: first delay before trying again after a failure (doubling
         up to 2 s); meanwhile every lookup reads the database.
@@ -100,6 +104,7 @@ class ChangeWatcher:
         cache: RecordCache,
         *,
         log_table: str,
+        table: str,
         lease: float = 0.02,
         retry: float = 0.1,
     ) -> None:
@@ -109,6 +114,7 @@ class ChangeWatcher:
         self.retry = retry
         self._since = f"SELECT seq, key_id FROM {log_table} WHERE seq > ? ORDER BY seq"  # noqa: S608
         self._newest = f"SELECT COALESCE(MAX(seq), 0) FROM {log_table}"  # noqa: S608
+        self._ids = f"SELECT id FROM {table} LIMIT ?"  # noqa: S608
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._last = 0
@@ -146,6 +152,10 @@ class ChangeWatcher:
                     self.cache.clear()
                 else:
                     self._last = self.poll(self._conn, self._last)
+                if self.cache.ids_wanted():
+                    # Read after the log up to _last: a key created since is
+                    # in this read or in the log's next rows.
+                    self.cache.load_ids(self._read_ids)
             except sqlite3.Error as exc:
                 if _busy(exc):
                     # A writer is committing (a rollback-journal database,
@@ -161,6 +171,10 @@ class ChangeWatcher:
             self.cache.renew(started + self.lease)
         finally:
             self._lock.release()
+
+    def _read_ids(self, limit: int) -> list[str]:
+        assert self._conn is not None
+        return [key_id for (key_id,) in self._conn.execute(self._ids, (limit,))]
 
     def _failed(self, now: float, exc: sqlite3.Error) -> None:
         if self._delay == self.retry:

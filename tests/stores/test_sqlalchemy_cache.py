@@ -24,6 +24,7 @@ from aqnt_auth import (
     UsageDelta,
 )
 from aqnt_auth._stores._record_cache import ABSENT, RecordCache
+from aqnt_auth._stores._rows import KEY_COLUMNS
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 
 from ._changes import CHANGES, changed
@@ -169,6 +170,120 @@ def test_disabled_cache_never_stores(clock: FakeClock) -> None:
     assert cache.get(record.id) is None
 
 
+@pytest.fixture
+def id_cache(clock: FakeClock) -> RecordCache:
+    cache = RecordCache(maxsize=3, ttl=30.0, absent_size=3, ids_size=4, ids_ttl=60.0,
+                        clock=clock)
+    cache.renew(clock.now + 100)
+    return cache
+
+
+class TestIdSet:
+    """The set of existing key ids: an id outside it is absent without a read."""
+
+    def test_unknown_ids_are_absent_known_ones_are_read(self, id_cache: RecordCache) -> None:
+        """Once loaded, any id outside the set is ABSENT; one inside it is a
+        miss (read the database); nothing is answered before the load or
+        while the cache is deaf."""
+        assert id_cache.ids_wanted()
+        assert id_cache.lookup("forged000001") is None  # not loaded yet: read
+        id_cache.load_ids(lambda limit: ["key000000001", "key000000002"])
+        assert not id_cache.ids_wanted()
+        assert id_cache.ids == frozenset({"key000000001", "key000000002"})
+        assert id_cache.lookup("forged000001") is ABSENT
+        assert id_cache.lookup(f"forged{secrets.token_hex(3)}") is ABSENT
+        assert id_cache.lookup("key000000001") is None
+        id_cache.renew(0.0)
+        assert id_cache.lookup("forged000001") is None  # deaf: nothing is trusted
+
+    def test_a_change_heard_adds_its_id(self, id_cache: RecordCache) -> None:
+        """A drop (a creation, in this process or notified) makes the id
+        known; a read that finds it absent (a deleted key) takes it out."""
+        id_cache.load_ids(lambda limit: [])
+        id_cache.drop("new000000001")
+        assert id_cache.lookup("new000000001") is None
+        id_cache.put_absent("new000000001", id_cache.epoch)
+        assert id_cache.ids == frozenset()
+        assert id_cache.lookup("new000000001") is ABSENT
+
+    def test_a_change_during_the_load_is_kept(self, id_cache: RecordCache) -> None:
+        """An id dropped while the ids are read (a key this process creates
+        meanwhile) is in the set even if the read missed it."""
+        def read(limit: int) -> list[str]:
+            id_cache.drop("made00000001")
+            return ["key000000001"]
+
+        id_cache.load_ids(read)
+        assert id_cache.ids == frozenset({"key000000001", "made00000001"})
+
+    def test_a_clear_during_the_load_discards_it(self, id_cache: RecordCache) -> None:
+        """A re-synchronisation while the ids are read: the load is not
+        trusted, and another is wanted."""
+        def read(limit: int) -> list[str]:
+            id_cache.clear()
+            return ["key000000001"]
+
+        id_cache.load_ids(read)
+        assert id_cache.ids is None
+        assert id_cache.ids_wanted()
+        assert id_cache.lookup("forged000001") is None
+
+    def test_a_failed_load_changes_nothing(self, id_cache: RecordCache) -> None:
+        def read(limit: int) -> list[str]:
+            raise OSError("gone")
+
+        with pytest.raises(OSError, match="gone"):
+            id_cache.load_ids(read)
+        assert id_cache.ids is None
+        assert id_cache._loading is None
+
+    def test_too_many_keys_go_without(self, id_cache: RecordCache) -> None:
+        """The read asks for one id over the bound; a table past it leaves the
+        cache without an id set for good, on its absent entries alone."""
+        asked: list[int] = []
+
+        def read(limit: int) -> list[str]:
+            asked.append(limit)
+            return [f"key{n:09}" for n in range(limit)]
+
+        id_cache.load_ids(read)
+        assert asked == [5]
+        assert id_cache.ids is None
+        assert not id_cache.ids_wanted()
+        assert id_cache.lookup("forged000001") is None
+
+    def test_growing_past_the_bound_asks_for_a_new_load(self, id_cache: RecordCache) -> None:
+        id_cache.load_ids(lambda limit: ["a", "b", "c", "d"])
+        id_cache.drop("e")
+        assert id_cache.ids is None
+        assert id_cache.ids_wanted()
+        id_cache.load_ids(lambda limit: ["a", "e"])  # b, c and d were deleted
+        assert id_cache.ids == frozenset({"a", "e"})
+
+    def test_loaded_again_after_ids_ttl(self, id_cache: RecordCache, clock: FakeClock
+                                        ) -> None:
+        id_cache.load_ids(lambda limit: ["a"])
+        clock.now += 59
+        assert not id_cache.ids_wanted()
+        clock.now += 2
+        assert id_cache.ids_wanted()
+        assert id_cache.ids == frozenset({"a"})  # still trusted until the load replaces it
+
+    def test_losing_the_invalidator_forgets_the_ids(self, id_cache: RecordCache) -> None:
+        id_cache.load_ids(lambda limit: ["a"])
+        id_cache.deafen()
+        assert id_cache.ids is None
+        assert id_cache.ids_wanted()
+
+    def test_off_by_default(self, clock: FakeClock) -> None:
+        """A cache built without ids_size keeps no id set."""
+        cache = RecordCache(maxsize=3, clock=clock)
+        cache.renew(clock.now + 100)
+        assert not cache.ids_wanted()
+        cache.drop("a")
+        assert cache.lookup("forged000001") is None
+
+
 # -- against PostgreSQL ---------------------------------------------------------
 
 
@@ -299,6 +414,66 @@ def test_unknown_id_is_read_once_until_created_anywhere(
     here.add(second)
     wait_until(lambda: there.get(second.id) is not None, what="the notification")
     assert there.get(second.id) == second
+
+
+def test_fresh_unknown_ids_make_no_round_trip(
+    make_store: Callable[..., SQLAlchemyKeyStore],
+) -> None:
+    """With the set of key ids loaded by the listener, a new forged id every
+    lookup runs no SQL; a key created in this process (or as a rotation's
+    successor) is found at once, one created by another process once its
+    NOTIFY arrives."""
+    here, there = make_store(), make_store()
+    existing, second = make_record(), make_record()
+    first = make_record(expires_at=None)
+    here.add(existing)
+    _listening(here, there)
+    wait_until(lambda: there.cache.ids is not None, what="the id set")
+    assert existing.id in (there.cache.ids or ())
+    statements = _statements(there.engine)
+    for _ in range(100):
+        assert there.get(make_record().id) is None
+    assert statements == []
+    there.add(first)
+    assert there.get(first.id) == first  # no waiting in the creating process
+    here.add(second)
+    wait_until(lambda: there.get(second.id) is not None, what="the notification")
+    assert there.get(second.id) == second
+    rotated = KeyManager(there, hasher=Argon2Hasher("cheapest")).rotate(first.id)
+    assert there.get(rotated.record.id) == rotated.record  # the successor, at once
+
+
+def test_a_key_inserted_without_notify_is_found_after_cache_ttl(
+    make_store: Callable[..., SQLAlchemyKeyStore], pg: PGSchema,
+) -> None:
+    """Hand-written SQL that forgets NOTIFY: the listener loads the ids again
+    every cache_ttl, so the key is found within that."""
+    store = make_store(cache_ttl=0.5)
+    template = make_record()
+    store.add(template)
+    _listening(store)
+    wait_until(lambda: store.cache.ids is not None, what="the id set")
+    copy = make_record().id
+    columns = ", ".join(KEY_COLUMNS[1:])
+    pg.execute(f"INSERT INTO aqnt_api_keys (id, {columns}) "  # noqa: S608 - constants
+               f"SELECT %s, {columns} FROM aqnt_api_keys WHERE id = %s", (copy, template.id))
+    wait_until(lambda: store.get(copy) is not None, what="the id set's reload")
+
+
+def test_notify_star_reloads_the_ids(make_store: Callable[..., SQLAlchemyKeyStore],
+                                     pg: PGSchema) -> None:
+    """``NOTIFY <channel>, '*'`` after hand-written SQL: the id set is read again."""
+    store = make_store()
+    template = make_record()
+    store.add(template)
+    _listening(store)
+    wait_until(lambda: store.cache.ids is not None, what="the id set")
+    copy = make_record().id
+    columns = ", ".join(KEY_COLUMNS[1:])
+    pg.execute(f"INSERT INTO aqnt_api_keys (id, {columns}) "  # noqa: S608 - constants
+               f"SELECT %s, {columns} FROM aqnt_api_keys WHERE id = %s", (copy, template.id))
+    pg.execute(f"NOTIFY {store.channel}, '*'")
+    wait_until(lambda: store.get(copy) is not None, what="the reload")
 
 
 @pytest.mark.anyio

@@ -4,7 +4,10 @@ committed by any connection (another process, hand-written SQL) is seen."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -176,6 +179,72 @@ def test_unknown_id_is_read_once_until_created_anywhere(
     assert there.get(second.id) == second
 
 
+def test_fresh_unknown_ids_read_nothing(make_store: Callable[..., CountingStore]) -> None:
+    """With the set of key ids loaded, a new forged id every lookup reads
+    nothing; a key created in this store (or as a rotation's successor) is
+    found at once, one created by another store within the lease."""
+    here, there = make_store(), make_store()
+    existing, second = make_record(), make_record()
+    first = make_record(expires_at=None)
+    here.add(existing)
+    _warm(there, existing.id)
+    assert there.cache.ids == frozenset({existing.id})
+    reads = there.reads
+    for _ in range(100):
+        assert there.get(make_record().id) is None
+    assert there.reads == reads
+    there.add(first)
+    assert there.get(first.id) == first  # no waiting in the creating store
+    here.add(second)
+    wait_until(lambda: there.get(second.id) is not None, what="the change log")
+    assert there.get(second.id) == second
+    rotated = KeyManager(there, hasher=Argon2Hasher("cheapest")).rotate(first.id)
+    assert there.get(rotated.record.id) == rotated.record  # the successor, at once
+
+
+def test_a_key_created_by_another_process_is_found(
+    make_store: Callable[..., CountingStore], path: Path,
+) -> None:
+    """A key made by another process (the CLI) after this one loaded its id
+    set is found once the change log is read, and is then served warm."""
+    store = make_store()
+    _polled(store)
+    assert store.cache.ids == frozenset()
+    made = subprocess.run(
+        [sys.executable, "-m", "aqnt_auth", "keys", "create", "--store", f"sqlite:///{path}",
+         "--name", "elsewhere", "--argon2-profile", "cheapest", "--json"],
+        capture_output=True, text=True, timeout=60, check=True)
+    key_id = json.loads(made.stdout)["record"]["id"]
+    wait_until(lambda: store.get(key_id) is not None, what="the change log")
+    assert key_id in (store.cache.ids or ())
+
+
+def test_deleted_ids_leave_the_set(make_store: Callable[..., CountingStore]) -> None:
+    """A key deleted elsewhere: its id costs one read, then none."""
+    here, there = make_store(), make_store()
+    record = make_record()
+    here.add(record)
+    _warm(there, record.id)
+    here.delete(record.id)
+    wait_until(lambda: there.get(record.id) is None, what="the change log")
+    assert record.id not in (there.cache.ids or ())
+    reads = there.reads
+    assert there.get(record.id) is None
+    assert there.reads == reads
+
+
+def test_id_set_off(make_store: Callable[..., CountingStore]) -> None:
+    """id_set_size=0: an unknown id costs one read, then none (absent entries)."""
+    store = make_store(id_set_size=0)
+    _polled(store)
+    assert store.cache.ids is None
+    forged = make_record().id
+    reads = store.reads
+    assert store.get(forged) is None
+    assert store.get(forged) is None
+    assert store.reads == reads + 1
+
+
 @pytest.mark.anyio
 async def test_async_twin_answers_from_the_cache(make_store: Callable[..., CountingStore]
                                                  ) -> None:
@@ -225,7 +294,7 @@ def test_a_busy_log_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
     after a lease, not after a failure's back-off."""
     cache = RecordCache(10, 30.0)
     watcher = ChangeWatcher(lambda: cast("sqlite3.Connection", BusyConnection()), cache,
-                            log_table="aqnt_key_changes", lease=0.02)
+                            log_table="aqnt_key_changes", table="aqnt_api_keys", lease=0.02)
     assert cache.get("anything") is None
     assert not cache.listening
     assert watcher._retry_at - time.monotonic() <= 0.02
