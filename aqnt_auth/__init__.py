@@ -38,6 +38,7 @@ from ._errors import (
     NotAKeyId,
     Overloaded,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     RevokedAPIKey,
     RouteNotFound,
@@ -51,6 +52,7 @@ from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
 from ._manager import IssuedKey, KeyManager
 from ._policies import budget_id
+from ._quota import QuotaUse
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
 from ._response import ErrorResponse, render_error
@@ -108,6 +110,8 @@ __all__ = [
     "PathRules",
     "PermissionDenied",
     "Principal",
+    "QuotaExceeded",
+    "QuotaUse",
     "RateLimited",
     "RevokedAPIKey",
     "RotationPlan",

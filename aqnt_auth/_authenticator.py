@@ -21,13 +21,17 @@ The order of checks is part of the security design:
    id alone reveals nothing about the key's state;
 5. allowed modes, the key's policies (its IP allowlist, against the client
    address as the trusted proxies resolve it; skipped on one attribute test
-   for a key without policies), and the key's restrictions.
+   for a key without policies), and the key's restrictions;
+6. the key's quota, last, so that only a request otherwise admitted takes a
+   unit: one atomic store write (:meth:`KeyStore.consume_quota`), which the
+   flow yields like any other I/O, so the async driver runs it off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import threading
@@ -63,6 +67,7 @@ from ._hashers import (
 )
 from ._header import bearer_token, malformed_token
 from ._policies import check_client_ip
+from ._quota import QuotaUse, refused
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
 from ._response import ErrorResponse, render_error, validate_realm
@@ -79,6 +84,7 @@ log = logging.getLogger("aqnt_auth")
 _VERIFY: Final = 1  # (_VERIFY, hasher, stored, key, digest) -> _Verdict (argon2 only)
 _REHASH: Final = 2  # (_REHASH, key_id, old_hash, new_hash) -> None
 _ADMIT: Final = 3  # (_ADMIT, client, key_id) -> None, or raises RateLimited
+_QUOTA: Final = 4  # (_QUOTA, key_id, now) -> QuotaUse | None (a store write)
 
 _T = TypeVar("_T")
 
@@ -92,7 +98,8 @@ _Facts = tuple["str | None", "str | None", "str | None"]
 
 class _NeedsClient(Exception):
     """Raised on the nowait path for a key whose policy needs the client's
-    address, which that path does not have: the caller awaits the async one."""
+    address, which that path does not have, or a store write (a quota): the
+    caller awaits the async path."""
 
 
 class _Verdict(NamedTuple):
@@ -265,6 +272,8 @@ class Authenticator:
         # change what is "nowait"; a refusal there is counted by the async path.
         self._nowait = self._inline_store or self._peek is not None
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
+        self._consume_quota: Callable[[str, dt.datetime], QuotaUse | None] | None = getattr(
+            self.store, "consume_quota", None)
         self._usage = None
         self._hit: Callable[[str, float], None] | None = None
         if track_usage:
@@ -330,7 +339,15 @@ class Authenticator:
                 raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
-        return self._accept(record, mode, method, path, *facts)
+        principal = self._accept(record, mode, method, path, *facts, quota=False)
+        if record.metered:
+            # The quota is a store write: the driver makes it (in a thread,
+            # or natively async, on an event loop), then the request counts.
+            now = self._clock()
+            refused((yield (_QUOTA, record.id, now)), now)
+            if self._hit is not None:
+                self._hit(record.id, now)
+        return principal
 
     def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
               client: str | None = None, forwarded: str | None = None,
@@ -364,12 +381,15 @@ class Authenticator:
 
     def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None,
                 client: str | None = None, forwarded: str | None = None,
-                x_forwarded_for: str | None = None, facts: bool = True) -> Principal:
+                x_forwarded_for: str | None = None, facts: bool = True,
+                quota: bool = True) -> Principal:
         """The checks after the secret verified: state, mode, policies,
-        restrictions.  *client*, *forwarded* and *x_forwarded_for* are the
-        adapter's raw client facts, resolved only for a key with a policy
-        that needs the client; without *facts* (the nowait path, which has
-        none) such a key raises :class:`_NeedsClient`."""
+        restrictions, then the quota.  *client*, *forwarded* and
+        *x_forwarded_for* are the adapter's raw client facts, resolved only
+        for a key with a policy that needs the client; without *facts* (the
+        nowait path, which has none and does no I/O) a key with policies
+        raises :class:`_NeedsClient`.  Without *quota* a key with a quota is
+        checked but neither charged nor counted: the flow's driver does that."""
         now = self._clock()
         expires = record.expires_at
         if record.halted:  # revoked or disabled: one test for both
@@ -385,8 +405,11 @@ class Authenticator:
         if record.policed:  # a key without policies pays this test alone
             if not facts:
                 raise _NeedsClient
-            check_client_ip(record.allowed_ips,
-                            self.trusted_proxies.resolve(client, forwarded, x_forwarded_for))
+            if record.allowed_ips:
+                check_client_ip(record.allowed_ips,
+                                self.trusted_proxies.resolve(client, forwarded, x_forwarded_for))
+            if record.metered:
+                return self._metered(record, method, path, now, quota)
         principal = Principal(record)
         # A key without restrictions has nothing for check_access to decide.
         if method is not None and (record.read_only or record.allowed_paths):
@@ -394,6 +417,44 @@ class Authenticator:
         if self._hit is not None:
             self._hit(record.id, now)
         return principal
+
+    def _metered(self, record: KeyRecord, method: str | None, path: str | None, now: float,
+                 charge: bool) -> Principal:
+        """The end of :meth:`_accept` for a key with a quota: its restrictions,
+        then (if *charge*) a unit taken from the store, inline."""
+        principal = Principal(record)
+        if method is not None and (record.read_only or record.allowed_paths):
+            check_access(principal, method, path if path is not None else "/")
+        if charge:
+            refused(self._charge(record.id, now), now)
+            if self._hit is not None:
+                self._hit(record.id, now)
+        return principal
+
+    def _charge(self, key_id: str, now: float) -> QuotaUse | None:
+        """Take one unit of *key_id*'s quota in the store (blocking)."""
+        consume = self._consume_quota
+        if consume is None:
+            raise _no_quota_support(self.store)
+        try:
+            return consume(key_id, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
+
+    async def _charge_async(self, key_id: str, now: float) -> QuotaUse | None:
+        """:meth:`_charge` off the event loop: the store's native async twin,
+        or a worker thread (inline only for a store that does no I/O)."""
+        if self._consume_quota is None:
+            raise _no_quota_support(self.store)
+        try:
+            return await self.async_store.consume_quota(
+                key_id, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+        except AQNTError:
+            raise
+        except Exception as exc:
+            raise _store_failed(exc) from None
 
     def _hasher_for(self, record: KeyRecord) -> Hasher:
         stored = record.hash
@@ -511,6 +572,8 @@ class Authenticator:
                 elif op[0] == _VERIFY:
                     answer = self._verify_once(
                         *op[1:], client=self._client(client, forwarded, x_forwarded_for))
+                elif op[0] == _QUOTA:
+                    answer = self._charge(*op[1:])
                 elif op[0] == _ADMIT:
                     self._admit(op[1], op[2])
                     answer = None
@@ -697,6 +760,8 @@ class Authenticator:
                     answer = await self._verify_once_async(
                         *op[1:], client=self._client(client, forwarded, x_forwarded_for),
                         disconnected=disconnected)
+                elif op[0] == _QUOTA:
+                    answer = await self._charge_async(*op[1:])
                 elif op[0] == _ADMIT:
                     answer = await self._in_thread_if(self._limiter_blocking, self._admit,
                                                       op[1], op[2])
@@ -883,6 +948,13 @@ def _limiter_failed(exc: Exception) -> StoreUnavailable:
     # Without its counters the limiter cannot protect argon2: fail closed.
     log.error("rate limiter storage failed: %s: %s", type(exc).__name__, exc)
     return StoreUnavailable(f"rate limiter failed: {type(exc).__name__}")
+
+
+def _no_quota_support(store: KeyStore) -> StoreUnavailable:
+    # A key with a quota on a store that cannot count it: refuse (fail
+    # closed) rather than let the quota be ignored.
+    log.error("key store %r has no consume_quota: keys with a quota are refused", store)
+    return StoreUnavailable("the key store cannot enforce quotas")
 
 
 def _matching(record: KeyRecord | None, mode: str, prefix: str) -> KeyRecord:

@@ -31,6 +31,7 @@ __all__ = [
     "NotAKeyId",
     "Overloaded",
     "PermissionDenied",
+    "QuotaExceeded",
     "RateLimited",
     "RevokedAPIKey",
     "RouteNotFound",
@@ -169,6 +170,24 @@ class RateLimited(AQNTError):
     def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after))
+
+
+class QuotaExceeded(AQNTError):
+    """The key verified, but its usage quota is used up (HTTP 429).
+
+    :attr:`retry_after` is the seconds until the quota refills, or ``None``
+    when it does not refill (then no ``Retry-After`` is sent: only a new
+    quota set on the key helps).
+    """
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "quota_exceeded"
+    message = "API key usage quota exhausted"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = None if retry_after is None else max(1, int(retry_after))
 
 
 class StoreUnavailable(AQNTError):

@@ -13,6 +13,7 @@ from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher, check_memory_budget, default_hash_memory_mib
 from ._policies import normalise_allowed_ips
+from ._quota import check_quota, is_moved, parse_refill
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
 from ._stores._protocol import KeyStore
@@ -90,6 +91,20 @@ def _when(value: dt.datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
+def _quota_fields(quota: int | None, quota_refill: str | None, now: dt.datetime
+                  ) -> dict[str, Any]:
+    """The record fields of a quota set now (none for no quota)."""
+    if quota is None and quota_refill is None:
+        return {}
+    refill = parse_refill(quota_refill) if quota_refill is not None else None
+    if quota is None:
+        assert refill is not None
+        quota = refill.amount
+    return {"quota_remaining": check_quota(quota),
+            "quota_refill": refill.text if refill is not None else None,
+            "quota_refilled_at": now}
+
+
 def _check_rotatable(record: KeyRecord, successors: Sequence[KeyRecord], now: dt.datetime,
                      force: bool) -> None:
     """Raise :class:`KeyStateError` if *record* may not be rotated at *now*."""
@@ -164,11 +179,18 @@ class KeyManager:
         metadata: Mapping[str, Any] | None = None,
         prefix: str | None = None,
         allowed_ips: Iterable[str] = (),
+        quota: int | None = None,
+        quota_refill: str | None = None,
     ) -> IssuedKey:
         """Issue a new key.  The plaintext is in the result only; the store gets its hash.
 
         *allowed_ips*: IPv4/IPv6 addresses and CIDR networks (at most 100) the
         key may be used from; from anywhere else it gets ``ip_not_allowed``.
+        *quota*: the requests the key may make; past them it gets 429
+        ``quota_exceeded``.  *quota_refill* (``"1000/day"``): set the quota
+        back to COUNT every PERIOD (``minute``, ``hour``, ``day``, ``week``,
+        ``month`` = 30 days), counted from now; alone, it also sets the
+        quota to COUNT.
         """
         if mode not in MODES:
             raise ConfigurationError("mode must be 'live' or 'test'")
@@ -183,6 +205,7 @@ class KeyManager:
             raise ConfigurationError("expires_at must be timezone-aware")
         if owner is not None and (not isinstance(owner, str) or not owner.isprintable()):
             raise ConfigurationError("owner must be printable text")
+        quota_fields = _quota_fields(quota, quota_refill, now)
         parsed = self.format.generate(mode, prefix)
         record = KeyRecord(
             id=parsed.key_id,
@@ -199,6 +222,7 @@ class KeyManager:
             owner=owner,
             metadata=_check_metadata(metadata),
             allowed_ips=normalise_allowed_ips(allowed_ips),
+            **quota_fields,
         )
         self.store.add(record)
         return IssuedKey(parsed.raw, record)
@@ -242,10 +266,21 @@ class KeyManager:
 
     def update(self, key_id: str, *, name: str | None = None,
                scopes: Iterable[str] | None = None,
-               allowed_ips: Iterable[str] | None = None) -> KeyRecord:
-        """Change a key's name, scopes or IP allowlist (those given; an empty
-        allowlist removes it), checked as :meth:`create` checks them; never
-        its secret.  A revoked key cannot be changed."""
+               allowed_ips: Iterable[str] | None = None,
+               quota: int | None = None, quota_refill: str | None = None,
+               clear_quota: bool = False) -> KeyRecord:
+        """Change a key's name, scopes, IP allowlist or quota (those given; an
+        empty allowlist removes it), checked as :meth:`create` checks them;
+        never its secret.  A revoked key cannot be changed.
+
+        *quota* sets the requests left (whatever was used) and starts the
+        refill period now; *quota_refill* alone changes the refill of a key
+        with a quota (its remaining count is kept, the period starts now) or
+        gives a key without one a quota of COUNT; *clear_quota* removes the
+        quota and its refill.  The change applies to the next request in
+        this process, and in others within the store's bound.
+        """
+        key_id = _key_id(key_id)
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = _check_name(name)
@@ -253,7 +288,32 @@ class KeyManager:
             changes["scopes"] = _check_scopes(scopes)
         if allowed_ips is not None:
             changes["allowed_ips"] = normalise_allowed_ips(allowed_ips)
-        return self._update(_key_id(key_id), changes)
+        if clear_quota:
+            if quota is not None or quota_refill is not None:
+                raise ConfigurationError("give a quota or clear it, not both")
+            # quota_refill is in every quota change: it is a column every
+            # store's change signal watches, and the others may not be.
+            changes.update(quota_remaining=None, quota_refill=None, quota_refilled_at=None)
+        elif quota is not None or quota_refill is not None:
+            changes.update(self._quota_changes(key_id, quota, quota_refill))
+        return self._update(key_id, changes)
+
+    def _quota_changes(self, key_id: str, quota: int | None, quota_refill: str | None
+                       ) -> dict[str, Any]:
+        current = self.get(key_id)
+        if is_moved(current.quota_remaining, current.quota_refilled_at):
+            raise KeyStateError(
+                f"key {key_id} was rotated and its quota moved to its successor, which "
+                "both keys share until the grace period ends: change the successor's quota")
+        changes = _quota_fields(quota, quota_refill, self._clock())
+        if quota is None:
+            changes["quota_refill"] = changes["quota_refill"] or current.quota_refill
+            if current.quota_remaining is not None:
+                # A new refill only: the units left stay as the store counts them.
+                del changes["quota_remaining"]
+        elif quota_refill is None:
+            changes["quota_refill"] = current.quota_refill
+        return changes
 
     def _update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
         record = self.store.update(key_id, changes)
@@ -292,7 +352,7 @@ class KeyManager:
         """Issue a replacement and let the old key expire after *grace*.
 
         The new key keeps the old one's name, mode, prefix, scopes,
-        restrictions, IP allowlist, owner and metadata, and at most its remaining lifetime:
+        restrictions, IP allowlist, quota, owner and metadata, and at most its remaining lifetime:
         the old key's expiry, unless *expires_at* or *expires_in* set
         another.  ``grace=0`` ends the old key at once; an old key that
         expires sooner keeps its expiry.
@@ -335,6 +395,13 @@ class KeyManager:
             ends = now + grace
             if current.expires_at is not None and current.expires_at < ends:
                 ends = current.expires_at
+            # The quota goes with the successor (the store marks the old
+            # key's moved, so both spend one counter); a key whose quota
+            # moved already (rotated again with force) passes on its newest
+            # successor's.
+            counter = current
+            if is_moved(current.quota_remaining, current.quota_refilled_at) and successors:
+                counter = successors[-1]
             issued[:] = [KeyRecord(
                 id=parsed.key_id,
                 name=current.name,
@@ -353,6 +420,9 @@ class KeyManager:
                 allowed_ips=current.allowed_ips,
                 # One rate-limit budget and quota for the whole chain.
                 lineage_id=current.lineage_id or current.id,
+                quota_remaining=counter.quota_remaining,
+                quota_refill=counter.quota_refill,
+                quota_refilled_at=counter.quota_refilled_at,
             )]
             return issued[0], ends
 

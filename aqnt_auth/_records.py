@@ -61,11 +61,16 @@ class KeyRecord:
     #: Whether the rate limits are counted per owner (every key of the owner
     #: shares one budget) rather than per key.
     rate_limit_shared: bool = False
-    #: Requests the key may still make; ``None``: no quota.
+    #: Requests the key may still make; ``None``: no quota.  As a cached
+    #: record holds it, stale by design: the store's atomic
+    #: :meth:`~aqnt_auth.KeyStore.consume_quota` decides (see
+    #: :mod:`aqnt_auth._quota`).
     quota_remaining: int | None = None
-    #: ``COUNT/PERIOD``: the quota is reset to COUNT once per PERIOD.
+    #: ``COUNT/PERIOD``: the quota is set back to COUNT once per PERIOD,
+    #: counted from :attr:`quota_refilled_at`.
     quota_refill: str | None = None
-    #: When the quota was last refilled (or set).
+    #: When the quota was last refilled (or set); ``None`` with a quota of 0:
+    #: the quota moved to the key's successor at a rotation.
     quota_refilled_at: dt.datetime | None = None
     #: IPv4/IPv6 addresses and networks the key may be used from; empty: any.
     allowed_ips: tuple[str, ...] = ()
@@ -78,13 +83,19 @@ class KeyRecord:
     #: that the warm path tests one attribute for both.
     halted: bool = dataclasses.field(init=False, repr=False, compare=False)
     #: Derived, never stored: whether a policy applies to the key's requests
-    #: (an IP allowlist), so that a key without one pays one attribute test.
+    #: (an IP allowlist, a quota), so that a key without one pays one
+    #: attribute test.
     policed: bool = dataclasses.field(init=False, repr=False, compare=False)
+    #: Derived, never stored: whether the key has a quota (each request then
+    #: takes a unit from the store).
+    metered: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "halted",
                            self.revoked_at is not None or self.disabled_at is not None)
-        object.__setattr__(self, "policed", bool(self.allowed_ips))
+        metered = self.quota_remaining is not None
+        object.__setattr__(self, "metered", metered)
+        object.__setattr__(self, "policed", bool(self.allowed_ips) or metered)
 
     def status(self, now: dt.datetime | None = None) -> KeyStatus:
         """``revoked``, ``expired``, ``disabled``, ``expiring`` (an expiry is
@@ -133,7 +144,7 @@ class KeyRecord:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("hash", "halted", "policed"):
+            if f.name in ("hash", "halted", "policed", "metered"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, dt.datetime):

@@ -14,6 +14,7 @@ from ._errors import (
     ConfigurationError,
     InvalidRequest,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     StoreUnavailable,
 )
@@ -61,6 +62,11 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
     if isinstance(error, InvalidRequest):
         # Its message is the instance's own: never cached per class.
         return _build(error, ())
+    if isinstance(error, QuotaExceeded):
+        # Retry-After only when a refill is due: a used-up quota that never
+        # refills needs a person, not a retry.
+        retry = () if error.retry_after is None else (("Retry-After", str(error.retry_after)),)
+        return _build(error, retry)
     if error.description is not None or (
         isinstance(error, PermissionDenied) and error.required_scopes
     ):

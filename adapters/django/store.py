@@ -36,7 +36,7 @@ from django.db import (
     transaction,
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, F, Field, Value, When
+from django.db.models import Case, DateTimeField, F, Field, Q, Value, When
 from django.db.models.expressions import Expression
 from django.db.models.signals import post_save
 
@@ -48,11 +48,13 @@ from aqnt_auth import (
     StoreUnavailable,
     UsageDelta,
 )
+from aqnt_auth._quota import QuotaOps, QuotaRow, QuotaUse, consume_with
 from aqnt_auth._stores._record_cache import ABSENT, IDS_SIZE, RecordCache
 from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
     APIKey,
+    aware,
     db_datetime,
     expiry_allowed,
     record_fields,
@@ -352,12 +354,55 @@ class DjangoKeyStore:
                               self._rows().filter(rotated_from=key_id).order_by("created_at", "id")]
                 successor, expires_at = plan(old, successors)
                 self._rows().create(**record_fields(successor))
-                self._rows().filter(pk=key_id).update(expires_at=db_datetime(expires_at))
+                moved: dict[str, Any] = {}
+                if successor.metered:  # the successor took the quota: mark it moved
+                    moved = {"quota_remaining": 0, "quota_refilled_at": None}
+                self._rows().filter(pk=key_id).update(expires_at=db_datetime(expires_at),
+                                                      **moved)
                 return self._fetch(key_id)
         except IntegrityError:
             raise KeyStateError("the successor's key id already exists") from None
         except Error as exc:
             raise _unavailable(exc) from None
+
+    def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        """One unit of the key's quota: a conditional ``UPDATE`` (and its row
+        read back) in one transaction; invalidates no cached record."""
+        try:
+            with transaction.atomic(using=self.write_alias):
+                return consume_with(QuotaOps(self._quota_take, self._quota_read,
+                                             self._quota_swap, self._quota_successor),
+                                    key_id, now)
+        except Error as exc:
+            raise _unavailable(exc) from None
+
+    def _quota_take(self, key_id: str, cutoffs: dict[str, dt.datetime]) -> QuotaRow | None:
+        # The UPDATE comes first in the transaction: on SQLite it takes the
+        # write lock before anything is read.
+        due = Case(*(When(quota_refill__endswith=f"/{name}", then=Value(db_datetime(at)))
+                     for name, at in cutoffs.items()), output_field=DateTimeField())
+        taken = self._rows().filter(
+            Q(quota_refill__isnull=True) | Q(quota_refilled_at__gt=due),
+            pk=key_id, quota_remaining__gt=0,
+        ).update(quota_remaining=F("quota_remaining") - 1)
+        return self._quota_read(key_id) if taken else None
+
+    def _quota_read(self, key_id: str) -> QuotaRow | None:
+        row = self._rows().filter(pk=key_id).values_list(
+            "quota_remaining", "quota_refill", "quota_refilled_at").first()
+        return None if row is None else QuotaRow(row[0], row[1], aware(row[2]))
+
+    def _quota_swap(self, key_id: str, old: QuotaRow, new: QuotaRow) -> bool:
+        swapped: int = self._rows().filter(
+            pk=key_id, quota_remaining=old.remaining, quota_refill=old.refill,
+            quota_refilled_at=db_datetime(old.refilled_at),
+        ).update(quota_remaining=new.remaining, quota_refilled_at=db_datetime(new.refilled_at))
+        return swapped == 1
+
+    def _quota_successor(self, key_id: str) -> str | None:
+        found = self._rows().filter(rotated_from=key_id).order_by(
+            "-created_at", "-id").values_list("id", flat=True).first()
+        return None if found is None else str(found)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         with self._changing(key_id):
@@ -469,6 +514,7 @@ class AsyncDjangoKeyStore:
         self.rotate = sync_to_async(store.rotate, thread_sensitive=True)
         self.update = sync_to_async(store.update, thread_sensitive=True)
         self.replace_hash = sync_to_async(store.replace_hash, thread_sensitive=True)
+        self.consume_quota = sync_to_async(store.consume_quota, thread_sensitive=True)
         self.delete = sync_to_async(store.delete, thread_sensitive=True)
         self.record_usage = sync_to_async(store.record_usage, thread_sensitive=True)
         self.close = sync_to_async(store.close, thread_sensitive=True)

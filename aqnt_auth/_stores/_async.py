@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from .._quota import QuotaUse
 from .._records import KeyRecord, UsageDelta
 from ._protocol import AsyncKeyStore, KeyStore, RotationPlan
 
@@ -57,6 +58,9 @@ class ThreadedAsyncStore:
 
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
         return await self._run(self.sync.rotate, key_id, plan)
+
+    async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        return await self._run(self.sync.consume_quota, key_id, now)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return await self._run(self.sync.replace_hash, key_id, old_hash, new_hash)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._errors import KeyStateError
+from .._quota import QuotaRow, QuotaUse, is_moved, quota_step
 from .._records import KeyRecord, UsageDelta
 from ._protocol import RotationPlan
 from ._rows import update_columns
@@ -84,8 +85,35 @@ class MemoryKeyStore:
             if successor.id in self._records:
                 raise KeyStateError(f"key id {successor.id!r} already exists")
             self._records[successor.id] = successor
-            record = self._records[key_id] = dataclasses.replace(record, expires_at=expires_at)
+            record = dataclasses.replace(record, expires_at=expires_at)
+            if successor.metered:  # the successor took the quota: mark it moved
+                record = dataclasses.replace(record, quota_remaining=0, quota_refilled_at=None)
+            self._records[key_id] = record
             return record
+
+    def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        with self._lock:
+            record = self._records.get(key_id)
+            for _ in range(8):
+                if record is None:
+                    return None
+                if record.quota_remaining is None:
+                    return QuotaUse(True, None, None)
+                if not is_moved(record.quota_remaining, record.quota_refilled_at):
+                    break
+                # Moved at a rotation: the newest successor holds the counter.
+                successors = [r for r in self._records.values() if r.rotated_from == record.id]
+                if not successors:
+                    return QuotaUse(False, 0, None)
+                record = max(successors, key=lambda r: (r.created_at, r.id))
+            else:
+                return QuotaUse(False, 0, None)
+            row = QuotaRow(record.quota_remaining, record.quota_refill, record.quota_refilled_at)
+            use, new = quota_step(row, now)
+            if new != row:
+                self._records[record.id] = dataclasses.replace(
+                    record, quota_remaining=new.remaining, quota_refilled_at=new.refilled_at)
+            return use
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         with self._lock:

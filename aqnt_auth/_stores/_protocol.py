@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._quota import QuotaUse
 from .._records import KeyRecord, UsageDelta
 
 __all__ = ["AsyncKeyStore", "KeyStore", "RotationPlan"]
@@ -83,11 +84,30 @@ class KeyStore(Protocol):
 
         Holding off every other change to *key_id* (a revocation waits, or
         is seen), read its record and its successors, call *plan* with them,
-        insert the successor it returns and set the old key's expiry.  If
+        insert the successor it returns and set the old key's expiry.  When
+        the successor carries a quota (the plan copied the old key's, as read
+        here), the old key's quota is marked moved (``quota_remaining = 0``,
+        ``quota_refilled_at = NULL``) in the same transaction, so that both
+        keys spend one counter (:meth:`consume_quota`).  If
         *plan* raises, nothing is written and the error propagates.  Returns
         the old record as updated; ``None`` for an unknown id (*plan* is not
         called).  An existing successor id raises
         :class:`~aqnt_auth.KeyStateError`.
+        """
+
+    def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        """Take one unit of the key's quota, atomically, as one request.
+
+        Applies a refill that is due at *now* first, in the same atomic step
+        (:func:`aqnt_auth._quota.quota_step`), then takes a unit if one is
+        left.  Exact across threads, processes and servers: a conditional
+        write (``UPDATE ... WHERE quota_remaining > 0``) or under the store's
+        lock, never a read then a write, so no request is admitted beyond the
+        quota.  A key whose quota moved to its successor at a rotation takes
+        the unit from the successor's.  Returns what happened (a key without
+        a quota is admitted with ``remaining=None``); ``None`` for an unknown
+        id.  Invalidates no cached record: a cached ``quota_remaining`` is
+        stale by design.
         """
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
@@ -124,6 +144,8 @@ class AsyncKeyStore(Protocol):
     async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None: ...
 
     async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None: ...
+
+    async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None: ...
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool: ...
 

@@ -66,6 +66,7 @@ from .._errors import (
     StoreNotFound,
     StoreUnavailable,
 )
+from .._quota import PERIODS, QuotaOps, QuotaRow, QuotaUse, consume_with
 from .._records import KeyRecord, UsageDelta
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener
@@ -416,6 +417,27 @@ class SQLAlchemyKeyStore:
             ),
         )
         self._q_notify = text("SELECT pg_notify(:channel, :key_id)") if self._postgres else None
+        # One unit of a quota, if one is left and no refill is due (the row
+        # was refilled after the cutoff of its own period): one statement.
+        quota = (t.c.quota_remaining, t.c.quota_refill, t.c.quota_refilled_at)
+        self._q_take = update(t).where(
+            key, t.c.quota_remaining > 0,
+            or_(t.c.quota_refill.is_(None), t.c.quota_refilled_at > case(
+                *((t.c.quota_refill.like(f"%/{name}"), bindparam(name, type_=UTCDateTime()))
+                  for name in PERIODS)))
+        ).values(quota_remaining=t.c.quota_remaining - 1)
+        if self._returning:
+            self._q_take = self._q_take.returning(*quota)
+        self._q_quota = select(*quota).where(key)
+        self._q_swap = update(t).where(
+            key, t.c.quota_remaining == bindparam("old_remaining"),
+            t.c.quota_refill == bindparam("old_refill"),
+            t.c.quota_refilled_at == bindparam("old_at", type_=UTCDateTime()),
+        ).values(quota_remaining=bindparam("new_remaining"),
+                 quota_refilled_at=bindparam("new_at", type_=UTCDateTime()))
+        self._q_successor = (select(t.c.id).where(t.c.rotated_from == bindparam("key_id"))
+                             .order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1))
+        self._q_moved = update(t).where(key).values(quota_remaining=0, quota_refilled_at=None)
 
     # -- running operations ------------------------------------------------
 
@@ -672,7 +694,38 @@ class SQLAlchemyKeyStore:
         successor, expires_at = plan(record_from_row(row), successors)
         conn.execute(self._q_insert, row_from_record(successor))
         self._notify(conn, successor.id)
+        if successor.metered:  # the successor took the quota: mark it moved
+            conn.execute(self._q_moved, {"key_id": key_id})
         return self._op_change(conn, self._q_expiry, key_id, expires_at)
+
+    def _op_consume(self, conn: Connection, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        # No NOTIFY: a cached record's quota_remaining is stale by design.
+        def take(key: str, cutoffs: dict[str, dt.datetime]) -> QuotaRow | None:
+            changed = conn.execute(self._q_take, {"key_id": key, **cutoffs})
+            if self._returning:
+                row = changed.first()
+            elif changed.rowcount == 1:
+                row = conn.execute(self._q_quota, {"key_id": key}).first()
+            else:
+                row = None
+            return None if row is None else QuotaRow(*row)
+
+        def read(key: str) -> QuotaRow | None:
+            row = conn.execute(self._q_quota, {"key_id": key}).first()
+            return None if row is None else QuotaRow(*row)
+
+        def swap(key: str, old: QuotaRow, new: QuotaRow) -> bool:
+            changed = conn.execute(self._q_swap, {
+                "key_id": key, "old_remaining": old.remaining, "old_refill": old.refill,
+                "old_at": old.refilled_at, "new_remaining": new.remaining,
+                "new_at": new.refilled_at})
+            return changed.rowcount == 1
+
+        def successor(key: str) -> str | None:
+            found = conn.execute(self._q_successor, {"key_id": key}).scalar()
+            return None if found is None else str(found)
+
+        return consume_with(QuotaOps(take, read, swap, successor), key_id, now)
 
     def _op_rehash(self, conn: Connection, key_id: str, old: str, new: str) -> bool:
         changed = conn.execute(self._q_rehash, {"key_id": key_id, "old": old, "new": new})
@@ -740,6 +793,11 @@ class SQLAlchemyKeyStore:
             self.cache.drop(key_id)
             for new_id in created:  # known here at once, as a created key is
                 self.cache.drop(new_id)
+
+    def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        """One unit of the key's quota, in one transaction (usually one
+        conditional ``UPDATE ... RETURNING``); invalidates no cached record."""
+        return self._run(self._op_consume, key_id, now, write=True)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
@@ -839,6 +897,9 @@ class AsyncSQLAlchemyKeyStore:
             self._cache.drop(key_id)
             for new_id in created:
                 self._cache.drop(new_id)
+
+    async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        return await self.sync._arun(self.sync._op_consume, key_id, now, write=True)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError, KeyStateError, StoreNotFound, StoreUnavailable
+from .._quota import PERIODS, QuotaOps, QuotaRow, QuotaUse, consume_with
 from .._records import KeyRecord, UsageDelta
 from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
@@ -123,6 +124,20 @@ SCHEMA: Final = "".join(
 
 _COLUMNS: Final = ", ".join(KEY_COLUMNS)
 _SELECT: Final = f"SELECT {_COLUMNS} FROM aqnt_api_keys"  # noqa: S608 - constant text
+
+# One unit of a quota, if one is left and no refill is due (the row was
+# refilled after the cutoff of its own period): one statement, atomic.
+_DUE: Final = " ".join(f"WHEN quota_refill LIKE '%/{name}' THEN :{name}" for name in PERIODS)
+_TAKE: Final = (
+    "UPDATE aqnt_api_keys SET quota_remaining = quota_remaining - 1 "  # noqa: S608 - constants
+    "WHERE id = :key_id AND quota_remaining > 0 AND (quota_refill IS NULL OR "
+    f"quota_refilled_at > CASE {_DUE} END) "
+    "RETURNING quota_remaining, quota_refill, quota_refilled_at"
+)
+_SWAP: Final = (
+    "UPDATE aqnt_api_keys SET quota_remaining = ?, quota_refilled_at = ? "
+    "WHERE id = ? AND quota_remaining IS ? AND quota_refill IS ? AND quota_refilled_at IS ?"
+)
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _ONE_US: Final = dt.timedelta(microseconds=1)
@@ -515,6 +530,9 @@ class SQLiteKeyStore:
                 _insert(conn, successor)
                 conn.execute("UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?",
                              (_to_us(expires_at), key_id))
+                if successor.metered:  # the successor took the quota: mark it moved
+                    conn.execute("UPDATE aqnt_api_keys SET quota_remaining = 0, "
+                                 "quota_refilled_at = NULL WHERE id = ?", (key_id,))
                 row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
             return _record(row)
 
@@ -523,6 +541,43 @@ class SQLiteKeyStore:
         finally:
             for new_id in created:  # known here at once, as a created key is
                 self.cache.drop(new_id)
+
+    def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        # Each statement is its own transaction (autocommit): the usual
+        # request is the one conditional UPDATE of _TAKE.
+        return self._wrap(lambda: consume_with(self._quota_ops, key_id, now))
+
+    @property
+    def _quota_ops(self) -> QuotaOps:
+        return QuotaOps(self._quota_take, self._quota_read, self._quota_swap,
+                        self._quota_successor)
+
+    def _quota_take(self, key_id: str, cutoffs: dict[str, dt.datetime]) -> QuotaRow | None:
+        params: dict[str, Any] = {name: _to_us(at) for name, at in cutoffs.items()}
+        params["key_id"] = key_id
+        rows = self._conn().execute(_TAKE, params).fetchall()
+        if not rows:
+            return None
+        remaining, refill, at = rows[0]
+        return QuotaRow(remaining, refill, _from_us(at))
+
+    def _quota_read(self, key_id: str) -> QuotaRow | None:
+        row = self._conn().execute(
+            "SELECT quota_remaining, quota_refill, quota_refilled_at FROM aqnt_api_keys "
+            "WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else QuotaRow(row[0], row[1], _from_us(row[2]))
+
+    def _quota_swap(self, key_id: str, old: QuotaRow, new: QuotaRow) -> bool:
+        cur = self._conn().execute(_SWAP, (
+            new.remaining, _to_us(new.refilled_at), key_id, old.remaining, old.refill,
+            _to_us(old.refilled_at)))
+        return cur.rowcount == 1
+
+    def _quota_successor(self, key_id: str) -> str | None:
+        row = self._conn().execute(
+            "SELECT id FROM aqnt_api_keys WHERE rotated_from = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT 1", (key_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         def run() -> bool:

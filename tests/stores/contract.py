@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import pytest
@@ -25,6 +26,7 @@ from aqnt_auth import (
     KeyRecord,
     KeyStateError,
     KeyStore,
+    QuotaUse,
     RotationPlan,
     UsageDelta,
     to_async,
@@ -63,6 +65,9 @@ class DirectAsync:
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return self.sync.replace_hash(key_id, old_hash, new_hash)
+
+    async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
+        return self.sync.consume_quota(key_id, now)
 
     async def delete(self, key_id: str) -> bool:
         return self.sync.delete(key_id)
@@ -524,6 +529,125 @@ class StoreContract:
         assert got is not None
         assert got.usage_count == sum(range(1, 21))
         assert got.last_used_at == T0 + dt.timedelta(seconds=20)
+
+    # -- quotas (#13) ---------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_consume_quota_counts_down_then_refuses(self, kstore: AsyncKeyStore) -> None:
+        """Each consume takes one unit; at 0 it refuses and takes nothing;
+        a quota that does not refill says no refill is due."""
+        record = make_record(quota_remaining=3, quota_refill=None, quota_refilled_at=T0)
+        await kstore.add(record)
+        uses = [await kstore.consume_quota(record.id, T0) for _ in range(5)]
+        assert uses == [QuotaUse(True, 2, None), QuotaUse(True, 1, None),
+                        QuotaUse(True, 0, None), QuotaUse(False, 0, None),
+                        QuotaUse(False, 0, None)]
+
+    @pytest.mark.anyio
+    async def test_consume_without_quota_admits(self, kstore: AsyncKeyStore) -> None:
+        """A key without a quota is admitted (remaining None); an unknown id is None."""
+        record = make_record()
+        await kstore.add(record)
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(True, None, None)
+        assert await kstore.consume_quota("nosuchkey123", T0) is None
+
+    @pytest.mark.anyio
+    async def test_consume_quota_refills_at_the_period_boundary(
+            self, kstore: AsyncKeyStore) -> None:
+        """A refill is due PERIOD after quota_refilled_at: the quota is set back
+        to COUNT (not added to) and quota_refilled_at advances by whole periods."""
+        record = make_record(quota_remaining=1, quota_refill="5/day", quota_refilled_at=T0)
+        await kstore.add(record)
+        day = dt.timedelta(days=1)
+        assert await kstore.consume_quota(record.id, T0 + dt.timedelta(hours=1)) == QuotaUse(
+            True, 0, T0 + day)
+        refused = await kstore.consume_quota(record.id, T0 + day - dt.timedelta(microseconds=1))
+        assert refused == QuotaUse(False, 0, T0 + day)
+        # Two days and three hours later: refilled once, to 5, on the boundary.
+        later = T0 + 2 * day + dt.timedelta(hours=3)
+        assert await kstore.consume_quota(record.id, later) == QuotaUse(True, 4, T0 + 3 * day)
+        assert await kstore.consume_quota(record.id, later) == QuotaUse(True, 3, T0 + 3 * day)
+        assert await kstore.consume_quota(record.id, T0 + 3 * day) == QuotaUse(
+            True, 4, T0 + 4 * day)
+
+    @pytest.mark.anyio
+    async def test_update_of_the_quota_takes_effect(self, kstore: AsyncKeyStore) -> None:
+        """A used-up quota set again by update() admits again; a cleared one admits all."""
+        record = make_record(quota_remaining=0, quota_refill=None, quota_refilled_at=T0)
+        await kstore.add(record)
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(False, 0, None)
+        await kstore.update(record.id, {"quota_remaining": 1, "quota_refill": None,
+                                        "quota_refilled_at": T0})
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(True, 0, None)
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(False, 0, None)
+        await kstore.update(record.id, {"quota_remaining": None, "quota_refill": None,
+                                        "quota_refilled_at": None})
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(True, None, None)
+
+    @pytest.mark.anyio
+    async def test_concurrent_consumes_admit_exactly_the_quota(
+            self, kstore: AsyncKeyStore) -> None:
+        """Concurrent consumes (worker threads for a blocking store) admit
+        exactly the quota, never below zero."""
+        record = make_record(quota_remaining=12, quota_refill=None, quota_refilled_at=T0)
+        await kstore.add(record)
+        uses = await asyncio.gather(*(kstore.consume_quota(record.id, T0) for _ in range(20)))
+        admitted = [u for u in uses if u is not None and u.admitted]
+        assert len(admitted) == 12
+        assert sorted(u.remaining for u in admitted if u.remaining is not None) == list(range(12))
+        assert await kstore.consume_quota(record.id, T0) == QuotaUse(False, 0, None)
+
+    def test_consumes_from_threads_admit_exactly_the_quota(self, store: KeyStore) -> None:
+        """Eight threads racing on one quota (and its refill) admit exactly it."""
+        record = make_record(quota_remaining=30, quota_refill="40/hour", quota_refilled_at=T0)
+        store.add(record)
+        # Past the boundary: the first consumes race to refill (to 40) too.
+        now = T0 + dt.timedelta(hours=1, minutes=1)
+
+        def worker() -> list[bool]:
+            try:
+                return [bool((u := store.consume_quota(record.id, now)) and u.admitted)
+                        for _ in range(8)]
+            finally:
+                self.thread_done()
+
+        with ThreadPoolExecutor(8) as pool:
+            results = [flag for got in pool.map(lambda _: worker(), range(8)) for flag in got]
+        assert results.count(True) == 40
+        assert store.consume_quota(record.id, now) == QuotaUse(
+            False, 0, T0 + dt.timedelta(hours=2))
+
+    def thread_done(self) -> None:
+        """Called at the end of a test's worker thread (Django closes its
+        connections there)."""
+
+    @pytest.mark.anyio
+    async def test_rotation_moves_the_quota_to_the_successor(
+            self, kstore: AsyncKeyStore) -> None:
+        """A successor carrying a quota takes the counter: the old key's is
+        marked moved, and a consume with the old key spends the successor's."""
+        old = make_record(quota_remaining=3, quota_refill="3/day", quota_refilled_at=T0)
+        await kstore.add(old)
+        assert await kstore.consume_quota(old.id, T0) == QuotaUse(True, 2, T0 + dt.timedelta(1))
+        new: list[KeyRecord] = []
+
+        def plan(current: KeyRecord, successors: Sequence[KeyRecord]
+                 ) -> tuple[KeyRecord, dt.datetime | None]:
+            new.append(make_record(rotated_from=current.id,
+                                   quota_remaining=current.quota_remaining,
+                                   quota_refill=current.quota_refill,
+                                   quota_refilled_at=current.quota_refilled_at))
+            return new[0], T0 + dt.timedelta(hours=1)
+
+        rotated = await kstore.rotate(old.id, plan)
+        assert rotated is not None
+        assert (rotated.quota_remaining, rotated.quota_refilled_at) == (0, None)
+        assert rotated.quota_refill == "3/day"
+        day = T0 + dt.timedelta(days=1)
+        assert await kstore.consume_quota(old.id, T0) == QuotaUse(True, 1, day)
+        assert await kstore.consume_quota(new[0].id, T0) == QuotaUse(True, 0, day)
+        assert await kstore.consume_quota(old.id, T0) == QuotaUse(False, 0, day)
+        assert await kstore.consume_quota(new[0].id, T0) == QuotaUse(False, 0, day)
 
     @pytest.mark.anyio
     async def test_close_is_idempotent(self, kstore: AsyncKeyStore) -> None:
