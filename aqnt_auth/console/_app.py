@@ -49,6 +49,7 @@ from .._manager import KeyManager
 from .._response import render_error
 from .._stores._protocol import KeyStore
 from ._http import Request, Response
+from ._session import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Sessions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -116,6 +117,9 @@ class ConsoleOptions(AuthenticatorOptions, total=False):
     authorize: Authorize | None
     hasher: Hasher | None
     manager: KeyManager | None
+    session_idle_timeout: float
+    session_absolute_timeout: float
+    secure_cookies: bool | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +273,13 @@ class Console:
         OWASP profile, as :class:`~aqnt_auth.KeyManager`).
     :param manager: a :class:`~aqnt_auth.KeyManager` to change keys with,
         instead of one over the authenticator's store.
+    :param session_idle_timeout: seconds a page session lasts without a
+        request (15 minutes).
+    :param session_absolute_timeout: seconds a page session lasts at most
+        after signing in (8 hours).
+    :param secure_cookies: mark the session cookie ``Secure`` always
+        (``True``), never (``False``), or unless the request came over
+        loopback (``None``, the default).
     """
 
     def __init__(
@@ -282,6 +293,9 @@ class Console:
         authorize: Authorize | None = None,
         hasher: Hasher | None = None,
         manager: KeyManager | None = None,
+        session_idle_timeout: float = IDLE_TIMEOUT,
+        session_absolute_timeout: float = ABSOLUTE_TIMEOUT,
+        secure_cookies: bool | None = None,
         **options: Unpack[AuthenticatorOptions],
     ) -> None:
         if isinstance(store, Authenticator):
@@ -309,8 +323,17 @@ class Console:
         #: Renders an error on an HTML route (the pages replace it).
         self.html_error: Callable[[Request, AQNTError], Response] = _plain_html_error
         from ._api import register as register_api
+        from ._pages import register as register_pages
 
         register_api(self)
+        try:
+            sessions = Sessions(self.secret_key, idle_timeout=session_idle_timeout,
+                                absolute_timeout=session_absolute_timeout,
+                                secure=secure_cookies)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        #: The HTML side: sign-in sessions, CSRF, the pages.
+        self.pages = register_pages(self, sessions)
 
     def __repr__(self) -> str:
         return (f"Console(authenticator={self.authenticator!r}, "

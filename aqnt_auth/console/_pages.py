@@ -515,9 +515,9 @@ def _explain(error: AQNTError, admin_scope: str) -> tuple[str, str]:
     if isinstance(error, KeyNotFound):
         return "No such key", "There is no key with that id."
     if isinstance(error, RouteNotFound):
-        return "Page not found", "The console has no page at this address."
+        return error.message, "The console has no page at this address."
     if isinstance(error, MethodNotAllowed):
-        return "Method not allowed", "This page does not take that method."
+        return error.message, "This page does not take that method."
     if isinstance(error, PermissionDenied):
         return ("Read-only access", "You signed in read-only: looking is allowed, changes "
                 f"need a key with the scope {admin_scope}.")

@@ -259,17 +259,20 @@ class TestAuthorizeHook:
         assert call(console, "GET", "/api/keys").status == 401
 
     def test_html_route_signed_out(self, console: Console) -> None:
-        console.router.add("GET", "/keys", lambda c: Response(200, [], b"keys"))
-        response = call(console, "GET", "/keys")
-        assert response.status == 401
-        console.unauthenticated = lambda r: Response(303, [("Location", r.root_path
-                                                            + "/sign-in")])
-        response = console.handle(Request("GET", "/keys", root_path="/admin"))
-        assert (response.status, response.header("Location")) == (303, "/admin/sign-in")
+        """A signed-out visitor of a page is sent to the sign-in form (the
+        pages' answer), under the mount's prefix."""
+        console.router.add("GET", "/extra", lambda c: Response(200, [], b"extra"))
+        response = call(console, "GET", "/extra")
+        assert (response.status, response.header("Location")) == (
+            303, "/sign-in?next=%2Fextra")
+        response = console.handle(Request("GET", "/extra", root_path="/admin"))
+        assert (response.status, response.header("Location")) == (
+            303, "/admin/sign-in?next=%2Fextra")
 
     def test_html_routes_ignore_bearer(self, console: Console, keys: Keys) -> None:
-        console.router.add("GET", "/keys", lambda c: Response(200, [], b"keys"))
-        assert call(console, "GET", "/keys", key=keys.admin).status == 401
+        console.router.add("GET", "/extra", lambda c: Response(200, [], b"extra"))
+        assert call(console, "GET", "/extra", key=keys.admin).status == 303
+        assert call(console, "GET", "/keys", key=keys.admin).status == 303
 
 
 class TestActor:

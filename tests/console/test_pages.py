@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,9 +19,8 @@ from aqnt_auth import (
     RevokedAPIKey,
 )
 from aqnt_auth.console import Console, Response
-from aqnt_auth.console._pages import Pages, register, rotation_chain
+from aqnt_auth.console._pages import Pages, rotation_chain
 from aqnt_auth.console._security import CONTENT_SECURITY_POLICY
-from aqnt_auth.console._session import Sessions
 
 from ._pages import KEY, Client, cookie_attributes, form_fields, text
 from .conftest import Keys
@@ -47,12 +45,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def pages(memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher, keys: Keys,
-          clock: Clock) -> Iterator[Pages]:
-    built = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher],
-                    hasher=cheap_hasher)
-    yield register(built, Sessions(built.secret_key, clock=clock))
-    built.close()
+def pages(console: Console, clock: Clock) -> Pages:
+    console.pages.sessions.clock = clock
+    return console.pages
 
 
 @pytest.fixture
@@ -199,7 +194,6 @@ class TestSignIn:
             self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher, keys: Keys) -> None:
         console = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher],
                           rate_limit=FailureLimiter("2/minute", "3/minute"))
-        register(console, Sessions(console.secret_key))
         try:
             client = Client(console)
             statuses = [client.submit("/sign-in", "/sign-in", {"api_key": "sk_live_nope"}).status
@@ -315,9 +309,9 @@ class TestSessionExpiry:
 
     def test_configurable(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher,
                           keys: Keys, clock: Clock) -> None:
-        console = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher])
-        register(console, Sessions(console.secret_key, idle_timeout=60,
-                                   absolute_timeout=120, clock=clock))
+        console = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher],
+                          session_idle_timeout=60, session_absolute_timeout=120)
+        console.pages.sessions.clock = clock
         try:
             client = Client(console)
             client.sign_in(keys.admin)
@@ -353,7 +347,6 @@ class TestTamperedCookie:
     def test_other_secret(self, admin: Client, memory_store: MemoryKeyStore,
                           cheap_hasher: Argon2Hasher) -> None:
         other = Console(memory_store, secret_key="t" * 32, hashers=[cheap_hasher])
-        register(other, Sessions(other.secret_key))
         try:
             stranger = Client(other)
             stranger.cookies = dict(admin.cookies)
