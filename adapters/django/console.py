@@ -15,7 +15,10 @@ the middleware's authenticator and store, and Django's ``SECRET_KEY`` signs
 its sessions.  It checks CSRF itself (its own tokens, not Django's).
 
 ``AQNT_AUTH_CONSOLE`` (optional) overrides: ``{"ADMIN_SCOPE": ...,
-"READ_SCOPE": ..., "SECRET_KEY": ..., "AUTHORIZE": <callable or dotted path>}``.
+"READ_SCOPE": ..., "SECRET_KEY": ..., "AUTHORIZE": <callable or dotted path>,
+"SESSION_IDLE_TIMEOUT": 900, "SESSION_ABSOLUTE_TIMEOUT": 28800, "SECURE_COOKIES": None}``
+(seconds; ``SECURE_COOKIES``: ``True``/``False`` forces the cookie's ``Secure``
+flag, ``None`` sets it unless the request came over loopback).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from aqnt_auth import Argon2Hasher, Authenticator, ConfigurationError, KeyManager
 from aqnt_auth.console import Admin, Console, Request
+from aqnt_auth.console._session import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 
 from .settings import get_settings, runtime
 
@@ -41,7 +45,8 @@ app_name = "aqnt_auth_console"
 
 _lock = threading.Lock()
 _built: tuple[Authenticator, Console] | None = None
-_KNOWN = frozenset({"ADMIN_SCOPE", "READ_SCOPE", "SECRET_KEY", "AUTHORIZE"})
+_KNOWN = frozenset({"ADMIN_SCOPE", "READ_SCOPE", "SECRET_KEY", "AUTHORIZE",
+                    "SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "SECURE_COOKIES"})
 
 
 def staff_admin(request: Request) -> Admin | None:
@@ -89,6 +94,9 @@ def console() -> Console:
                 read_scope=raw.get("READ_SCOPE", "aqnt:read"),
                 authorize=authorize,
                 manager=manager,
+                session_idle_timeout=raw.get("SESSION_IDLE_TIMEOUT", IDLE_TIMEOUT),
+                session_absolute_timeout=raw.get("SESSION_ABSOLUTE_TIMEOUT", ABSOLUTE_TIMEOUT),
+                secure_cookies=raw.get("SECURE_COOKIES"),
             ))
         return _built[1]
 

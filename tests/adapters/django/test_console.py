@@ -114,6 +114,14 @@ class TestDjangoConsole:
         assert first.secret_key == b"tests-only-not-a-secret"
         with override_settings(AQNT_AUTH_CONSOLE={"READ_SCOPE": "keys:read"}):
             assert console().read_scope == "keys:read"
+        assert first.pages.sessions.idle_timeout == 15 * 60
+        assert first.pages.sessions.secure is None
+        with override_settings(AQNT_AUTH_CONSOLE={
+                "SESSION_IDLE_TIMEOUT": 60, "SESSION_ABSOLUTE_TIMEOUT": 3600,
+                "SECURE_COOKIES": True}):
+            sessions = console().pages.sessions
+            assert (sessions.idle_timeout, sessions.absolute_timeout, sessions.secure) == (
+                60, 3600, True)
         with override_settings(AQNT_AUTH_CONSOLE={"NOPE": 1}), pytest.raises(
                 Exception, match="unknown keys"):
             console()
