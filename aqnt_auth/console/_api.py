@@ -33,14 +33,16 @@ MAX_BODY: Final = 64 * 1024
 
 _CREATE_FIELDS: Final = frozenset({
     "name", "mode", "scopes", "read_only", "allowed_paths", "expires_at", "expires_in",
-    "owner", "metadata", "allowed_ips",
+    "owner", "metadata", "allowed_ips", "quota", "quota_refill",
 })
-_UPDATE_FIELDS: Final = frozenset({"name", "scopes", "allowed_ips", "expires_at"})
+_UPDATE_FIELDS: Final = frozenset({"name", "scopes", "allowed_ips", "expires_at", "quota",
+                                   "quota_refill"})
 _ROTATE_FIELDS: Final = frozenset({"grace", "expires_at", "expires_in", "force"})
 
 
 def register(console: Console) -> None:
     add = console.router.add
+    add("GET", "/api/openapi.json", _openapi, access="public")
     add("GET", "/api/keys", _list)
     add("POST", "/api/keys", _create)
     add("GET", "/api/keys/{id}", _detail)
@@ -123,6 +125,13 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def _count(data: Mapping[str, Any], name: str) -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequest(f"Field '{name}' must be a whole number, 0 or more")
+    return value
+
+
 def _datetime(data: Mapping[str, Any], name: str) -> dt.datetime:
     value = data.get(name)
     if isinstance(value, str):
@@ -166,6 +175,12 @@ def _managed(func: Callable[[], Any]) -> Any:
 
 
 # -- views -----------------------------------------------------------------------
+
+
+def _openapi(call: Call) -> Response:
+    from ._openapi import document
+
+    return _json(document(call.request.root_path))
 
 
 def _list(call: Call) -> Response:
@@ -222,6 +237,10 @@ def _create(call: Call) -> Response:
         options["expires_at"] = _datetime(data, "expires_at")
     if data.get("expires_in") is not None:
         options["expires_in"] = _duration(data, "expires_in")
+    if data.get("quota") is not None:
+        options["quota"] = _count(data, "quota")
+    if data.get("quota_refill") is not None:
+        options["quota_refill"] = _string(data, "quota_refill")
     manager, actor = call.console.manager, call.console.actor(call.admin)
     issued: IssuedKey = _managed(lambda: manager.create(**options, **actor))
     return _json(_issued(issued), 201)
@@ -251,6 +270,18 @@ def _update(call: Call) -> Response:
     for name in ("scopes", "allowed_ips"):
         if name in data:
             changes[name] = _strings(data, name)
+    # "quota": null removes the quota and its refill (JSON merge-patch style).
+    if "quota" in data and data["quota"] is None:
+        if data.get("quota_refill") is not None:
+            raise InvalidRequest("Give a quota or remove it (\"quota\": null), not both")
+        changes["clear_quota"] = True
+    elif "quota" in data:
+        changes["quota"] = _count(data, "quota")
+    if data.get("quota_refill") is not None:
+        changes["quota_refill"] = _string(data, "quota_refill")
+    elif "quota_refill" in data and "clear_quota" not in changes:
+        raise InvalidRequest("Field 'quota_refill' must be a non-empty string: remove the "
+                             "quota with \"quota\": null")
     expires_at = _datetime(data, "expires_at") if "expires_at" in data else None
     record: KeyRecord | None = None
     if changes:
