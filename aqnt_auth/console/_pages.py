@@ -49,6 +49,7 @@ from .._errors import (
     StoreUnavailable,
 )
 from .._manager import IssuedKey
+from .._quota import is_moved, next_refill
 from .._records import KeyRecord
 from ._http import Request, Response
 from ._security import add_security_headers
@@ -406,7 +407,7 @@ class Pages:
         manager = self.console.manager
         record = manager.get(page.call.params["id"])
         now = self._clock()
-        return self._show(page, "key_detail.html", record=record,
+        return self._show(page, "key_detail.html", record=record, quota=_quota_text(record),
                           key_status=self._status(record, now),
                           chain=rotation_chain(record, manager.list()),
                           done=_DONE.get(page.request.query_value("done"), ""),
@@ -416,20 +417,31 @@ class Pages:
         record = self.console.manager.get(page.call.params["id"])
         values = {"name": record.name, "scopes": " ".join(record.scopes),
                   "allowed_ips": "\n".join(record.allowed_ips)}
-        return self._show(page, "key_edit.html", record=record, values=values, error="")
+        return self._edit_page(page, record, values, "", 200)
+
+    def _edit_page(self, page: _Page, record: KeyRecord, values: Mapping[str, str],
+                   error: str, status: int) -> Response:
+        return self._show(page, "key_edit.html", status, record=record, values=values,
+                          error=error, quota_now=_quota_text(record))
 
     def _edit(self, page: _Page) -> Response:
         manager = self.console.manager
         record = manager.get(page.call.params["id"])
         form = page.form()
+        actor = self.console.actor(page.admin)
         try:
+            expires = form.get("expires_in", "").strip()
+            expiry = self._clock() + _duration("Expire in", expires) if expires else None
+            if expiry is not None and not record.allows_expiry(expiry):
+                raise KeyStateError(record.expiry_refusal(expiry))  # before any change
+            quota = _quota_kwargs(form, editing=True)
             manager.update(record.id, name=form.get("name", ""),
                            scopes=_lines(form.get("scopes", "")),
-                           allowed_ips=_lines(form.get("allowed_ips", "")),
-                           **self.console.actor(page.admin))
-        except ConfigurationError as exc:
-            return self._show(page, "key_edit.html", 400, record=record, values=form,
-                              error=str(exc))
+                           allowed_ips=_lines(form.get("allowed_ips", "")), **quota, **actor)
+            if expiry is not None:
+                manager.expire(record.id, expiry, **actor)
+        except (ConfigurationError, KeyStateError, _FormError) as exc:
+            return self._edit_page(page, manager.get(record.id), form, str(exc), 400)
         return self._redirect(page.request, f"/keys/{record.id}?done=updated")
 
     def _revoke_confirm(self, page: _Page) -> Response:
@@ -565,11 +577,47 @@ def _create_kwargs(form: Mapping[str, str]) -> dict[str, Any]:
     }
     expires = form.get("expires_in", "").strip()
     if expires:
-        try:
-            kwargs["expires_in"] = parse_duration(expires)
-        except ConfigurationError as exc:
-            raise _FormError(f"Expires in: {exc}") from None
+        kwargs["expires_in"] = _duration("Expires in", expires)
+    kwargs.update(_quota_kwargs(form, editing=False))
     return kwargs
+
+
+def _duration(label: str, text: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ConfigurationError as exc:
+        raise _FormError(f"{label}: {exc}") from None
+
+
+def _quota_kwargs(form: Mapping[str, str], *, editing: bool) -> dict[str, Any]:
+    """The quota keywords of KeyManager.create / update from a form."""
+    out: dict[str, Any] = {}
+    quota = form.get("quota", "").strip()
+    if quota:
+        if not quota.isdigit() or not quota.isascii() or len(quota) > 18:
+            raise _FormError("Quota: a whole number of requests, like 10000.")
+        out["quota"] = int(quota)
+    refill = form.get("quota_refill", "").strip()
+    if refill:
+        out["quota_refill"] = refill
+    if editing and form.get("clear_quota") == "on":
+        out["clear_quota"] = True
+    return out
+
+
+def _quota_text(record: KeyRecord) -> str:
+    """The key's quota in words, for the pages."""
+    if record.quota_remaining is None:
+        return "no quota"
+    if is_moved(record.quota_remaining, record.quota_refilled_at):
+        return "moved to its successor at the rotation (both share it during the grace period)"
+    text = f"{record.quota_remaining} requests left"
+    if record.quota_refill:
+        following = next_refill(record.quota_refill, record.quota_refilled_at)
+        text += f", refilled to {record.quota_refill}"
+        if following is not None:
+            text += f" (next: {_when(following)})"
+    return text
 
 
 def _load_static() -> dict[str, tuple[str, bytes]]:

@@ -754,3 +754,55 @@ class TestHeaders:
             assert " style=" not in page
             assert "http://" not in page
             assert "https://" not in page
+
+
+class TestPolicies:
+    """The quota and the expiry, in the creation and edit forms."""
+
+    def test_create_with_quota(self, admin: Client, site: Console) -> None:
+        response = admin.submit("/keys/new", "/keys", {"name": "Metered", "quota": "500",
+                                                       "quota_refill": "1000/day"})
+        assert response.status == 201
+        record = next(r for r in site.manager.list() if r.name == "Metered")
+        assert (record.quota_remaining, record.quota_refill) == (500, "1000/day")
+        page = text(admin.get(f"/keys/{record.id}"))
+        assert "500 requests left, refilled to 1000/day (next: " in page
+
+    @pytest.mark.parametrize(("fields", "message"), [
+        ({"quota": "lots"}, "whole number"),
+        ({"quota_refill": "often"}, "refill"),
+    ])
+    def test_bad_quota(self, admin: Client, site: Console, fields: dict[str, str],
+                       message: str) -> None:
+        response = admin.submit("/keys/new", "/keys", {"name": "Metered", **fields})
+        assert response.status == 400
+        assert message in text(response)
+        assert len(site.manager.list()) == 3
+
+    def test_edit_quota(self, admin: Client, keys: Keys, site: Console) -> None:
+        edit = f"/keys/{keys.plain_id}/edit"
+        name = site.manager.get(keys.plain_id).name
+        assert "Now: no quota" in text(admin.get(edit))
+        admin.submit(edit, edit, {"name": name, "quota": "20"})
+        assert site.manager.get(keys.plain_id).quota_remaining == 20
+        admin.submit(edit, edit, {"name": name, "scopes": "charges:write"})  # unchanged
+        assert site.manager.get(keys.plain_id).quota_remaining == 20
+        assert "Now: 20 requests left" in text(admin.get(edit))
+        admin.submit(edit, edit, {"name": name, "clear_quota": "on"})
+        assert site.manager.get(keys.plain_id).quota_remaining is None
+
+    def test_edit_expiry_only_earlier(self, admin: Client, keys: Keys, site: Console) -> None:
+        edit = f"/keys/{keys.plain_id}/edit"
+        name = site.manager.get(keys.plain_id).name
+        assert admin.submit(edit, edit, {"name": name, "expires_in": "7d"}).status == 303
+        expires = site.manager.get(keys.plain_id).expires_at
+        assert expires is not None
+        later = admin.submit(edit, edit, {"name": "Renamed", "expires_in": "30d"})
+        assert later.status == 400
+        assert "only move earlier" in text(later)
+        after = site.manager.get(keys.plain_id)
+        assert (after.expires_at, after.name) == (expires, name)  # nothing applied
+        assert admin.submit(edit, edit, {"name": name, "expires_in": "1d"}).status == 303
+        shorter = site.manager.get(keys.plain_id).expires_at
+        assert shorter is not None
+        assert shorter < expires
