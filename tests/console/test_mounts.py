@@ -138,6 +138,43 @@ class TestASGI:
         with TestClient(api) as client:
             _check_console(*_asgi_calls(client), keys, manager, "/v1/ping")
 
+    def test_starlette_authentication_backend(
+            self, console: Console, keys: Keys, manager: KeyManager,
+            memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher) -> None:
+        from starlette.middleware import Middleware
+        from starlette.middleware.authentication import AuthenticationMiddleware
+
+        from aqnt_auth.adapters.starlette import APIKeyBackend
+
+        backend = APIKeyBackend(memory_store, hashers=[cheap_hasher],
+                                exempt_paths=[PREFIX + "/*"])
+        app = Starlette(
+            routes=[Route("/v1/ping", _ping_asgi),
+                    Mount(PREFIX, app=asgi_app(console=console))],
+            middleware=[Middleware(AuthenticationMiddleware, backend=backend,
+                                   on_error=backend.on_error)])
+        with TestClient(app) as client:
+            _check_console(*_asgi_calls(client), keys, manager, "/v1/ping")
+
+    def test_fastapi_app_wide_dependency(
+            self, console: Console, keys: Keys, manager: KeyManager,
+            memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher) -> None:
+        """An app-wide APIKey dependency guards the app's routes, not a mount."""
+        from fastapi import Depends
+
+        from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
+
+        api = FastAPI(dependencies=[Depends(APIKey(memory_store, hashers=[cheap_hasher]))])
+        add_error_handlers(api)
+
+        @api.get("/v1/ping")
+        def ping() -> dict[str, str]:
+            return {"pong": "yes"}
+
+        api.mount(PREFIX, asgi_app(console=console))
+        with TestClient(api) as client:
+            _check_console(*_asgi_calls(client), keys, manager, "/v1/ping")
+
     def test_root_path_and_redirect(self, console: Console) -> None:
         app = Starlette(routes=[Mount(PREFIX, app=asgi_app(console=console))])
         seen: list[tuple[str, str]] = []
