@@ -111,6 +111,11 @@ _profile_option = click.option(
 @click.option("--owner", help="Account or tenant id.")
 @click.option("--allow-ip", "allow_ips", multiple=True, metavar="IP",
               help="An IPv4/IPv6 address or CIDR network the key may be used from (repeatable).")
+@click.option("--quota", type=int, metavar="N",
+              help="Requests the key may make; past them: 429 quota_exceeded.")
+@click.option("--refill", metavar="COUNT/PERIOD",
+              help="Set the quota back to COUNT every PERIOD (minute, hour, day, week, "
+                   "month = 30 days), like 1000/day; alone, the quota is COUNT.")
 @click.option("--prefix", default=None, help="Key prefix (default: the first configured).")
 @_hasher_option
 @_profile_option
@@ -118,8 +123,8 @@ _profile_option = click.option(
 @_reporting_errors
 def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
            allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
-           allow_ips: tuple[str, ...], prefix: str | None, hasher: str | None,
-           argon2_profile: str, as_json: bool) -> None:
+           allow_ips: tuple[str, ...], quota: int | None, refill: str | None,
+           prefix: str | None, hasher: str | None, argon2_profile: str, as_json: bool) -> None:
     """Issue a new key; its plaintext is shown this once."""
     keys = _manager(_hasher(hasher, argon2_profile))
     issued = keys.create(
@@ -132,6 +137,8 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
         owner=owner,
         prefix=prefix,
         allowed_ips=allow_ips,
+        quota=quota,
+        quota_refill=refill,
     )
     click.echo(format_created(issued, as_json, store=store_url(keys.store)))
 
@@ -217,10 +224,18 @@ def enable(key_id: str, as_json: bool) -> None:
 @click.option("--allow-ip", "allow_ips", multiple=True, metavar="IP",
               help="The key's IP allowlist, replacing the current one (repeatable).")
 @click.option("--clear-allow-ips", is_flag=True, help="Remove the IP allowlist.")
+@click.option("--quota", type=int, metavar="N",
+              help="Requests the key may still make (whatever it used); the refill period "
+                   "starts now.")
+@click.option("--refill", metavar="COUNT/PERIOD",
+              help="The quota's refill, like 1000/day (the period starts now).")
+@click.option("--clear-quota", is_flag=True, help="Remove the quota and its refill.")
 @_json
 @_reporting_errors
 def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes: bool,
-           allow_ips: tuple[str, ...], clear_allow_ips: bool, as_json: bool) -> None:
-    """Change a key's name, scopes or IP allowlist (never its secret)."""
-    changes = update_options(name, scopes, clear_scopes, allow_ips, clear_allow_ips)
+           allow_ips: tuple[str, ...], clear_allow_ips: bool, quota: int | None,
+           refill: str | None, clear_quota: bool, as_json: bool) -> None:
+    """Change a key's name, scopes, IP allowlist or quota (never its secret)."""
+    changes = update_options(name, scopes, clear_scopes, allow_ips, clear_allow_ips,
+                             quota=quota, refill=refill, clear_quota=clear_quota)
     click.echo(format_changed(_manager().update(key_id, **changes), "update", as_json))

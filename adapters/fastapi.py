@@ -39,6 +39,7 @@ from aqnt_auth import (
     PathRules,
     PermissionDenied,
     Principal,
+    QuotaExceeded,
     RateLimited,
     RevokedAPIKey,
     StoreUnavailable,
@@ -223,7 +224,8 @@ def _error_responses() -> dict[str, dict[str, Any]]:
         "403": _response("The key's scopes or restrictions do not allow this request",
                          (PermissionDenied(),), "WWW-Authenticate"),
         "429": _response("Too many failed authentication attempts from this client or "
-                         "against this key", (RateLimited(),), "Retry-After"),
+                         "against this key, or the key's usage quota is used up",
+                         (RateLimited(), QuotaExceeded()), "Retry-After"),
         "503": _response("The key store cannot answer; retry later",
                          (StoreUnavailable(),), "Retry-After"),
     }

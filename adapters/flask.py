@@ -47,6 +47,7 @@ from aqnt_auth import (
     PathRules,
     PermissionDenied,
     Principal,
+    QuotaExceeded,
     RateLimited,
     StoreUnavailable,
     is_cors_preflight,
@@ -64,7 +65,7 @@ EXTENSION_KEY: Final = "aqnt_auth"
 
 #: Errors a view may raise itself (``aqnt_auth.require_scopes`` inline)
 #: that are answered as the request check answers them.
-REFUSALS: Final = (AuthError, PermissionDenied, RateLimited, StoreUnavailable)
+REFUSALS: Final = (AuthError, PermissionDenied, RateLimited, QuotaExceeded, StoreUnavailable)
 
 # Flask config key -> Authenticator keyword argument.
 _AUTHENTICATOR_OPTIONS: Final = {

@@ -34,6 +34,7 @@ from aqnt_auth import (
     KeyStore,
     MissingAPIKey,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     StoreUnavailable,
     make_authenticator,
@@ -67,7 +68,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The errors that end a request; :func:`add_error_handlers` registers these.
 REFUSALS: Final[tuple[type[AQNTError], ...]] = (
-    AuthError, PermissionDenied, StoreUnavailable, RateLimited,
+    AuthError, PermissionDenied, StoreUnavailable, RateLimited, QuotaExceeded,
 )
 
 _DEFAULT_REALM: Final = "api"

@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IssuedKey, KeyManager
+from ._quota import quota_view
 from ._records import KeyRecord, utcnow
 from ._scan import MAX_CANDIDATES_PER_ID
 from ._scan_files import (
@@ -92,6 +93,8 @@ def _when(value: dt.datetime | None) -> str:
 def _record_json(record: KeyRecord, now: dt.datetime) -> dict[str, Any]:
     data = record.public_dict()
     data["status"] = record.status(now)
+    data["quota"] = quota_view(record.quota_remaining, record.quota_refill,
+                               record.quota_refilled_at, now)
     data["age_seconds"] = int((now - record.created_at).total_seconds())
     data["due_for_rotation"] = record.due_for_rotation(now)
     return data
@@ -156,9 +159,14 @@ def format_policies(record: KeyRecord) -> str:
     if record.rate_limits:
         shared = " per owner" if record.rate_limit_shared else ""
         parts.append(f"{', '.join(record.rate_limits)}{shared}")
-    if record.quota_remaining is not None:
+    quota = quota_view(record.quota_remaining, record.quota_refill, record.quota_refilled_at,
+                       utcnow())
+    if quota is not None:
         refill = f" (refill {record.quota_refill})" if record.quota_refill else ""
-        parts.append(f"quota {record.quota_remaining} left{refill}")
+        if quota["moved_to_successor"]:
+            parts.append(f"quota shared with its successor{refill}")
+        else:
+            parts.append(f"quota {quota['remaining']} left{refill}")
     if record.allowed_ips:
         count = len(record.allowed_ips)
         parts.append(f"{count} allowed IP{'s' if count > 1 else ''}")
@@ -296,6 +304,8 @@ def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
             owner=args.owner,
             prefix=args.prefix[0],
             allowed_ips=args.allow_ip,
+            quota=args.quota,
+            quota_refill=args.refill,
         )
         shown = store_url(keys.store)
     print(format_created(issued, args.json, store=shown), file=out)
@@ -326,14 +336,17 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
-                   allowed_ips: Sequence[str] = (), clear_allowed_ips: bool = False
-                   ) -> dict[str, Any]:
+                   allowed_ips: Sequence[str] = (), clear_allowed_ips: bool = False, *,
+                   quota: int | None = None, refill: str | None = None,
+                   clear_quota: bool = False) -> dict[str, Any]:
     """The keywords of :meth:`KeyManager.update` for the options of ``keys
     update`` (shared with the Flask and Django commands)."""
     if scopes and clear_scopes:
         raise ConfigurationError("give --scope or --clear-scopes, not both")
     if allowed_ips and clear_allowed_ips:
         raise ConfigurationError("give --allow-ip or --clear-allow-ips, not both")
+    if clear_quota and (quota is not None or refill is not None):
+        raise ConfigurationError("give --quota/--refill or --clear-quota, not both")
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
@@ -341,9 +354,16 @@ def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
         changes["scopes"] = list(scopes)
     if allowed_ips or clear_allowed_ips:
         changes["allowed_ips"] = list(allowed_ips)
+    if quota is not None:
+        changes["quota"] = quota
+    if refill is not None:
+        changes["quota_refill"] = refill
+    if clear_quota:
+        changes["clear_quota"] = True
     if not changes:
         raise ConfigurationError("nothing to update: give --name, --scope, --clear-scopes, "
-                                 "--allow-ip or --clear-allow-ips")
+                                 "--allow-ip, --clear-allow-ips, --quota, --refill or "
+                                 "--clear-quota")
     return changes
 
 
@@ -363,7 +383,8 @@ def _cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_update(args: argparse.Namespace, out: TextIO) -> int:
     changes = update_options(args.name, args.scope, args.clear_scopes, args.allow_ip,
-                             args.clear_allow_ips)
+                             args.clear_allow_ips, quota=args.quota, refill=args.refill,
+                             clear_quota=args.clear_quota)
     with _manager(args) as keys:
         record = keys.update(args.key_id, **changes)
     print(format_changed(record, "update", args.json), file=out)
@@ -522,7 +543,8 @@ def key_examples(command: str) -> dict[str, str]:
         "disable": _examples(f"{command} disable 3tHq0kR9xA2b"),
         "enable": _examples(f"{command} enable 3tHq0kR9xA2b"),
         "update": _examples(f'{command} update 3tHq0kR9xA2b --name "Billing worker"',
-                            f"{command} update 3tHq0kR9xA2b --scope charges:read"),
+                            f"{command} update 3tHq0kR9xA2b --scope charges:read",
+                            f"{command} update 3tHq0kR9xA2b --quota 1000 --refill 1000/day"),
     }
 
 
@@ -560,6 +582,11 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     create.add_argument("--allow-ip", action="append", default=[], metavar="IP",
                         help="an IPv4/IPv6 address or CIDR network the key may be used from "
                              "(repeatable; at most 100)")
+    create.add_argument("--quota", type=int, metavar="N",
+                        help="requests the key may make; past them: 429 quota_exceeded")
+    create.add_argument("--refill", metavar="COUNT/PERIOD",
+                        help="set the quota back to COUNT every PERIOD (minute, hour, day, "
+                             "week, month = 30 days), like 1000/day; alone, the quota is COUNT")
 
     listing = add("list", [common], "list keys")
     listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
@@ -587,7 +614,7 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     enable.add_argument("key_id", metavar="ID")
 
     update = add("update", [common],
-                 "change a key's name, scopes or IP allowlist (never its secret)")
+                 "change a key's name, scopes, IP allowlist or quota (never its secret)")
     update.add_argument("key_id", metavar="ID")
     update.add_argument("--name", help="the key's new name")
     update.add_argument("--scope", action="append", default=[], metavar="S",
@@ -597,6 +624,13 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                         help="the key's IP allowlist, replacing the current one (repeatable)")
     update.add_argument("--clear-allow-ips", action="store_true",
                         help="remove the IP allowlist")
+    update.add_argument("--quota", type=int, metavar="N",
+                        help="requests the key may still make (whatever it used); the refill "
+                             "period starts now")
+    update.add_argument("--refill", metavar="COUNT/PERIOD",
+                        help="the quota's refill, like 1000/day (the period starts now)")
+    update.add_argument("--clear-quota", action="store_true",
+                        help="remove the quota and its refill")
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
             "rotate": rotate, "disable": disable, "enable": enable, "update": update}
 

@@ -276,8 +276,9 @@ class KeyManager:
         *quota* sets the requests left (whatever was used) and starts the
         refill period now; *quota_refill* alone changes the refill of a key
         with a quota (its remaining count is kept, the period starts now) or
-        gives a key without one a quota of COUNT; *clear_quota* removes the
-        quota and its refill.  The change applies to the next request in
+        gives a key without one a quota of COUNT, and ``""`` removes the
+        refill, keeping the quota; *clear_quota* removes the quota and its
+        refill.  The change applies to the next request in
         this process, and in others within the store's bound.
         """
         key_id = _key_id(key_id)
@@ -305,7 +306,14 @@ class KeyManager:
             raise KeyStateError(
                 f"key {key_id} was rotated and its quota moved to its successor, which "
                 "both keys share until the grace period ends: change the successor's quota")
-        changes = _quota_fields(quota, quota_refill, self._clock())
+        no_refill = quota_refill == ""  # an empty refill removes it, keeping the quota
+        changes = _quota_fields(quota, None if no_refill else quota_refill, self._clock())
+        if no_refill:
+            if quota is None:
+                if current.quota_remaining is None:
+                    return {}
+                return {"quota_refill": None}
+            return changes
         if quota is None:
             changes["quota_refill"] = changes["quota_refill"] or current.quota_refill
             if current.quota_remaining is not None:

@@ -31,7 +31,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from ._errors import ConfigurationError, InvalidAPIKey, QuotaExceeded, StoreUnavailable
 
@@ -48,6 +48,7 @@ __all__ = [
     "next_refill",
     "parse_refill",
     "quota_step",
+    "quota_view",
     "refill_cutoffs",
     "refused",
 ]
@@ -154,6 +155,28 @@ def quota_step(row: QuotaRow, now: dt.datetime) -> tuple[QuotaUse, QuotaRow]:
     if remaining > 0:
         return QuotaUse(True, remaining - 1, refills_at), QuotaRow(remaining - 1, refill, at)
     return QuotaUse(False, 0, refills_at), QuotaRow(remaining, refill, at)
+
+
+def quota_view(remaining: int | None, refill: str | None, refilled_at: dt.datetime | None,
+               now: dt.datetime) -> dict[str, Any] | None:
+    """A key's quota as management shows it at *now*: the units the next
+    request finds (a refill that is due counted in), when it refills next,
+    and whether it moved to the key's successor at a rotation; ``None``
+    without a quota."""
+    if remaining is None:
+        return None
+    if is_moved(remaining, refilled_at):
+        return {"remaining": None, "refill": refill, "refills_at": None,
+                "moved_to_successor": True}
+    refills_at = None
+    if refill is not None and refilled_at is not None:
+        # What the next request would find: a refill that is due, counted in.
+        use, _ = quota_step(QuotaRow(remaining, refill, refilled_at), now)
+        remaining = use.remaining + 1 if use.admitted and use.remaining is not None else 0
+        refills_at = use.refills_at
+    return {"remaining": remaining, "refill": refill,
+            "refills_at": None if refills_at is None else refills_at.isoformat(),
+            "moved_to_successor": False}
 
 
 def refill_cutoffs(now: dt.datetime) -> dict[str, dt.datetime]:

@@ -23,6 +23,8 @@ FORBIDDEN: Final = (b'{"error": {"type": "permission_error", "message": "This AP
                     b'have the required permissions", "code": "insufficient_scope"}}')
 RATE_LIMITED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '
                        b'authentication attempts", "code": "rate_limited"}}')
+QUOTA_EXCEEDED: Final = (b'{"error": {"type": "rate_limit_error", "message": "API key usage '
+                         b'quota exhausted", "code": "quota_exceeded"}}')
 UNAVAILABLE: Final = (b'{"error": {"type": "api_error", "message": "Authentication is '
                       b'temporarily unavailable", "code": "auth_unavailable"}}')
 

@@ -61,6 +61,7 @@ from aqnt_auth import (
     parse_duration,
 )
 from aqnt_auth._policies import normalise_allowed_ips
+from aqnt_auth._quota import check_quota, is_moved, parse_refill, quota_view
 from aqnt_auth._records import ROTATION_AGE
 from aqnt_auth.adapters.django.models import (
     MODE_CHOICES,
@@ -83,12 +84,12 @@ ADD_FIELDS: Final = (
 CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
     "disabled_at", "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths",
-    "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_remaining", "quota_refill",
+    "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_text", "quota_refill_text",
     "quota_refilled_at", "allowed_ips_text", "predecessor", "successors",
 )
-EDITABLE: Final = ("name", "expires_at", "allowed_ips_text")
+EDITABLE: Final = ("name", "expires_at", "allowed_ips_text", "quota_text", "quota_refill_text")
 #: Edited through KeyManager.update (checked by the core), not written as columns.
-POLICY_FIELDS: Final = ("allowed_ips_text",)
+POLICY_FIELDS: Final = ("allowed_ips_text", "quota_text", "quota_refill_text")
 #: The page that shows new plaintext keys, once, in the response that issued them.
 ISSUED_TEMPLATE: Final = "admin/aqnt_auth/apikey/key_issued.html"
 REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
@@ -168,11 +169,38 @@ class APIKeyChangeForm(forms.ModelForm):  # type: ignore[type-arg]
     """An active key's editable fields; its policies are checked by the core."""
 
     allowed_ips_text = forms.CharField(label="Allowed IPs", required=False, help_text=_IPS_HELP)
+    quota_text = forms.IntegerField(
+        label="Quota (requests left)", required=False, min_value=0,
+        help_text="Requests the key may still make, past which it gets 429 quota_exceeded "
+                  "(empty: no quota). Setting it starts the refill period now.")
+    quota_refill_text = forms.CharField(
+        label="Quota refill", required=False,
+        help_text="COUNT/PERIOD, like 1000/day: the quota is set back to COUNT every PERIOD "
+                  "(minute, hour, day, week, month = 30 days). Empty: no refill.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance is not None and self.instance.pk is not None:
             self.initial["allowed_ips_text"] = " ".join(self.instance.allowed_ips or ())
+            record = self.instance.to_record()
+            view = quota_view(record.quota_remaining, record.quota_refill,
+                              record.quota_refilled_at, timezone.now())
+            self.initial["quota_text"] = None if view is None else view["remaining"]
+            self.initial["quota_refill_text"] = record.quota_refill or ""
+
+    def clean_quota_text(self) -> int | None:
+        value = self.cleaned_data.get("quota_text")
+        try:
+            return None if value is None else check_quota(value)
+        except ConfigurationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_quota_refill_text(self) -> str | None:
+        value = (self.cleaned_data.get("quota_refill_text") or "").strip()
+        try:
+            return parse_refill(value).text if value else None
+        except ConfigurationError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_allowed_ips_text(self) -> tuple[str, ...]:
         try:
@@ -246,7 +274,7 @@ class StatusFilter(admin.SimpleListFilter):
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("name", "mode", "hint", "status_label", "rotation_due", "expires_at",
-                    "created_at", "last_used_at", "usage_count")
+                    "created_at", "last_used_at", "usage_count", "quota_summary")
     list_filter = (StatusFilter, "mode")
     search_fields = ("name", "id", "owner")
     ordering = ("-created_at",)
@@ -278,6 +306,33 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not found:
             return "-"
         return format_html_join(", ", "{}", ((self._key_link(pk),) for pk in found))
+
+    def _save_quota(self, request: HttpRequest, obj: APIKey, form: Any) -> None:
+        """The quota fields, through KeyManager.update: checked by the core, and
+        seen by every process at once."""
+        quota = form.cleaned_data.get("quota_text")
+        refill = form.cleaned_data.get("quota_refill_text")
+        options: dict[str, Any]
+        if quota is None and refill is None:
+            options = {"clear_quota": True}
+        elif "quota_text" in form.changed_data or quota is None:
+            # A new count (and the refill shown); a refill alone gives the
+            # key a quota of its COUNT.
+            options = {"quota": quota, "quota_refill": refill or ""}
+        else:
+            options = {"quota_refill": refill or ""}
+        try:
+            _manager().update(obj.pk, **options)
+        except AQNTError as exc:
+            self.message_user(request, f"The quota was not changed: {exc}", messages.ERROR)
+
+    @admin.display(description="quota")
+    def quota_summary(self, obj: APIKey) -> str:
+        if obj.quota_remaining is None:
+            return "-"
+        if is_moved(obj.quota_remaining, obj.quota_refilled_at):
+            return "shared with its successor"
+        return f"{obj.quota_remaining} left"
 
     def _key_link(self, key_id: str) -> SafeString:
         url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
@@ -334,6 +389,8 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             except AQNTError as exc:
                 self.message_user(request, f"The allowed IPs were not changed: {exc}",
                                   messages.ERROR)
+        if {"quota_text", "quota_refill_text"} & set(form.changed_data):
+            self._save_quota(request, obj, form)
         changes = {name: obj.__dict__[name] for name in EDITABLE
                    if name in form.changed_data and name not in POLICY_FIELDS}
         rows = APIKey.objects.using(obj._state.db).filter(pk=obj.pk, revoked_at__isnull=True)

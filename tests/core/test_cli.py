@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,42 @@ class TestKeys:
         code, text = run("keys", "update", key_id, "--clear-allow-ips", "--json")
         assert json.loads(text)["allowed_ips"] == []
         assert run("keys", "update", key_id, "--allow-ip", "::1", "--clear-allow-ips")[0] == 1
+
+    def test_quota(self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """--quota and --refill on create and update, --clear-quota; show and
+        list (text and --json) give the quota and its remaining count; a bad
+        refill or count is refused without writing anything."""
+        data = create("--quota", "1000", "--refill", "1000/day")
+        record = data["record"]
+        assert isinstance(record, dict)
+        key_id = str(record["id"])
+        assert (record["quota_remaining"], record["quota_refill"]) == (1000, "1000/day")
+        assert record["quota"]["remaining"] == 1000
+        assert record["quota"]["refills_at"] is not None
+        _, text = run("keys", "list")
+        row = next(line for line in text.splitlines() if line.startswith(key_id))
+        assert row.endswith("quota 1000 left (refill 1000/day)")
+        _, text = run("keys", "show", key_id)
+        assert re.search(r"^quota_remaining\s+1000$", text, re.M)
+        code, text = run("keys", "update", key_id, "--quota", "5", "--json")
+        assert code == 0
+        shown = json.loads(text)
+        assert (shown["quota"]["remaining"], shown["quota_refill"]) == (5, "1000/day")
+        listed = json.loads(run("keys", "list", "--json")[1])["keys"][0]
+        assert listed["quota"]["remaining"] == 5
+        assert run("keys", "update", key_id, "--refill", "10/fortnight")[0] == 1
+        assert "must be COUNT/PERIOD" in capsys.readouterr().err
+        assert run("keys", "update", key_id, "--quota", "-1")[0] == 1
+        assert "quota must be a whole number" in capsys.readouterr().err
+        assert run("keys", "create", "--name", "x", "--refill", "0/day",
+                   "--argon2-profile", "cheapest")[0] == 1
+        assert len(json.loads(run("keys", "list", "--json")[1])["keys"]) == 1
+        assert run("keys", "update", key_id, "--quota", "1", "--clear-quota")[0] == 1
+        code, text = run("keys", "update", key_id, "--clear-quota", "--json")
+        assert (json.loads(text)["quota"], json.loads(text)["quota_remaining"]) == (None, None)
+        # A refill alone gives a key without a quota one of its COUNT.
+        code, text = run("keys", "update", key_id, "--refill", "50/hour", "--json")
+        assert json.loads(text)["quota"]["remaining"] == 50
 
     def test_update_needs_something_and_revoked_keys_stay(
             self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:

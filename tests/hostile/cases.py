@@ -98,6 +98,8 @@ class Case:
     earlier_headers: Headers | None = None
     #: The adapter trusts these proxies' forwarded headers.
     trusted_proxies: tuple[str, ...] = ()
+    #: A 429 or 503 carries Retry-After (a used-up quota that never refills does not).
+    retry_after: bool = True
     differs: Mapping[str, Difference] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -459,6 +461,21 @@ IP_CASES: Final = [
          peer="192.0.2.9", headers=_from(b"127.0.0.1"), cost=VERIFIED),
 ]
 
+# The quota (#13): charged last, after every other check passed; used up,
+# 429 quota_exceeded, with Retry-After only when a refill is due.
+_QUOTA_READ_BACK: Final = differs(
+    "Django's store reads the quota back after its conditional UPDATE (the ORM has no "
+    "RETURNING): one more SELECT of the key table", ("django", "drf"), cost=(2, 1))
+QUOTA_CASES: Final = [
+    valid("quota_left", headers=auth(b"Bearer {quota_left}"), principal="quota_left",
+          differs=_QUOTA_READ_BACK),
+    Case("quota_used_up", 429, bodies.QUOTA_EXCEEDED, None,
+         headers=auth(b"Bearer {quota_used_up}"), cost=VERIFIED, retry_after=False,
+         differs=_QUOTA_READ_BACK),
+    Case("quota_used_up_until_its_refill", 429, bodies.QUOTA_EXCEEDED, None,
+         headers=auth(b"Bearer {quota_refilling}"), cost=VERIFIED, differs=_QUOTA_READ_BACK),
+]
+
 #: A class-based view whose base class is exempt (Flask's ``@auth.exempt`` on
 #: the base); every other adapter routes this path to its protected endpoint.
 INHERITED_PATH: Final = "/inherits"
@@ -469,4 +486,5 @@ VIEW_CASES: Final = [
 ]
 
 CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES,
-                *CLIENT_CASES, *IP_CASES, *VIEW_CASES]
+                *CLIENT_CASES, *IP_CASES, *QUOTA_CASES,
+                *VIEW_CASES]

@@ -44,7 +44,7 @@ class KeySet:
 
     #: Keys held by the store.
     STORED: Final = ("live", "test", "revoked", "expired", "read_only", "charges_only",
-                     "disabled", "ip_local")
+                     "disabled", "ip_local", "quota_left", "quota_used_up", "quota_refilling")
     #: Keys derived from ``live`` or made up, never stored.
     DERIVED: Final = ("wrong_secret", "unknown", "bad_checksum", "wrong_prefix", "mode_swapped",
                       "short", "long", "upper", "truncated")
@@ -107,6 +107,12 @@ class KeySet:
             return key
         if name == "ip_local":
             return self._issue(name, allowed_ips=["127.0.0.0/8", "::1"])
+        if name == "quota_left":
+            return self._issue(name, quota=1_000_000)
+        if name == "quota_used_up":  # no refill: no Retry-After
+            return self._issue(name, quota=0)
+        if name == "quota_refilling":  # used up, refilled within the minute
+            return self._issue(name, quota=0, quota_refill="1/minute")
         if name == "read_only":
             return self._issue(name, read_only=True)
         if name == "charges_only":

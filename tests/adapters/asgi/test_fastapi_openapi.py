@@ -72,10 +72,10 @@ ERROR_RESPONSES = {
     },
     "429": {
         "description": "Too many failed authentication attempts from this client or against "
-                       "this key",
+                       "this key, or the key's usage quota is used up",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
-        "content": {"application/json": {"schema": REF,
-                                         "examples": _examples(bodies.RATE_LIMITED)}},
+        "content": {"application/json": {
+            "schema": REF, "examples": _examples(bodies.RATE_LIMITED, bodies.QUOTA_EXCEEDED)}},
     },
     "503": {
         "description": "The key store cannot answer; retry later",

@@ -289,6 +289,35 @@ class TestRevoke:
         assert APIKey.objects.get().allowed_ips == ["127.0.0.1", "::1"]
         assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
 
+    def test_quota_on_an_active_key(self, admin_client: Client) -> None:
+        """An active key's page sets, refills and clears the quota through the
+        core: a bad refill is a form error, a used-up quota answers 429
+        quota_exceeded at once, and clearing it lets the key through again."""
+        issued = issue()
+        key_id = issued.record.id
+        form = {"name": issued.record.name, "expires_at_0": "", "expires_at_1": ""}
+        refused = admin_client.post(_change(key_id), {**form, "quota_text": "5",
+                                                      "quota_refill_text": "5/fortnight"})
+        assert "must be COUNT/PERIOD" in refused.content.decode()
+        assert APIKey.objects.get().quota_remaining is None
+        done = admin_client.post(_change(key_id), {**form, "quota_text": "1",
+                                                   "quota_refill_text": "1000/day"})
+        assert done.status_code == 302
+        row = APIKey.objects.get()
+        assert (row.quota_remaining, row.quota_refill) == (1, "1000/day")
+        assert Client().get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+        used_up = Client().get("/v1/whoami", headers=bearer(issued.key))
+        assert_error(used_up, 429, bodies.QUOTA_EXCEEDED, None)
+        assert 1 <= int(used_up["Retry-After"]) <= 86400
+        page = admin_client.get(_change(key_id)).content.decode()
+        assert 'name="quota_text" value="0"' in page
+        assert "0 left" in admin_client.get(CHANGELIST).content.decode()
+        cleared = admin_client.post(_change(key_id), {**form, "quota_text": "",
+                                                      "quota_refill_text": ""})
+        assert cleared.status_code == 302
+        assert APIKey.objects.get().quota_remaining is None
+        assert Client().get("/v1/whoami", headers=bearer(issued.key)).status_code == 200
+
     def test_revoke_button_asks_first(self, admin_client: Client) -> None:
         """The key's page has a Revoke button: a confirmation page on GET, the
         revocation on POST."""

@@ -176,6 +176,19 @@ class TestOutput:
         created = json.loads(run("create", "--name", "ips", "--allow-ip", "::1", "--json"))
         assert created["record"]["allowed_ips"] == ["::1"]
 
+    def test_quota(self) -> None:
+        """--quota/--refill on create and update, --clear-quota, as aqnt-auth keys."""
+        created = json.loads(run("create", "--name", "metered", "--quota", "3", "--refill",
+                                 "3/day", "--json"))
+        assert created["record"]["quota"]["remaining"] == 3
+        key_id = created["record"]["id"]
+        data = json.loads(run("update", key_id, "--quota", "9", "--json"))
+        assert (data["quota_remaining"], data["quota_refill"]) == (9, "3/day")
+        assert "quota 9 left (refill 3/day)" in run("list")
+        with pytest.raises(CommandError, match="must be COUNT/PERIOD"):
+            run("update", key_id, "--refill", "3/fortnight")
+        assert json.loads(run("update", key_id, "--clear-quota", "--json"))["quota"] is None
+
     def test_rotate(self) -> None:
         """rotate issues a replacement and gives the old key a grace period."""
         store = DjangoKeyStore()

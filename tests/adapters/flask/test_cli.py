@@ -169,6 +169,25 @@ class TestManage:
         assert json.loads(result.output)["allowed_ips"] == []
         assert client.get("/", headers=bearer(key)).status_code == 200
 
+    def test_quota(self, runner: FlaskCliRunner, app: Flask) -> None:
+        """--quota on create and update, --clear-quota: the app answers 429
+        quota_exceeded once the quota is used up."""
+        record, key = create(runner, "--name", "metered", "--quota", "1")
+        assert record["quota"]["remaining"] == 1
+        client = app.test_client()
+        assert client.get("/", headers=bearer(key)).status_code == 200
+        used_up = client.get("/", headers=bearer(key))
+        assert (used_up.status_code, used_up.get_data()) == (429, bodies.QUOTA_EXCEEDED)
+        assert "Retry-After" not in used_up.headers  # no refill: no retry helps
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"], "--quota", "2",
+                                     "--refill", "2/hour", "--json"])
+        assert json.loads(result.output)["quota"]["remaining"] == 2
+        assert client.get("/", headers=bearer(key)).status_code == 200
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"], "--clear-quota",
+                                     "--json"])
+        assert json.loads(result.output)["quota"] is None
+        assert client.get("/", headers=bearer(key)).status_code == 200
+
     def test_rotate(self, runner: FlaskCliRunner, app: Flask,
                     memory_store: MemoryKeyStore) -> None:
         """The new key works, the old one stops (grace 0), the output is the core CLI's."""

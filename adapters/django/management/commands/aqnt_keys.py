@@ -115,6 +115,8 @@ class Command(BaseCommand):
             owner=options["owner"],
             prefix=(options["prefix"] or [None])[0],
             allowed_ips=options["allow_ip"],
+            quota=options["quota"],
+            quota_refill=options["refill"],
         )
         return format_created(issued, options["json"], store=_where(keys.store))
 
@@ -150,6 +152,8 @@ class Command(BaseCommand):
 
     def _update(self, options: dict[str, Any]) -> str:
         changes = update_options(options["name"], options["scope"], options["clear_scopes"],
-                                 options["allow_ip"], options["clear_allow_ips"])
+                                 options["allow_ip"], options["clear_allow_ips"],
+                                 quota=options["quota"], refill=options["refill"],
+                                 clear_quota=options["clear_quota"])
         record = self._manager(options).update(options["key_id"], **changes)
         return format_changed(record, "update", options["json"])
