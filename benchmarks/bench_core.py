@@ -61,6 +61,13 @@ def main() -> None:
     good_sql = f"Bearer {issued_sql.key}"
     mem_auth.authenticate(good_mem)
     sql_auth.authenticate(good_sql)
+    # A key with a quota (#13): one atomic store write per request, by design.
+    metered_mem = "Bearer " + KeyManager(memory, hasher=hasher).create(
+        "bench quota", quota=10**12).key
+    metered_sql = "Bearer " + KeyManager(sqlite, hasher=hasher).create(
+        "bench quota", quota=10**12).key
+    mem_auth.authenticate(metered_mem)
+    sql_auth.authenticate(metered_sql)
 
     # Baseline: the least any verifier does.
     table = {issued_mem.key: hashlib.sha256(issued_mem.key.encode()).digest()}
@@ -89,6 +96,10 @@ def main() -> None:
             ("baseline", baseline, 20000),
             ("warm, memory store", lambda: mem_auth.authenticate(good_mem), 20000),
             ("warm, SQLite store", lambda: sql_auth.authenticate(good_sql), 5000),
+            ("warm, memory store, key with a quota",
+             lambda: mem_auth.authenticate(metered_mem), 20000),
+            ("warm, SQLite store, key with a quota",
+             lambda: sql_auth.authenticate(metered_sql), 2000),
             ("malformed key", _failing(mem_auth, malformed), 20000),
             ("bad checksum", _failing(mem_auth, bad_checksum), 20000),
             ("unknown id", _failing(mem_auth, unknown), 20000),
