@@ -43,6 +43,11 @@ Every key is optional; these are the defaults::
         "TRUSTED_PROXIES": [],
         # Database alias of the key table (None: ask the database routers).
         "DATABASE": None,
+        # Cache key records in each process, kept exact by the database's
+        # change signal (None: on an SQLite file, and on PostgreSQL with
+        # psycopg 3 outside Django's test environment; False: read the key's
+        # row on every request).
+        "RECORD_CACHE": None,
     }
 
 The setting is read once, validated, and re-read whenever Django sends
@@ -113,6 +118,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "RATE_LIMIT": "memory://",
         "TRUSTED_PROXIES": (),
         "DATABASE": None,
+        "RECORD_CACHE": None,
     }
 )
 
@@ -143,6 +149,7 @@ class AuthSettings(NamedTuple):
     rate_limit: FailureLimiter | str | None
     trusted_proxies: tuple[str, ...]
     database: str | None
+    record_cache: bool | None
 
     def authenticator_options(self) -> AuthenticatorOptions:
         """Keyword arguments of :class:`~aqnt_auth.Authenticator`: every
@@ -259,6 +266,7 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         rate_limit=valid("RATE_LIMIT", _rate_limit),
         trusted_proxies=valid("TRUSTED_PROXIES", partial(_strings, "TRUSTED_PROXIES")),
         database=valid("DATABASE", _database),
+        record_cache=valid("RECORD_CACHE", _record_cache),
     )
     for key, option in (("PREFIXES", "prefixes"), ("ALLOWED_MODES", "allowed_modes"),
                         ("REALM", "realm"), ("TRUSTED_PROXIES", "trusted_proxies")):
@@ -303,6 +311,10 @@ def _database(value: object) -> str | None:
     if value is not None and value not in django_settings.DATABASES:
         raise _fail("DATABASE", f"names no database in DATABASES: {value!r}")
     return value
+
+
+def _record_cache(value: object) -> bool | None:
+    return None if value is None else _flag("RECORD_CACHE", value)
 
 
 def _rate_limit(value: object) -> FailureLimiter | str | None:
@@ -355,7 +367,7 @@ def _build() -> Runtime:
             from aqnt_auth.adapters.django.store import DjangoKeyStore
 
             conf = get_settings()
-            store = DjangoKeyStore(using=conf.database)
+            store = DjangoKeyStore(using=conf.database, cache=conf.record_cache)
             _runtime = Runtime(conf, Authenticator(store, **conf.authenticator_options()))
         return _runtime
 

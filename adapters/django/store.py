@@ -11,19 +11,25 @@ processes by the change log that migration ``0002`` adds (triggers, polled
 at most once per lease, inline: :mod:`aqnt_auth._stores._sqlite_watch`): a
 change made by any process, the admin's included, is seen within the lease
 (20 ms), and at once by the process that made it through this store.  On
-other databases the row is read on every call, so a revocation applies to
-the next request.
+PostgreSQL (with psycopg 3 installed) they are cached too, kept exact by the
+trigger of migration ``0005``, which sends ``NOTIFY`` in every changing
+transaction, and a listener thread per process that listens on a
+connection of its own, made from Django's settings for the database
+(:mod:`aqnt_auth._stores._pg_listener`, as the SQL store does).  On other
+databases the row is read on every call, so a revocation applies to the next
+request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
@@ -60,6 +66,11 @@ from aqnt_auth.adapters.django.models import (
     record_fields,
     record_of_values,
 )
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from aqnt_auth._stores._pg_listener import Listener
 
 __all__ = ["AsyncDjangoKeyStore", "DjangoKeyStore"]
 
@@ -165,11 +176,20 @@ class DjangoKeyStore:
     :param using: the database alias; by default the database routers pick
         one for reads and one for writes (asked once, here).
     :param cache: cache records in the process (``None``: when the read
-        database is an SQLite file).  Needs migration ``0002``; until it has
-        run every lookup reads the database.
+        database is an SQLite file, or PostgreSQL with psycopg 3 installed
+        outside Django's test environment).
+        Needs migration ``0002`` (SQLite) or ``0005`` (PostgreSQL); until it
+        has run every lookup reads the database.  On PostgreSQL, a change is
+        seen by the other processes when it commits: a queryset ``update()``
+        inside a transaction that never commits (a ``TestCase``) is seen by
+        none, and by this process only through this store or ``save()``.
     :param id_set_size: key ids the cache knows at most (about 100 bytes
         each), so that an unknown id is refused without a query; ``0`` turns
         it off (see :class:`~aqnt_auth.SQLiteKeyStore`).
+    :param heartbeat: PostgreSQL: seconds between the listener's liveness
+        round trips; *lease*: seconds the cache is trusted after one, the
+        bound on how long a silently dead listener could miss a change (a
+        change is normally heard as soon as it commits).
 
     The store opens no connection of its own: it uses Django's, per thread,
     and :meth:`close` leaves them to Django.  Database errors become
@@ -185,7 +205,8 @@ class DjangoKeyStore:
 
     def __init__(self, using: str | None = None, *, cache: bool | None = None,
                  cache_ttl: float = 30.0, cache_size: int = 10_000,
-                 id_set_size: int = IDS_SIZE) -> None:
+                 id_set_size: int = IDS_SIZE, heartbeat: float = 0.25,
+                 lease: float = 1.0) -> None:
         self.read_alias: str = using or router.db_for_read(APIKey) or "default"
         self.write_alias: str = using or router.db_for_write(APIKey) or "default"
         self._readers: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Reader] = (
@@ -193,16 +214,33 @@ class DjangoKeyStore:
         )
         reader = connections[self.read_alias]
         on_file = reader.vendor == "sqlite" and not reader.is_in_memory_db()  # type: ignore[attr-defined]
-        if cache and not on_file:
+        on_postgres = reader.vendor == "postgresql" and _has_psycopg()
+        if cache and not (on_file or on_postgres):
             raise ImproperlyConfigured(
-                "DjangoKeyStore(cache=True) needs an SQLite database file")
-        size = cache_size if (on_file if cache is None else cache) else 0
+                "DjangoKeyStore(cache=True) needs an SQLite database file, or PostgreSQL "
+                "with psycopg 3 installed")
+        if cache is None:
+            # Not under Django's test runner on PostgreSQL: a TestCase's
+            # changes never commit (so never notify), and the listener's
+            # session would keep the test database from being dropped.
+            cache = on_file or (on_postgres and not _testing())
+        size = cache_size if cache else 0
         #: The record cache (it never answers when off).
         self.cache = RecordCache(size, cache_ttl, absent_size=size,
-                                 ids_size=id_set_size if size else 0)
-        #: The change-log watcher, when the cache is on.
+                                 ids_size=id_set_size if size else 0,
+                                 ids_ttl=cache_ttl if on_postgres else math.inf)
+        #: The change-log watcher (SQLite) or the listener (PostgreSQL),
+        #: when the cache is on.
         self.watcher: ChangeWatcher | None = None
-        if size:
+        self.listener: Listener | None = None
+        if size and on_postgres:
+            from aqnt_auth._stores._pg_listener import Listener
+
+            self.listener = Listener(
+                self._listen_connection, self.cache, channel=APIKey._meta.db_table,
+                name="aqnt-auth-listener", heartbeat=heartbeat, lease=lease,
+                timeout=_PG_TIMEOUT, read_ids=_read_ids)
+        elif size:
             self.watcher = ChangeWatcher(self._watch_connection, self.cache,
                                          log_table=f"{APIKey._meta.db_table}_changes",
                                          table=APIKey._meta.db_table)
@@ -217,10 +255,37 @@ class DjangoKeyStore:
             return f"DjangoKeyStore(using={self.read_alias!r})"
         return f"DjangoKeyStore(read={self.read_alias!r}, write={self.write_alias!r})"
 
-    def _saved(self, sender: object, instance: APIKey, created: bool = False,
-               **kwargs: object) -> None:
-        if created:
-            self.cache.drop(instance.pk)
+    def _saved(self, sender: object, instance: APIKey, **kwargs: object) -> None:
+        self.cache.drop(instance.pk)
+
+    def _listen_connection(self) -> psycopg.Connection[Any]:
+        # The listener's own session, from the settings Django connects with
+        # now (a test run switches NAME to the test database).
+        import psycopg
+
+        wrapper = connections[self.read_alias]
+        params = dict(wrapper.get_connection_params())
+        for driver_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(driver_only, None)
+        params.setdefault("connect_timeout", 2)  # libpq's minimum
+        conn = psycopg.connect(**params)
+        try:
+            table = APIKey._meta.db_table
+            found = conn.execute(
+                "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
+                (f"{table}_notify", wrapper.ops.quote_name(table))).fetchone()
+            conn.rollback()
+        except BaseException:
+            conn.close()
+            raise
+        if found is None:
+            conn.close()
+            # Without the trigger no change would be heard: the listener
+            # retries, and every lookup reads the database meanwhile.
+            raise ImproperlyConfigured(
+                f"the NOTIFY trigger on {table} is missing: run manage.py migrate "
+                "(aqnt_auth 0005)")
+        return conn
 
     def _watch_connection(self) -> sqlite3.Connection:
         # The watcher's own connection to the file Django's connection names
@@ -458,6 +523,8 @@ class DjangoKeyStore:
         post_save.disconnect(self._saved, sender=APIKey)
         if self.watcher is not None:
             self.watcher.stop()
+        if self.listener is not None:
+            self.listener.stop()
 
 
 def _unavailable(exc: Error) -> StoreUnavailable:
@@ -468,6 +535,33 @@ def _unavailable(exc: Error) -> StoreUnavailable:
     log.error("Django key store unavailable: %s: %s", type(exc).__name__, exc)
     kind = "database error" if isinstance(exc, DatabaseError) else "database interface error"
     return StoreUnavailable(f"Django key store unavailable: {kind} ({type(exc).__name__})")
+
+
+# A round trip of the PostgreSQL listener: longer and its connection is dead.
+_PG_TIMEOUT: Final = 1.0
+
+
+def _testing() -> bool:
+    # setup_test_environment() (Django's test runner, pytest-django) gives
+    # django.core.mail an outbox; nothing else does.
+    from django.core import mail
+
+    return hasattr(mail, "outbox")
+
+
+def _has_psycopg() -> bool:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _read_ids(conn: psycopg.Connection[Any], limit: int) -> list[str]:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT id FROM {} LIMIT %s").format(sql.Identifier(APIKey._meta.db_table))
+    return [key_id for (key_id,) in conn.execute(query, (limit,))]
 
 
 #: The fix for a key table that does not exist (a forgotten migrate).

@@ -89,6 +89,7 @@ class TestSettingsCheck:
         {"RATE_LIMIT": "10/minute"},
         {"TRUSTED_PROXIES": ["proxy.internal"]},
         {"TRUSTED_PROXIES": "10.0.0.1"},
+        {"RECORD_CACHE": "yes"},
         {"EXEMPT_PATH": ["/health"]},
     ])
     def test_invalid_settings(self, value: dict[str, Any]) -> None:

@@ -90,13 +90,14 @@ class OwnThread:
 
 class _DjangoContract(StoreContract):
     alias = "default"
+    cache: bool | None = None
 
     def thread_done(self) -> None:
         connections.close_all()  # the worker thread's own
 
     @pytest.fixture
     def store(self) -> Iterator[DjangoKeyStore]:
-        store = DjangoKeyStore(using=self.alias)
+        store = DjangoKeyStore(using=self.alias, cache=self.cache)
         yield store
         store.close()
         close_thread_connections()
@@ -125,6 +126,15 @@ class TestDjangoKeyStoreSQLite(_DjangoContract):
 @postgres_mark(transaction=True, available_apps=STORE_ONLY)
 class TestDjangoKeyStorePostgres(_DjangoContract):
     alias = "postgres"
+
+
+@postgres_mark(transaction=True, available_apps=STORE_ONLY)
+class TestDjangoKeyStorePostgresCached(_DjangoContract):
+    """With the record cache, its listener and its id set (off by default in
+    Django's test environment)."""
+
+    alias = "postgres"
+    cache = True
 
 
 class TestDjangoKeyStore:
