@@ -23,6 +23,7 @@ from aqnt_auth import (
     NotAKeyId,
     parse_duration,
 )
+from aqnt_auth._audit import default_actor
 from aqnt_auth._cli import (
     format_changed,
     format_created,
@@ -52,7 +53,7 @@ keys_group = AppGroup(
 )
 
 
-def _manager(hasher: Hasher | None = None) -> KeyManager:
+def _manager(hasher: Hasher | None = None, actor: str | None = None) -> KeyManager:
     from aqnt_auth.adapters.flask import EXTENSION_KEY  # import cycle: flask.py imports this module
 
     extension = current_app.extensions.get(EXTENSION_KEY)
@@ -61,7 +62,8 @@ def _manager(hasher: Hasher | None = None) -> KeyManager:
     authenticator = extension.get_authenticator()
     # The manager shares the app's store object, so it must not close it.
     return KeyManager(authenticator.store, hasher=hasher, prefixes=authenticator.format.prefixes,
-                      max_hash_memory_mib=authenticator.max_hash_memory_mib)
+                      max_hash_memory_mib=authenticator.max_hash_memory_mib,
+                      actor=actor or default_actor())
 
 
 def _hasher(name: str | None, profile: str) -> Hasher:
@@ -89,6 +91,9 @@ def _reporting_errors(command: F) -> F:
 
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_actor = click.option("--actor", default=None, metavar="WHO",
+                      help="Who makes the change, for the audit log (default: your OS "
+                           "user@host).")
 _hasher_option = click.option(
     "--hasher", type=click.Choice(["argon2", "hmac"]), default=None,
     help="Hash for new keys (hmac needs AQNT_AUTH_PEPPER; default: AQNT_AUTH_HASHER or argon2).",
@@ -119,14 +124,16 @@ _profile_option = click.option(
 @click.option("--prefix", default=None, help="Key prefix (default: the first configured).")
 @_hasher_option
 @_profile_option
+@_actor
 @_json
 @_reporting_errors
 def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
            allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
            allow_ips: tuple[str, ...], quota: int | None, refill: str | None,
-           prefix: str | None, hasher: str | None, argon2_profile: str, as_json: bool) -> None:
+           prefix: str | None, hasher: str | None, argon2_profile: str, actor: str | None,
+           as_json: bool) -> None:
     """Issue a new key; its plaintext is shown this once."""
-    keys = _manager(_hasher(hasher, argon2_profile))
+    keys = _manager(_hasher(hasher, argon2_profile), actor)
     issued = keys.create(
         name,
         mode="test" if test else "live",
@@ -168,11 +175,12 @@ def show(key_id: str, as_json: bool) -> None:
 
 @keys_group.command("revoke", epilog=_EXAMPLES["revoke"])
 @click.argument("key_id", metavar="ID")
+@_actor
 @_json
 @_reporting_errors
-def revoke(key_id: str, as_json: bool) -> None:
+def revoke(key_id: str, actor: str | None, as_json: bool) -> None:
     """Revoke a key, at once and for good."""
-    click.echo(format_revoked(_manager().revoke(key_id), as_json))
+    click.echo(format_revoked(_manager(actor=actor).revoke(key_id), as_json))
 
 
 @keys_group.command("rotate", epilog=_EXAMPLES["rotate"])
@@ -185,12 +193,13 @@ def revoke(key_id: str, as_json: bool) -> None:
               help="Rotate a key already rotated, cutting its grace to --grace.")
 @_hasher_option
 @_profile_option
+@_actor
 @_json
 @_reporting_errors
 def rotate(key_id: str, grace: str, expires_in: str | None, force: bool, hasher: str | None,
-           argon2_profile: str, as_json: bool) -> None:
+           argon2_profile: str, actor: str | None, as_json: bool) -> None:
     """Issue a replacement; the old key expires after --grace."""
-    keys = _manager(_hasher(hasher, argon2_profile))
+    keys = _manager(_hasher(hasher, argon2_profile), actor)
     issued = keys.rotate(key_id, grace=parse_duration(grace),
                          expires_in=parse_duration(expires_in) if expires_in else None,
                          force=force)
@@ -199,20 +208,22 @@ def rotate(key_id: str, grace: str, expires_in: str | None, force: bool, hasher:
 
 @keys_group.command("disable", epilog=_EXAMPLES["disable"])
 @click.argument("key_id", metavar="ID")
+@_actor
 @_json
 @_reporting_errors
-def disable(key_id: str, as_json: bool) -> None:
+def disable(key_id: str, actor: str | None, as_json: bool) -> None:
     """Disable a key (reversible: see enable)."""
-    click.echo(format_changed(_manager().disable(key_id), "disable", as_json))
+    click.echo(format_changed(_manager(actor=actor).disable(key_id), "disable", as_json))
 
 
 @keys_group.command("enable", epilog=_EXAMPLES["enable"])
 @click.argument("key_id", metavar="ID")
+@_actor
 @_json
 @_reporting_errors
-def enable(key_id: str, as_json: bool) -> None:
+def enable(key_id: str, actor: str | None, as_json: bool) -> None:
     """Enable a disabled key."""
-    click.echo(format_changed(_manager().enable(key_id), "enable", as_json))
+    click.echo(format_changed(_manager(actor=actor).enable(key_id), "enable", as_json))
 
 
 @keys_group.command("update", epilog=_EXAMPLES["update"])
@@ -230,12 +241,14 @@ def enable(key_id: str, as_json: bool) -> None:
 @click.option("--refill", metavar="COUNT/PERIOD",
               help="The quota's refill, like 1000/day (the period starts now).")
 @click.option("--clear-quota", is_flag=True, help="Remove the quota and its refill.")
+@_actor
 @_json
 @_reporting_errors
 def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes: bool,
            allow_ips: tuple[str, ...], clear_allow_ips: bool, quota: int | None,
-           refill: str | None, clear_quota: bool, as_json: bool) -> None:
+           refill: str | None, clear_quota: bool, actor: str | None, as_json: bool) -> None:
     """Change a key's name, scopes, IP allowlist or quota (never its secret)."""
     changes = update_options(name, scopes, clear_scopes, allow_ips, clear_allow_ips,
                              quota=quota, refill=refill, clear_quota=clear_quota)
-    click.echo(format_changed(_manager().update(key_id, **changes), "update", as_json))
+    click.echo(format_changed(_manager(actor=actor).update(key_id, **changes), "update",
+                              as_json))

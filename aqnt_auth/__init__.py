@@ -17,6 +17,7 @@ from ._access import (
     relative_path,
     require_scopes,
 )
+from ._audit import AUDIT_EVENTS, AuditEntry, AuditEvent, AuditEventName, AuditLog
 from ._authenticator import Authenticator, AuthenticatorOptions, ClientFacts, make_authenticator
 from ._cache import VerificationCache
 from ._client import TrustedProxies, forwarded_headers, normalise_address
@@ -50,7 +51,7 @@ from ._errors import (
 from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
-from ._manager import IssuedKey, KeyManager
+from ._manager import Hygiene, IssuedKey, KeyManager
 from ._policies import budget_id
 from ._quota import QuotaUse
 from ._ratelimit import FailureLimiter
@@ -68,6 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARGON2_PROFILES",
+    "AUDIT_EVENTS",
     "DEFAULT_STORE_URL",
     "KEY_COLUMNS",
     "MAX_AUTHORIZATION_LENGTH",
@@ -75,6 +77,10 @@ __all__ = [
     "AQNTError",
     "Argon2Hasher",
     "AsyncKeyStore",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditEventName",
+    "AuditLog",
     "AuthError",
     "Authenticator",
     "AuthenticatorOptions",
@@ -86,6 +92,7 @@ __all__ = [
     "FailureLimiter",
     "HMACHasher",
     "Hasher",
+    "Hygiene",
     "IPNotAllowed",
     "InvalidAPIKey",
     "InvalidRequest",

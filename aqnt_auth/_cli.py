@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
+from ._audit import default_actor
 from ._authenticator import Authenticator
 from ._durations import parse_duration
 from ._errors import (
@@ -45,6 +46,7 @@ from ._stores._open import DEFAULT_STORE_URL, open_store, store_url
 from ._stores._protocol import KeyStore
 
 __all__ = [
+    "CHANGING_ACTIONS",
     "KEYS_COMMAND",
     "add_key_actions",
     "build_parser",
@@ -70,6 +72,10 @@ KEYS_COMMAND: Final = f"{PROG} keys"
 #: Exit status of a command that wrote into a pipe its reader had closed
 #: (``| head``), as for a process killed by SIGPIPE.
 BROKEN_PIPE_STATUS: Final = 128 + 13
+
+#: The key actions that change a key: they take ``--actor``.
+CHANGING_ACTIONS: Final = frozenset({"create", "revoke", "rotate", "disable", "enable",
+                                     "update"})
 
 _WARNING: Final = "This key will not be shown again. Store it in your secret manager now."
 
@@ -288,7 +294,8 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
 def _manager(args: argparse.Namespace, hasher: Hasher | None = None, *,
              create: bool = False) -> KeyManager:
     return KeyManager(_open(args, create=create), hasher=hasher, prefixes=args.prefix,
-                      max_hash_memory_mib=getattr(args, "max_hash_memory", None))
+                      max_hash_memory_mib=getattr(args, "max_hash_memory", None),
+                      actor=getattr(args, "actor", None) or default_actor())
 
 
 def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
@@ -516,7 +523,7 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO) -> int:
     return run_scan(
         args.paths or ["."], out, sys.stderr, prog=PROG,
         revoke_store=args.store if args.revoke else None, revoke_time=args.max_revoke_time,
-        as_json=args.json,
+        as_json=args.json, actor=args.actor or default_actor(),
         git=args.git, max_size=args.max_size, prefixes=args.scan_prefix, exclude=args.exclude,
         stdin=getattr(sys.stdin, "buffer", sys.stdin),
     )
@@ -561,9 +568,16 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     the *command* its examples name.
     """
     examples = key_examples(command)
+    # Who makes the change, for the audit log: the OS user and host unless told.
+    auditing = argparse.ArgumentParser(add_help=False)
+    auditing.add_argument("--actor", default=None, metavar="WHO",
+                          help="who makes the change, for the audit log "
+                               "(default: your OS user@host)")
 
     def add(name: str, parents: list[argparse.ArgumentParser], help: str
             ) -> argparse.ArgumentParser:
+        if name in CHANGING_ACTIONS:
+            parents = [*parents, auditing]
         parser: argparse.ArgumentParser = actions.add_parser(
             name, parents=parents, help=help, epilog=examples[name],
             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -756,6 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "reported as not verified")
     scan.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE_URL),
                       help=f"store URL for --revoke (default: ${STORE_ENV} or {DEFAULT_STORE_URL})")
+    scan.add_argument("--actor", default=None, metavar="WHO",
+                      help="who revokes, for the audit log (default: your OS user@host)")
     scan.add_argument("--json", action="store_true", help="print JSON")
     scan.add_argument("--export-rules", choices=RULE_FORMATS, metavar="FORMAT",
                       help="print rules that find our keys for another scanner "

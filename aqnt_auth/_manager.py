@@ -1,7 +1,9 @@
-"""Issuing, listing, revoking, rotating, disabling and updating keys."""
+"""Issuing, listing, revoking, rotating, disabling and updating keys; their
+audit log, event hooks and hygiene findings."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -9,18 +11,22 @@ from types import TracebackType
 from typing import Any, Final
 
 from ._access import normalise_allowed_paths
+from ._audit import AuditEvent, AuditLog, check_actor
 from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher, check_memory_budget, default_hash_memory_mib
+from ._hooks import ALL_EVENTS, Hook, HookRunner
 from ._policies import normalise_allowed_ips
 from ._quota import check_quota, is_moved, parse_refill
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
 from ._stores._protocol import KeyStore
 
-__all__ = ["IssuedKey", "KeyManager"]
+__all__ = ["IDLE_AGE", "Hygiene", "IssuedKey", "KeyManager"]
 
 MAX_NAME_LENGTH: Final = 200
+#: Keys unused (or, never used, created) this long ago are idle (:meth:`KeyManager.hygiene`).
+IDLE_AGE: Final = dt.timedelta(days=90)
 # RFC 6750 §3 scope-token characters, so scopes can be named in WWW-Authenticate.
 _SCOPE_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
 
@@ -103,6 +109,37 @@ def _quota_fields(quota: int | None, quota_refill: str | None, now: dt.datetime
     return {"quota_remaining": check_quota(quota),
             "quota_refill": refill.text if refill is not None else None,
             "quota_refilled_at": now}
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hygiene:
+    """Key-hygiene findings (:meth:`KeyManager.hygiene`) over the keys not
+    revoked or expired, each list oldest key first; a key may be in several."""
+
+    #: When the findings were computed.
+    checked_at: dt.datetime
+    #: Keys without an expiry.
+    never_expire: list[KeyRecord]
+    #: Keys unused for :data:`IDLE_AGE` (90 days) or more (never used: since created).
+    idle: list[KeyRecord]
+    #: Live-mode keys without an IP allowlist.
+    live_without_allowlist: list[KeyRecord]
+    #: Keys older than 90 days (:meth:`KeyRecord.due_for_rotation`).
+    due_for_rotation: list[KeyRecord]
+
+    def findings(self) -> dict[str, list[KeyRecord]]:
+        """The four lists by name, in a stable order."""
+        return {"never_expire": self.never_expire, "idle": self.idle,
+                "live_without_allowlist": self.live_without_allowlist,
+                "due_for_rotation": self.due_for_rotation}
+
+    def __bool__(self) -> bool:
+        """Whether anything was found."""
+        return any(self.findings().values())
+
+
+def _aware(value: dt.datetime | None, what: str) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ConfigurationError(f"{what} must be timezone-aware")
+    return value
 
 
 def _check_rotatable(record: KeyRecord, successors: Sequence[KeyRecord], now: dt.datetime,
@@ -138,6 +175,14 @@ class KeyManager:
         will verify the keys (default: the :class:`Authenticator`'s).  A
         hasher needing more for one hash cannot issue keys: every
         verification would be refused (:class:`ConfigurationError`).
+    :param actor: who makes the changes, for the audit log (``alice@host``,
+        ``django:admin``); each changing method's ``actor`` overrides it.
+    :param on_event: a hook called with every :class:`AuditEntry` once its
+        change has committed (see :meth:`on`).
+
+    Every change (create, revoke, rotate, expire, disable, enable, update,
+    delete) writes its audit entries in the store's transaction;
+    :meth:`audit` reads them back.
     """
 
     def __init__(
@@ -148,7 +193,13 @@ class KeyManager:
         prefixes: Iterable[str] = ("sk",),
         clock: Callable[[], dt.datetime] = utcnow,
         max_hash_memory_mib: int | None = None,
+        actor: str | None = None,
+        on_event: Hook | None = None,
     ) -> None:
+        self.actor = check_actor(actor)
+        self._hooks = HookRunner()
+        if on_event is not None:
+            self._hooks.add(ALL_EVENTS, on_event)
         self.store: KeyStore = open_store(store)
         self.hasher: Hasher = hasher if hasher is not None else Argon2Hasher()
         self.max_hash_memory_mib = (max_hash_memory_mib if max_hash_memory_mib is not None
@@ -158,6 +209,26 @@ class KeyManager:
 
     def __repr__(self) -> str:
         return f"KeyManager(store={self.store!r}, hasher={self.hasher!r})"
+
+    def on(self, event: str, hook: Hook) -> None:
+        """Call *hook* with each :class:`AuditEntry` of *event* (``"revoked"``,
+        ``"rotated"``...; ``"*"``: every event), after its change has committed.
+
+        Hooks run on a background thread, in the order the changes were made:
+        they never block the caller, and an exception in one is logged
+        (logger ``aqnt_auth.hooks``), never raised.  :meth:`close` waits up to
+        5 seconds for the hooks still queued.
+        """
+        self._hooks.add(event, hook)
+
+    def _event(self, actor: str | None, at: dt.datetime | None = None) -> AuditEvent:
+        return AuditEvent(actor=self.actor if actor is None else actor,
+                          at=self._clock() if at is None else at)
+
+    def _committed(self, event: AuditEvent) -> None:
+        # The store call returned: its transaction, entries included, committed.
+        if self._hooks:
+            self._hooks.dispatch(event.written)
 
     def _hash(self, secret: str) -> str:
         # Checked when a key is issued (not at construction, so a manager
@@ -181,6 +252,7 @@ class KeyManager:
         allowed_ips: Iterable[str] = (),
         quota: int | None = None,
         quota_refill: str | None = None,
+        actor: str | None = None,
     ) -> IssuedKey:
         """Issue a new key.  The plaintext is in the result only; the store gets its hash.
 
@@ -224,7 +296,9 @@ class KeyManager:
             allowed_ips=normalise_allowed_ips(allowed_ips),
             **quota_fields,
         )
-        self.store.add(record)
+        event = self._event(actor, now)
+        self.store.add(record, audit=event)
+        self._committed(event)
         return IssuedKey(parsed.raw, record)
 
     def get(self, key_id: str) -> KeyRecord:
@@ -243,32 +317,37 @@ class KeyManager:
         # A disabled key is listed: it can be enabled again.
         return [r for r in records if r.status(now) not in ("revoked", "expired")]
 
-    def revoke(self, key_id: str) -> KeyRecord:
-        """Revoke a key, at once and for good.  Revoking twice keeps the first time."""
-        record = self.store.revoke(_key_id(key_id), self._clock())
+    def revoke(self, key_id: str, *, actor: str | None = None) -> KeyRecord:
+        """Revoke a key, at once and for good.  Revoking twice keeps the first
+        time (and writes no second audit entry)."""
+        event = self._event(actor)
+        assert event.at is not None
+        record = self.store.revoke(_key_id(key_id), event.at, audit=event)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
+        self._committed(event)
         return record
 
-    def disable(self, key_id: str) -> KeyRecord:
+    def disable(self, key_id: str, *, actor: str | None = None) -> KeyRecord:
         """Disable a key: requests with it get ``key_disabled`` until
         :meth:`enable`.  Unlike a revocation it can be undone.  Disabling a
         disabled key keeps the first time; a revoked key cannot be changed."""
         current = self.get(key_id)
         if current.disabled_at is not None and current.revoked_at is None:
             return current
-        return self._update(current.id, {"disabled_at": self._clock()})
+        event = self._event(actor)
+        return self._update(current.id, {"disabled_at": event.at}, event)
 
-    def enable(self, key_id: str) -> KeyRecord:
+    def enable(self, key_id: str, *, actor: str | None = None) -> KeyRecord:
         """Undo :meth:`disable`.  An expired key stays expired, and a revoked
         key cannot be enabled (revocation is final)."""
-        return self._update(self.get(key_id).id, {"disabled_at": None})
+        return self._update(self.get(key_id).id, {"disabled_at": None}, self._event(actor))
 
     def update(self, key_id: str, *, name: str | None = None,
                scopes: Iterable[str] | None = None,
                allowed_ips: Iterable[str] | None = None,
                quota: int | None = None, quota_refill: str | None = None,
-               clear_quota: bool = False) -> KeyRecord:
+               clear_quota: bool = False, actor: str | None = None) -> KeyRecord:
         """Change a key's name, scopes, IP allowlist or quota (those given; an
         empty allowlist removes it), checked as :meth:`create` checks them;
         never its secret.  A revoked key cannot be changed.
@@ -297,7 +376,7 @@ class KeyManager:
             changes.update(quota_remaining=None, quota_refill=None, quota_refilled_at=None)
         elif quota is not None or quota_refill is not None:
             changes.update(self._quota_changes(key_id, quota, quota_refill))
-        return self._update(key_id, changes)
+        return self._update(key_id, changes, self._event(actor))
 
     def _quota_changes(self, key_id: str, quota: int | None, quota_refill: str | None
                        ) -> dict[str, Any]:
@@ -323,16 +402,18 @@ class KeyManager:
             changes["quota_refill"] = current.quota_refill
         return changes
 
-    def _update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
-        record = self.store.update(key_id, changes)
+    def _update(self, key_id: str, changes: Mapping[str, Any], event: AuditEvent
+                ) -> KeyRecord:
+        record = self.store.update(key_id, changes, audit=event)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
         if record.revoked_at is not None:
             raise KeyStateError(f"key {key_id} was revoked at {_when(record.revoked_at)}: "
                                 "a revoked key cannot be changed (revocation is final)")
+        self._committed(event)
         return record
 
-    def expire(self, key_id: str, at: dt.datetime) -> KeyRecord:
+    def expire(self, key_id: str, at: dt.datetime, *, actor: str | None = None) -> KeyRecord:
         """Set the key to expire at *at* (timezone-aware).  An expiry once set
         only moves earlier (:meth:`KeyRecord.allows_expiry`): a key is never
         revived by extending it."""
@@ -343,9 +424,11 @@ class KeyManager:
             raise KeyStateError(current.expiry_refusal(at))
         # The store checks the rule again in its write: an expiry or a
         # revocation committed since the read above is not undone.
-        record = self.store.set_expiry(key_id, at)
+        event = self._event(actor)
+        record = self.store.set_expiry(key_id, at, audit=event)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
+        self._committed(event)
         return record
 
     def rotate(
@@ -356,6 +439,7 @@ class KeyManager:
         expires_at: dt.datetime | None = None,
         expires_in: dt.timedelta | None = None,
         force: bool = False,
+        actor: str | None = None,
     ) -> IssuedKey:
         """Issue a replacement and let the old key expire after *grace*.
 
@@ -434,16 +518,50 @@ class KeyManager:
             )]
             return issued[0], ends
 
-        if self.store.rotate(old.id, plan) is None:  # deleted meanwhile
+        event = self._event(actor)
+        if self.store.rotate(old.id, plan, audit=event) is None:  # deleted meanwhile
             raise KeyNotFound(f"no key with id {key_id!r}")
+        self._committed(event)
         return IssuedKey(parsed.raw, issued[0])
 
-    def delete(self, key_id: str) -> None:
-        """Remove a key's record entirely (prefer :meth:`revoke`, which keeps history)."""
-        if not self.store.delete(_key_id(key_id)):
+    def delete(self, key_id: str, *, actor: str | None = None) -> None:
+        """Remove a key's record entirely (prefer :meth:`revoke`, which keeps
+        the record).  Its audit log is kept, with a ``deleted`` entry."""
+        event = self._event(actor)
+        if not self.store.delete(_key_id(key_id), audit=event):
             raise KeyNotFound(f"no key with id {key_id!r}")
+        self._committed(event)
+
+    def audit(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+              until: dt.datetime | None = None, limit: int | None = None
+              ) -> AuditLog:
+        """The audit log, newest first: every change to the keys (of *key_id*;
+        at or after *since*, before *until*; at most *limit* entries).  A
+        deleted key's entries are kept."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ConfigurationError("limit must be a positive integer")
+        return self.store.audit_entries(
+            key_id=None if key_id is None else _key_id(key_id),
+            since=_aware(since, "since"), until=_aware(until, "until"), limit=limit)
+
+    def hygiene(self, *, now: dt.datetime | None = None) -> Hygiene:
+        """Key-hygiene findings over the keys that are neither revoked nor
+        expired: keys that never expire, keys idle for 90 days or more, live
+        keys without an IP allowlist, and keys due for rotation."""
+        now = _aware(now, "now") or self._clock()
+        keys = [r for r in self.store.list() if r.status(now) not in ("revoked", "expired")]
+        return Hygiene(
+            checked_at=now,
+            never_expire=[r for r in keys if r.expires_at is None],
+            idle=[r for r in keys if now - (r.last_used_at or r.created_at) >= IDLE_AGE],
+            live_without_allowlist=[r for r in keys if r.mode == "live" and not r.allowed_ips],
+            due_for_rotation=[r for r in keys if r.due_for_rotation(now)],
+        )
 
     def close(self) -> None:
+        """Close the store, once the queued event hooks have run (5 s at most)."""
+        self._hooks.close()
         self.store.close()
 
     def __enter__(self) -> KeyManager:

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal
 
+from ._audit import AuditEvent
 from ._errors import ConfigurationError, InvalidStoredHash
 from ._format import (
     _DIGITS,
@@ -346,7 +347,7 @@ class _Budget:
 
 def _revoke_one(store: KeyStore, key: ParsedKey, record: KeyRecord | None,
                 hashers: Sequence[Hasher], now: dt.datetime, budget: _Budget,
-                proven: set[str]) -> LeakRevocation:
+                proven: set[str], actor: str | None) -> LeakRevocation:
     def outcome(result: RevocationOutcome, detail: str = "") -> LeakRevocation:
         return LeakRevocation(key.key_id, key.hint, result, detail)
 
@@ -376,7 +377,9 @@ def _revoke_one(store: KeyStore, key: ParsedKey, record: KeyRecord | None,
     except InvalidStoredHash as exc:
         return outcome("unverified", str(exc))
     proven.add(record.id)
-    if store.revoke(record.id, now) is None:  # deleted meanwhile
+    # Audited as the scanner's: the entry says the key was found leaked.
+    audit = AuditEvent(actor=actor, at=now, event="scanner_revoked")
+    if store.revoke(record.id, now, audit=audit) is None:  # deleted meanwhile
         return outcome("not_in_store")
     return outcome("revoked")
 
@@ -390,6 +393,7 @@ def revoke_leaked(
     max_per_id: int = MAX_CANDIDATES_PER_ID,
     time_limit: float = DEFAULT_REVOKE_TIME,
     clock: Callable[[], float] = time.monotonic,
+    actor: str | None = None,
 ) -> list[LeakRevocation]:
     """Revoke, in *store*, every distinct key of *findings* that is one of its keys.
 
@@ -404,6 +408,9 @@ def revoke_leaked(
     is bounded: at most *max_per_id* candidates per key id, and none once
     *time_limit* seconds (by *clock*; 0: no limit) have been spent.  The
     others are ``skipped``, with the reason in their ``detail``.
+
+    Each revocation is written to the audit log as ``scanner_revoked`` by
+    *actor* (who ran the scan).
     """
     if max_per_id < 1:
         raise ConfigurationError("max_per_id must be at least 1")
@@ -426,5 +433,5 @@ def revoke_leaked(
         if key.key_id not in records:  # one read per id, however many look-alikes
             records[key.key_id] = store.get(key.key_id)
         results.append(_revoke_one(store, key, records[key.key_id], hashers, now, budget,
-                                   proven))
+                                   proven, actor))
     return results

@@ -252,6 +252,7 @@ def run_scan(
     revoke_store: str | None = None,
     revoke_time: float = DEFAULT_REVOKE_TIME,
     as_json: bool = False,
+    actor: str | None = None,
     **options: Any,
 ) -> int:
     """The ``aqnt-auth scan`` command: print findings; 0 none, 1 found, 2 cannot scan.
@@ -260,7 +261,7 @@ def run_scan(
     the keys found are revoked there (see :func:`revoke_leaked`), verifying
     for at most *revoke_time* seconds (0: no limit); the time it took is
     printed.  The exit status is still 1, since a leaked key's users need a
-    new one.
+    new one.  The audit log names *actor* as the revoker.
     """
     try:
         report = scan_paths(paths, keep_keys=revoke_store is not None, **options)
@@ -280,7 +281,8 @@ def run_scan(
         try:
             store = open_store(revoke_store, create=False)
             try:
-                revocations = revoke_leaked(store, findings, time_limit=revoke_time)
+                revocations = revoke_leaked(store, findings, time_limit=revoke_time,
+                                            actor=actor)
             finally:
                 store.close()
         except AQNTError as exc:

@@ -19,11 +19,16 @@
   moves earlier, so no edit revives a key.  A revoked key is read-only, and
   nothing can clear a revocation.  A rotated key's page links to the key it
   replaced and to the key that replaced it.
+* Every change made here (add, edit, revoke, rotate, disable, enable,
+  delete) goes through :class:`~aqnt_auth.KeyManager` with the staff user as
+  actor (``django:<username>``), so it is in the audit log, which the key's
+  page shows (newest first, the last 50 entries).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -52,6 +57,7 @@ from django.utils.safestring import SafeString
 from aqnt_auth import (
     AQNTError,
     Argon2Hasher,
+    AuditEntry,
     ConfigurationError,
     HMACHasher,
     IssuedKey,
@@ -60,14 +66,15 @@ from aqnt_auth import (
     MemoryKeyStore,
     parse_duration,
 )
+from aqnt_auth._audit import MAX_ACTOR_LENGTH
 from aqnt_auth._policies import normalise_allowed_ips
 from aqnt_auth._quota import check_quota, is_moved, parse_refill, quota_view
 from aqnt_auth._records import ROTATION_AGE
 from aqnt_auth.adapters.django.models import (
     MODE_CHOICES,
     APIKey,
+    aware,
     db_datetime,
-    expiry_allowed,
     record_fields,
 )
 from aqnt_auth.adapters.django.settings import get_settings, runtime
@@ -85,11 +92,11 @@ CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
     "disabled_at", "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths",
     "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_text", "quota_refill_text",
-    "quota_refilled_at", "allowed_ips_text", "predecessor", "successors",
+    "quota_refilled_at", "allowed_ips_text", "predecessor", "successors", "audit_log",
 )
+#: Audit entries shown on a key's page, newest first.
+AUDIT_SHOWN: Final = 50
 EDITABLE: Final = ("name", "expires_at", "allowed_ips_text", "quota_text", "quota_refill_text")
-#: Edited through KeyManager.update (checked by the core), not written as columns.
-POLICY_FIELDS: Final = ("allowed_ips_text", "quota_text", "quota_refill_text")
 #: The page that shows new plaintext keys, once, in the response that issued them.
 ISSUED_TEMPLATE: Final = "admin/aqnt_auth/apikey/key_issued.html"
 REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
@@ -98,11 +105,20 @@ REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
 _ISSUED_ATTR: Final = "_aqnt_auth_issued"
 
 
-def _manager() -> KeyManager:
+def admin_actor(request: HttpRequest) -> str:
+    """``django:<username>``: the staff user, as the audit log names them."""
+    # A request the admin serves has a user; one built by hand may not.
+    user: Any = getattr(request, "user", None)
+    name = user.get_username() if user is not None and user.is_authenticated else "anonymous"
+    return f"django:{name}"[:MAX_ACTOR_LENGTH]
+
+
+def _manager(request: HttpRequest) -> KeyManager:
     conf = get_settings()
     authenticator = runtime().authenticator
     return KeyManager(authenticator.store, hasher=conf.hasher or Argon2Hasher(),
-                      prefixes=conf.prefixes, max_hash_memory_mib=authenticator.max_hash_memory_mib)
+                      prefixes=conf.prefixes, max_hash_memory_mib=authenticator.max_hash_memory_mib,
+                      actor=admin_actor(request))
 
 
 _IPS_HELP: Final = ("IPv4/IPv6 addresses or CIDR networks the key may be used from, separated "
@@ -117,6 +133,26 @@ def admin_time(value: dt.datetime) -> str:
     """*value* as the admin shows times: in the current time zone, in the
     active locale's ``DATETIME_FORMAT``."""
     return formats.date_format(timezone.localtime(value), "DATETIME_FORMAT")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    found = aware(value)
+    assert found is not None
+    return found
+
+
+def _audit_change(entry: AuditEntry) -> str:
+    """``name: 'a' → 'b'`` for each changed field; the related key of a rotation."""
+    if entry.event in ("created", "deleted"):
+        text = ""
+    else:
+        text = "; ".join(f"{name}: {json.dumps(entry.old.get(name))} → "
+                         f"{json.dumps(entry.new.get(name))}" for name in entry.new)
+    if entry.related_key_id:
+        other = "successor" if entry.event == "rotated" else "replaces"
+        text = f"{text}; {other} {entry.related_key_id}" if text else \
+            f"{other} {entry.related_key_id}"
+    return text or "-"
 
 
 class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -322,7 +358,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         else:
             options = {"quota_refill": refill or ""}
         try:
-            _manager().update(obj.pk, **options)
+            _manager(request).update(obj.pk, **options)
         except AQNTError as exc:
             self.message_user(request, f"The quota was not changed: {exc}", messages.ERROR)
 
@@ -333,6 +369,20 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if is_moved(obj.quota_remaining, obj.quota_refilled_at):
             return "shared with its successor"
         return f"{obj.quota_remaining} left"
+
+    @admin.display(description="audit log")
+    def audit_log(self, obj: APIKey) -> SafeString | str:
+        """The key's audit log, newest first: when, what, who, and the changed values."""
+        store = cast("DjangoKeyStore", runtime().authenticator.store)
+        entries = store.audit_entries(key_id=obj.pk, limit=AUDIT_SHOWN)
+        if not entries:
+            return "-"
+        rows = format_html_join(
+            "\n", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((admin_time(e.at), e.event, e.actor or "-", _audit_change(e)) for e in entries))
+        return format_html(
+            '<table class="aqnt-audit"><thead><tr><th>when</th><th>event</th><th>by</th>'
+            "<th>change</th></tr></thead><tbody>{}</tbody></table>", rows)
 
     def _key_link(self, key_id: str) -> SafeString:
         url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
@@ -372,7 +422,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
-            issued = _manager().create(**form.create_options)
+            issued = _manager(request).create(**form.create_options)
             # The row exists now; make obj that row, for the admin's log and redirect.
             for name, value in record_fields(issued.record).items():
                 setattr(obj, name, value)
@@ -382,26 +432,18 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             obj._state.db = store.write_alias
             setattr(request, _ISSUED_ATTR, issued)
             return
-        if "allowed_ips_text" in form.changed_data:
-            # Through the core: checked, and seen by every process at once.
-            try:
-                _manager().update(obj.pk, allowed_ips=form.cleaned_data["allowed_ips_text"])
-            except AQNTError as exc:
-                self.message_user(request, f"The allowed IPs were not changed: {exc}",
-                                  messages.ERROR)
-        if {"quota_text", "quota_refill_text"} & set(form.changed_data):
-            self._save_quota(request, obj, form)
-        changes = {name: obj.__dict__[name] for name in EDITABLE
-                   if name in form.changed_data and name not in POLICY_FIELDS}
-        rows = APIKey.objects.using(obj._state.db).filter(pk=obj.pk, revoked_at__isnull=True)
-        if "expires_at" in changes:
-            changes["expires_at"] = at = db_datetime(changes["expires_at"])
-            # The form checked the rule against the row it read; the UPDATE
-            # checks it again, so a concurrent change cannot be undone.
-            rows = rows.filter(expiry_allowed(at))
-        if changes and not rows.update(**changes):
-            # One conditional UPDATE of the edited columns only: it cannot
-            # undo a revocation or overwrite usage counts written meanwhile.
+        # Every edit goes through the core: checked, audited as this staff
+        # user, and seen by every process at once.  Each is a conditional
+        # write in the store, so a revocation or an earlier expiry committed
+        # since the form was loaded is never undone.  The expiry, which can
+        # be refused, goes first: refused, nothing else is changed.
+        keys = _manager(request)
+        try:
+            if "expires_at" in form.changed_data and obj.expires_at is not None:
+                keys.expire(obj.pk, _aware(obj.expires_at))
+            if "name" in form.changed_data:
+                keys.update(obj.pk, name=obj.name)
+        except AQNTError:
             revoked = APIKey.objects.using(obj._state.db).filter(
                 pk=obj.pk, revoked_at__isnull=False).exists()
             self.message_user(
@@ -409,6 +451,24 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "The key was revoked meanwhile; nothing was changed." if revoked else
                 "The key's expiry was moved meanwhile; nothing was changed.",
                 messages.ERROR)
+            return
+        if "allowed_ips_text" in form.changed_data:
+            try:
+                keys.update(obj.pk, allowed_ips=form.cleaned_data["allowed_ips_text"])
+            except AQNTError as exc:
+                self.message_user(request, f"The allowed IPs were not changed: {exc}",
+                                  messages.ERROR)
+        if {"quota_text", "quota_refill_text"} & set(form.changed_data):
+            self._save_quota(request, obj, form)
+
+    def delete_model(self, request: HttpRequest, obj: APIKey) -> None:
+        # Through the core: the deletion is audited as this staff user.
+        _manager(request).delete(obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        keys = _manager(request)
+        for key_id in queryset.values_list("pk", flat=True):
+            keys.delete(key_id)
 
     def response_add(self, request: HttpRequest, obj: APIKey,
                      post_url_continue: str | None = None) -> HttpResponse:
@@ -476,7 +536,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return TemplateResponse(request, REVOKE_TEMPLATE, context)
 
     def _revoke(self, request: HttpRequest, key_ids: list[str]) -> None:
-        keys = _manager()
+        keys = _manager(request)
         for key_id in key_ids:
             keys.revoke(key_id)
         self.message_user(request, f"Revoked {len(key_ids)} API key(s). Requests with them now "
@@ -507,7 +567,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         except ConfigurationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return None
-        keys = _manager()
+        keys = _manager(request)
         rotated: list[tuple[IssuedKey, KeyRecord | None]] = []
         for key_id in queryset.values_list("pk", flat=True):
             try:
@@ -533,7 +593,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def _switch(self, request: HttpRequest, queryset: QuerySet[APIKey], action: str) -> None:
         """Disable or enable through the core, so every process sees it as a
         revocation; revoked keys are left alone (revocation is final)."""
-        keys = _manager()
+        keys = _manager(request)
         done = 0
         for key_id in queryset.values_list("pk", flat=True):
             try:

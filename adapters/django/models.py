@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from aqnt_auth import KEY_COLUMNS, KeyRecord, record_from_row, row_from_record
 
-__all__ = ["APIKey", "aware", "db_datetime", "expiry_allowed", "record_fields",
+__all__ = ["APIKey", "APIKeyAudit", "aware", "db_datetime", "expiry_allowed", "record_fields",
            "record_of_values"]
 
 MODE_CHOICES = (("live", "live"), ("test", "test"))
@@ -96,6 +96,30 @@ class APIKey(models.Model):
             "Once set, an expiry can only move earlier: clearing or extending it would revive "
             "the key. Rotate it or create a new key instead."
         )})
+
+
+class APIKeyAudit(models.Model):
+    """One change to one key (:class:`aqnt_auth.AuditEntry`): written by
+    :class:`~aqnt_auth.adapters.django.store.DjangoKeyStore` in the transaction
+    of the change, kept when the key is deleted.  Never a secret or a hash."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_index=True)
+    key_id = models.CharField(max_length=32)
+    event = models.CharField(max_length=32)
+    actor = models.CharField(max_length=200, null=True, blank=True)
+    old = models.JSONField(default=dict, blank=True)
+    new = models.JSONField(default=dict, blank=True)
+    related_key_id = models.CharField(max_length=32, null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key audit entry"
+        verbose_name_plural = "API key audit entries"
+        ordering = ("-at", "-id")
+        indexes = (models.Index(fields=("key_id", "at"), name="aqnt_auth_audit_key_at"),)
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.key_id} at {self.at}"
 
 
 #: Where the times stand among :data:`~aqnt_auth.KEY_COLUMNS`.

@@ -48,18 +48,23 @@ from django.db.models.signals import post_save
 
 from aqnt_auth import (
     KEY_COLUMNS,
+    AuditEntry,
+    AuditEvent,
+    AuditLog,
     KeyRecord,
     KeyStateError,
     RotationPlan,
     StoreUnavailable,
     UsageDelta,
 )
+from aqnt_auth._audit import ensure, entry_of_row
 from aqnt_auth._quota import QuotaOps, QuotaRow, QuotaUse, consume_with
 from aqnt_auth._stores._record_cache import ABSENT, IDS_SIZE, RecordCache
 from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sqlite_watch import ChangeWatcher
 from aqnt_auth.adapters.django.models import (
     APIKey,
+    APIKeyAudit,
     aware,
     db_datetime,
     expiry_allowed,
@@ -322,16 +327,33 @@ class DjangoKeyStore:
         row = self._rows().filter(pk=key_id).first()
         return None if row is None else row.to_record()
 
-    def add(self, record: KeyRecord) -> None:
-        with self._changing(record.id):
-            self._add(record)
+    def _write_audit(self, entries: list[AuditEntry]) -> None:
+        if entries:
+            APIKeyAudit.objects.using(self.write_alias).bulk_create([
+                APIKeyAudit(at=cast("dt.datetime", db_datetime(e.at)), key_id=e.key_id,
+                            event=e.event, actor=e.actor, old=dict(e.old), new=dict(e.new),
+                            related_key_id=e.related_key_id)
+                for e in entries])
 
-    def _add(self, record: KeyRecord) -> None:
+    def _locked(self, key_id: str) -> KeyRecord | None:
+        """The record of *key_id*, read after writing its row: its row lock
+        (PostgreSQL) or the write lock (SQLite), so it is the record the
+        change that follows changes."""
+        if not self._rows().filter(pk=key_id).update(expires_at=F("expires_at")):
+            return None
+        return self._fetch(key_id)
+
+    def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        with self._changing(record.id):
+            self._add(record, audit)
+
+    def _add(self, record: KeyRecord, audit: AuditEvent | None) -> None:
         # Each write runs in its own savepoint, so a failure does not break a
         # transaction the caller may have open.
         try:
             with transaction.atomic(using=self.write_alias):
                 self._rows().create(**record_fields(record))
+                self._write_audit(ensure(audit).entries(None, record))
         except IntegrityError:
             raise KeyStateError(f"key id {record.id!r} already exists") from None
         except Error as exc:
@@ -355,66 +377,81 @@ class DjangoKeyStore:
         finally:
             self.cache.drop(key_id)
 
-    def _update(self, key_id: str, filters: Mapping[str, Any], **changes: Any
-                ) -> KeyRecord | None:
+    def _update(self, key_id: str, filters: Mapping[str, Any], audit: AuditEvent | None,
+                **changes: Any) -> KeyRecord | None:
         with self._changing(key_id):
-            return self._update_now(key_id, filters, **changes)
+            return self._update_now(key_id, filters, audit, **changes)
 
-    def _update_now(self, key_id: str, filters: Mapping[str, Any], **changes: Any
-                    ) -> KeyRecord | None:
+    def _update_now(self, key_id: str, filters: Mapping[str, Any], audit: AuditEvent | None,
+                    **changes: Any) -> KeyRecord | None:
         try:
             with transaction.atomic(using=self.write_alias):
+                before = self._locked(key_id)
+                if before is None:
+                    return None
                 self._rows().filter(pk=key_id, **filters).update(**changes)
-                return self._fetch(key_id)
+                after = self._fetch(key_id)
+                self._write_audit(ensure(audit).entries(before, after))
+                return after
         except Error as exc:
             raise _unavailable(exc) from None
 
-    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         # Only a key not yet revoked is updated: the first revocation stays.
-        return self._update(key_id, {"revoked_at__isnull": True}, revoked_at=db_datetime(at))
+        return self._update(key_id, {"revoked_at__isnull": True}, audit,
+                            revoked_at=db_datetime(at))
 
-    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                   audit: AuditEvent | None = None) -> KeyRecord | None:
         with self._changing(key_id):
-            return self._set_expiry(key_id, at)
+            return self._set_expiry(key_id, at, audit)
 
-    def _set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def _set_expiry(self, key_id: str, at: dt.datetime | None, audit: AuditEvent | None
+                    ) -> KeyRecord | None:
         stored = db_datetime(at)
         try:
             with transaction.atomic(using=self.write_alias):
+                before = self._locked(key_id)
+                if before is None:
+                    return None
                 # The rule in the UPDATE, as the admin's save does: nothing
                 # committed meanwhile is undone.
                 changed = self._rows().filter(expiry_allowed(stored), pk=key_id).update(
                     expires_at=stored)
-                record = self._fetch(key_id)
+                if not changed:
+                    raise KeyStateError(before.expiry_refusal(at))
+                after = self._fetch(key_id)
+                self._write_audit(ensure(audit).entries(before, after))
+                return after
         except Error as exc:
             raise _unavailable(exc) from None
-        if record is not None and not changed:
-            raise KeyStateError(record.expiry_refusal(at))
-        return record
 
-    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    def update(self, key_id: str, changes: Mapping[str, Any], *,
+               audit: AuditEvent | None = None) -> KeyRecord | None:
         values = {name: db_datetime(value) if isinstance(value, dt.datetime) else value
                   for name, value in update_columns(changes).items()}
         if not values:
             return self._fetch(key_id)
         # Only a key not revoked is changed: revocation is final.
-        return self._update(key_id, {"revoked_at__isnull": True}, **values)
+        return self._update(key_id, {"revoked_at__isnull": True}, audit, **values)
 
-    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def rotate(self, key_id: str, plan: RotationPlan, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         # The successor is created with the ORM: post_save drops its id.
         with self._changing(key_id):
-            return self._rotate(key_id, plan)
+            return self._rotate(key_id, plan, audit)
 
-    def _rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def _rotate(self, key_id: str, plan: RotationPlan, audit: AuditEvent | None
+                ) -> KeyRecord | None:
         try:
             with transaction.atomic(using=self.write_alias):
                 # The first statement writes the old key's row: its row lock
                 # (PostgreSQL) or the write lock (SQLite), so a revocation
                 # waits for this transaction or has committed before it reads.
-                if not self._rows().filter(pk=key_id).update(expires_at=F("expires_at")):
+                old = self._locked(key_id)
+                if old is None:
                     return None
-                old = self._fetch(key_id)
-                assert old is not None
                 successors = [row.to_record() for row in
                               self._rows().filter(rotated_from=key_id).order_by("created_at", "id")]
                 successor, expires_at = plan(old, successors)
@@ -424,7 +461,10 @@ class DjangoKeyStore:
                     moved = {"quota_remaining": 0, "quota_refilled_at": None}
                 self._rows().filter(pk=key_id).update(expires_at=db_datetime(expires_at),
                                                       **moved)
-                return self._fetch(key_id)
+                after = self._fetch(key_id)
+                assert after is not None
+                self._write_audit(ensure(audit).rotation(old, after, successor))
+                return after
         except IntegrityError:
             raise KeyStateError("the successor's key id already exists") from None
         except Error as exc:
@@ -481,17 +521,40 @@ class DjangoKeyStore:
             raise _unavailable(exc) from None
         return rows == 1
 
-    def delete(self, key_id: str) -> bool:
+    def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
         with self._changing(key_id):
-            return self._delete(key_id)
+            return self._delete(key_id, audit)
 
-    def _delete(self, key_id: str) -> bool:
+    def _delete(self, key_id: str, audit: AuditEvent | None) -> bool:
         try:
             with transaction.atomic(using=self.write_alias):
-                deleted: int = self._rows().filter(pk=key_id).delete()[0]
+                before = self._locked(key_id)
+                if before is None:
+                    return False
+                self._rows().filter(pk=key_id).delete()
+                self._write_audit(ensure(audit).entries(before, None))
         except Error as exc:
             raise _unavailable(exc) from None
-        return deleted > 0
+        return True
+
+    def audit_entries(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, limit: int | None = None
+                      ) -> AuditLog:
+        rows = APIKeyAudit.objects.using(self.read_alias).order_by("-at", "-id")
+        if key_id is not None:
+            rows = rows.filter(key_id=key_id)
+        if since is not None:
+            rows = rows.filter(at__gte=db_datetime(since))
+        if until is not None:
+            rows = rows.filter(at__lt=db_datetime(until))
+        if limit is not None:
+            rows = rows[:limit]
+        try:
+            return [entry_of_row(row.id, cast("dt.datetime", aware(row.at)), row.key_id,
+                                 row.event, row.actor, row.old, row.new, row.related_key_id)
+                    for row in rows]
+        except Error as exc:
+            raise _unavailable(exc) from None
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         if not usage:
@@ -610,6 +673,7 @@ class AsyncDjangoKeyStore:
         self.replace_hash = sync_to_async(store.replace_hash, thread_sensitive=True)
         self.consume_quota = sync_to_async(store.consume_quota, thread_sensitive=True)
         self.delete = sync_to_async(store.delete, thread_sensitive=True)
+        self.audit_entries = sync_to_async(store.audit_entries, thread_sensitive=True)
         self.record_usage = sync_to_async(store.record_usage, thread_sensitive=True)
         self.close = sync_to_async(store.close, thread_sensitive=True)
 

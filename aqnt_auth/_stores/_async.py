@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from .._audit import AuditEvent, AuditLog
 from .._quota import QuotaUse
 from .._records import KeyRecord, UsageDelta
 from ._protocol import AsyncKeyStore, KeyStore, RotationPlan
@@ -41,23 +42,27 @@ class ThreadedAsyncStore:
     async def get(self, key_id: str) -> KeyRecord | None:
         return await self._run(self.sync.get, key_id)
 
-    async def add(self, record: KeyRecord) -> None:
-        await self._run(self.sync.add, record)
+    async def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        await self._run(self.sync.add, record, audit=audit)
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return await self._run(self.sync.list, owner=owner)
 
-    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
-        return await self._run(self.sync.revoke, key_id, at)
+    async def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+                     ) -> KeyRecord | None:
+        return await self._run(self.sync.revoke, key_id, at, audit=audit)
 
-    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return await self._run(self.sync.set_expiry, key_id, at)
+    async def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                         audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._run(self.sync.set_expiry, key_id, at, audit=audit)
 
-    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        return await self._run(self.sync.update, key_id, changes)
+    async def update(self, key_id: str, changes: Mapping[str, Any], *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._run(self.sync.update, key_id, changes, audit=audit)
 
-    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
-        return await self._run(self.sync.rotate, key_id, plan)
+    async def rotate(self, key_id: str, plan: RotationPlan, *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._run(self.sync.rotate, key_id, plan, audit=audit)
 
     async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
         return await self._run(self.sync.consume_quota, key_id, now)
@@ -65,8 +70,14 @@ class ThreadedAsyncStore:
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return await self._run(self.sync.replace_hash, key_id, old_hash, new_hash)
 
-    async def delete(self, key_id: str) -> bool:
-        return await self._run(self.sync.delete, key_id)
+    async def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        return await self._run(self.sync.delete, key_id, audit=audit)
+
+    async def audit_entries(self, *, key_id: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: int | None = None) -> AuditLog:
+        return await self._run(self.sync.audit_entries, key_id=key_id, since=since,
+                               until=until, limit=limit)
 
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         await self._run(self.sync.record_usage, usage)

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._audit import AuditEntry, AuditEvent, AuditLog, ensure, select_entries
 from .._errors import KeyStateError
 from .._quota import QuotaRow, QuotaUse, is_moved, quota_step
 from .._records import KeyRecord, UsageDelta
@@ -21,7 +22,8 @@ class MemoryKeyStore:
     """Keys in a dict.  Thread-safe; does no I/O, so async callers call it directly.
 
     Reads take no lock: records are immutable and a dict lookup is atomic,
-    so a reader sees either the old record or the new one.
+    so a reader sees either the old record or the new one.  The audit log is
+    a list, written under the lock with the change.
     """
 
     blocking = False
@@ -29,6 +31,7 @@ class MemoryKeyStore:
     def __init__(self, records: Iterable[KeyRecord] = ()) -> None:
         self._records: dict[str, KeyRecord] = {r.id: r for r in records}
         self._lock = threading.Lock()
+        self._audit: list[AuditEntry] = []
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore({len(self._records)} keys)"
@@ -36,45 +39,62 @@ class MemoryKeyStore:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._records.get(key_id)
 
-    def add(self, record: KeyRecord) -> None:
+    def _log(self, entries: list[AuditEntry]) -> None:
+        # Under the lock: ids in the order the changes were made.
+        for entry in entries:
+            self._audit.append(dataclasses.replace(entry, id=len(self._audit) + 1))
+
+    def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         with self._lock:
             if record.id in self._records:
                 raise KeyStateError(f"key id {record.id!r} already exists")
+            entries = ensure(audit).entries(None, record)
             self._records[record.id] = record
+            self._log(entries)
 
     def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         records = [r for r in self._records.values() if owner is None or r.owner == owner]
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
-    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    def _replace(self, before: KeyRecord, audit: AuditEvent | None, **changes: Any
+                 ) -> KeyRecord:
+        after = dataclasses.replace(before, **changes)
+        entries = ensure(audit).entries(before, after)
+        self._records[before.id] = after
+        self._log(entries)
+        return after
+
+    def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         with self._lock:
             record = self._records.get(key_id)
             if record is None:
                 return None
             if record.revoked_at is None:
-                record = self._records[key_id] = dataclasses.replace(record, revoked_at=at)
+                record = self._replace(record, audit, revoked_at=at)
             return record
 
-    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                   audit: AuditEvent | None = None) -> KeyRecord | None:
         with self._lock:
             record = self._records.get(key_id)
             if record is None:
                 return None
             if not record.allows_expiry(at):
                 raise KeyStateError(record.expiry_refusal(at))
-            record = self._records[key_id] = dataclasses.replace(record, expires_at=at)
-            return record
+            return self._replace(record, audit, expires_at=at)
 
-    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    def update(self, key_id: str, changes: Mapping[str, Any], *,
+               audit: AuditEvent | None = None) -> KeyRecord | None:
         update_columns(changes)  # refuses what may not change
         with self._lock:
             record = self._records.get(key_id)
             if record is None or record.revoked_at is not None:
                 return record
-            record = self._records[key_id] = dataclasses.replace(record, **changes)
-            return record
+            return self._replace(record, audit, **changes)
 
-    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def rotate(self, key_id: str, plan: RotationPlan, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         with self._lock:
             record = self._records.get(key_id)
             if record is None:
@@ -84,12 +104,14 @@ class MemoryKeyStore:
             successor, expires_at = plan(record, successors)
             if successor.id in self._records:
                 raise KeyStateError(f"key id {successor.id!r} already exists")
-            self._records[successor.id] = successor
-            record = dataclasses.replace(record, expires_at=expires_at)
+            after = dataclasses.replace(record, expires_at=expires_at)
             if successor.metered:  # the successor took the quota: mark it moved
-                record = dataclasses.replace(record, quota_remaining=0, quota_refilled_at=None)
-            self._records[key_id] = record
-            return record
+                after = dataclasses.replace(after, quota_remaining=0, quota_refilled_at=None)
+            entries = ensure(audit).rotation(record, after, successor)
+            self._records[successor.id] = successor
+            self._records[key_id] = after
+            self._log(entries)
+            return after
 
     def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
         with self._lock:
@@ -123,9 +145,20 @@ class MemoryKeyStore:
             self._records[key_id] = dataclasses.replace(record, hash=new_hash)
             return True
 
-    def delete(self, key_id: str) -> bool:
+    def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
         with self._lock:
-            return self._records.pop(key_id, None) is not None
+            record = self._records.get(key_id)
+            if record is None:
+                return False
+            entries = ensure(audit).entries(record, None)
+            del self._records[key_id]
+            self._log(entries)
+            return True
+
+    def audit_entries(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, limit: int | None = None
+                      ) -> AuditLog:
+        return select_entries(list(self._audit), key_id, since, until, limit)
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._audit import AuditEvent, AuditLog
 from .._quota import QuotaUse
 from .._records import KeyRecord, UsageDelta
 
@@ -42,20 +43,29 @@ class KeyStore(Protocol):
     def get(self, key_id: str) -> KeyRecord | None:
         """Return the record with *key_id*, or ``None``.  On every request: keep it lean."""
 
-    def add(self, record: KeyRecord) -> None:
-        """Store a new record.  An existing id raises :class:`~aqnt_auth.KeyStateError`."""
+    def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        """Store a new record.  An existing id raises :class:`~aqnt_auth.KeyStateError`.
+
+        Every method that changes a key takes *audit* (who and when; ``None``:
+        nobody in particular, now) and writes the entries
+        :meth:`AuditEvent.entries <aqnt_auth.AuditEvent.entries>` gives for the
+        record before and after the change, in the transaction that makes it:
+        a change that fails or is refused writes none.
+        """
 
     def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         """All records (of *owner*, if given), oldest first."""
 
-    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         """Mark the key revoked at *at*; an earlier revocation is kept.
 
         Returns the updated record, ``None`` for an unknown id.  Revocation
         is never undone: no store method clears ``revoked_at``.
         """
 
-    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                   audit: AuditEvent | None = None) -> KeyRecord | None:
         """Set the expiry (``None``: never expires) if the rule allows it.
 
         Check and write are one atomic step (a conditional ``UPDATE``, or
@@ -68,7 +78,8 @@ class KeyStore(Protocol):
         (:meth:`KeyRecord.expiry_refusal` says why).
         """
 
-    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    def update(self, key_id: str, changes: Mapping[str, Any], *,
+               audit: AuditEvent | None = None) -> KeyRecord | None:
         """Set the fields named in *changes* (record field names, among
         :data:`~aqnt_auth._stores._rows.UPDATABLE_COLUMNS`: name, scopes,
         ``disabled_at`` and the policies) in one write, unless the key is
@@ -79,7 +90,8 @@ class KeyStore(Protocol):
         invalidated as by :meth:`revoke`.
         """
 
-    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def rotate(self, key_id: str, plan: RotationPlan, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         """Replace a key by a successor, check and write in one transaction.
 
         Holding off every other change to *key_id* (a revocation waits, or
@@ -92,7 +104,8 @@ class KeyStore(Protocol):
         *plan* raises, nothing is written and the error propagates.  Returns
         the old record as updated; ``None`` for an unknown id (*plan* is not
         called).  An existing successor id raises
-        :class:`~aqnt_auth.KeyStateError`.
+        :class:`~aqnt_auth.KeyStateError`.  The audit entries are those of
+        :meth:`AuditEvent.rotation <aqnt_auth.AuditEvent.rotation>`.
         """
 
     def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
@@ -113,8 +126,14 @@ class KeyStore(Protocol):
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         """Swap the stored hash if it is still *old_hash* (compare-and-swap)."""
 
-    def delete(self, key_id: str) -> bool:
-        """Remove the record; whether it existed."""
+    def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Remove the record; whether it existed.  Its audit entries stay."""
+
+    def audit_entries(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, limit: int | None = None
+                      ) -> AuditLog:
+        """The audit log (of *key_id*; at or after *since*, before *until*),
+        newest first, at most *limit* entries."""
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         """Add counts and advance ``last_used_at`` for many keys in one go.
@@ -133,23 +152,31 @@ class AsyncKeyStore(Protocol):
 
     async def get(self, key_id: str) -> KeyRecord | None: ...
 
-    async def add(self, record: KeyRecord) -> None: ...
+    async def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None: ...
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]: ...
 
-    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None: ...
+    async def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+                     ) -> KeyRecord | None: ...
 
-    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None: ...
+    async def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                         audit: AuditEvent | None = None) -> KeyRecord | None: ...
 
-    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None: ...
+    async def update(self, key_id: str, changes: Mapping[str, Any], *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None: ...
 
-    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None: ...
+    async def rotate(self, key_id: str, plan: RotationPlan, *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None: ...
 
     async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None: ...
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool: ...
 
-    async def delete(self, key_id: str) -> bool: ...
+    async def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool: ...
+
+    async def audit_entries(self, *, key_id: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: int | None = None) -> AuditLog: ...
 
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None: ...
 

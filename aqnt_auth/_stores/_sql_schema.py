@@ -27,12 +27,14 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ._sql_ddl import (
     DEFAULT_TABLE,
     SCHEMA,
     SCHEMA_VERSION,
     VERSION_TABLE,
+    audit_table_name,
     check_identifier,
     postgres_ddl,
     postgres_upgrade_ddl,
@@ -87,7 +89,7 @@ def _json() -> JSON:
 
 
 class Tables:
-    """The Core model of the key table and the version table."""
+    """The Core model of the key table, its audit table and the version table."""
 
     def __init__(self, table: str = DEFAULT_TABLE, schema: str | None = None) -> None:
         check_identifier(table, "table")
@@ -127,6 +129,22 @@ class Tables:
             CheckConstraint("mode IN ('live', 'test')", name=f"{table}_mode"),
             Index(f"{table}_owner", "owner"),
         )
+        audit = audit_table_name(table)
+        self.audit = Table(
+            audit,
+            self.metadata,
+            Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                   autoincrement=True),
+            Column("at", UTCDateTime, nullable=False),
+            Column("key_id", Text, nullable=False),
+            Column("event", Text, nullable=False),
+            Column("actor", Text),
+            Column("old", _json(), nullable=False),
+            Column("new", _json(), nullable=False),
+            Column("related_key_id", Text),
+            Index(f"{audit}_key", "key_id", "at"),
+            Index(f"{audit}_at", "at"),
+        )
         self.versions = Table(
             VERSION_TABLE,
             self.metadata,
@@ -150,6 +168,10 @@ _ADDED: Final[dict[int, tuple[tuple[str, str | None], ...]]] = {
 }
 
 
+#: The step that creates the audit table (#14).
+_AUDIT_STEP: Final = 4
+
+
 def upgrade_ddl(tables: Tables, version: int, dialect: Dialect) -> list[str]:
     """The statements that take *tables* from *version* to
     :data:`SCHEMA_VERSION` on *dialect*, the version row included."""
@@ -158,6 +180,12 @@ def upgrade_ddl(tables: Tables, version: int, dialect: Dialect) -> list[str]:
     table = f"{tables.schema}.{tables.name}" if tables.schema else tables.name
     statements = []
     for step in range(version + 1, SCHEMA_VERSION + 1):
+        if step == _AUDIT_STEP:
+            statements.append(str(CreateTable(tables.audit, if_not_exists=True)
+                                  .compile(dialect=dialect)).strip())
+            statements += [str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+                           for index in sorted(tables.audit.indexes, key=lambda i: str(i.name))]
+            continue
         for name, default in _ADDED[step]:
             column_type = tables.keys.c[name].type.compile(dialect=dialect)
             tail = "" if default is None else f" NOT NULL DEFAULT {default}"

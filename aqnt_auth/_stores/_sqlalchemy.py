@@ -59,6 +59,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .._audit import AuditEntry, AuditEvent, AuditLog, ensure, entry_of_row
 from .._errors import (
     AQNTError,
     ConfigurationError,
@@ -438,6 +439,7 @@ class SQLAlchemyKeyStore:
         self._q_successor = (select(t.c.id).where(t.c.rotated_from == bindparam("key_id"))
                              .order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1))
         self._q_moved = update(t).where(key).values(quota_remaining=0, quota_refilled_at=None)
+        self._q_audit_insert = insert(self.tables.audit)
 
     # -- running operations ------------------------------------------------
 
@@ -624,8 +626,9 @@ class SQLAlchemyKeyStore:
         row = conn.execute(self._q_get, {"key_id": key_id}).first()
         return None if row is None else record_from_row(row)
 
-    def _op_add(self, conn: Connection, record: KeyRecord) -> None:
+    def _op_add(self, conn: Connection, record: KeyRecord, audit: AuditEvent | None) -> None:
         conn.execute(self._q_insert, row_from_record(record))
+        self._write_audit(conn, ensure(audit).entries(None, record))
         # Other processes may remember this id as absent (a forged id sent
         # before): they forget that when the key exists.
         self._notify(conn, record.id)
@@ -642,6 +645,20 @@ class SQLAlchemyKeyStore:
             # Delivered when (and only if) this transaction commits.
             conn.execute(self._q_notify, {"channel": self.channel, "key_id": key_id})
 
+    def _write_audit(self, conn: Connection, entries: list[AuditEntry]) -> None:
+        if entries:
+            conn.execute(self._q_audit_insert, [
+                {"at": e.at, "key_id": e.key_id, "event": e.event, "actor": e.actor,
+                 "old": dict(e.old), "new": dict(e.new), "related_key_id": e.related_key_id}
+                for e in entries])
+
+    def _locked(self, conn: Connection, key_id: str) -> KeyRecord | None:
+        """The record of *key_id*, read after taking its row lock (PostgreSQL)
+        or the write lock (SQLite): what the change that follows changes."""
+        if conn.execute(self._q_lock, {"key_id": key_id}).rowcount != 1:
+            return None
+        return record_from_row(conn.execute(self._q_get, {"key_id": key_id}).one())
+
     def _op_change(self, conn: Connection, stmt: Any, key_id: str, at: dt.datetime | None
                    ) -> KeyRecord | None:
         params = {"key_id": key_id, "at": at}
@@ -655,19 +672,35 @@ class SQLAlchemyKeyStore:
         self._notify(conn, key_id)
         return record_from_row(row)
 
-    def _op_update(self, conn: Connection, key_id: str, values: dict[str, Any]
-                   ) -> KeyRecord | None:
+    def _op_revoke(self, conn: Connection, key_id: str, at: dt.datetime,
+                   audit: AuditEvent | None) -> KeyRecord | None:
+        before = self._locked(conn, key_id)
+        if before is None:
+            return None
+        after = self._op_change(conn, self._q_revoke, key_id, at)
+        self._write_audit(conn, ensure(audit).entries(before, after))
+        return after
+
+    def _op_update(self, conn: Connection, key_id: str, values: dict[str, Any],
+                   audit: AuditEvent | None) -> KeyRecord | None:
         t = self.tables.keys
+        before = self._locked(conn, key_id)
+        if before is None:
+            return None
         if values:
             changed = conn.execute(
                 update(t).where(t.c.id == key_id, t.c.revoked_at.is_(None)).values(**values))
             if changed.rowcount == 1:
                 self._notify(conn, key_id)
-        row = conn.execute(self._q_get, {"key_id": key_id}).first()
-        return None if row is None else record_from_row(row)
+        after = record_from_row(conn.execute(self._q_get, {"key_id": key_id}).one())
+        self._write_audit(conn, ensure(audit).entries(before, after))
+        return after
 
-    def _op_set_expiry(self, conn: Connection, key_id: str, at: dt.datetime | None
-                       ) -> KeyRecord | None:
+    def _op_set_expiry(self, conn: Connection, key_id: str, at: dt.datetime | None,
+                       audit: AuditEvent | None) -> KeyRecord | None:
+        before = self._locked(conn, key_id)
+        if before is None:
+            return None
         params = {"key_id": key_id, "at": at}
         changed = conn.execute(self._q_set_expiry, params)
         if self._returning:
@@ -677,26 +710,28 @@ class SQLAlchemyKeyStore:
         else:
             row = None
         if row is None:
-            current = conn.execute(self._q_get, {"key_id": key_id}).first()
-            if current is None:
-                return None
-            raise KeyStateError(record_from_row(current).expiry_refusal(at))
+            raise KeyStateError(before.expiry_refusal(at))
         self._notify(conn, key_id)
-        return record_from_row(row)
+        after = record_from_row(row)
+        self._write_audit(conn, ensure(audit).entries(before, after))
+        return after
 
-    def _op_rotate(self, conn: Connection, key_id: str, plan: RotationPlan
-                   ) -> KeyRecord | None:
-        if conn.execute(self._q_lock, {"key_id": key_id}).rowcount != 1:
+    def _op_rotate(self, conn: Connection, key_id: str, plan: RotationPlan,
+                   audit: AuditEvent | None) -> KeyRecord | None:
+        before = self._locked(conn, key_id)
+        if before is None:
             return None
-        row = conn.execute(self._q_get, {"key_id": key_id}).one()
         successors = [record_from_row(r)
                       for r in conn.execute(self._q_successors, {"key_id": key_id})]
-        successor, expires_at = plan(record_from_row(row), successors)
+        successor, expires_at = plan(before, successors)
         conn.execute(self._q_insert, row_from_record(successor))
         self._notify(conn, successor.id)
         if successor.metered:  # the successor took the quota: mark it moved
             conn.execute(self._q_moved, {"key_id": key_id})
-        return self._op_change(conn, self._q_expiry, key_id, expires_at)
+        after = self._op_change(conn, self._q_expiry, key_id, expires_at)
+        assert after is not None
+        self._write_audit(conn, ensure(audit).rotation(before, after, successor))
+        return after
 
     def _op_consume(self, conn: Connection, key_id: str, now: dt.datetime) -> QuotaUse | None:
         # No NOTIFY: a cached record's quota_remaining is stale by design.
@@ -734,11 +769,30 @@ class SQLAlchemyKeyStore:
         self._notify(conn, key_id)
         return True
 
-    def _op_delete(self, conn: Connection, key_id: str) -> bool:
-        if conn.execute(self._q_delete, {"key_id": key_id}).rowcount != 1:
+    def _op_delete(self, conn: Connection, key_id: str, audit: AuditEvent | None) -> bool:
+        before = self._locked(conn, key_id)
+        if before is None:
             return False
+        conn.execute(self._q_delete, {"key_id": key_id})
+        self._write_audit(conn, ensure(audit).entries(before, None))
         self._notify(conn, key_id)
         return True
+
+    def _op_audit(self, conn: Connection, key_id: str | None, since: dt.datetime | None,
+                  until: dt.datetime | None, limit: int | None) -> AuditLog:
+        a = self.tables.audit
+        query = select(a.c.id, a.c.at, a.c.key_id, a.c.event, a.c.actor, a.c.old, a.c.new,
+                       a.c.related_key_id)
+        if key_id is not None:
+            query = query.where(a.c.key_id == key_id)
+        if since is not None:
+            query = query.where(a.c.at >= since)
+        if until is not None:
+            query = query.where(a.c.at < until)
+        query = query.order_by(a.c.at.desc(), a.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        return [entry_of_row(*row) for row in conn.execute(query)]
 
     def _op_usage(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(self._q_usage, rows)
@@ -756,39 +810,43 @@ class SQLAlchemyKeyStore:
     def _get_uncached(self, key_id: str) -> KeyRecord | None:
         return self._run(self._op_get, key_id)
 
-    def add(self, record: KeyRecord) -> None:
+    def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         try:
-            self._run(self._op_add, record, write=True)
+            self._run(self._op_add, record, audit, write=True)
         finally:
             self.cache.drop(record.id)
 
     def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return self._run(self._op_list, owner)
 
-    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         try:
-            return self._run(self._op_change, self._q_revoke, key_id, at, write=True)
+            return self._run(self._op_revoke, key_id, at, audit, write=True)
         finally:
             # Even after a failure: the commit may have happened.
             self.cache.drop(key_id)
 
-    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                   audit: AuditEvent | None = None) -> KeyRecord | None:
         try:
-            return self._run(self._op_set_expiry, key_id, at, write=True)
+            return self._run(self._op_set_expiry, key_id, at, audit, write=True)
         finally:
             self.cache.drop(key_id)
 
-    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    def update(self, key_id: str, changes: Mapping[str, Any], *,
+               audit: AuditEvent | None = None) -> KeyRecord | None:
         values = update_columns(changes)
         try:
-            return self._run(self._op_update, key_id, values, write=True)
+            return self._run(self._op_update, key_id, values, audit, write=True)
         finally:
             self.cache.drop(key_id)
 
-    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def rotate(self, key_id: str, plan: RotationPlan, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         plan, created = created_by(plan)
         try:
-            return self._run(self._op_rotate, key_id, plan, write=True)
+            return self._run(self._op_rotate, key_id, plan, audit, write=True)
         finally:
             self.cache.drop(key_id)
             for new_id in created:  # known here at once, as a created key is
@@ -805,11 +863,16 @@ class SQLAlchemyKeyStore:
         finally:
             self.cache.drop(key_id)
 
-    def delete(self, key_id: str) -> bool:
+    def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
         try:
-            return self._run(self._op_delete, key_id, write=True)
+            return self._run(self._op_delete, key_id, audit, write=True)
         finally:
             self.cache.drop(key_id)
+
+    def audit_entries(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, limit: int | None = None
+                      ) -> AuditLog:
+        return self._run(self._op_audit, key_id, since, until, limit)
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         """Add the counts in one batched ``UPDATE``; exact under concurrency.
@@ -859,40 +922,45 @@ class AsyncSQLAlchemyKeyStore:
         cache.remember(key_id, record, epoch)
         return record
 
-    async def add(self, record: KeyRecord) -> None:
+    async def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         try:
-            await self.sync._arun(self.sync._op_add, record, write=True)
+            await self.sync._arun(self.sync._op_add, record, audit, write=True)
         finally:
             self._cache.drop(record.id)
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return await self.sync._arun(self.sync._op_list, owner)
 
-    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    async def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+                     ) -> KeyRecord | None:
         store = self.sync
         try:
-            return await store._arun(store._op_change, store._q_revoke, key_id, at, write=True)
+            return await store._arun(store._op_revoke, key_id, at, audit, write=True)
         finally:
             self._cache.drop(key_id)
 
-    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    async def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                         audit: AuditEvent | None = None) -> KeyRecord | None:
         store = self.sync
         try:
-            return await store._arun(store._op_set_expiry, key_id, at, write=True)
+            return await store._arun(store._op_set_expiry, key_id, at, audit, write=True)
         finally:
             self._cache.drop(key_id)
 
-    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    async def update(self, key_id: str, changes: Mapping[str, Any], *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
         values = update_columns(changes)
         try:
-            return await self.sync._arun(self.sync._op_update, key_id, values, write=True)
+            return await self.sync._arun(self.sync._op_update, key_id, values, audit,
+                                         write=True)
         finally:
             self._cache.drop(key_id)
 
-    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    async def rotate(self, key_id: str, plan: RotationPlan, *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
         plan, created = created_by(plan)
         try:
-            return await self.sync._arun(self.sync._op_rotate, key_id, plan, write=True)
+            return await self.sync._arun(self.sync._op_rotate, key_id, plan, audit, write=True)
         finally:
             self._cache.drop(key_id)
             for new_id in created:
@@ -908,11 +976,16 @@ class AsyncSQLAlchemyKeyStore:
         finally:
             self._cache.drop(key_id)
 
-    async def delete(self, key_id: str) -> bool:
+    async def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
         try:
-            return await self.sync._arun(self.sync._op_delete, key_id, write=True)
+            return await self.sync._arun(self.sync._op_delete, key_id, audit, write=True)
         finally:
             self._cache.drop(key_id)
+
+    async def audit_entries(self, *, key_id: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: int | None = None) -> AuditLog:
+        return await self.sync._arun(self.sync._op_audit, key_id, since, until, limit)
 
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         if usage:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
+from .._audit import AuditEntry, AuditEvent, AuditLog, ensure, entry_of_row
 from .._errors import ConfigurationError, KeyStateError, StoreNotFound, StoreUnavailable
 from .._quota import PERIODS, QuotaOps, QuotaRow, QuotaUse, consume_with
 from .._records import KeyRecord, UsageDelta
@@ -42,7 +43,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 _TABLE: Final = "aqnt_api_keys"
 _CHANGE_LOG: Final = "aqnt_key_changes"
@@ -113,6 +114,22 @@ _STEPS: Final[dict[int, tuple[str, ...]]] = {
             "quota_remaining", "quota_refill", "quota_refilled_at", "allowed_ips",
             "lineage_id",
         )),
+    ),
+    # 5: the audit log (#14): one row per change to a key, written in the
+    # changing transaction; kept when the key is deleted.
+    5: (
+        """CREATE TABLE IF NOT EXISTS aqnt_key_audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             INTEGER NOT NULL,
+    key_id         TEXT NOT NULL,
+    event          TEXT NOT NULL,
+    actor          TEXT,
+    old            TEXT NOT NULL DEFAULT '{}',
+    new            TEXT NOT NULL DEFAULT '{}',
+    related_key_id TEXT
+)""",
+        "CREATE INDEX IF NOT EXISTS aqnt_key_audit_key ON aqnt_key_audit (key_id, at)",
+        "CREATE INDEX IF NOT EXISTS aqnt_key_audit_at ON aqnt_key_audit (at)",
     ),
 }
 
@@ -224,6 +241,23 @@ def _insert(conn: sqlite3.Connection, record: KeyRecord) -> None:
         f"INSERT INTO aqnt_api_keys ({_COLUMNS}) VALUES ({placeholders})",  # noqa: S608
         params,
     )
+
+
+_AUDIT_COLUMNS: Final = "id, at, key_id, event, actor, old, new, related_key_id"
+
+
+def _write_audit(conn: sqlite3.Connection, entries: list[AuditEntry]) -> None:
+    if entries:
+        conn.executemany(
+            "INSERT INTO aqnt_key_audit (at, key_id, event, actor, old, new, related_key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(_to_us(e.at), e.key_id, e.event, e.actor, e.old_json(), e.new_json(),
+              e.related_key_id) for e in entries])
+
+
+def _select_one(conn: sqlite3.Connection, key_id: str) -> KeyRecord | None:
+    row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
+    return None if row is None else _record(row)
 
 
 def _require_store(path: str) -> None:
@@ -433,10 +467,11 @@ class SQLiteKeyStore:
             raise self._failure(exc) from None
         return None if row is None else _record(row)
 
-    def add(self, record: KeyRecord) -> None:
+    def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         def insert() -> None:
             with self._transaction() as conn:
                 _insert(conn, record)
+                _write_audit(conn, ensure(audit).entries(None, record))
 
         self._changing(record.id, insert)
 
@@ -460,41 +495,52 @@ class SQLiteKeyStore:
         finally:
             self.cache.drop(key_id)
 
-    def _update(self, sql: str, params: tuple[Any, ...], key_id: str) -> KeyRecord | None:
+    def _update(self, sql: str, params: tuple[Any, ...], key_id: str,
+                audit: AuditEvent | None) -> KeyRecord | None:
         def run() -> KeyRecord | None:
+            # BEGIN IMMEDIATE: the record read first is the one the UPDATE changes.
             with self._transaction() as conn:
+                before = _select_one(conn, key_id)
+                if before is None:
+                    return None
                 conn.execute(sql, params)
-                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
-            return None if row is None else _record(row)
+                after = _select_one(conn, key_id)
+                _write_audit(conn, ensure(audit).entries(before, after))
+            return after
 
         return self._changing(key_id, run)
 
-    def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
+    def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         return self._update(
             "UPDATE aqnt_api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
             (_to_us(at), key_id),
             key_id,
+            audit,
         )
 
-    def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
+    def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                   audit: AuditEvent | None = None) -> KeyRecord | None:
         def run() -> KeyRecord | None:
             with self._transaction() as conn:
+                before = _select_one(conn, key_id)
+                if before is None:
+                    return None
                 # KeyRecord.allows_expiry, in the UPDATE: nothing committed
                 # by another process meanwhile can be undone.
                 cur = conn.execute(
                     "UPDATE aqnt_api_keys SET expires_at = ?1 WHERE id = ?2 AND revoked_at IS NULL"
                     " AND (expires_at IS NULL OR expires_at >= ?1)", (_to_us(at), key_id))
-                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
-            if row is None:
-                return None
-            record = _record(row)
-            if cur.rowcount != 1:
-                raise KeyStateError(record.expiry_refusal(at))
-            return record
+                if cur.rowcount != 1:
+                    raise KeyStateError(before.expiry_refusal(at))
+                after = _select_one(conn, key_id)
+                _write_audit(conn, ensure(audit).entries(before, after))
+            return after
 
         return self._changing(key_id, run)
 
-    def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
+    def update(self, key_id: str, changes: Mapping[str, Any], *,
+               audit: AuditEvent | None = None) -> KeyRecord | None:
         values = update_columns(changes)
         if not values:
             return self._read(key_id)
@@ -512,9 +558,11 @@ class SQLiteKeyStore:
             "WHERE id = ? AND revoked_at IS NULL",
             (*values.values(), key_id),
             key_id,
+            audit,
         )
 
-    def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
+    def rotate(self, key_id: str, plan: RotationPlan, *, audit: AuditEvent | None = None
+               ) -> KeyRecord | None:
         plan, created = created_by(plan)
 
         def run() -> KeyRecord | None:
@@ -524,17 +572,20 @@ class SQLiteKeyStore:
                 row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
                 if row is None:
                     return None
+                before = _record(row)
                 successors = conn.execute(
                     f"{_SELECT} WHERE rotated_from = ? ORDER BY created_at, id", (key_id,))
-                successor, expires_at = plan(_record(row), [_record(r) for r in successors])
+                successor, expires_at = plan(before, [_record(r) for r in successors])
                 _insert(conn, successor)
                 conn.execute("UPDATE aqnt_api_keys SET expires_at = ? WHERE id = ?",
                              (_to_us(expires_at), key_id))
                 if successor.metered:  # the successor took the quota: mark it moved
                     conn.execute("UPDATE aqnt_api_keys SET quota_remaining = 0, "
                                  "quota_refilled_at = NULL WHERE id = ?", (key_id,))
-                row = conn.execute(f"{_SELECT} WHERE id = ?", (key_id,)).fetchone()
-            return _record(row)
+                after = _select_one(conn, key_id)
+                assert after is not None
+                _write_audit(conn, ensure(audit).rotation(before, after, successor))
+            return after
 
         try:
             return self._changing(key_id, run)
@@ -590,13 +641,45 @@ class SQLiteKeyStore:
 
         return self._changing(key_id, run)
 
-    def delete(self, key_id: str) -> bool:
+    def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
         def run() -> bool:
             with self._transaction() as conn:
-                cur = conn.execute("DELETE FROM aqnt_api_keys WHERE id = ?", (key_id,))
-            return cur.rowcount == 1
+                before = _select_one(conn, key_id)
+                if before is None:
+                    return False
+                conn.execute("DELETE FROM aqnt_api_keys WHERE id = ?", (key_id,))
+                _write_audit(conn, ensure(audit).entries(before, None))
+            return True
 
         return self._changing(key_id, run)
+
+    def audit_entries(self, *, key_id: str | None = None, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, limit: int | None = None
+                      ) -> AuditLog:
+        where: list[str] = []
+        params: list[str | int | None] = []
+        if key_id is not None:
+            where.append("key_id = ?")
+            params.append(key_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(_to_us(since))
+        if until is not None:
+            where.append("at < ?")
+            params.append(_to_us(until))
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM aqnt_key_audit"  # noqa: S608 - constant text
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def select() -> AuditLog:
+            rows = self._conn().execute(sql, params).fetchall()
+            return [entry_of_row(r[0], _EPOCH + dt.timedelta(microseconds=r[1]), *r[2:])
+                    for r in rows]
+
+        return self._wrap(select)
 
     def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         if not usage:

@@ -19,6 +19,7 @@ from aqnt_auth import (
     SQLiteKeyStore,
     checksum,
 )
+from aqnt_auth._audit import default_actor
 from aqnt_auth._format import ALPHABET
 from aqnt_auth._scan import LeakFinding, find_keys, revoke_leaked
 
@@ -69,6 +70,11 @@ class TestCommand:
         assert "found 4 keys with a valid checksum in 5 places" in err
         assert_no_key(out + err, *keys)
         assert [manager.get(k[8:20]).status() for k in mine] == ["revoked", "revoked"]
+        # Audited as the scanner's revocations, by who ran it.
+        revoked = [(e.event, e.key_id, e.actor) for e in manager.audit()
+                   if e.event != "created"]
+        assert sorted(revoked) == sorted(
+            ("scanner_revoked", k[8:20], default_actor()) for k in mine)
 
         code, out, _ = cli(capsys, "scan", "--revoke", "--json", "src/a.py")
         assert code == 1

@@ -22,6 +22,9 @@ import pytest
 from aqnt_auth import (
     Argon2Hasher,
     AsyncKeyStore,
+    AuditEntry,
+    AuditEvent,
+    AuditLog,
     KeyManager,
     KeyRecord,
     KeyStateError,
@@ -45,23 +48,27 @@ class DirectAsync:
     async def get(self, key_id: str) -> KeyRecord | None:
         return self.sync.get(key_id)
 
-    async def add(self, record: KeyRecord) -> None:
-        self.sync.add(record)
+    async def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        self.sync.add(record, audit=audit)
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return self.sync.list(owner=owner)
 
-    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
-        return self.sync.revoke(key_id, at)
+    async def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+                     ) -> KeyRecord | None:
+        return self.sync.revoke(key_id, at, audit=audit)
 
-    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return self.sync.set_expiry(key_id, at)
+    async def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                         audit: AuditEvent | None = None) -> KeyRecord | None:
+        return self.sync.set_expiry(key_id, at, audit=audit)
 
-    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        return self.sync.update(key_id, changes)
+    async def update(self, key_id: str, changes: Mapping[str, Any], *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return self.sync.update(key_id, changes, audit=audit)
 
-    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
-        return self.sync.rotate(key_id, plan)
+    async def rotate(self, key_id: str, plan: RotationPlan, *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return self.sync.rotate(key_id, plan, audit=audit)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return self.sync.replace_hash(key_id, old_hash, new_hash)
@@ -69,8 +76,13 @@ class DirectAsync:
     async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
         return self.sync.consume_quota(key_id, now)
 
-    async def delete(self, key_id: str) -> bool:
-        return self.sync.delete(key_id)
+    async def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        return self.sync.delete(key_id, audit=audit)
+
+    async def audit_entries(self, *, key_id: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: int | None = None) -> AuditLog:
+        return self.sync.audit_entries(key_id=key_id, since=since, until=until, limit=limit)
 
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         self.sync.record_usage(usage)
@@ -151,6 +163,27 @@ def successor_plan(expires_at: dt.datetime | None, seen: list[tuple[KeyRecord, l
         return make_record(rotated_from=old.id, **changes), expires_at
 
     return plan
+
+
+def by(actor: str, minutes: int) -> AuditEvent:
+    """An audit event by *actor*, *minutes* after T0."""
+    return AuditEvent(actor=actor, at=T0 + dt.timedelta(minutes=minutes))
+
+
+class FailingAudit(AuditEvent):
+    """An audit event whose entries cannot be made: an exception in the
+    middle of the store's transaction, after the change was written."""
+
+    def entries(self, before: KeyRecord | None, after: KeyRecord | None) -> AuditLog:
+        raise RuntimeError("injected mid-transaction")
+
+    def rotation(self, before: KeyRecord, after: KeyRecord, successor: KeyRecord
+                 ) -> AuditLog:
+        raise RuntimeError("injected mid-transaction")
+
+
+def _summary(entries: Sequence[AuditEntry]) -> list[tuple[str, str, str | None]]:
+    return [(e.event, e.key_id, e.actor) for e in entries]
 
 
 class StoreContract:
@@ -654,3 +687,210 @@ class StoreContract:
         """close() may be called twice."""
         await kstore.close()
         await kstore.close()
+
+    # -- the audit log (#14) ------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_every_change_writes_its_audit_entry(self, kstore: AsyncKeyStore) -> None:
+        """Each change writes one entry (a rotation two) with who, when, the
+        event and the changed fields' old and new values; newest first."""
+        record = make_record(expires_at=None, owner="acct_audit")
+        await kstore.add(record, audit=by("alice@host", 1))
+        await kstore.update(record.id, {"name": "renamed", "scopes": ("a:b",)},
+                            audit=by("bob", 2))
+        await kstore.update(record.id, {"disabled_at": T0}, audit=by("bob", 3))
+        await kstore.update(record.id, {"disabled_at": None}, audit=by("bob", 4))
+        ends = T0 + dt.timedelta(days=1)
+        await kstore.set_expiry(record.id, ends, audit=by("carol", 5))
+        seen: list[tuple[KeyRecord, list[str]]] = []
+        await kstore.rotate(record.id, successor_plan(ends - dt.timedelta(hours=1), seen),
+                            audit=by("carol", 6))
+        await kstore.revoke(record.id, T0 + dt.timedelta(minutes=7), audit=by("dave", 7))
+        await kstore.delete(record.id, audit=by("erin", 8))
+        (successor,) = await kstore.list()
+        entries = await kstore.audit_entries()
+        assert _summary(entries) == [
+            ("deleted", record.id, "erin"),
+            ("revoked", record.id, "dave"),
+            ("created", successor.id, "carol"),
+            ("rotated", record.id, "carol"),
+            ("expiry_set", record.id, "carol"),
+            ("enabled", record.id, "bob"),
+            ("disabled", record.id, "bob"),
+            ("updated", record.id, "bob"),
+            ("created", record.id, "alice@host"),
+        ]
+        ids = [e.id for e in entries]
+        assert all(isinstance(i, int) for i in ids)
+        assert len(set(ids)) == len(ids)
+        by_event = {(e.event, e.key_id): e for e in entries}
+        created = by_event["created", record.id]
+        assert created.at == T0 + dt.timedelta(minutes=1)
+        assert created.at.utcoffset() == dt.timedelta(0)
+        assert created.old == {}
+        assert created.new["name"] == "Production Server"
+        assert created.new["scopes"] == ["charges:read", "charges:write"]
+        assert created.new["metadata"] == {"team": "payments", "nested": {"a": [1, 2, 3]},
+                                           "ok": True}
+        assert "hash" not in created.new
+        assert "usage_count" not in created.new
+        updated = by_event["updated", record.id]
+        assert updated.old == {"name": "Production Server",
+                               "scopes": ["charges:read", "charges:write"]}
+        assert updated.new == {"name": "renamed", "scopes": ["a:b"]}
+        assert by_event["disabled", record.id].new == {"disabled_at": T0.isoformat()}
+        assert by_event["enabled", record.id].old == {"disabled_at": T0.isoformat()}
+        assert by_event["expiry_set", record.id].old == {"expires_at": None}
+        assert by_event["expiry_set", record.id].new == {"expires_at": ends.isoformat()}
+        rotated = by_event["rotated", record.id]
+        assert rotated.related_key_id == successor.id
+        assert rotated.old == {"expires_at": ends.isoformat()}
+        assert rotated.new == {"expires_at": (ends - dt.timedelta(hours=1)).isoformat()}
+        assert by_event["created", successor.id].related_key_id == record.id
+        revoked = by_event["revoked", record.id]
+        assert revoked.new == {"revoked_at": (T0 + dt.timedelta(minutes=7)).isoformat()}
+        deleted = by_event["deleted", record.id]
+        assert deleted.new == {}
+        assert deleted.old["name"] == "renamed"
+
+    @pytest.mark.anyio
+    async def test_audit_queries(self, kstore: AsyncKeyStore) -> None:
+        """By key, since (inclusive), until (exclusive) and limit, newest first;
+        a deleted key's entries are kept."""
+        a, b = make_record(), make_record()
+        await kstore.add(a, audit=by("x", 1))
+        await kstore.add(b, audit=by("x", 2))
+        await kstore.revoke(a.id, T0, audit=by("y", 3))
+        await kstore.delete(b.id, audit=by("y", 4))
+        assert _summary(await kstore.audit_entries(key_id=a.id)) == [
+            ("revoked", a.id, "y"), ("created", a.id, "x")]
+        assert _summary(await kstore.audit_entries(key_id=b.id)) == [
+            ("deleted", b.id, "y"), ("created", b.id, "x")]
+        since = await kstore.audit_entries(since=T0 + dt.timedelta(minutes=2))
+        assert [e.event for e in since] == ["deleted", "revoked", "created"]
+        until = await kstore.audit_entries(until=T0 + dt.timedelta(minutes=2))
+        assert _summary(until) == [("created", a.id, "x")]
+        window = await kstore.audit_entries(since=T0 + dt.timedelta(minutes=2),
+                                            until=T0 + dt.timedelta(minutes=4))
+        assert [e.event for e in window] == ["revoked", "created"]
+        assert [e.event for e in await kstore.audit_entries(limit=1)] == ["deleted"]
+        assert await kstore.audit_entries(key_id="nosuchkey123") == []
+
+    @pytest.mark.anyio
+    async def test_no_change_no_entry(self, kstore: AsyncKeyStore) -> None:
+        """Calls that change nothing write nothing: an unknown id, a second
+        revocation, an update of a revoked key, the same expiry again, a hash
+        upgrade, usage counters."""
+        record = make_record(expires_at=None)
+        await kstore.add(record, audit=by("x", 1))
+        assert await kstore.revoke("nosuchkey123", T0, audit=by("x", 2)) is None
+        assert await kstore.update("nosuchkey123", {"name": "n"}, audit=by("x", 2)) is None
+        assert await kstore.set_expiry("nosuchkey123", T0, audit=by("x", 2)) is None
+        assert await kstore.delete("nosuchkey123", audit=by("x", 2)) is False
+        seen: list[tuple[KeyRecord, list[str]]] = []
+        assert await kstore.rotate("nosuchkey123", successor_plan(T0, seen),
+                                   audit=by("x", 2)) is None
+        await kstore.set_expiry(record.id, None, audit=by("x", 3))
+        await kstore.replace_hash(record.id, record.hash, "$argon2id$new")
+        await kstore.record_usage({record.id: UsageDelta(3, T0)})
+        await kstore.revoke(record.id, T0, audit=by("x", 4))
+        await kstore.revoke(record.id, T0 + dt.timedelta(hours=1), audit=by("x", 5))
+        await kstore.update(record.id, {"name": "revived?"}, audit=by("x", 6))
+        assert [e.event for e in await kstore.audit_entries()] == ["revoked", "created"]
+
+    @pytest.mark.anyio
+    async def test_refused_change_writes_no_entry(self, kstore: AsyncKeyStore) -> None:
+        """A refused expiry, a refused rotation and a duplicate id write no entry."""
+        record = make_record(expires_at=T0)
+        await kstore.add(record, audit=by("x", 1))
+        with pytest.raises(KeyStateError):
+            await kstore.set_expiry(record.id, None, audit=by("x", 2))
+        with pytest.raises(KeyStateError):
+            await kstore.set_expiry(record.id, T0 + dt.timedelta(days=1), audit=by("x", 2))
+
+        def refuse(old: KeyRecord, successors: Sequence[KeyRecord]
+                   ) -> tuple[KeyRecord, dt.datetime | None]:
+            raise KeyStateError("no")
+
+        with pytest.raises(KeyStateError):
+            await kstore.rotate(record.id, refuse, audit=by("x", 3))
+        with pytest.raises(KeyStateError):
+            await kstore.add(dataclasses.replace(record, name="twin"), audit=by("x", 4))
+        assert _summary(await kstore.audit_entries()) == [("created", record.id, "x")]
+
+    @pytest.mark.anyio
+    async def test_failure_mid_transaction_undoes_the_change(self, kstore: AsyncKeyStore
+                                                            ) -> None:
+        """An exception after the change was written and before the entry
+        was: neither is kept (one transaction)."""
+        record = make_record(expires_at=None)
+        await kstore.add(record, audit=by("x", 1))
+        fresh = make_record()
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.add(fresh, audit=FailingAudit())
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.revoke(record.id, T0, audit=FailingAudit())
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.update(record.id, {"name": "renamed"}, audit=FailingAudit())
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.set_expiry(record.id, T0, audit=FailingAudit())
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.rotate(record.id, successor_plan(T0, []), audit=FailingAudit())
+        with pytest.raises(RuntimeError, match="injected"):
+            await kstore.delete(record.id, audit=FailingAudit())
+        assert await kstore.get(fresh.id) is None
+        assert await kstore.get(record.id) == record
+        assert await kstore.list() == [record]
+        assert _summary(await kstore.audit_entries()) == [("created", record.id, "x")]
+
+    @pytest.mark.anyio
+    async def test_store_calls_without_an_event_are_audited(self, kstore: AsyncKeyStore
+                                                           ) -> None:
+        """A change made without an AuditEvent is still audited, by no one,
+        at the time it was written."""
+        record = make_record()
+        before = dt.datetime.now(UTC)
+        await kstore.add(record)
+        await kstore.revoke(record.id, T0)
+        entries = await kstore.audit_entries(key_id=record.id)
+        assert [(e.event, e.actor) for e in entries] == [("revoked", None), ("created", None)]
+        assert all(e.at >= before - dt.timedelta(seconds=1) for e in entries)
+
+    @pytest.mark.anyio
+    async def test_scanner_event_names_the_revocation(self, kstore: AsyncKeyStore) -> None:
+        """An event may name the change itself (the leak scanner's revocation)."""
+        record = make_record()
+        await kstore.add(record, audit=by("x", 1))
+        at = T0 + dt.timedelta(minutes=2)
+        await kstore.revoke(record.id, T0, audit=AuditEvent(actor="scan", at=at,
+                                                            event="scanner_revoked"))
+        (entry, _) = await kstore.audit_entries(key_id=record.id)
+        assert (entry.event, entry.actor) == ("scanner_revoked", "scan")
+        assert entry.new == {"revoked_at": T0.isoformat()}
+
+    def test_no_secret_or_hash_in_any_audit_entry(self, store: KeyStore) -> None:
+        """Through KeyManager, every kind of change: neither a key, its secret,
+        its hash nor an Authorization value is in any entry."""
+        keys = KeyManager(store, hasher=Argon2Hasher("cheapest"), actor="alice@host")
+        issued = keys.create("svc", scopes=["a:b"], allowed_ips=["10.0.0.0/8"],
+                             metadata={"team": "x"})
+        rotated = keys.rotate(issued.record.id, grace=dt.timedelta(hours=1))
+        keys.update(rotated.record.id, name="renamed", scopes=["c:d"], allowed_ips=[])
+        keys.disable(rotated.record.id)
+        keys.enable(rotated.record.id)
+        keys.expire(rotated.record.id, dt.datetime.now(UTC) + dt.timedelta(days=1))
+        keys.revoke(issued.record.id)
+        keys.delete(issued.record.id)
+        secrets = []
+        for plain in (issued.key, rotated.key):
+            secrets += [plain, keys.format.parse(plain).secret, f"Bearer {plain}"]
+        hashes = [issued.record.hash, rotated.record.hash]
+        entries = keys.audit()
+        assert [e.event for e in entries] == [
+            "deleted", "revoked", "expiry_set", "enabled", "disabled", "updated", "created",
+            "rotated", "created"]
+        assert {e.actor for e in entries} == {"alice@host"}
+        dumped = repr(entries) + "".join(str(e.to_dict()) for e in entries)
+        for value in [*secrets, *hashes]:
+            assert value not in dumped
+        assert "$argon2" not in dumped

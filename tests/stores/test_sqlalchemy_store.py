@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import secrets
 import socket
@@ -17,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from aqnt_auth import ConfigurationError, KeyRecord, StoreUnavailable, open_store, sql
+from aqnt_auth import (
+    Argon2Hasher,
+    AuditEvent,
+    ConfigurationError,
+    KeyManager,
+    KeyRecord,
+    StoreUnavailable,
+    open_store,
+    sql,
+)
 from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
 from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl, postgres_upgrade_ddl
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
@@ -288,8 +298,15 @@ _V2_COLUMNS = ("disabled_at", "rate_limits", "rate_limit_shared", "quota_remaini
                "quota_refill", "quota_refilled_at", "allowed_ips")
 
 
+def _downgrade_to_v3(run: Callable[[str], object], table: str) -> None:
+    """Make a current table what version 3 was: without the audit table."""
+    run(f"DROP TABLE {table}_audit")
+    run(f"UPDATE aqnt_auth_schema SET version = 3 WHERE name = '{table}'")  # noqa: S608
+
+
 def _downgrade_to_v2(run: Callable[[str], object], table: str) -> None:
     """Make a current table what version 2 was: without the lineage column."""
+    _downgrade_to_v3(run, table)
     run(f"ALTER TABLE {table} DROP COLUMN lineage_id")
     run(f"UPDATE aqnt_auth_schema SET version = 2 WHERE name = '{table}'")  # noqa: S608
 
@@ -311,11 +328,15 @@ def _check_upgraded(url: str, table: str, record: KeyRecord, **options: Any) -> 
         assert got is not None
         assert got.rate_limits == ()
         assert got.disabled_at is None
-        updated = store.update(record.id, {"disabled_at": T0, "allowed_ips": ("::1",)})
+        updated = store.update(record.id, {"disabled_at": T0, "allowed_ips": ("::1",)},
+                               audit=AuditEvent(actor="ops", at=T0))
         assert updated is not None
         assert updated.disabled_at == T0
         assert store.get(record.id) == updated
         assert updated.lineage_id is None
+        (entry,) = store.audit_entries(key_id=record.id)
+        assert (entry.event, entry.actor, entry.at) == ("updated", "ops", T0)
+        assert entry.new == {"disabled_at": T0.isoformat(), "allowed_ips": ["::1"]}
         successor = make_record(rotated_from=record.id, lineage_id=record.id)
         store.add(successor)
         assert store.get(successor.id) == successor
@@ -367,10 +388,66 @@ def test_upgrade_from_version_2_on_a_sqlite_file(tmp_path: Path) -> None:
     _check_upgraded(url, "aqnt_api_keys", record)
 
 
+def test_upgrade_from_version_3_on_postgresql(pg: PGSchema) -> None:
+    """A version 3 table gains its audit table (4) on open, keys kept."""
+    table = _table()
+    record = make_record()
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    store.add(record)
+    store.close()
+    _downgrade_to_v3(pg.execute, table)
+    assert pg.execute("SELECT to_regclass(%s)", (f"{table}_audit",)) == [(None,)]
+    with pytest.raises(ConfigurationError, match="store init"):
+        SQLAlchemyKeyStore(pg.url(), table=table, create_schema=False, cache=False)
+    _check_upgraded(pg.url(), table, record)
+    assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
+        (SCHEMA_VERSION,)]
+
+
+def test_upgrade_from_version_3_on_a_sqlite_file(tmp_path: Path) -> None:
+    """The audit step through SQLAlchemy on an SQLite file."""
+    url = f"sqlite+pysqlite:///{tmp_path / 'k.db'}"
+    record = make_record()
+    store = SQLAlchemyKeyStore(url, cache=False)
+    store.add(record)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "k.db")) as conn:
+        _downgrade_to_v3(conn.execute, "aqnt_api_keys")
+        conn.commit()
+    _check_upgraded(url, "aqnt_api_keys", record)
+
+
+def test_audit_rows_hold_no_secret_or_hash_on_postgresql(pg: PGSchema) -> None:
+    """The audit table's raw rows on PostgreSQL, every column: no key,
+    secret, hash or Authorization value after every kind of change."""
+    table = _table()
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    keys = KeyManager(store, hasher=Argon2Hasher("cheapest"), actor="alice@host")
+    try:
+        issued = keys.create("svc", scopes=["a:b"], allowed_ips=["10.0.0.0/8"])
+        rotated = keys.rotate(issued.record.id, grace=dt.timedelta(hours=1))
+        keys.update(rotated.record.id, name="renamed", allowed_ips=[])
+        keys.disable(rotated.record.id)
+        keys.enable(rotated.record.id)
+        keys.revoke(issued.record.id)
+        keys.delete(issued.record.id)
+    finally:
+        keys.close()
+    rows = pg.execute(f"SELECT * FROM {table}_audit")  # noqa: S608
+    assert len(rows) == 8
+    dumped = repr(rows)
+    for plain, record in ((issued.key, issued.record), (rotated.key, rotated.record)):
+        for secret in (plain, keys.format.parse(plain).secret, f"Bearer {plain}", record.hash):
+            assert secret not in dumped
+    assert "$argon2" not in dumped
+
+
 def test_upgrade_ddl_is_documented_text() -> None:
     """The PostgreSQL upgrade is plain text a team can apply, ending with the version row."""
     statements = postgres_upgrade_ddl(1)
     assert "ADD COLUMN IF NOT EXISTS disabled_at" in statements[0]
+    assert statements[2].startswith("CREATE TABLE IF NOT EXISTS aqnt_api_keys_audit (")
+    assert postgres_upgrade_ddl(3)[0] == statements[2]
     assert statements[-1] == (f"UPDATE aqnt_auth_schema SET version = {SCHEMA_VERSION} "  # noqa: S608
                               "WHERE name = 'aqnt_api_keys'")
     assert postgres_upgrade_ddl(SCHEMA_VERSION) == statements[-1:]

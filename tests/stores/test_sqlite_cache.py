@@ -4,6 +4,7 @@ committed by any connection (another process, hand-written SQL) is seen."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import sqlite3
 import subprocess
@@ -17,11 +18,13 @@ import pytest
 
 from aqnt_auth import (
     Argon2Hasher,
+    AuditEvent,
     Authenticator,
     KeyManager,
     KeyRecord,
     RevokedAPIKey,
     SQLiteKeyStore,
+    StoreUnavailable,
     UsageDelta,
 )
 from aqnt_auth._stores import _sqlite
@@ -462,7 +465,7 @@ def test_upgrade_from_version_3(path: Path) -> None:
     store = SQLiteKeyStore(path)
     try:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (_sqlite.SCHEMA_VERSION,)
             columns = [row[1] for row in conn.execute("PRAGMA table_info(aqnt_api_keys)")]
         conn.close()
         assert columns[-1] == "lineage_id"
@@ -475,3 +478,69 @@ def test_upgrade_from_version_3(path: Path) -> None:
         assert store.get(successor.id) == successor
     finally:
         store.close()
+
+
+def test_upgrade_from_version_4(path: Path) -> None:
+    """A version 4 file gains the audit log (5): keys kept, and every change
+    from then on is audited, in the changing transaction (a failure of the
+    audit write undoes the change)."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    with sqlite3.connect(path) as conn:
+        for step in (2, 3, 4):
+            for statement in _sqlite._STEPS[step]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    store = SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+            names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert {"aqnt_key_audit", "aqnt_key_audit_key", "aqnt_key_audit_at"} <= names
+        assert store.get(record.id) == record
+        assert store.audit_entries() == []
+        store.update(record.id, {"name": "renamed"}, audit=AuditEvent(actor="ops", at=T0))
+        (entry,) = store.audit_entries(key_id=record.id)
+        assert (entry.event, entry.actor, entry.at) == ("updated", "ops", T0)
+        assert (entry.old, entry.new) == ({"name": record.name}, {"name": "renamed"})
+        # Without its audit table a change cannot be written at all.
+        with sqlite3.connect(path) as conn:
+            conn.execute("ALTER TABLE aqnt_key_audit RENAME TO aqnt_key_audit_gone")
+        conn.close()
+        with pytest.raises(StoreUnavailable):
+            store.revoke(record.id, T0)
+        got = store.get(record.id)
+        assert got is not None
+        assert got.revoked_at is None
+    finally:
+        store.close()
+
+
+def test_audit_rows_hold_no_secret_or_hash(path: Path) -> None:
+    """The audit table's raw rows, every column: no key, secret, hash or
+    Authorization value, after every kind of change."""
+    store = SQLiteKeyStore(path)
+    keys = KeyManager(store, hasher=Argon2Hasher("cheapest"), actor="alice@host")
+    try:
+        issued = keys.create("svc", scopes=["a:b"], allowed_ips=["10.0.0.0/8"])
+        rotated = keys.rotate(issued.record.id, grace=dt.timedelta(hours=1))
+        keys.update(rotated.record.id, name="renamed", allowed_ips=[])
+        keys.disable(rotated.record.id)
+        keys.enable(rotated.record.id)
+        keys.revoke(issued.record.id)
+        keys.delete(issued.record.id)
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT * FROM aqnt_key_audit").fetchall()
+        conn.close()
+        assert len(rows) == 8
+        dumped = repr(rows)
+        for plain, record in ((issued.key, issued.record), (rotated.key, rotated.record)):
+            for secret in (plain, keys.format.parse(plain).secret, f"Bearer {plain}",
+                           record.hash):
+                assert secret not in dumped
+        assert "$argon2" not in dumped
+    finally:
+        keys.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aqnt_auth._audit import default_actor
 from aqnt_auth._stores._sqlite_watch import UNWATCHED_COLUMNS
 from tests import bodies
 
@@ -233,3 +234,38 @@ def test_migration_0004_adds_the_lineage_and_keeps_keys(tmp_path: Path) -> None:
     assert "lineage_id" not in columns
     assert {"aqnt_auth_apikey_created", "aqnt_auth_apikey_changed",
             "aqnt_auth_apikey_deleted"} <= names
+
+
+def test_migration_0006_adds_the_audit_log(tmp_path: Path) -> None:
+    """From 0005 with a key in the table: 0006 adds the audit table, the key
+    is kept, and a change made with the command is audited in it, with the
+    OS user and host as actor; unapplying 0006 drops the table, not the key."""
+    env = _env(tmp_path / "db.sqlite3")
+    manage(env, "migrate", "aqnt_auth", "0005", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        conn.execute(
+            "INSERT INTO aqnt_auth_apikey (id, name, mode, prefix, hash, hint, created_at, "
+            "usage_count, scopes, read_only, allowed_paths, metadata, rate_limits, "
+            "rate_limit_shared, allowed_ips) VALUES ('k1', 'old', 'live', 'sk', 'h', "
+            "'sk_live_...abcd', '2026-01-01 00:00:00', 3, '[]', 0, '[]', '{}', '[]', 0, '[]')")
+    conn.close()
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "aqnt_keys", "revoke", "k1")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        rows = conn.execute("SELECT event, key_id, actor, old, new "
+                            "FROM aqnt_auth_apikeyaudit").fetchall()
+        (revoked,) = conn.execute("SELECT revoked_at FROM aqnt_auth_apikey").fetchone()
+    conn.close()
+    assert revoked is not None
+    ((event, key_id, actor, old, new),) = rows
+    assert (event, key_id) == ("revoked", "k1")
+    assert actor == default_actor()
+    assert json.loads(old) == {"revoked_at": None}
+    assert "revoked_at" in json.loads(new)
+    manage(env, "migrate", "aqnt_auth", "0005", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        (kept,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey").fetchone()
+    conn.close()
+    assert "aqnt_auth_apikeyaudit" not in names
+    assert kept == 1

@@ -16,6 +16,8 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from aqnt_auth import (
     AsyncKeyStore,
+    AuditEvent,
+    AuditLog,
     KeyRecord,
     KeyStore,
     QuotaUse,
@@ -50,23 +52,27 @@ class OwnThread:
     async def get(self, key_id: str) -> KeyRecord | None:
         return await self._call(self.sync.get, key_id)
 
-    async def add(self, record: KeyRecord) -> None:
-        await self._call(self.sync.add, record)
+    async def add(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        await self._call(self.sync.add, record, audit=audit)
 
     async def list(self, *, owner: str | None = None) -> list[KeyRecord]:
         return await self._call(self.sync.list, owner=owner)
 
-    async def revoke(self, key_id: str, at: dt.datetime) -> KeyRecord | None:
-        return await self._call(self.sync.revoke, key_id, at)
+    async def revoke(self, key_id: str, at: dt.datetime, *, audit: AuditEvent | None = None
+                     ) -> KeyRecord | None:
+        return await self._call(self.sync.revoke, key_id, at, audit=audit)
 
-    async def set_expiry(self, key_id: str, at: dt.datetime | None) -> KeyRecord | None:
-        return await self._call(self.sync.set_expiry, key_id, at)
+    async def set_expiry(self, key_id: str, at: dt.datetime | None, *,
+                         audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._call(self.sync.set_expiry, key_id, at, audit=audit)
 
-    async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord | None:
-        return await self._call(self.sync.update, key_id, changes)
+    async def update(self, key_id: str, changes: Mapping[str, Any], *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._call(self.sync.update, key_id, changes, audit=audit)
 
-    async def rotate(self, key_id: str, plan: RotationPlan) -> KeyRecord | None:
-        return await self._call(self.sync.rotate, key_id, plan)
+    async def rotate(self, key_id: str, plan: RotationPlan, *,
+                     audit: AuditEvent | None = None) -> KeyRecord | None:
+        return await self._call(self.sync.rotate, key_id, plan, audit=audit)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         return await self._call(self.sync.replace_hash, key_id, old_hash, new_hash)
@@ -74,8 +80,14 @@ class OwnThread:
     async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
         return await self._call(self.sync.consume_quota, key_id, now)
 
-    async def delete(self, key_id: str) -> bool:
-        return await self._call(self.sync.delete, key_id)
+    async def delete(self, key_id: str, *, audit: AuditEvent | None = None) -> bool:
+        return await self._call(self.sync.delete, key_id, audit=audit)
+
+    async def audit_entries(self, *, key_id: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: int | None = None) -> AuditLog:
+        return await self._call(self.sync.audit_entries, key_id=key_id, since=since,
+                                until=until, limit=limit)
 
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         await self._call(self.sync.record_usage, usage)

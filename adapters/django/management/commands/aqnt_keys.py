@@ -23,6 +23,7 @@ from aqnt_auth import (
     NotAKeyId,
     parse_duration,
 )
+from aqnt_auth._audit import default_actor
 from aqnt_auth._cli import (
     add_key_actions,
     format_changed,
@@ -94,7 +95,8 @@ class Command(BaseCommand):
         authenticator = runtime().authenticator
         budget = options.get("max_hash_memory") or authenticator.max_hash_memory_mib
         return KeyManager(authenticator.store, hasher=hasher, prefixes=accepted,
-                          max_hash_memory_mib=budget)
+                          max_hash_memory_mib=budget,
+                          actor=options.get("actor") or default_actor())
 
     def _hasher(self, options: dict[str, Any]) -> Hasher:
         name = options["hasher"]
