@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +52,9 @@ def register(console: Console) -> None:
     add("POST", "/api/keys/{id}/revoke", _action("revoke"))
     add("POST", "/api/keys/{id}/disable", _action("disable"))
     add("POST", "/api/keys/{id}/enable", _action("enable"))
+    add("GET", "/api/keys/{id}/audit", _key_audit)
+    add("GET", "/api/audit", _audit)
+    add("GET", "/api/hygiene", _hygiene)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -132,7 +136,7 @@ def _count(data: Mapping[str, Any], name: str) -> int:
     return value
 
 
-def _datetime(data: Mapping[str, Any], name: str) -> dt.datetime:
+def _datetime(data: Mapping[str, Any], name: str, what: str = "Field") -> dt.datetime:
     value = data.get(name)
     if isinstance(value, str):
         text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -142,7 +146,7 @@ def _datetime(data: Mapping[str, Any], name: str) -> dt.datetime:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
             return parsed
-    raise InvalidRequest(f"Field '{name}' must be an ISO 8601 time with a UTC offset "
+    raise InvalidRequest(f"{what} '{name}' must be an ISO 8601 time with a UTC offset "
                          "(2030-01-31T12:00:00Z)")
 
 
@@ -321,3 +325,59 @@ def _action(name: str) -> Callable[[Call], Response]:
 
     view.__name__ = f"_{name}"
     return view
+
+
+# -- the audit log and hygiene -----------------------------------------------------
+
+#: Entries an audit answer holds unless ``limit`` asks for fewer or more.
+AUDIT_LIMIT: Final = 100
+MAX_AUDIT_LIMIT: Final = 1000
+
+
+def _query(call: Call, allowed: tuple[str, ...]) -> None:
+    for name in call.request.query:
+        if name not in allowed:
+            if not allowed:
+                raise InvalidRequest("This route takes no query parameters")
+            raise InvalidRequest("Unknown query parameter: use " + ", ".join(allowed)
+                                 if not name.isidentifier() or len(name) > 40
+                                 else f"Unknown query parameter '{name}'")
+
+
+def _query_time(call: Call, name: str) -> dt.datetime | None:
+    # A "+" in a query string arrives as a space: "...T12:00:00+02:00" unencoded.
+    text = re.sub(r" (\d\d:?\d\d)$", r"+\1", call.request.query_value(name))
+    return _datetime({name: text}, name, "Query parameter") if text else None
+
+
+def _audit_answer(call: Call, key_id: str | None) -> Response:
+    _query(call, ("since", "until", "limit"))
+    since, until = _query_time(call, "since"), _query_time(call, "until")
+    raw = call.request.query_value("limit")
+    limit = AUDIT_LIMIT
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_LIMIT:
+            raise InvalidRequest(f"Query parameter 'limit' must be 1 to {MAX_AUDIT_LIMIT}")
+        limit = int(raw)
+    manager = call.console.manager
+    entries = manager.audit(key_id=key_id, since=since, until=until, limit=limit)
+    if key_id is not None and not entries:
+        manager.get(key_id)  # 404 for an id with neither a key nor entries
+    return _json({"data": [entry.to_dict() for entry in entries], "count": len(entries)})
+
+
+def _key_audit(call: Call) -> Response:
+    return _audit_answer(call, call.params["id"])
+
+
+def _audit(call: Call) -> Response:
+    return _audit_answer(call, None)
+
+
+def _hygiene(call: Call) -> Response:
+    _query(call, ())
+    now = utcnow()
+    found = call.console.manager.hygiene(now=now)
+    return _json({"checked_at": found.checked_at.isoformat(),
+                  **{name: [key_json(r, now) for r in records]
+                     for name, records in found.findings().items()}})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import inspect
 import json
 import logging
 import re
@@ -310,7 +309,6 @@ class Console:
         self.authorize = authorize
         self.manager: KeyManager = manager if manager is not None else KeyManager(
             self.authenticator.store, hasher=hasher, prefixes=self.authenticator.format.prefixes)
-        self._actor_keyword = "actor" in inspect.signature(self.manager.create).parameters
         self.router = Router()
         #: Further ways to recognise an admin (the sign-in session), asked
         #: after the Bearer key and the ``authorize`` hook.
@@ -395,8 +393,9 @@ class Console:
         raise PermissionDenied("not a console key", required_scopes=(self.read_scope,))
 
     def actor(self, admin: Admin | None) -> dict[str, Any]:
-        """``{"actor": ...}`` for the key manager's changes, where it takes one."""
-        if admin is None or not self._actor_keyword:
+        """``{"actor": ...}``: the keyword the key manager's changes take, so
+        the audit log names the admin."""
+        if admin is None:
             return {}
         return {"actor": admin.actor}
 

@@ -11,6 +11,7 @@ import copy
 from typing import Any, Final
 
 from .. import __version__
+from .._audit import AUDIT_EVENTS as _AUDIT_EVENTS
 from .._format import MODES
 
 __all__ = ["document"]
@@ -167,6 +168,47 @@ def _build() -> dict[str, Any]:
             "properties": {"key": {"type": "string"}, "api_key": _ref("ApiKey"),
                            "rotated_from": _ref("ApiKey")},
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["id", "at", "key_id", "event", "actor", "old", "new",
+                         "related_key_id"],
+            "description": "One change to one key. old and new hold the changed fields "
+                           "before and after (never a secret or a hash).",
+            "properties": {
+                "id": {"type": ["integer", "null"]},
+                "at": {"type": "string", "format": "date-time"},
+                "key_id": {"type": "string"},
+                "event": {"type": "string", "enum": list(_AUDIT_EVENTS)},
+                "actor": {"type": ["string", "null"], "description": "Who made the change: "
+                          "key:<id> for an admin key, the host app's user, user@host for "
+                          "the command line."},
+                "old": {"type": "object"},
+                "new": {"type": "object"},
+                "related_key_id": {"type": ["string", "null"], "description": "The other "
+                                   "key of a rotation."},
+            },
+        },
+        "AuditList": {
+            "type": "object", "required": ["data", "count"], "additionalProperties": False,
+            "properties": {"data": {"type": "array", "items": _ref("AuditEntry")},
+                           "count": {"type": "integer", "minimum": 0}},
+        },
+        "Hygiene": {
+            "type": "object",
+            "required": ["checked_at", "never_expire", "idle", "live_without_allowlist",
+                         "due_for_rotation"],
+            "additionalProperties": False,
+            "description": "Findings over the keys neither revoked nor expired; a key may "
+                           "be in several lists.",
+            "properties": {
+                "checked_at": {"type": "string", "format": "date-time"},
+                "never_expire": {"type": "array", "items": _ref("ApiKey")},
+                "idle": {"type": "array", "items": _ref("ApiKey"),
+                         "description": "Unused for 90 days or more."},
+                "live_without_allowlist": {"type": "array", "items": _ref("ApiKey")},
+                "due_for_rotation": {"type": "array", "items": _ref("ApiKey")},
+            },
+        },
         "CreateKey": {
             "type": "object", "required": ["name"], "additionalProperties": False,
             "properties": {
@@ -223,6 +265,15 @@ def _build() -> dict[str, Any]:
         for name, (_, description, codes) in _ERRORS.items()
     }
     key_path = "/api/keys/{id}"
+    audit_query = [
+        {"name": "since", "in": "query", "description": "Entries at or after this time "
+         "(ISO 8601 with an offset; encode + as %2B).",
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "until", "in": "query", "description": "Entries before this time.",
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "limit", "in": "query", "description": "At most this many (default 100).",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    ]
     paths: dict[str, Any] = {
         "/api/openapi.json": {"get": {
             "operationId": "getOpenAPI", "summary": "This document", "security": [],
@@ -287,6 +338,26 @@ def _build() -> dict[str, Any]:
                                        "enabled."),
         key_path + "/enable": _action("enable", "Enable a disabled key",
                                       "A revoked key cannot be enabled (409)."),
+        key_path + "/audit": {"get": {
+            "operationId": "getKeyAudit",
+            "summary": "One key's audit log, newest first",
+            "description": "A deleted key's entries are kept.",
+            "parameters": [_KEY_ID, *audit_query],
+            "responses": _responses("200", "AuditList", "The entries.", "BadRequest",
+                                    "NotFound"),
+        }},
+        "/api/audit": {"get": {
+            "operationId": "getAudit",
+            "summary": "Every key's audit log, newest first",
+            "parameters": audit_query,
+            "responses": _responses("200", "AuditList", "The entries.", "BadRequest"),
+        }},
+        "/api/hygiene": {"get": {
+            "operationId": "getHygiene",
+            "summary": "Keys that never expire, idle keys, live keys without an IP "
+                       "allowlist, keys due for rotation",
+            "responses": _responses("200", "Hygiene", "The findings.", "BadRequest"),
+        }},
     }
     return {
         "openapi": "3.1.0",

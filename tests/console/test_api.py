@@ -66,6 +66,9 @@ class TestPermissions:
         target = keys.plain_id
         return [
             ("GET", "/api/keys", None, 200),
+            ("GET", "/api/audit", None, 200),
+            ("GET", f"/api/keys/{target}/audit", None, 200),
+            ("GET", "/api/hygiene", None, 200),
             ("POST", "/api/keys", {"name": "New"}, 201),
             ("GET", f"/api/keys/{target}", None, 200),
             ("PATCH", f"/api/keys/{target}", {"name": "Renamed"}, 200),
@@ -544,3 +547,111 @@ class TestQuota:
                        body={"name": "x", "quota_refill": "lots"})
         assert response.status == 400
         assert body_of(response)["error"]["code"] == "invalid_request"
+
+
+class TestAudit:
+    def test_changes_name_the_admin(self, console: Console, keys: Keys) -> None:
+        path = f"/api/keys/{keys.plain_id}"
+        api(console, "PATCH", path, key=keys.admin, body={"name": "Billing v2"})
+        api(console, "POST", path + "/disable", key=keys.admin)
+        entries = body_of(api(console, "GET", path + "/audit", key=keys.read))["data"]
+        assert [(e["event"], e["actor"]) for e in entries] == [
+            ("disabled", f"key:{keys.admin_id}"), ("updated", f"key:{keys.admin_id}"),
+            ("created", None)]
+        assert (entries[1]["old"], entries[1]["new"]) == (
+            {"name": "Billing service"}, {"name": "Billing v2"})
+
+    def test_create_and_rotate(self, console: Console, keys: Keys) -> None:
+        created = body_of(api(console, "POST", "/api/keys", key=keys.admin,
+                              body={"name": "Audited"}))
+        new_id = created["api_key"]["id"]
+        rotated = body_of(api(console, "POST", f"/api/keys/{new_id}/rotate", key=keys.admin,
+                              body={"grace": "1h"}))
+        everything = body_of(api(console, "GET", "/api/audit", key=keys.read))
+        events = [(e["event"], e["key_id"], e["related_key_id"]) for e in everything["data"]]
+        successor = rotated["api_key"]["id"]
+        assert ("created", new_id, None) in events
+        assert ("rotated", new_id, successor) in events
+        assert ("created", successor, new_id) in events
+        assert all(e["actor"] == f"key:{keys.admin_id}" for e in everything["data"]
+                   if e["key_id"] in (new_id, successor))
+        text = json.dumps(everything)
+        assert created["key"] not in text
+        assert rotated["key"] not in text
+
+    def test_hook_actor(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher,
+                        keys: Keys) -> None:
+        console = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher],
+                          hasher=cheap_hasher, authorize=lambda r: "user:alice")
+        api(console, "POST", f"/api/keys/{keys.plain_id}/revoke",
+            content_type="application/json")
+        (entry, *_) = body_of(api(console, "GET", f"/api/keys/{keys.plain_id}/audit"))["data"]
+        assert (entry["event"], entry["actor"]) == ("revoked", "user:alice")
+        console.close()
+
+    def test_filters(self, console: Console, keys: Keys) -> None:
+        for name in ("a", "b", "c"):
+            api(console, "PATCH", f"/api/keys/{keys.plain_id}", key=keys.admin,
+                body={"name": name})
+        path = f"/api/keys/{keys.plain_id}/audit"
+        data = body_of(api(console, "GET", path, key=keys.read, query="limit=2"))
+        assert [e["new"]["name"] for e in data["data"]] == ["c", "b"]
+        assert data["count"] == 2
+        middle = data["data"][1]["at"]
+        since = api(console, "GET", path, key=keys.read,
+                    query="since=" + middle.replace("+", "%2B"))
+        assert [e["new"]["name"] for e in body_of(since)["data"]] == ["c", "b"]
+        unencoded = api(console, "GET", path, key=keys.read, query="until=" + middle)
+        assert [e["event"] for e in body_of(unencoded)["data"]] == ["updated", "created"]
+
+    def test_deleted_key_keeps_its_entries(self, console: Console, keys: Keys) -> None:
+        console.manager.delete(keys.plain_id)
+        data = body_of(api(console, "GET", f"/api/keys/{keys.plain_id}/audit", key=keys.read))
+        assert [e["event"] for e in data["data"]] == ["deleted", "created"]
+
+    def test_unknown_key(self, console: Console, keys: Keys) -> None:
+        response = api(console, "GET", "/api/keys/NoSuchKey123/audit", key=keys.read)
+        assert (response.status, body_of(response)) == (404, error("key_not_found"))
+
+    @pytest.mark.parametrize(("query", "message"), [
+        ("limit=0", "Query parameter 'limit' must be 1 to 1000"),
+        ("limit=1001", "Query parameter 'limit' must be 1 to 1000"),
+        ("limit=x", "Query parameter 'limit' must be 1 to 1000"),
+        ("since=yesterday", "Query parameter 'since' must be an ISO 8601 time with a UTC "
+                            "offset (2030-01-31T12:00:00Z)"),
+        ("until=2030-01-01T00:00:00", "Query parameter 'until' must be an ISO 8601 time "
+                                      "with a UTC offset (2030-01-31T12:00:00Z)"),
+        ("key_id=x", "Unknown query parameter 'key_id'"),
+    ])
+    def test_bad_query(self, console: Console, keys: Keys, query: str, message: str) -> None:
+        for path in ("/api/audit", f"/api/keys/{keys.plain_id}/audit"):
+            response = api(console, "GET", path, key=keys.read, query=query)
+            assert (response.status, body_of(response)) == (400, invalid(message))
+
+
+class TestHygiene:
+    def test_findings(self, console: Console, keys: Keys,
+                      memory_store: MemoryKeyStore) -> None:
+        import dataclasses
+
+        m = console.manager
+        fenced = m.create("Fenced", allowed_ips=["10.0.0.0/8"],
+                          expires_in=dt.timedelta(days=30)).record.id
+        m.revoke(m.create("Gone").record.id)
+        record = memory_store.get(keys.plain_id)
+        assert record is not None
+        memory_store.add(dataclasses.replace(
+            record, id="OldKey000001", name="Ancient",
+            created_at=record.created_at - dt.timedelta(days=120)))
+        data = body_of(api(console, "GET", "/api/hygiene", key=keys.read))
+        ids = {name: {k["id"] for k in data[name]} for name in
+               ("never_expire", "idle", "live_without_allowlist", "due_for_rotation")}
+        live = {keys.admin_id, keys.read_id, keys.plain_id, "OldKey000001"}
+        assert ids == {"never_expire": live, "idle": {"OldKey000001"},
+                       "live_without_allowlist": live, "due_for_rotation": {"OldKey000001"}}
+        assert fenced not in set().union(*ids.values())
+
+    def test_no_query(self, console: Console, keys: Keys) -> None:
+        response = api(console, "GET", "/api/hygiene", key=keys.read, query="x=1")
+        assert (response.status, body_of(response)) == (
+            400, invalid("This route takes no query parameters"))
