@@ -67,6 +67,16 @@ _STATIC_TYPES: Final = {".css": "text/css; charset=utf-8",
 STATUSES: Final = ("active", "expiring", "expired", "revoked", "disabled", "due")
 _SPLIT: Final = re.compile(r"[\s,]+")
 
+#: The hygiene findings (KeyManager.hygiene), as the overview's cards name them.
+HYGIENE: Final = {
+    "never_expire": "never expire",
+    "idle": "idle 90 days or more",
+    "live_without_allowlist": "live keys without an IP allowlist",
+    "due_for_rotation": "due for rotation",
+}
+#: Audit entries per page.
+AUDIT_PAGE: Final = 100
+
 _DONE: Final = {
     "revoked": "The key was revoked. Requests with it now get key_revoked.",
     "disabled": "The key was disabled. Requests with it get key_disabled until you enable it.",
@@ -126,6 +136,7 @@ class Pages:
             lstrip_blocks=True,
         )
         self._env.filters["when"] = _when
+        self._env.filters["audit_value"] = _audit_value
         self._static = _load_static()
         add = console.router.add
         add("GET", "/static/{name}", self._serve_static, access="public")
@@ -137,6 +148,7 @@ class Pages:
         add("POST", "/keys", self._page(self._create))
         add("GET", "/keys/new", self._page(self._new_form, writes=True))
         add("GET", "/keys/{id}", self._page(self._detail))
+        add("GET", "/audit", self._page(self._audit))
         add("GET", "/keys/{id}/edit", self._page(self._edit_form, writes=True))
         add("POST", "/keys/{id}/edit", self._page(self._edit))
         add("GET", "/keys/{id}/revoke", self._page(self._revoke_confirm, writes=True))
@@ -349,6 +361,9 @@ class Pages:
         status = request.query_value("status")
         mode = request.query_value("mode")
         owner = request.query_value("owner")
+        finding = request.query_value("hygiene")
+        findings = self.console.manager.hygiene(now=now).findings()
+        flagged = ({r.id for r in findings[finding]} if finding in findings else None)
         rows = []
         for record in reversed(records):  # newest first
             shown = self._status(record, now)
@@ -363,10 +378,14 @@ class Pages:
                 continue
             if query and not _matches(record, query):
                 continue
+            if flagged is not None and record.id not in flagged:
+                continue
             rows.append({"record": record, "status": shown, "requests": record.usage_count})
         hidden = sum(1 for r in records if r.revoked_at is not None) if status == "" else 0
         return self._show(page, "keys.html", rows=rows, owners=owners, query=query,
                           status=status, mode=mode, owner=owner, statuses=STATUSES,
+                          hygiene=finding if flagged is not None else "",
+                          hygiene_label=HYGIENE.get(finding, ""),
                           hidden_revoked=hidden, requests_label="Requests (all time)")
 
     # -- creation -------------------------------------------------------------------
@@ -411,7 +430,9 @@ class Pages:
                           key_status=self._status(record, now),
                           chain=rotation_chain(record, manager.list()),
                           done=_DONE.get(page.request.query_value("done"), ""),
-                          nonce=secrets.token_urlsafe(16))
+                          nonce=secrets.token_urlsafe(16),
+                          audit=manager.audit(key_id=record.id, limit=AUDIT_PAGE),
+                          names={r.id: r.name for r in manager.list()})
 
     def _edit_form(self, page: _Page) -> Response:
         record = self.console.manager.get(page.call.params["id"])
@@ -487,7 +508,28 @@ class Pages:
         counts = dict.fromkeys(STATUSES, 0)
         for record in records:
             counts[self._status(record, now)] += 1
-        return self._show(page, "overview.html", counts=counts, total=len(records))
+        hygiene = self.console.manager.hygiene(now=now).findings()
+        return self._show(page, "overview.html", counts=counts, total=len(records),
+                          hygiene=[(name, HYGIENE[name], len(found))
+                                   for name, found in hygiene.items()])
+
+    def _audit(self, page: _Page) -> Response:
+        manager = self.console.manager
+        request = page.request
+        key_filter = request.query_value("key").strip()
+        until = _parse_time(request.query_value("until"))
+        try:
+            entries = manager.audit(key_id=key_filter or None, until=until,
+                                    limit=AUDIT_PAGE + 1)
+        except KeyNotFound:  # a whole key pasted as the id: never echoed
+            entries, key_filter = [], ""
+        older = None
+        if len(entries) > AUDIT_PAGE:
+            entries = entries[:AUDIT_PAGE]
+            older = {"until": entries[-1].at.isoformat(),
+                     **({"key": key_filter} if key_filter else {})}
+        return self._show(page, "audit.html", entries=entries, key_filter=key_filter,
+                          older=older, names={r.id: r.name for r in manager.list()})
 
 
 class _FormError(Exception):
@@ -538,6 +580,32 @@ def _explain(error: AQNTError, admin_scope: str) -> tuple[str, str]:
     if isinstance(error, StoreUnavailable):
         return "Key store unavailable", "The key store did not answer. Try again shortly."
     return "Something went wrong", error.message
+
+
+def _audit_value(value: object) -> str:
+    """A field's value in an audit entry, in words."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        when = _parse_time(value)
+        if when is not None:
+            return _when(when)
+    return str(value)
+
+
+def _parse_time(text: str) -> dt.datetime | None:
+    """An ISO 8601 time from a query (the audit page's "older" link), or ``None``."""
+    if not text:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _lines(value: str) -> list[str]:

@@ -5,7 +5,10 @@ the security headers of every answer."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import html
 import json
+import re
 import time
 
 import pytest
@@ -94,6 +97,7 @@ def assert_secured(response: Response) -> None:
 PAGES = [
     ("GET", "/", False),
     ("GET", "/keys", False),
+    ("GET", "/audit", False),
     ("GET", "/keys/new", True),
     ("POST", "/keys", True),
     ("GET", "/keys/{id}", False),
@@ -806,3 +810,79 @@ class TestPolicies:
         shorter = site.manager.get(keys.plain_id).expires_at
         assert shorter is not None
         assert shorter < expires
+
+
+class TestAudit:
+    """Every change made in the pages is in the audit log, with the signed-in actor."""
+
+    def test_changes_carry_the_actor(self, admin: Client, site: Console, keys: Keys) -> None:
+        admin.submit("/keys/new", "/keys", {"name": "Audited"})
+        record = next(r for r in site.manager.list() if r.name == "Audited")
+        admin.submit(f"/keys/{record.id}", f"/keys/{record.id}/disable")
+        admin.submit(f"/keys/{record.id}", f"/keys/{record.id}/enable")
+        admin.submit(f"/keys/{record.id}/edit", f"/keys/{record.id}/edit",
+                     {"name": "Audited", "scopes": "a b"})
+        admin.submit(f"/keys/{record.id}", f"/keys/{record.id}/rotate", {"grace": "1h"})
+        confirm = f"/keys/{record.id}/revoke"
+        admin.submit(confirm, confirm)
+        events = [(e.event, e.actor) for e in site.manager.audit(key_id=record.id)]
+        actor = f"key:{keys.admin_id}"
+        assert [e for e, _ in events] == ["revoked", "rotated", "updated", "enabled",
+                                          "disabled", "created"]
+        assert {a for _, a in events} == {actor}
+
+    def test_pages(self, admin: Client, reader: Client, site: Console, keys: Keys) -> None:
+        admin.submit(f"/keys/{keys.plain_id}", f"/keys/{keys.plain_id}/disable")
+        detail = text(reader.get(f"/keys/{keys.plain_id}"))
+        assert "event-disabled" in detail
+        assert f"<code>key:{keys.admin_id}</code>" in detail
+        assert "<code>disabled_at</code>: none → " in detail
+        log = text(reader.get("/audit"))
+        assert f'href="/keys/{keys.plain_id}">Billing service</a>' in log
+        assert "event-created" in log
+        only = text(reader.get("/audit", f"key={keys.plain_id}"))
+        assert "event-disabled" in only
+        assert "Console admin" not in only.split("<tbody>")[1]
+        assert keys.plain not in text(reader.get("/audit", f"key={keys.plain}"))
+
+    def test_older_entries(self, admin: Client, site: Console, keys: Keys,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("aqnt_auth.console._pages.AUDIT_PAGE", 2)
+        for _ in range(2):
+            site.manager.disable(keys.plain_id, actor="test")
+            site.manager.enable(keys.plain_id, actor="test")
+        first = text(admin.get("/audit"))
+        assert first.count("<tr>") == 1 + 2
+        link = re.search(r'href="/audit\?(until=[^"]+)">Older entries', first)
+        assert link is not None
+        second = text(admin.get("/audit", html.unescape(link.group(1))))
+        assert second.count("<tr>") == 1 + 2
+        assert second != first
+
+    def test_rotation_links(self, admin: Client, site: Console, keys: Keys) -> None:
+        admin.submit(f"/keys/{keys.plain_id}", f"/keys/{keys.plain_id}/rotate", {"grace": "0"})
+        successor = next(r for r in site.manager.list() if r.rotated_from == keys.plain_id)
+        detail = text(admin.get(f"/keys/{keys.plain_id}"))
+        assert f'successor: <a href="/keys/{successor.id}">' in detail
+        assert "<code>expires_at</code>: none → 20" in detail
+        assert "UTC</li>" in detail
+
+
+class TestHygiene:
+    """The overview's hygiene cards and the list they link to."""
+
+    def test_cards_and_filter(self, admin: Client, manager: KeyManager) -> None:
+        manager.create("Fenced", allowed_ips=["10.0.0.0/8"], expires_in=dt.timedelta(days=30))
+        manager.create("Sandbox", mode="test", expires_in=dt.timedelta(days=30))
+        page = text(admin.get("/"))
+        # the three fixture keys never expire and are live without an allowlist
+        assert 'data-hygiene="never_expire">3<' in page
+        assert 'data-hygiene="live_without_allowlist">3<' in page
+        assert 'data-hygiene="due_for_rotation">0<' in page
+        assert 'href="/keys?hygiene=never_expire"' in page
+        listed = text(admin.get("/keys", "hygiene=live_without_allowlist"))
+        assert "Billing service" in listed
+        assert "Fenced" not in listed
+        assert "Sandbox" not in listed
+        assert "live keys without an IP allowlist" in listed
+        assert "Fenced" in text(admin.get("/keys", "hygiene=nonsense"))
