@@ -25,8 +25,11 @@ from aqnt_auth import (
 )
 from aqnt_auth._audit import default_actor
 from aqnt_auth._cli import (
+    audit_query,
+    format_audit,
     format_changed,
     format_created,
+    format_hygiene,
     format_record,
     format_records,
     format_revoked,
@@ -49,7 +52,7 @@ _EXAMPLES = {name: "\b\n" + text for name, text in key_examples(COMMAND).items()
 keys_group = AppGroup(
     "aqnt-keys",
     help="Create, list, show, revoke, rotate, disable, enable and update API keys in the "
-         "app's store."
+         "app's store; read its audit log and key-hygiene findings."
 )
 
 
@@ -252,3 +255,29 @@ def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes:
                              quota=quota, refill=refill, clear_quota=clear_quota)
     click.echo(format_changed(_manager(actor=actor).update(key_id, **changes), "update",
                               as_json))
+
+
+@keys_group.command("hygiene", epilog=_EXAMPLES["hygiene"])
+@_json
+@_reporting_errors
+def hygiene(as_json: bool) -> None:
+    """Key-hygiene findings: keys that never expire, idle keys, live keys
+    without an IP allowlist, keys due for rotation."""
+    keys = _manager()
+    click.echo(format_hygiene(keys.hygiene(), as_json, store=store_url(keys.store),
+                              command=COMMAND))
+
+
+@keys_group.command("audit", epilog=f"\b\nexamples:\n  {COMMAND} audit\n"
+                                    f"  {COMMAND} audit --key 3tHq0kR9xA2b --since 30d --json")
+@click.option("--key", "key_id", metavar="ID", help="Only this key's entries.")
+@click.option("--since", metavar="DURATION",
+              help="Only the entries of the last DURATION, like 30d or 24h.")
+@click.option("--limit", type=int, metavar="N", help="At most N entries.")
+@_json
+@_reporting_errors
+def audit(key_id: str | None, since: str | None, limit: int | None, as_json: bool) -> None:
+    """The audit log: every change to a key, when and by whom, newest first."""
+    keys = _manager()
+    entries = keys.audit(**audit_query(key_id, since, limit))
+    click.echo(format_audit(entries, as_json, store=store_url(keys.store)))

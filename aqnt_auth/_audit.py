@@ -144,6 +144,21 @@ class AuditEntry:
                 "event": self.event, "actor": self.actor, "old": dict(self.old),
                 "new": dict(self.new), "related_key_id": self.related_key_id}
 
+    def summary(self) -> str:
+        """The change in a line: ``name: "a" -> "b"`` per changed field (the
+        name and mode of a created or deleted key), and the other key of a
+        rotation.  What the CLI and the Django admin show."""
+        if self.event in ("created", "deleted"):
+            record = self.new if self.event == "created" else self.old
+            parts = [f"{json.dumps(record.get('name'))} ({record.get('mode')})"]
+        else:
+            parts = [f"{name}: {json.dumps(self.old.get(name))} -> {json.dumps(value)}"
+                     for name, value in self.new.items()]
+        if self.related_key_id is not None:
+            other = "successor" if self.event == "rotated" else "replaces"
+            parts.append(f"{other} {self.related_key_id}")
+        return "; ".join(parts)
+
     def old_json(self) -> str:
         """:attr:`old` as the JSON text SQL stores keep."""
         return json.dumps(dict(self.old), sort_keys=True)

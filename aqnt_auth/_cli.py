@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TextIO
 
-from ._audit import default_actor
+from ._audit import AuditEntry, default_actor
 from ._authenticator import Authenticator
 from ._durations import parse_duration
 from ._errors import (
@@ -30,7 +30,7 @@ from ._errors import (
     StoreNotFound,
 )
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
-from ._manager import IssuedKey, KeyManager
+from ._manager import IDLE_AGE, Hygiene, IssuedKey, KeyManager
 from ._quota import quota_view
 from ._records import KeyRecord, utcnow
 from ._scan import MAX_CANDIDATES_PER_ID
@@ -48,11 +48,15 @@ from ._stores._protocol import KeyStore
 __all__ = [
     "CHANGING_ACTIONS",
     "KEYS_COMMAND",
+    "add_audit_action",
     "add_key_actions",
+    "audit_query",
     "build_parser",
     "format_age",
+    "format_audit",
     "format_changed",
     "format_created",
+    "format_hygiene",
     "format_policies",
     "format_record",
     "format_records",
@@ -258,6 +262,108 @@ def format_rotated(old: KeyRecord, issued: IssuedKey, as_json: bool = False) -> 
             + f"\nThe old key {old.id} keeps working until {ends}, then gets key_revoked.")
 
 
+_AUDIT_COLUMNS: Final = ("WHEN", "EVENT", "KEY", "BY", "CHANGE")
+
+
+def format_audit(entries: Sequence[AuditEntry], as_json: bool = False,
+                 store: str | None = None) -> str:
+    """The audit log (``aqnt-auth audit``), newest first: when (UTC), the
+    event, the key, who, and what changed.  JSON: ``{"store": ..., "entries":
+    [...]}`` (the bare list without *store*)."""
+    if as_json:
+        listed = [e.to_dict() for e in entries]
+        if store is None:
+            return json.dumps(listed, indent=2)
+        return json.dumps({"store": store, "entries": listed}, indent=2)
+    if not entries:
+        return "No audit entries." if store is None else f"No audit entries in {store}."
+    rows = [(e.at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e.event,
+             e.key_id, e.actor or "-", e.summary()) for e in entries]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_AUDIT_COLUMNS)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (_AUDIT_COLUMNS, *rows)
+    ]
+    if store is not None:
+        lines.insert(0, f"Audit log of {store}, newest first (times in UTC):")
+    return "\n".join(lines)
+
+
+#: Each finding's heading and the command that addresses it (``{command}``:
+#: the front end's key commands).
+_FINDINGS: Final = {
+    "never_expire": ("Keys that never expire", "{command} rotate ID --expires-in 90d "
+                     "--grace 24h"),
+    "idle": (f"Keys idle for {IDLE_AGE.days} days or more (never used: since created)",
+             "{command} revoke ID if nothing uses them"),
+    "live_without_allowlist": ("Live keys without an IP allowlist",
+                               "{command} update ID --allow-ip CIDR"),
+    "due_for_rotation": ("Keys due for rotation (older than 90 days)",
+                         "{command} rotate ID --grace 24h"),
+}
+
+
+def format_hygiene(found: Hygiene, as_json: bool = False, store: str | None = None,
+                   command: str = KEYS_COMMAND) -> str:
+    """The key-hygiene findings (``keys hygiene``): each finding's keys, and
+    the command that addresses it."""
+    now = found.checked_at
+    if as_json:
+        data: dict[str, Any] = {"checked_at": now.isoformat()}
+        if store is not None:
+            data = {"store": store, **data}
+        for name, records in found.findings().items():
+            data[name] = [_record_json(r, now) for r in records]
+        return json.dumps(data, indent=2)
+    where = "" if store is None else f" in {store}"
+    if not found:
+        return f"No findings{where}: every key that works expires, was used within " \
+               f"{IDLE_AGE.days} days, is younger than 90 days, and live ones have an IP " \
+               "allowlist."
+    lines = [f"Key hygiene{where} (keys neither revoked nor expired):"]
+    for name, records in found.findings().items():
+        if not records:
+            continue
+        title, fix = _FINDINGS[name]
+        lines += ["", f"{title}: {len(records)}"]
+        for r in records:
+            used = _when(r.last_used_at) if r.last_used_at else "never"
+            label = r.name if len(r.name) <= 30 else r.name[:29] + "…"
+            lines.append(f"  {r.id}  {label}  {r.mode}  created {_when(r.created_at)}, "
+                         f"age {format_age(now - r.created_at)}, last used {used}")
+        lines.append(f"  -> {fix.format(command=command)}")
+    return "\n".join(lines)
+
+
+def audit_query(key_id: str | None, since: str | None, limit: int | None,
+                now: dt.datetime | None = None) -> dict[str, Any]:
+    """The keywords of :meth:`KeyManager.audit` for the options of ``audit``
+    (``--since 30d``: the last 30 days; shared with the Flask and Django
+    commands)."""
+    if limit is not None and limit < 1:
+        raise ConfigurationError("--limit must be at least 1")
+    return {"key_id": key_id,
+            "since": None if since is None else (now or utcnow()) - parse_duration(since),
+            "limit": limit}
+
+
+def add_audit_action(actions: argparse._SubParsersAction[Any],
+                     common: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """Add ``audit`` with ``--key``, ``--since`` and ``--limit`` to *actions*
+    (``aqnt-auth audit``, ``manage.py aqnt_keys audit``); *command* is how it
+    is invoked, for its examples."""
+    parser: argparse.ArgumentParser = actions.add_parser(
+        "audit", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the audit log: every change to a key, when and by whom, newest first",
+        epilog=_examples(command, f"{command} --key 3tHq0kR9xA2b",
+                         f"{command} --since 30d --json"))
+    parser.add_argument("--key", dest="key_id", metavar="ID", help="only this key's entries")
+    parser.add_argument("--since", metavar="DURATION",
+                        help="only the entries of the last DURATION, like 30d or 24h")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N entries")
+    return parser
+
+
 # -- the commands -----------------------------------------------------------
 
 
@@ -408,6 +514,23 @@ def _cmd_rotate(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_hygiene(args: argparse.Namespace, out: TextIO) -> int:
+    with _manager(args) as keys:
+        found = keys.hygiene()
+        shown = store_url(keys.store)
+    print(format_hygiene(found, args.json, store=shown), file=out)
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    query = audit_query(args.key_id, args.since, args.limit)
+    with _manager(args) as keys:
+        entries = keys.audit(**query)
+        shown = store_url(keys.store)
+    print(format_audit(entries, args.json, store=shown), file=out)
+    return 0
+
+
 def _read_key(stdin: TextIO, use_env: bool = True) -> str:
     key = os.environ.get(KEY_ENV) if use_env else None
     if key is None:
@@ -549,6 +672,7 @@ def key_examples(command: str) -> dict[str, str]:
         "rotate": _examples(f"{command} rotate 3tHq0kR9xA2b --grace 24h"),
         "disable": _examples(f"{command} disable 3tHq0kR9xA2b"),
         "enable": _examples(f"{command} enable 3tHq0kR9xA2b"),
+        "hygiene": _examples(f"{command} hygiene", f"{command} hygiene --json"),
         "update": _examples(f'{command} update 3tHq0kR9xA2b --name "Billing worker"',
                             f"{command} update 3tHq0kR9xA2b --scope charges:read",
                             f"{command} update 3tHq0kR9xA2b --quota 1000 --refill 1000/day"),
@@ -559,7 +683,7 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                     hashing: argparse.ArgumentParser, command: str = KEYS_COMMAND
                     ) -> dict[str, argparse.ArgumentParser]:
     """Add the ``create``, ``list``, ``show``, ``revoke``, ``rotate``,
-    ``disable``, ``enable`` and ``update`` actions,
+    ``disable``, ``enable``, ``update`` and ``hygiene`` actions,
     with their own arguments, to *actions*; return them by name.
 
     Every key-management front end (``aqnt-auth keys``, ``manage.py
@@ -645,8 +769,12 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                         help="the quota's refill, like 1000/day (the period starts now)")
     update.add_argument("--clear-quota", action="store_true",
                         help="remove the quota and its refill")
+    hygiene = add("hygiene", [common],
+                  "key-hygiene findings: keys that never expire, idle keys, live keys "
+                  "without an IP allowlist, keys due for rotation")
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
-            "rotate": rotate, "disable": disable, "enable": enable, "update": update}
+            "rotate": rotate, "disable": disable, "enable": enable, "update": update,
+            "hygiene": hygiene}
 
 
 _RAW: Final = argparse.RawDescriptionHelpFormatter
@@ -686,7 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     examples = key_examples(KEYS_COMMAND)
     keys = commands.add_parser(
-        "keys", help="create, list, show, revoke, rotate, disable, enable and update keys",
+        "keys", help="create, list, show, revoke, rotate, disable, enable and update keys; "
+                     "hygiene findings",
         formatter_class=_RAW,
         epilog="examples:\n" + "\n".join(e.split("\n")[1] for e in examples.values()),
     )
@@ -695,8 +824,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in (("create", _cmd_create), ("list", _cmd_list), ("show", _cmd_show),
                        ("revoke", _cmd_revoke), ("rotate", _cmd_rotate),
                        ("disable", _cmd_disable), ("enable", _cmd_enable),
-                       ("update", _cmd_update)):
+                       ("update", _cmd_update), ("hygiene", _cmd_hygiene)):
         actions[name].set_defaults(func=func)
+
+    add_audit_action(commands, common, f"{PROG} audit").set_defaults(func=_cmd_audit)
 
     verify = commands.add_parser(
         "verify", parents=[common], formatter_class=_RAW,

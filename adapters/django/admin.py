@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -57,7 +56,6 @@ from django.utils.safestring import SafeString
 from aqnt_auth import (
     AQNTError,
     Argon2Hasher,
-    AuditEntry,
     ConfigurationError,
     HMACHasher,
     IssuedKey,
@@ -139,20 +137,6 @@ def _aware(value: dt.datetime) -> dt.datetime:
     found = aware(value)
     assert found is not None
     return found
-
-
-def _audit_change(entry: AuditEntry) -> str:
-    """``name: 'a' → 'b'`` for each changed field; the related key of a rotation."""
-    if entry.event in ("created", "deleted"):
-        text = ""
-    else:
-        text = "; ".join(f"{name}: {json.dumps(entry.old.get(name))} → "
-                         f"{json.dumps(entry.new.get(name))}" for name in entry.new)
-    if entry.related_key_id:
-        other = "successor" if entry.event == "rotated" else "replaces"
-        text = f"{text}; {other} {entry.related_key_id}" if text else \
-            f"{other} {entry.related_key_id}"
-    return text or "-"
 
 
 class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -379,7 +363,7 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return "-"
         rows = format_html_join(
             "\n", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((admin_time(e.at), e.event, e.actor or "-", _audit_change(e)) for e in entries))
+            ((admin_time(e.at), e.event, e.actor or "-", e.summary()) for e in entries))
         return format_html(
             '<table class="aqnt-audit"><thead><tr><th>when</th><th>event</th><th>by</th>'
             "<th>change</th></tr></thead><tbody>{}</tbody></table>", rows)

@@ -345,3 +345,102 @@ class TestMemoryBudget:
         code, _ = run("keys", "create", "--name", "k", "--argon2-profile", "cheapest",
                       "--max-hash-memory", "1")
         assert code == 0
+
+
+class TestAudit:
+    def test_changes_are_audited_with_the_os_user_or_actor(self, store_url: str) -> None:
+        """Every key command writes its entry, by user@host or --actor;
+        `audit` prints them newest first, filtered by key, time and count."""
+        from aqnt_auth._audit import default_actor
+
+        created = create()
+        record = created["record"]
+        assert isinstance(record, dict)
+        key_id = record["id"]
+        other = create()["record"]
+        assert isinstance(other, dict)
+        assert run("keys", "update", key_id, "--name", "renamed", "--scope", "a:b")[0] == 0
+        assert run("keys", "disable", key_id, "--actor", "ci-bot")[0] == 0
+        assert run("keys", "enable", key_id)[0] == 0
+        assert run("keys", "revoke", key_id, "--actor", "alice")[0] == 0
+        code, text = run("audit")
+        assert code == 0
+        lines = text.splitlines()
+        assert lines[0] == f"Audit log of {store_url}, newest first (times in UTC):"
+        assert lines[1].split() == ["WHEN", "EVENT", "KEY", "BY", "CHANGE"]
+        events = [(line.split()[2], line.split()[3], line.split()[4]) for line in lines[2:]]
+        me = default_actor()
+        assert events == [("revoked", key_id, "alice"), ("enabled", key_id, me),
+                          ("disabled", key_id, "ci-bot"), ("updated", key_id, me),
+                          ("created", other["id"], me), ("created", key_id, me)]
+        assert 'name: "svc" -> "renamed"; scopes: [] -> ["a:b"]' in text
+        assert str(created["key"]) not in text
+        code, text = run("audit", "--key", key_id, "--since", "1h", "--limit", "2", "--json")
+        assert code == 0
+        data = json.loads(text)
+        assert data["store"] == store_url
+        assert [(e["event"], e["actor"]) for e in data["entries"]] == [
+            ("revoked", "alice"), ("enabled", me)]
+        assert data["entries"][0]["old"] == {"revoked_at": None}
+        assert run("audit", "--key", other["id"], "--json")[1].count('"event"') == 1
+
+    def test_audit_refuses_bad_options(self, store_url: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+        create()
+        assert run("audit", "--since", "soon")[0] == 1
+        assert "bad duration" in capsys.readouterr().err
+        assert run("audit", "--limit", "0")[0] == 1
+        assert "--limit" in capsys.readouterr().err
+        key = create()["key"]
+        assert isinstance(key, str)
+        code = run("audit", "--key", key)[0]
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "not a key id" in err
+        assert key not in err
+
+    def test_bad_actor_is_refused(self, store_url: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+        code, _ = run("keys", "create", "--name", "svc", "--argon2-profile", "cheapest",
+                      "--actor", "a\tb")
+        assert code == 1
+        assert "actor must be printable" in capsys.readouterr().err
+        assert run("audit", "--json")[1].count('"event"') == 0
+
+    def test_no_entries(self, store_url: str) -> None:
+        create()
+        assert run("audit", "--key", "nosuchkey123") == (0, f"No audit entries in {store_url}.\n")
+
+
+class TestHygiene:
+    def test_findings(self, store_url: str) -> None:
+        """A live key without expiry or allowlist is found twice; a test key
+        with an expiry not at all; a revoked key never."""
+        live = create()["record"]
+        create("--test", "--expires-in", "30d")
+        gone = create()["record"]
+        assert isinstance(live, dict)
+        assert isinstance(gone, dict)
+        run("keys", "revoke", str(gone["id"]))
+        code, text = run("keys", "hygiene")
+        assert code == 0
+        assert text.splitlines()[0] == (
+            f"Key hygiene in {store_url} (keys neither revoked nor expired):")
+        assert "Keys that never expire: 1" in text
+        assert "Live keys without an IP allowlist: 1" in text
+        assert "-> aqnt-auth keys update ID --allow-ip CIDR" in text
+        assert "idle" not in text
+        assert str(gone["id"]) not in text
+        assert text.count(str(live["id"])) == 2
+        code, text = run("keys", "hygiene", "--json")
+        data = json.loads(text)
+        assert [r["id"] for r in data["never_expire"]] == [live["id"]]
+        assert [r["id"] for r in data["live_without_allowlist"]] == [live["id"]]
+        assert data["idle"] == data["due_for_rotation"] == []
+        assert "hash" not in text
+
+    def test_nothing_found(self, store_url: str) -> None:
+        create("--test", "--expires-in", "30d")
+        code, text = run("keys", "hygiene")
+        assert code == 0
+        assert text.startswith(f"No findings in {store_url}")

@@ -528,3 +528,50 @@ class TestRotate:
         assert "was not rotated" in " ".join(_messages(response))
         assert KEY.findall(response.content.decode()) == []
         assert APIKey.objects.count() == 1
+
+
+@pytest.mark.django_db
+class TestAuditLog:
+    def test_every_admin_change_is_audited_as_the_staff_user(self, admin_client: Client
+                                                            ) -> None:
+        """Add, edit (name, expiry), disable, enable, rotate, revoke and delete
+        through the admin: each is an entry by django:admin, and the key's page
+        shows its log, newest first, with no key or hash in it."""
+        response = _add(admin_client, name="Server")
+        key = KEY.findall(response.content.decode())[0]
+        key_id = key[8:20]
+        ends = timezone.now().replace(microsecond=0) + dt.timedelta(days=2)
+        assert _edit(admin_client, key_id, ends, name="Renamed").status_code == 302
+        _action(admin_client, "disable_keys", key_id)
+        _action(admin_client, "enable_keys", key_id)
+        rotated = _action(admin_client, "rotate_keys", key_id, grace="1h")
+        new_key = next(k for k in KEY.findall(rotated.content.decode()) if k != key)
+        admin_client.post(f"{CHANGELIST}{key_id}/revoke/", {"post": "yes"})
+        store = DjangoKeyStore()
+        entries = store.audit_entries(key_id=key_id)
+        assert [e.event for e in entries] == ["revoked", "rotated", "enabled", "disabled",
+                                              "updated", "expiry_set", "created"]
+        assert {e.actor for e in entries} == {"django:admin"}
+        assert entries[-3].new == {"name": "Renamed"}
+        page = admin_client.get(_change(key_id)).content.decode()
+        log = page.split('class="aqnt-audit"', 1)[1].split("</table>", 1)[0]
+        events = re.findall(r"<tr><td>[^<]*</td><td>([a-z_]+)</td><td>django:admin</td>", log)
+        assert events == ["revoked", "rotated", "enabled", "disabled", "updated", "expiry_set",
+                          "created"]
+        assert f"successor {new_key[8:20]}" in log
+        assert "name: &quot;Server&quot; -&gt; &quot;Renamed&quot;" in log
+        record = store.get(key_id)
+        assert record is not None
+        for secret in (key, new_key, record.hash):
+            assert secret not in page
+        # Deleting (a revoked key) is audited too; the entries stay.
+        deleted = _action(admin_client, "delete_selected", key_id)
+        assert "Successfully deleted 1" in " ".join(_messages(deleted))
+        (last, *_) = store.audit_entries(key_id=key_id)
+        assert (last.event, last.actor) == ("deleted", "django:admin")
+
+    def test_a_key_without_entries_shows_a_dash(self, admin_client: Client) -> None:
+        APIKey.objects.create(id="handmade0001", name="by hand", mode="live", hash="h",
+                              hint="sk_live_...abcd", created_at=timezone.now())
+        page = admin_client.get(_change("handmade0001")).content.decode()
+        assert 'class="aqnt-audit"' not in page

@@ -64,7 +64,9 @@ class TestOptions:
     def test_same_options_as_the_cli(self) -> None:
         """Every action takes the CLI's options and arguments, less --store
         (the database is the project's)."""
-        cli = _subparsers(_subparsers(build_parser())["keys"])
+        top = _subparsers(build_parser())
+        # audit is `aqnt-auth audit` there, `manage.py aqnt_keys audit` here.
+        cli = {**_subparsers(top["keys"]), "audit": top["audit"]}
         ours = _subparsers(Command().create_parser("manage.py", "aqnt_keys"))
         assert set(ours) == set(cli)
         for name, parser in cli.items():
@@ -259,3 +261,34 @@ class TestLifecycle:
         run("rotate", record.id, "--force")
         with pytest.raises(CommandError, match=f"key {record.id} expired at"):
             run("rotate", record.id)
+
+
+@pytest.mark.django_db
+class TestAuditAndHygiene:
+    def test_changes_are_audited_as_the_os_user(self) -> None:
+        """The command passes user@host (or --actor); `audit` prints the CLI's table."""
+        from aqnt_auth._audit import default_actor
+        from aqnt_auth._cli import format_audit
+
+        created = json.loads(run("create", "--name", "svc", "--json"))
+        key_id = created["record"]["id"]
+        run("disable", key_id, "--actor", "ci-bot")
+        store = DjangoKeyStore()
+        entries = store.audit_entries()
+        assert [(e.event, e.actor) for e in entries] == [("disabled", "ci-bot"),
+                                                          ("created", default_actor())]
+        out = run("audit", "--key", key_id)
+        assert out == format_audit(entries, store=WHERE) + "\n"
+        assert created["key"] not in out
+        data = json.loads(run("audit", "--since", "1h", "--limit", "1", "--json"))
+        assert [e["event"] for e in data["entries"]] == ["disabled"]
+        with pytest.raises(CommandError, match="bad duration"):
+            run("audit", "--since", "soon")
+
+    def test_hygiene(self) -> None:
+        DjangoKeyStore().add(_record(revoked_at=None))
+        out = run("hygiene")
+        assert "Keys due for rotation (older than 90 days): 1" in out
+        assert "-> python manage.py aqnt_keys rotate ID --grace 24h" in out
+        data = json.loads(run("hygiene", "--json"))
+        assert len(data["idle"]) == 1

@@ -319,3 +319,37 @@ class TestRotationRules:
         assert forced.exit_code == 0, forced.output
         assert json.loads(forced.output)["record"]["expires_at"] > record["expires_at"]
         assert len(memory_store.list()) == 3
+
+
+class TestAuditAndHygiene:
+    def test_changes_are_audited_as_the_os_user(self, runner: FlaskCliRunner,
+                                                memory_store: MemoryKeyStore) -> None:
+        """The commands pass user@host (or --actor); `audit` prints the core CLI's table."""
+        from aqnt_auth._audit import default_actor
+        from aqnt_auth._cli import format_audit
+
+        record, key = create(runner, "--name", "billing")
+        result = runner.invoke(args=["aqnt-keys", "revoke", record["id"], "--actor", "ci-bot"])
+        assert result.exit_code == 0, result.output
+        entries = memory_store.audit_entries()
+        assert [(e.event, e.actor) for e in entries] == [("revoked", "ci-bot"),
+                                                          ("created", default_actor())]
+        result = runner.invoke(args=["aqnt-keys", "audit", "--key", record["id"]])
+        assert result.exit_code == 0, result.output
+        assert result.output == format_audit(entries, store="memory://") + "\n"
+        assert key not in result.output
+        result = runner.invoke(args=["aqnt-keys", "audit", "--since", "1h", "--limit", "1",
+                                     "--json"])
+        assert [e["event"] for e in json.loads(result.output)["entries"]] == ["revoked"]
+        result = runner.invoke(args=["aqnt-keys", "audit", "--since", "soon"])
+        assert result.exit_code == 1
+        assert "bad duration" in result.output
+
+    def test_hygiene(self, runner: FlaskCliRunner, memory_store: MemoryKeyStore) -> None:
+        record, _ = create(runner, "--name", "billing")
+        result = runner.invoke(args=["aqnt-keys", "hygiene"])
+        assert result.exit_code == 0, result.output
+        assert "Live keys without an IP allowlist: 1" in result.output
+        assert "-> flask aqnt-keys update ID --allow-ip CIDR" in result.output
+        data = json.loads(runner.invoke(args=["aqnt-keys", "hygiene", "--json"]).output)
+        assert [r["id"] for r in data["never_expire"]] == [record["id"]]

@@ -25,9 +25,13 @@ from aqnt_auth import (
 )
 from aqnt_auth._audit import default_actor
 from aqnt_auth._cli import (
+    add_audit_action,
     add_key_actions,
+    audit_query,
+    format_audit,
     format_changed,
     format_created,
+    format_hygiene,
     format_record,
     format_records,
     format_revoked,
@@ -50,7 +54,7 @@ def _where(store: KeyStore) -> str:
 
 class Command(BaseCommand):
     help = ("Create, list, show, revoke, rotate, disable, enable and update API keys in the "
-            "project's database.")
+            "project's database; read its audit log and key-hygiene findings.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = argparse.ArgumentParser(add_help=False)
@@ -71,6 +75,7 @@ class Command(BaseCommand):
                                   "more per hash is refused")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         add_key_actions(actions, common, hashing, command=COMMAND)
+        add_audit_action(actions, common, f"{COMMAND} audit")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -159,3 +164,13 @@ class Command(BaseCommand):
                                  clear_quota=options["clear_quota"])
         record = self._manager(options).update(options["key_id"], **changes)
         return format_changed(record, "update", options["json"])
+
+    def _hygiene(self, options: dict[str, Any]) -> str:
+        keys = self._manager(options)
+        return format_hygiene(keys.hygiene(), options["json"], store=_where(keys.store),
+                              command=COMMAND)
+
+    def _audit(self, options: dict[str, Any]) -> str:
+        keys = self._manager(options)
+        query = audit_query(options["key_id"], options["since"], options["limit"])
+        return format_audit(keys.audit(**query), options["json"], store=_where(keys.store))
