@@ -37,13 +37,13 @@ from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
 from ._record_cache import ABSENT, IDS_SIZE, RecordCache, created_by
 from ._rows import KEY_COLUMNS, update_columns
-from ._sqlite_watch import ChangeWatcher, change_log_ddl
+from ._sqlite_watch import ChangeWatcher, change_log_ddl, quota_set_ddl
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 _TABLE: Final = "aqnt_api_keys"
 _CHANGE_LOG: Final = "aqnt_key_changes"
@@ -130,6 +130,20 @@ _STEPS: Final[dict[int, tuple[str, ...]]] = {
 )""",
         "CREATE INDEX IF NOT EXISTS aqnt_key_audit_key ON aqnt_key_audit (key_id, at)",
         "CREATE INDEX IF NOT EXISTS aqnt_key_audit_at ON aqnt_key_audit (at)",
+    ),
+    # 6: a quota's counter (quota_remaining, quota_refilled_at), which every
+    # request of a key with a quota writes, invalidates nothing (a cached
+    # count is stale by design: the store's conditional UPDATE decides);
+    # setting a quota on a key or removing it still does (quota_set).
+    6: (
+        "DROP TRIGGER IF EXISTS aqnt_api_keys_changed",
+        *change_log_ddl(_TABLE, _CHANGE_LOG, (
+            "id", "name", "mode", "prefix", "hash", "hint", "created_at", "expires_at",
+            "revoked_at", "scopes", "read_only", "allowed_paths", "owner", "metadata",
+            "rotated_from", "disabled_at", "rate_limits", "rate_limit_shared",
+            "quota_refill", "allowed_ips", "lineage_id",
+        )),
+        *quota_set_ddl(_TABLE, _CHANGE_LOG),
     ),
 }
 

@@ -5,7 +5,8 @@ deleted key to a change log (:func:`change_log_ddl`), in the transaction
 that makes the change, so the log is exactly as current as the table, and
 hand-written SQL is covered too.  Usage flushes touch only ``usage_count``
 and ``last_used_at``, which the update trigger does not watch: they
-invalidate nothing.
+invalidate nothing; nor does a quota's counter (:data:`QUOTA_COUNTER_COLUMNS`),
+written by each request of a key with a quota, but for a quota set or removed.
 
 Each process has one :class:`ChangeWatcher`.  A lookup that finds the
 cache's lease run out reads the log itself, inline, past the last sequence
@@ -44,7 +45,8 @@ from typing import Final
 
 from ._record_cache import RecordCache
 
-__all__ = ["LOG_SIZE", "UNWATCHED_COLUMNS", "ChangeWatcher", "change_log_ddl"]
+__all__ = ["LOG_SIZE", "QUOTA_COUNTER_COLUMNS", "UNWATCHED_COLUMNS", "ChangeWatcher",
+           "change_log_ddl", "quota_set_ddl"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
@@ -53,6 +55,13 @@ LOG_SIZE: Final = 1024
 
 #: The key columns whose updates invalidate nothing (usage flushes).
 UNWATCHED_COLUMNS: Final = frozenset({"usage_count", "last_used_at"})
+
+#: The quota's counter columns, written by every request of a key with a
+#: quota (:meth:`~aqnt_auth.KeyStore.consume_quota`): since SQLite step 6 and
+#: Django migration 0007 they invalidate nothing either (a cached count is
+#: stale by design), except when a quota is set on a key or removed from
+#: it (:func:`quota_set_ddl`), which changes how its requests are checked.
+QUOTA_COUNTER_COLUMNS: Final = frozenset({"quota_remaining", "quota_refilled_at"})
 
 _MAX_RETRY: Final = 2.0
 # SQLITE_BUSY and SQLITE_LOCKED (sqlite3 names them from Python 3.11 on).
@@ -81,6 +90,19 @@ def change_log_ddl(table: str, log_table: str, watched: tuple[str, ...]) -> tupl
         f"    INSERT INTO {log_table} (key_id) SELECT NEW.id WHERE NEW.id <> OLD.id;\n"
         f"    {prune}\nEND",
         f"CREATE TRIGGER IF NOT EXISTS {table}_deleted AFTER DELETE ON {table}\n"  # noqa: S608
+        f"BEGIN\n    INSERT INTO {log_table} (key_id) VALUES (OLD.id);\n    {prune}\nEND",
+    )
+
+
+def quota_set_ddl(table: str, log_table: str) -> tuple[str, ...]:
+    """The trigger that logs a quota set on a key, or removed from it: the
+    one change of the unwatched :data:`QUOTA_COUNTER_COLUMNS` that matters."""
+    prune = (f"DELETE FROM {log_table} WHERE seq <= "  # noqa: S608 - constant names
+             f"(SELECT MAX(seq) FROM {log_table}) - {LOG_SIZE};")
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_quota_set\n"  # noqa: S608
+        f"AFTER UPDATE OF quota_remaining ON {table}\n"
+        "WHEN (OLD.quota_remaining IS NULL) <> (NEW.quota_remaining IS NULL)\n"
         f"BEGIN\n    INSERT INTO {log_table} (key_id) VALUES (OLD.id);\n    {prune}\nEND",
     )
 

@@ -30,7 +30,12 @@ from aqnt_auth import (
 from aqnt_auth._stores import _sqlite
 from aqnt_auth._stores._record_cache import RecordCache
 from aqnt_auth._stores._rows import KEY_COLUMNS
-from aqnt_auth._stores._sqlite_watch import LOG_SIZE, UNWATCHED_COLUMNS, ChangeWatcher
+from aqnt_auth._stores._sqlite_watch import (
+    LOG_SIZE,
+    QUOTA_COUNTER_COLUMNS,
+    UNWATCHED_COLUMNS,
+    ChangeWatcher,
+)
 
 from ._changes import CHANGES, changed
 from .contract import T0, make_record
@@ -347,7 +352,8 @@ def test_the_trigger_watches_every_column_but_usage(path: Path) -> None:
         (sql,) = conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'aqnt_api_keys_changed'").fetchone()
     watched = sql.split("UPDATE OF", 1)[1].split(" ON ", 1)[0]
-    assert {c.strip() for c in watched.split(",")} == set(KEY_COLUMNS) - UNWATCHED_COLUMNS
+    assert {c.strip() for c in watched.split(",")} == (
+        set(KEY_COLUMNS) - UNWATCHED_COLUMNS - QUOTA_COUNTER_COLUMNS)
 
 
 def _v1_file(path: Path, record: KeyRecord) -> None:
@@ -496,7 +502,7 @@ def test_upgrade_from_version_4(path: Path) -> None:
     store = SQLiteKeyStore(path)
     try:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (_sqlite.SCHEMA_VERSION,)
             names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         conn.close()
         assert {"aqnt_key_audit", "aqnt_key_audit_key", "aqnt_key_audit_at"} <= names
@@ -544,3 +550,59 @@ def test_audit_rows_hold_no_secret_or_hash(path: Path) -> None:
         assert "$argon2" not in dumped
     finally:
         keys.close()
+
+
+def _log_size(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM aqnt_key_changes").fetchone()
+    conn.close()
+    return int(count)
+
+
+def test_upgrade_from_version_5(path: Path) -> None:
+    """A version 5 file (6): keys kept; a quota's counter, written by every
+    request of a key with a quota, no longer invalidates other processes'
+    cached record, while setting or removing a quota still does."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    with sqlite3.connect(path) as conn:
+        for step in (2, 3, 4, 5):
+            for statement in _sqlite._STEPS[step]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (_sqlite.SCHEMA_VERSION,)
+        conn.close()
+        assert here.get(record.id) == record
+        metered = here.update(record.id, {"quota_remaining": 5, "quota_refill": "5/day",
+                                          "quota_refilled_at": T0})
+        assert metered is not None
+        _warm(there, record.id)
+        logged = _log_size(path)
+        for _ in range(3):
+            assert here.consume_quota(record.id, T0)
+        assert here.update(record.id, {"quota_remaining": 9, "quota_refilled_at": T0})
+        assert _log_size(path) == logged  # the counter: nothing logged
+        assert there.peek(record.id) == metered  # stale by design
+        here.update(record.id, {"quota_remaining": None, "quota_refill": None,
+                                "quota_refilled_at": None})
+        assert _log_size(path) > logged
+        logged = _log_size(path)
+        wait_until(lambda: there.peek(record.id) is None, what="the change log")
+        got = there.get(record.id)
+        assert got is not None
+        assert not got.metered
+        # Setting a quota on a key without one is logged even with no refill.
+        here.update(record.id, {"quota_remaining": 1, "quota_refilled_at": T0})
+        assert _log_size(path) == logged + 1
+        wait_until(lambda: there.peek(record.id) is None, what="the change log")
+        got = there.get(record.id)
+        assert got is not None
+        assert got.metered
+    finally:
+        here.close()
+        there.close()

@@ -134,6 +134,32 @@ def test_every_change_reaches_the_other_process(
     assert renamed.name == "renamed"
 
 
+def test_a_quota_counter_notifies_nothing_setting_a_quota_does(
+    make_store: Callable[..., DjangoKeyStore],
+) -> None:
+    """Migration 0007: the requests of a key with a quota (its counter)
+    notify nothing; setting or removing a quota does."""
+    here, there = make_store(), make_store()
+    record, marker = make_record(quota_remaining=5, quota_refill=None,
+                                 quota_refilled_at=T0), make_record()
+    here.add(record)
+    here.add(marker)
+    _listening(here, there)
+    _warm(there, record.id)
+    _warm(there, marker.id)
+    for _ in range(3):
+        assert here.consume_quota(record.id, T0)
+    _sql("UPDATE aqnt_auth_apikey SET quota_remaining = 9 WHERE id = %s", record.id)
+    here.revoke(marker.id, T0)  # notifications arrive in commit order
+    wait_until(lambda: there.peek(marker.id) is None, what="the notification")
+    assert there.peek(record.id) == record  # stale by design
+    _sql("UPDATE aqnt_auth_apikey SET quota_remaining = NULL WHERE id = %s", record.id)
+    wait_until(lambda: there.peek(record.id) is None, what="the notification")
+    got = there.get(record.id)
+    assert got is not None
+    assert not got.metered
+
+
 def test_a_key_created_elsewhere_is_found(make_store: Callable[..., DjangoKeyStore]) -> None:
     """Created by another store, or inserted by another program: the id set
     learns it from the NOTIFY; created here (or saved through the ORM here),

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from aqnt_auth._audit import default_actor
-from aqnt_auth._stores._sqlite_watch import UNWATCHED_COLUMNS
+from aqnt_auth._stores._sqlite_watch import QUOTA_COUNTER_COLUMNS, UNWATCHED_COLUMNS
 from tests import bodies
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,7 +159,8 @@ def test_migration_adds_the_change_log_on_sqlite(tmp_path: Path) -> None:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(aqnt_auth_apikey)")]
     conn.close()
     watched = sql.split("UPDATE OF", 1)[1].split(" ON ", 1)[0]
-    assert {c.strip() for c in watched.split(",")} == set(columns) - UNWATCHED_COLUMNS
+    assert {c.strip() for c in watched.split(",")} == (
+        set(columns) - UNWATCHED_COLUMNS - QUOTA_COUNTER_COLUMNS)
     manage(env, "migrate", "aqnt_auth", "0001", "--noinput", "-v", "0")
     with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
         left = conn.execute("SELECT name FROM sqlite_master WHERE name LIKE "
@@ -269,3 +270,42 @@ def test_migration_0006_adds_the_audit_log(tmp_path: Path) -> None:
     conn.close()
     assert "aqnt_auth_apikeyaudit" not in names
     assert kept == 1
+
+
+def test_migration_0007_stops_logging_the_quota_counter(tmp_path: Path) -> None:
+    """From 0006 with a key: 0007 keeps it; a quota's counter is no longer
+    logged, setting or removing a quota still is; unapplied, the counter is
+    logged again."""
+    env = _env(tmp_path / "db.sqlite3")
+    manage(env, "migrate", "aqnt_auth", "0006", "--noinput", "-v", "0")
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        conn.execute(
+            "INSERT INTO aqnt_auth_apikey (id, name, mode, prefix, hash, hint, created_at, "
+            "usage_count, scopes, read_only, allowed_paths, metadata, rate_limits, "
+            "rate_limit_shared, allowed_ips, quota_remaining) VALUES ('k1', 'old', 'live', "
+            "'sk', 'h', 'sk_live_...abcd', '2026-01-01 00:00:00', 3, '[]', 0, '[]', '{}', "
+            "'[]', 0, '[]', 5)")
+    conn.close()
+
+    def logged(statement: str) -> int:
+        with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+            (before,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+            conn.execute(statement)
+            (after,) = conn.execute("SELECT COUNT(*) FROM aqnt_auth_apikey_changes").fetchone()
+        conn.close()
+        return int(after - before)
+
+    take = "UPDATE aqnt_auth_apikey SET quota_remaining = quota_remaining - 1"
+    assert logged(take) == 1
+    manage(env, "migrate", "--noinput", "-v", "0")
+    assert logged(take) == 0
+    assert logged("UPDATE aqnt_auth_apikey SET quota_refilled_at = '2026-01-02 00:00:00'") == 0
+    assert logged("UPDATE aqnt_auth_apikey SET quota_remaining = NULL") == 1
+    assert logged("UPDATE aqnt_auth_apikey SET quota_remaining = 7") == 1
+    assert logged("UPDATE aqnt_auth_apikey SET quota_refill = '7/day'") == 1
+    with sqlite3.connect(env["AQNT_TEST_DATABASE"]) as conn:
+        assert conn.execute("SELECT name, usage_count, quota_remaining FROM aqnt_auth_apikey "
+                            "WHERE id = 'k1'").fetchone() == ("old", 3, 7)
+    conn.close()
+    manage(env, "migrate", "aqnt_auth", "0006", "--noinput", "-v", "0")
+    assert logged(take) == 1
