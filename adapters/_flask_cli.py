@@ -124,6 +124,10 @@ _profile_option = click.option(
 @click.option("--refill", metavar="COUNT/PERIOD",
               help="Set the quota back to COUNT every PERIOD (minute, hour, day, week, "
                    "month = 30 days), like 1000/day; alone, the quota is COUNT.")
+@click.option("--rate-limit", "rate_limits", multiple=True, metavar="LIMIT",
+              help="A rate limit such as 100/minute or 5000/hour (repeatable; at most 10).")
+@click.option("--shared-limit", is_flag=True,
+              help="Count the rate limits per --owner (the owner's keys share one budget).")
 @click.option("--prefix", default=None, help="Key prefix (default: the first configured).")
 @_hasher_option
 @_profile_option
@@ -133,6 +137,7 @@ _profile_option = click.option(
 def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
            allow_paths: tuple[str, ...], expires_in: str | None, owner: str | None,
            allow_ips: tuple[str, ...], quota: int | None, refill: str | None,
+           rate_limits: tuple[str, ...], shared_limit: bool,
            prefix: str | None, hasher: str | None, argon2_profile: str, actor: str | None,
            as_json: bool) -> None:
     """Issue a new key; its plaintext is shown this once."""
@@ -149,6 +154,8 @@ def create(name: str, test: bool, scopes: tuple[str, ...], read_only: bool,
         allowed_ips=allow_ips,
         quota=quota,
         quota_refill=refill,
+        rate_limits=rate_limits,
+        shared_limit=shared_limit,
     )
     click.echo(format_created(issued, as_json, store=store_url(keys.store)))
 
@@ -245,14 +252,23 @@ def enable(key_id: str, actor: str | None, as_json: bool) -> None:
               help="The quota's refill, like 1000/day (the period starts now).")
 @click.option("--clear-quota", is_flag=True, help="Remove the quota and its refill.")
 @_actor
+@click.option("--rate-limit", "rate_limits", multiple=True, metavar="LIMIT",
+              help="The key's rate limits, replacing the current ones (repeatable).")
+@click.option("--clear-rate-limits", is_flag=True, help="Remove the rate limits.")
+@click.option("--shared-limit/--per-key-limit", "shared_limit", default=None,
+              help="Count the rate limits per owner, or per key.")
 @_json
 @_reporting_errors
 def update(key_id: str, name: str | None, scopes: tuple[str, ...], clear_scopes: bool,
            allow_ips: tuple[str, ...], clear_allow_ips: bool, quota: int | None,
-           refill: str | None, clear_quota: bool, actor: str | None, as_json: bool) -> None:
-    """Change a key's name, scopes, IP allowlist or quota (never its secret)."""
+           refill: str | None, clear_quota: bool, rate_limits: tuple[str, ...],
+           clear_rate_limits: bool, shared_limit: bool | None, actor: str | None,
+           as_json: bool) -> None:
+    """Change a key's name, scopes, IP allowlist, rate limits or quota (never its secret)."""
     changes = update_options(name, scopes, clear_scopes, allow_ips, clear_allow_ips,
-                             quota=quota, refill=refill, clear_quota=clear_quota)
+                             quota=quota, refill=refill, clear_quota=clear_quota,
+                             rate_limits=rate_limits, clear_rate_limits=clear_rate_limits,
+                             shared_limit=shared_limit)
     click.echo(format_changed(_manager(actor=actor).update(key_id, **changes), "update",
                               as_json))
 

@@ -43,10 +43,12 @@ __all__ = [
     "APIKeyAuth",
     "APIKeyMiddleware",
     "Exemptions",
+    "ResponseHeadersMiddleware",
     "admit",
     "authenticate_scope",
     "principal_of",
     "route_path",
+    "with_headers",
 ]
 
 log = logging.getLogger("aqnt_auth.asgi")
@@ -128,6 +130,52 @@ def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> A
     state["api_key"] = principal
     scope["user"] = scope["auth"] = auth = APIKeyAuth(principal, authenticator)
     return auth
+
+
+def with_headers(send: Send, headers: tuple[tuple[str, str], ...]) -> Send:
+    """*send*, adding *headers* (a principal's ``response_headers``: the
+    RateLimit headers of a limited key) to the response it starts."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] in ("http.response.start", "websocket.http.response.start"):
+            message = dict(message)
+            message["headers"] = [*message.get("headers", ()), *raw]
+        await send(message)
+
+    return send_with_headers
+
+
+class ResponseHeadersMiddleware:
+    """Adds the authenticated key's response headers (the RateLimit headers
+    of a key with rate limits) to every response, for apps whose keys are
+    checked by something that cannot touch the response: Starlette's
+    ``AuthenticationMiddleware`` with
+    :class:`~aqnt_auth.adapters.starlette.APIKeyBackend`.  Put it outside
+    (before) that middleware.  :class:`APIKeyMiddleware` adds them itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # Read when the response starts: the principal is in the
+                # scope by then, put there by the middleware inside.
+                principal = principal_of(scope)
+                if principal is not None and principal.response_headers:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *(
+                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in principal.response_headers)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _client_facts(authenticator: Authenticator, scope: Scope) -> ClientFacts:
@@ -358,6 +406,8 @@ class APIKeyMiddleware:
             state = scope["state"] = {}
         state["api_key"] = principal
         scope["user"] = scope["auth"] = APIKeyAuth(principal, self.authenticator)
+        if principal.response_headers:  # a key with rate limits: their headers
+            send = with_headers(send, principal.response_headers)
         await self.app(scope, receive, send)
 
     async def _refuse(self, error: AQNTError, scope: Scope, receive: Receive, send: Send) -> None:

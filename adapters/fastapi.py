@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast, get_type_hints
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security import SecurityScopes
@@ -41,6 +41,8 @@ from aqnt_auth import (
     Principal,
     QuotaExceeded,
     RateLimited,
+    RateLimitExceeded,
+    RateLimitUnavailable,
     RevokedAPIKey,
     StoreUnavailable,
     make_authenticator,
@@ -112,7 +114,8 @@ class APIKey(SecurityBase):
     def __repr__(self) -> str:
         return f"APIKey(scheme_name={self.scheme_name!r}, authenticator={self.authenticator!r})"
 
-    async def __call__(self, request: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+    async def __call__(self, request: HTTPConnection, security_scopes: SecurityScopes,
+                       response: Response) -> Principal:
         scope = request.scope
         app = scope.get("app")
         if app is not None and id(app) not in self._checked_apps:
@@ -124,6 +127,11 @@ class APIKey(SecurityBase):
             scope["auth"] = APIKeyAuth(None, authenticator)
             principal = await authenticate_scope(authenticator, scope)
             admit(scope, principal, authenticator)
+            # The RateLimit headers of a limited key (APIKeyMiddleware adds
+            # its own): FastAPI copies them into the route's response, unless
+            # the route returns a Response object itself.
+            for name, value in principal.response_headers:
+                response.headers[name] = value
         if security_scopes.scopes:
             require_scopes(principal, security_scopes.scopes)
         return principal
@@ -224,10 +232,10 @@ def _error_responses() -> dict[str, dict[str, Any]]:
         "403": _response("The key's scopes or restrictions do not allow this request",
                          (PermissionDenied(),), "WWW-Authenticate"),
         "429": _response("Too many failed authentication attempts from this client or "
-                         "against this key, or the key's usage quota is used up",
-                         (RateLimited(), QuotaExceeded()), "Retry-After"),
-        "503": _response("The key store cannot answer; retry later",
-                         (StoreUnavailable(),), "Retry-After"),
+                         "against this key, or the key's rate limit or usage quota is used up",
+                         (RateLimited(), RateLimitExceeded(), QuotaExceeded()), "Retry-After"),
+        "503": _response("The key store or the rate limiter cannot answer; retry later",
+                         (StoreUnavailable(), RateLimitUnavailable()), "Retry-After"),
     }
 
 

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from flask import Flask, Request, Response, current_app, g, request
+from flask import Flask, Request, Response, after_this_request, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from aqnt_auth import (
@@ -49,6 +49,7 @@ from aqnt_auth import (
     Principal,
     QuotaExceeded,
     RateLimited,
+    RateLimitExceeded,
     StoreUnavailable,
     is_cors_preflight,
     require_scopes,
@@ -65,7 +66,8 @@ EXTENSION_KEY: Final = "aqnt_auth"
 
 #: Errors a view may raise itself (``aqnt_auth.require_scopes`` inline)
 #: that are answered as the request check answers them.
-REFUSALS: Final = (AuthError, PermissionDenied, RateLimited, QuotaExceeded, StoreUnavailable)
+REFUSALS: Final = (AuthError, PermissionDenied, RateLimited, RateLimitExceeded, QuotaExceeded,
+                   StoreUnavailable)
 
 # Flask config key -> Authenticator keyword argument.
 _AUTHENTICATOR_OPTIONS: Final = {
@@ -83,6 +85,9 @@ _AUTHENTICATOR_OPTIONS: Final = {
     "AQNT_AUTH_TRACK_USAGE": "track_usage",
     "AQNT_AUTH_REHASH": "rehash",
     "AQNT_AUTH_RATE_LIMIT": "rate_limit",
+    "AQNT_AUTH_KEY_RATE_LIMIT_STORAGE": "key_rate_limit_storage",
+    "AQNT_AUTH_KEY_RATE_LIMIT_STRATEGY": "key_rate_limit_strategy",
+    "AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN": "key_rate_limit_fail_open",
     "AQNT_AUTH_TRUSTED_PROXIES": "trusted_proxies",
 }
 
@@ -208,22 +213,34 @@ class _AppState:
                 return current_app.make_default_options_response()
             try:
                 if proxied:
-                    app_globals.api_key = authenticate(
+                    principal = authenticate(
                         environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                         client=environ.get("REMOTE_ADDR"),
                         forwarded=environ.get("HTTP_FORWARDED"),
                         x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
                     )
                 else:
-                    app_globals.api_key = authenticate(
+                    principal = authenticate(
                         environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                         client=environ.get("REMOTE_ADDR"),
                     )
             except AQNTError as exc:
                 return error(exc)
+            app_globals.api_key = principal
+            if principal.response_headers:  # a key with rate limits: their headers
+                after_this_request(_adding(principal.response_headers))
             return None
 
         return aqnt_auth_guard
+
+
+def _adding(headers: tuple[tuple[str, str], ...]) -> Callable[[Response], Response]:
+    def add_headers(response: Response) -> Response:
+        # Whatever answers the request (the view, an error handler).
+        response.headers.extend(headers)
+        return response
+
+    return add_headers
 
 
 class AQNTAuth:
@@ -258,12 +275,16 @@ class AQNTAuth:
     ``AQNT_AUTH_CACHE_TTL``, ``AQNT_AUTH_MAX_CONCURRENT_HASHES``,
     ``AQNT_AUTH_MAX_QUEUED_HASHES``, ``AQNT_AUTH_MAX_HASH_WAIT``, ``AQNT_AUTH_MAX_HASH_MEMORY_MIB``,
     ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,
-    ``AQNT_AUTH_RATE_LIMIT``, ``AQNT_AUTH_TRUSTED_PROXIES``
+    ``AQNT_AUTH_RATE_LIMIT``, ``AQNT_AUTH_KEY_RATE_LIMIT_STORAGE``,
+    ``AQNT_AUTH_KEY_RATE_LIMIT_STRATEGY``, ``AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN``,
+    ``AQNT_AUTH_TRUSTED_PROXIES``
         The :class:`~aqnt_auth.Authenticator` options of the same names,
         with its defaults (``RATE_LIMIT`` takes a
         :class:`~aqnt_auth.FailureLimiter` or a storage URI, default
         ``"memory://"``, ``None`` to turn it off; the client is ``REMOTE_ADDR``,
-        or past a trusted proxy the client it forwarded for).
+        or past a trusted proxy the client it forwarded for;
+        ``KEY_RATE_LIMIT_STORAGE`` is where keys' own rate limits are
+        counted, ``"memory://"`` or ``"redis://host:6379"``).
     ``AQNT_AUTH_HASHER``
         The hasher ``flask aqnt-keys`` issues keys with (default argon2id).
 

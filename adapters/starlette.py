@@ -36,6 +36,7 @@ from aqnt_auth import (
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
+    RateLimitExceeded,
     StoreUnavailable,
     make_authenticator,
     render_error,
@@ -44,6 +45,7 @@ from aqnt_auth import (
 from aqnt_auth.adapters.asgi import (
     APIKeyAuth,
     Exemptions,
+    ResponseHeadersMiddleware,
     admit,
     authenticate_scope,
     principal_of,
@@ -57,6 +59,7 @@ __all__ = [
     "REFUSALS",
     "APIKeyAuthenticationError",
     "APIKeyBackend",
+    "ResponseHeadersMiddleware",
     "add_error_handlers",
     "error_handler",
     "error_response",
@@ -68,7 +71,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The errors that end a request; :func:`add_error_handlers` registers these.
 REFUSALS: Final[tuple[type[AQNTError], ...]] = (
-    AuthError, PermissionDenied, StoreUnavailable, RateLimited, QuotaExceeded,
+    AuthError, PermissionDenied, StoreUnavailable, RateLimited, RateLimitExceeded, QuotaExceeded,
 )
 
 _DEFAULT_REALM: Final = "api"
@@ -193,6 +196,7 @@ class APIKeyBackend(AuthenticationBackend):
     ``AuthenticationMiddleware``::
 
         backend = APIKeyBackend("sqlite:///aqnt_keys.db", exempt_paths=["/health"])
+        Middleware(ResponseHeadersMiddleware),  # the RateLimit headers of limited keys
         Middleware(AuthenticationMiddleware, backend=backend, on_error=backend.on_error)
 
     Options are those of :class:`~aqnt_auth.adapters.asgi.APIKeyMiddleware`.

@@ -22,7 +22,7 @@ rule.  The path is otherwise taken as it is: ``//health`` is not
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_path_info
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from typing_extensions import Unpack
 
-__all__ = ["ENVIRON_KEY", "APIKeyMiddleware", "error_response"]
+__all__ = ["ENVIRON_KEY", "APIKeyMiddleware", "error_response", "with_headers"]
 
 #: Where the principal goes in the WSGI environ.
 ENVIRON_KEY: Final = "aqnt.api_key"
@@ -54,6 +54,18 @@ def error_response(error: ErrorResponse) -> Response:
     werkzeug sets ``Content-Length`` and sends no body to a ``HEAD`` request.
     """
     return Response(error.body, error.status, list(error.headers))
+
+
+def with_headers(start_response: StartResponse, headers: tuple[tuple[str, str], ...]
+                 ) -> StartResponse:
+    """*start_response*, adding *headers* (a principal's ``response_headers``:
+    the RateLimit headers of a limited key) to the response."""
+
+    def start_with_headers(status: str, response_headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Any:
+        return start_response(status, [*response_headers, *headers], exc_info)
+
+    return start_with_headers
 
 
 class APIKeyMiddleware:
@@ -129,19 +141,22 @@ class APIKeyMiddleware:
             # WSGI servers join repeated headers with commas; the core's
             # header parser answers such a value with invalid_api_key.
             if self._proxied:
-                environ[ENVIRON_KEY] = self._authenticate(
+                principal = self._authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                     client=environ.get("REMOTE_ADDR"), forwarded=environ.get("HTTP_FORWARDED"),
                     x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
                 )
             else:
-                environ[ENVIRON_KEY] = self._authenticate(
+                principal = self._authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                     client=environ.get("REMOTE_ADDR"),
                 )
         except AQNTError as exc:
             response = error_response(self.authenticator.render_error(exc))
             return response(environ, start_response)
+        environ[ENVIRON_KEY] = principal
+        if principal.response_headers:  # a key with rate limits: their headers
+            return self.app(environ, with_headers(start_response, principal.response_headers))
         return self.app(environ, start_response)
 
     def close(self) -> None:

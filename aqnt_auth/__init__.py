@@ -41,6 +41,8 @@ from ._errors import (
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
+    RateLimitExceeded,
+    RateLimitUnavailable,
     RevokedAPIKey,
     RouteNotFound,
     StoreNotFound,
@@ -52,7 +54,7 @@ from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
 from ._manager import Hygiene, IssuedKey, KeyManager
-from ._policies import budget_id
+from ._policies import KeyRateLimiter, budget_id
 from ._quota import QuotaUse
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, KeyStatus, Principal, UsageDelta
@@ -101,6 +103,7 @@ __all__ = [
     "KeyFormat",
     "KeyManager",
     "KeyNotFound",
+    "KeyRateLimiter",
     "KeyRecord",
     "KeyStateError",
     "KeyStatus",
@@ -119,6 +122,8 @@ __all__ = [
     "Principal",
     "QuotaExceeded",
     "QuotaUse",
+    "RateLimitExceeded",
+    "RateLimitUnavailable",
     "RateLimited",
     "RevokedAPIKey",
     "RotationPlan",

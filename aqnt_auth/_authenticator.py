@@ -66,7 +66,7 @@ from ._hashers import (
     hash_memory_kib,
 )
 from ._header import bearer_token, malformed_token
-from ._policies import check_client_ip
+from ._policies import Headers, KeyRateLimiter, check_client_ip
 from ._quota import QuotaUse, refused
 from ._ratelimit import FailureLimiter
 from ._records import KeyRecord, Principal, UsageDelta
@@ -100,6 +100,16 @@ class _NeedsClient(Exception):
     """Raised on the nowait path for a key whose policy needs the client's
     address, which that path does not have, or a store write (a quota): the
     caller awaits the async path."""
+
+
+class _NeedsIO(Exception):
+    """Raised on the async paths for a key whose rate limits are counted on a
+    networked storage, before anything is counted: the async driver counts
+    in a worker thread, then decides again with the result (``limited``)."""
+
+    def __init__(self, record: KeyRecord, mode: str) -> None:
+        self.record = record
+        self.mode = mode
 
 
 class _Verdict(NamedTuple):
@@ -142,6 +152,9 @@ class AuthenticatorOptions(TypedDict, total=False):
     track_usage: bool
     rehash: bool
     rate_limit: FailureLimiter | str | None
+    key_rate_limit_storage: KeyRateLimiter | str
+    key_rate_limit_strategy: str
+    key_rate_limit_fail_open: bool
     trusted_proxies: Iterable[str]
     clock: Callable[[], float]
 
@@ -182,6 +195,17 @@ class Authenticator:
         one with the default limits (``"memory://"``, the default: per
         process; ``"redis://host:6379"``: shared by every server); ``None``
         turns throttling off.
+    :param key_rate_limit_storage: where the per-key rate limits
+        (``KeyManager.create(rate_limits=[...])``) are counted: a storage URI
+        of the ``limits`` library, ``"memory://"`` (the default: per process)
+        or ``"redis://host:6379"`` (shared by every server), or a
+        :class:`KeyRateLimiter`.
+    :param key_rate_limit_strategy: ``"fixed-window"`` (the default),
+        ``"moving-window"`` or ``"sliding-window-counter"`` (see
+        :class:`KeyRateLimiter`).
+    :param key_rate_limit_fail_open: when that storage fails, admit the
+        requests of limited keys instead of answering 503
+        ``rate_limit_unavailable`` (the default: fail closed).  Logged either way.
     :param trusted_proxies: addresses or networks of reverse proxies whose
         ``Forwarded`` / ``X-Forwarded-For`` headers are believed (see
         :meth:`client_address`); none by default, so the client is the peer.
@@ -209,6 +233,9 @@ class Authenticator:
         track_usage: bool = True,
         rehash: bool = True,
         rate_limit: FailureLimiter | str | None = "memory://",
+        key_rate_limit_storage: KeyRateLimiter | str = "memory://",
+        key_rate_limit_strategy: str = "fixed-window",
+        key_rate_limit_fail_open: bool = False,
         trusted_proxies: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -257,6 +284,23 @@ class Authenticator:
                 f"rate_limit must be a FailureLimiter, a storage URI or None, not {rate_limit!r}"
             )
         self.rate_limit: FailureLimiter | None = rate_limit
+        if isinstance(key_rate_limit_storage, str):
+            key_limiter = KeyRateLimiter(key_rate_limit_storage,
+                                         strategy=key_rate_limit_strategy,
+                                         fail_open=key_rate_limit_fail_open)
+        elif isinstance(key_rate_limit_storage, KeyRateLimiter):
+            if key_rate_limit_strategy != "fixed-window" or key_rate_limit_fail_open:
+                raise ConfigurationError(
+                    "with a KeyRateLimiter as key_rate_limit_storage, set its strategy and "
+                    "fail_open on it, not on the Authenticator")
+            key_limiter = key_rate_limit_storage
+        else:
+            raise ConfigurationError(
+                "key_rate_limit_storage must be a storage URI or a KeyRateLimiter, "
+                f"not {key_rate_limit_storage!r}")
+        #: Counts the requests of keys with rate limits.
+        self.key_rate_limiter: KeyRateLimiter = key_limiter
+        self._key_limits_blocking = key_limiter.blocking
         self.trusted_proxies = TrustedProxies(trusted_proxies)
         self._clock = clock
         self._store_get = self.store.get
@@ -308,7 +352,7 @@ class Authenticator:
         return token
 
     def _flow(self, token: str, digest: bytes, known: Verified | None, method: str | None,
-              path: str | None, client: str | None, facts: _Facts) -> _Flow:
+              path: str | None, client: str | None, facts: _Facts, aio: bool = False) -> _Flow:
         key: ParsedKey | None = None
         mode: str
         if known is None:
@@ -339,7 +383,7 @@ class Authenticator:
                 raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
-        principal = self._accept(record, mode, method, path, *facts, quota=False)
+        principal = self._accept(record, mode, method, path, *facts, aio=aio, quota=False)
         if record.metered:
             # The quota is a store write: the driver makes it (in a thread,
             # or natively async, on an event loop), then the request counts.
@@ -351,7 +395,8 @@ class Authenticator:
 
     def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
               client: str | None = None, forwarded: str | None = None,
-              x_forwarded_for: str | None = None, facts: bool = True) -> Principal | None:
+              x_forwarded_for: str | None = None, facts: bool = True, aio: bool = False
+              ) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
         (*known*, its cache entry) on a store that can be read inline: the
         warm request, at the cost of its checks alone.  ``None`` when the flow
@@ -377,19 +422,23 @@ class Authenticator:
         if known.stored_hash != record.hash:
             return None
         return self._accept(record, mode, method, path, client, forwarded, x_forwarded_for,
-                            facts)
+                            facts, aio)
 
     def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None,
                 client: str | None = None, forwarded: str | None = None,
-                x_forwarded_for: str | None = None, facts: bool = True,
-                quota: bool = True) -> Principal:
-        """The checks after the secret verified: state, mode, policies,
-        restrictions, then the quota.  *client*, *forwarded* and
-        *x_forwarded_for* are the adapter's raw client facts, resolved only
-        for a key with a policy that needs the client; without *facts* (the
-        nowait path, which has none and does no I/O) a key with policies
-        raises :class:`_NeedsClient`.  Without *quota* a key with a quota is
-        checked but neither charged nor counted: the flow's driver does that."""
+                x_forwarded_for: str | None = None, facts: bool = True, aio: bool = False,
+                limited: Headers | None = None, quota: bool = True) -> Principal:
+        """The checks after the secret verified: state, mode, policies (IP
+        allowlist, rate limits), restrictions, then the quota.  *client*,
+        *forwarded* and *x_forwarded_for* are the adapter's raw client facts,
+        resolved only for a key with a policy that needs the client; without
+        *facts* (the nowait path, which has none and does no I/O) a key with
+        an allowlist or a quota raises :class:`_NeedsClient`.  With *aio* (an
+        event loop's path) a key whose rate limits would block on their
+        storage raises :class:`_NeedsIO`; the async driver counts and passes
+        the headers it got as *limited*.  Without *quota* a key with a quota
+        is checked but neither charged nor counted: the flow's driver does
+        that."""
         now = self._clock()
         expires = record.expires_at
         if record.halted:  # revoked or disabled: one test for both
@@ -403,14 +452,23 @@ class Authenticator:
         if mode not in self.allowed_modes:
             raise InvalidAPIKey("mode not allowed here")
         if record.policed:  # a key without policies pays this test alone
-            if not facts:
+            if not facts and (record.allowed_ips or record.metered):
                 raise _NeedsClient
             if record.allowed_ips:
                 check_client_ip(record.allowed_ips,
                                 self.trusted_proxies.resolve(client, forwarded, x_forwarded_for))
+            if record.rate_limits:
+                if limited is None:
+                    if aio and self._key_limits_blocking:
+                        raise _NeedsIO(record, mode)
+                    limited = self.key_rate_limiter.hit(record)  # or RateLimitExceeded
+                principal = Principal.with_headers(record, limited)
+            else:
+                principal = Principal(record)
             if record.metered:
-                return self._metered(record, method, path, now, quota)
-        principal = Principal(record)
+                return self._metered(principal, method, path, now, quota)
+        else:
+            principal = Principal(record)
         # A key without restrictions has nothing for check_access to decide.
         if method is not None and (record.read_only or record.allowed_paths):
             check_access(principal, method, path if path is not None else "/")
@@ -418,11 +476,11 @@ class Authenticator:
             self._hit(record.id, now)
         return principal
 
-    def _metered(self, record: KeyRecord, method: str | None, path: str | None, now: float,
+    def _metered(self, principal: Principal, method: str | None, path: str | None, now: float,
                  charge: bool) -> Principal:
         """The end of :meth:`_accept` for a key with a quota: its restrictions,
         then (if *charge*) a unit taken from the store, inline."""
-        principal = Principal(record)
+        record = principal._record
         if method is not None and (record.read_only or record.allowed_paths):
             check_access(principal, method, path if path is not None else "/")
         if charge:
@@ -706,9 +764,11 @@ class Authenticator:
                 known = cache.get(cache.digest(self._token(authorization)))
                 if known is None:
                     return None
-            return self._warm(known, method, path, self._peek is not None, facts=False)
-        except _NeedsClient:
-            return None  # the key's policy needs the client: authenticate_async has it
+            return self._warm(known, method, path, self._peek is not None, facts=False, aio=True)
+        except (_NeedsClient, _NeedsIO):
+            # The key's policy needs the client, or I/O: authenticate_async
+            # has the one and does the other in a thread.
+            return None
         except InvalidAPIKey:
             if self.rate_limit is None:
                 raise
@@ -743,12 +803,12 @@ class Authenticator:
             known = self._cache.get(digest)
             if known is not None and self._inline_store:
                 principal = self._warm(known, method, path, False, client, forwarded,
-                                       x_forwarded_for)
+                                       x_forwarded_for, aio=True)
                 if principal is not None:
                     return principal
             flow = self._flow(token, digest, known, method, path,
                               self._client(client, forwarded, x_forwarded_for),
-                              (client, forwarded, x_forwarded_for))
+                              (client, forwarded, x_forwarded_for), aio=True)
             while True:
                 op = flow.send(answer)
                 if type(op) is str:
@@ -770,6 +830,19 @@ class Authenticator:
                     answer = None
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except _NeedsIO as need:
+            # The key verified and passed every check before its rate
+            # limits; count them in a thread, then decide with the result.
+            record = need.record
+            limited = await self._in_thread_if(True, self.key_rate_limiter.hit, record)
+            principal = self._accept(record, need.mode, method, path, client, forwarded,
+                                     x_forwarded_for, limited=limited, quota=False)
+            if record.metered:  # charged last, off the loop too
+                now = self._clock()
+                refused(await self._charge_async(record.id, now), now)
+                if self._hit is not None:
+                    self._hit(record.id, now)
+            return principal
         except InvalidAPIKey as exc:
             if self.rate_limit is not None:
                 refusal = await self._in_thread_if(

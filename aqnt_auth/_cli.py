@@ -419,6 +419,8 @@ def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
             allowed_ips=args.allow_ip,
             quota=args.quota,
             quota_refill=args.refill,
+            rate_limits=args.rate_limit,
+            shared_limit=args.shared_limit,
         )
         shown = store_url(keys.store)
     print(format_created(issued, args.json, store=shown), file=out)
@@ -451,7 +453,9 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
 def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
                    allowed_ips: Sequence[str] = (), clear_allowed_ips: bool = False, *,
                    quota: int | None = None, refill: str | None = None,
-                   clear_quota: bool = False) -> dict[str, Any]:
+                   clear_quota: bool = False, rate_limits: Sequence[str] = (),
+                   clear_rate_limits: bool = False, shared_limit: bool | None = None
+                   ) -> dict[str, Any]:
     """The keywords of :meth:`KeyManager.update` for the options of ``keys
     update`` (shared with the Flask and Django commands)."""
     if scopes and clear_scopes:
@@ -460,7 +464,13 @@ def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
         raise ConfigurationError("give --allow-ip or --clear-allow-ips, not both")
     if clear_quota and (quota is not None or refill is not None):
         raise ConfigurationError("give --quota/--refill or --clear-quota, not both")
+    if rate_limits and clear_rate_limits:
+        raise ConfigurationError("give --rate-limit or --clear-rate-limits, not both")
     changes: dict[str, Any] = {}
+    if rate_limits or clear_rate_limits:
+        changes["rate_limits"] = list(rate_limits)
+    if shared_limit is not None:
+        changes["shared_limit"] = shared_limit
     if name is not None:
         changes["name"] = name
     if scopes or clear_scopes:
@@ -475,8 +485,9 @@ def update_options(name: str | None, scopes: Sequence[str], clear_scopes: bool,
         changes["clear_quota"] = True
     if not changes:
         raise ConfigurationError("nothing to update: give --name, --scope, --clear-scopes, "
-                                 "--allow-ip, --clear-allow-ips, --quota, --refill or "
-                                 "--clear-quota")
+                                 "--allow-ip, --clear-allow-ips, --quota, --refill, "
+                                 "--clear-quota, --rate-limit, --clear-rate-limits, "
+                                 "--shared-limit or --per-key-limit")
     return changes
 
 
@@ -497,7 +508,9 @@ def _cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_update(args: argparse.Namespace, out: TextIO) -> int:
     changes = update_options(args.name, args.scope, args.clear_scopes, args.allow_ip,
                              args.clear_allow_ips, quota=args.quota, refill=args.refill,
-                             clear_quota=args.clear_quota)
+                             clear_quota=args.clear_quota, rate_limits=args.rate_limit,
+                             clear_rate_limits=args.clear_rate_limits,
+                             shared_limit=args.shared_limit)
     with _manager(args) as keys:
         record = keys.update(args.key_id, **changes)
     print(format_changed(record, "update", args.json), file=out)
@@ -725,6 +738,12 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     create.add_argument("--refill", metavar="COUNT/PERIOD",
                         help="set the quota back to COUNT every PERIOD (minute, hour, day, "
                              "week, month = 30 days), like 1000/day; alone, the quota is COUNT")
+    create.add_argument("--rate-limit", action="append", default=[], metavar="LIMIT",
+                        help="a rate limit such as 100/minute or 5000/hour (repeatable; "
+                             "at most 10)")
+    create.add_argument("--shared-limit", action="store_true",
+                        help="count the rate limits per --owner: the owner's keys that "
+                             "share theirs draw on one budget")
 
     listing = add("list", [common], "list keys")
     listing.add_argument("--all", action="store_true", help="include revoked and expired keys")
@@ -752,7 +771,8 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     enable.add_argument("key_id", metavar="ID")
 
     update = add("update", [common],
-                 "change a key's name, scopes, IP allowlist or quota (never its secret)")
+                 "change a key's name, scopes, IP allowlist, rate limits or quota "
+                 "(never its secret)")
     update.add_argument("key_id", metavar="ID")
     update.add_argument("--name", help="the key's new name")
     update.add_argument("--scope", action="append", default=[], metavar="S",
@@ -769,6 +789,15 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                         help="the quota's refill, like 1000/day (the period starts now)")
     update.add_argument("--clear-quota", action="store_true",
                         help="remove the quota and its refill")
+    update.add_argument("--rate-limit", action="append", default=[], metavar="LIMIT",
+                        help="the key's rate limits, replacing the current ones (repeatable)")
+    update.add_argument("--clear-rate-limits", action="store_true",
+                        help="remove the rate limits")
+    sharing = update.add_mutually_exclusive_group()
+    sharing.add_argument("--shared-limit", dest="shared_limit", action="store_true",
+                         default=None, help="count the rate limits per owner")
+    sharing.add_argument("--per-key-limit", dest="shared_limit", action="store_false",
+                         help="count the rate limits per key")
     hygiene = add("hygiene", [common],
                   "key-hygiene findings: keys that never expire, idle keys, live keys "
                   "without an IP allowlist, keys due for rotation")

@@ -32,6 +32,8 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "QuotaExceeded",
+    "RateLimitExceeded",
+    "RateLimitUnavailable",
     "RateLimited",
     "RevokedAPIKey",
     "RouteNotFound",
@@ -60,6 +62,10 @@ class AQNTError(Exception):
     #: never anything taken from the request.  ``None`` for most errors; the
     #: JSON body never changes.
     description: str | None = None
+    #: Headers the answer carries besides the error's own (``Retry-After``,
+    #: ``WWW-Authenticate``): the RateLimit headers of a limited key.  Set
+    #: per instance; :func:`~aqnt_auth.render_error` adds them.
+    response_headers: tuple[tuple[str, str], ...] = ()
 
     # No __init__ of our own: these are raised on every rejected request, and
     # Exception's C constructor is several times cheaper than a Python one.
@@ -172,6 +178,23 @@ class RateLimited(AQNTError):
         self.retry_after = max(1, int(retry_after))
 
 
+class RateLimitExceeded(AQNTError):
+    """The key verified, but it has used up one of its rate limits (HTTP 429).
+
+    :attr:`response_headers` holds its ``RateLimit-Policy`` and ``RateLimit``
+    headers; :attr:`retry_after` the seconds until the limit admits again.
+    """
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    message = "Rate limit exceeded for this API key"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
 class QuotaExceeded(AQNTError):
     """The key verified, but its usage quota is used up (HTTP 429).
 
@@ -220,6 +243,15 @@ class Overloaded(StoreUnavailable):
 
     #: The key id whose verification was refused (for the failure limiter).
     key_id: str | None = None
+
+
+class RateLimitUnavailable(StoreUnavailable):
+    """The storage of the keys' rate-limit counters failed, and the limiter
+    fails closed (HTTP 503 with ``Retry-After``): a key's limit cannot be
+    checked, so its request is not admitted."""
+
+    code = "rate_limit_unavailable"
+    message = "Rate limiting is temporarily unavailable"
 
 
 class ClientDisconnected(AQNTError):

@@ -16,7 +16,7 @@ from ._errors import ConfigurationError, KeyNotFound, KeyStateError, NotAKeyId
 from ._format import MODES, KeyFormat, Mode, hint, key_id_in
 from ._hashers import Argon2Hasher, Hasher, check_memory_budget, default_hash_memory_mib
 from ._hooks import ALL_EVENTS, Hook, HookRunner
-from ._policies import normalise_allowed_ips
+from ._policies import normalise_allowed_ips, normalise_rate_limits
 from ._quota import check_quota, is_moved, parse_refill
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
@@ -82,6 +82,12 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"metadata must be JSON-serialisable: {exc}") from None
     return loaded
+
+
+def _check_shared(shared: bool, owner: str | None) -> bool:
+    if shared and owner is None:
+        raise ConfigurationError("a rate limit shared per owner needs a key with an owner")
+    return bool(shared)
 
 
 def _key_id(key_id: str) -> str:
@@ -252,6 +258,8 @@ class KeyManager:
         allowed_ips: Iterable[str] = (),
         quota: int | None = None,
         quota_refill: str | None = None,
+        rate_limits: Iterable[str] = (),
+        shared_limit: bool = False,
         actor: str | None = None,
     ) -> IssuedKey:
         """Issue a new key.  The plaintext is in the result only; the store gets its hash.
@@ -263,6 +271,10 @@ class KeyManager:
         back to COUNT every PERIOD (``minute``, ``hour``, ``day``, ``week``,
         ``month`` = 30 days), counted from now; alone, it also sets the
         quota to COUNT.
+        *rate_limits*: ``LIMIT/PERIOD`` strings (``"100/minute"``, at most
+        10); past one, the key gets 429 ``rate_limit_exceeded``.  With
+        *shared_limit* they count per *owner*: every key of the owner that
+        shares its limit draws on one budget.
         """
         if mode not in MODES:
             raise ConfigurationError("mode must be 'live' or 'test'")
@@ -294,6 +306,8 @@ class KeyManager:
             owner=owner,
             metadata=_check_metadata(metadata),
             allowed_ips=normalise_allowed_ips(allowed_ips),
+            rate_limits=normalise_rate_limits(rate_limits),
+            rate_limit_shared=_check_shared(shared_limit, owner),
             **quota_fields,
         )
         event = self._event(actor, now)
@@ -346,11 +360,17 @@ class KeyManager:
     def update(self, key_id: str, *, name: str | None = None,
                scopes: Iterable[str] | None = None,
                allowed_ips: Iterable[str] | None = None,
+               rate_limits: Iterable[str] | None = None,
+               shared_limit: bool | None = None,
+               clear_rate_limits: bool = False,
                quota: int | None = None, quota_refill: str | None = None,
                clear_quota: bool = False, actor: str | None = None) -> KeyRecord:
-        """Change a key's name, scopes, IP allowlist or quota (those given; an
-        empty allowlist removes it), checked as :meth:`create` checks them;
-        never its secret.  A revoked key cannot be changed.
+        """Change a key's name, scopes, IP allowlist, rate limits or quota
+        (those given; an empty allowlist removes it, as do an empty
+        *rate_limits* and *clear_rate_limits* the rate limits), checked as
+        :meth:`create` checks them; never its secret.  *shared_limit* counts
+        the rate limits per owner (``True``) or per key (``False``).  A
+        revoked key cannot be changed.
 
         *quota* sets the requests left (whatever was used) and starts the
         refill period now; *quota_refill* alone changes the refill of a key
@@ -368,6 +388,15 @@ class KeyManager:
             changes["scopes"] = _check_scopes(scopes)
         if allowed_ips is not None:
             changes["allowed_ips"] = normalise_allowed_ips(allowed_ips)
+        if clear_rate_limits:
+            if rate_limits is not None and tuple(rate_limits):
+                raise ConfigurationError("give rate limits or clear them, not both")
+            rate_limits = ()
+        if rate_limits is not None:
+            changes["rate_limits"] = normalise_rate_limits(rate_limits)
+        if shared_limit is not None:
+            changes["rate_limit_shared"] = _check_shared(
+                shared_limit, self.get(key_id).owner if shared_limit else None)
         if clear_quota:
             if quota is not None or quota_refill is not None:
                 raise ConfigurationError("give a quota or clear it, not both")
@@ -444,7 +473,8 @@ class KeyManager:
         """Issue a replacement and let the old key expire after *grace*.
 
         The new key keeps the old one's name, mode, prefix, scopes,
-        restrictions, IP allowlist, quota, owner and metadata, and at most its remaining lifetime:
+        restrictions, IP allowlist, rate limits (and their budget: the two
+        keys share it), quota, owner and metadata, and at most its remaining lifetime:
         the old key's expiry, unless *expires_at* or *expires_in* set
         another.  ``grace=0`` ends the old key at once; an old key that
         expires sooner keeps its expiry.
@@ -510,6 +540,8 @@ class KeyManager:
                 metadata=current.metadata,
                 rotated_from=current.id,
                 allowed_ips=current.allowed_ips,
+                rate_limits=current.rate_limits,
+                rate_limit_shared=current.rate_limit_shared,
                 # One rate-limit budget and quota for the whole chain.
                 lineage_id=current.lineage_id or current.id,
                 quota_remaining=counter.quota_remaining,

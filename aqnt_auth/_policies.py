@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
-from typing import Final
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ._errors import ConfigurationError, IPNotAllowed
+from ._errors import ConfigurationError, IPNotAllowed, RateLimitExceeded, RateLimitUnavailable
 from ._records import KeyRecord
 
-__all__ = ["MAX_ALLOWED_IPS", "budget_id", "check_client_ip", "normalise_allowed_ips"]
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.storage import Storage
+    from limits.strategies import RateLimiter
+
+__all__ = [
+    "MAX_ALLOWED_IPS",
+    "MAX_RATE_LIMITS",
+    "STRATEGIES",
+    "KeyRateLimiter",
+    "budget_id",
+    "check_client_ip",
+    "normalise_allowed_ips",
+    "normalise_rate_limits",
+]
+
+log = logging.getLogger("aqnt_auth")
 
 #: Addresses and networks one key may list.
 MAX_ALLOWED_IPS: Final = 100
@@ -96,3 +116,273 @@ def budget_id(record: KeyRecord, *, per_owner: bool | None = None) -> str:
     if (record.rate_limit_shared if per_owner is None else per_owner) and record.owner:
         return "owner:" + record.owner
     return "key:" + (record.lineage_id or record.id)
+
+
+# -- rate limits ----------------------------------------------------------------
+
+#: Rate limits one key may have.
+MAX_RATE_LIMITS: Final = 10
+
+#: The strategies of the ``limits`` library a :class:`KeyRateLimiter` can use.
+STRATEGIES: Final = ("fixed-window", "moving-window", "sliding-window-counter")
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class _Limit(NamedTuple):
+    """One parsed ``LIMIT/PERIOD`` of a key."""
+
+    item: RateLimitItem
+    amount: int
+    #: The window in seconds.
+    window: int
+    #: What follows the budget id in the counter's storage key (as the
+    #: ``limits`` library's ``key_for`` spells it).
+    suffix: str
+    #: The policy's name in the RateLimit headers: the canonical limit.
+    name: str
+
+
+class _Parsed(NamedTuple):
+    limits: tuple[_Limit, ...]
+    #: The ``RateLimit-Policy`` value: the same on every response.
+    policy: str
+
+
+def _canonical(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    if item.multiples == 1:
+        return f"{item.amount}/{unit}"
+    return f"{item.amount}/{item.multiples} {unit}s"
+
+
+def _parse_one(value: object) -> RateLimitItem:
+    from limits import parse_many
+
+    if not isinstance(value, str):
+        raise ConfigurationError(f"rate limit {value!r} must be a string such as '100/minute'")
+    try:
+        items = parse_many(value.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"rate limit {value!r} is not LIMIT/PERIOD, such as '100/minute', '5000/hour' or "
+            "'10/2 seconds' (periods: second, minute, hour, day, month, year)"
+        ) from None
+    if len(items) != 1:
+        raise ConfigurationError(f"rate limit {value!r}: give one limit per string")
+    if items[0].amount < 1:
+        raise ConfigurationError(f"rate limit {value!r}: the limit must be at least 1")
+    return items[0]
+
+
+def normalise_rate_limits(values: Iterable[str]) -> tuple[str, ...]:
+    """*values* (``LIMIT/PERIOD`` strings in the ``limits`` library's syntax)
+    in canonical form (``100/minute``, ``10/2 seconds``), shortest period
+    first, without duplicates, or :class:`ConfigurationError`."""
+    if isinstance(values, str):
+        values = (values,)
+    items: dict[str, RateLimitItem] = {}
+    for value in values:
+        item = _parse_one(value)
+        items.setdefault(_canonical(item), item)
+    if len(items) > MAX_RATE_LIMITS:
+        raise ConfigurationError(
+            f"a key has at most {MAX_RATE_LIMITS} rate limits, not {len(items)}")
+    ordered = sorted(items.items(), key=lambda pair: (pair[1].get_expiry(), pair[1].amount))
+    return tuple(name for name, _ in ordered)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(rate_limits: tuple[str, ...]) -> _Parsed:
+    # Records are immutable and share their tuple: parsed once per set of
+    # limits, not per request.  Stored values were normalised when set; a
+    # value written around KeyManager is parsed all the same, or refused.
+    limits = []
+    for value in rate_limits:
+        item = _parse_one(value)
+        window = item.get_expiry()
+        limits.append(_Limit(item, item.amount, window,
+                             f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}",
+                             _canonical(item)))
+    limits.sort(key=lambda limit: limit.window)
+    policy = ", ".join(f'"{limit.name}";q={limit.amount};w={limit.window}' for limit in limits)
+    return _Parsed(tuple(limits), policy)
+
+
+class KeyRateLimiter:
+    """Counts the requests of keys with rate limits, per :func:`budget_id`,
+    on a storage of the ``limits`` library.
+
+    :param storage_uri: ``memory://`` (the default: counters per process) or
+        a ``limits`` storage URI such as ``redis://127.0.0.1:6379``, whose
+        counters every server shares (needs the ``redis`` extra).
+    :param strategy: ``fixed-window`` (the default: a window starts with a
+        budget's first request and admits LIMIT requests until it ends;
+        the cheapest, exact across servers, though a client can make up to
+        2 x LIMIT requests around a window's end), ``moving-window`` (no
+        window of the period ever holds more than LIMIT requests; it keeps
+        a timestamp per request) or ``sliding-window-counter`` (an
+        approximation of the moving window with two counters).
+    :param fail_open: when the storage fails, let requests through (without
+        RateLimit headers) rather than answer 503 ``rate_limit_unavailable``
+        (the default: fail closed).  Either way the failure is logged.
+    :param storage_options: keyword options of the ``limits`` storage, such
+        as ``{"key_prefix": "myapp"}`` for Redis.
+
+    ``blocking`` is true for a networked storage: async callers then count
+    in a worker thread, never on the event loop.
+    """
+
+    def __init__(
+        self,
+        storage_uri: str = "memory://",
+        *,
+        strategy: str = "fixed-window",
+        fail_open: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from limits import strategies
+
+        if not isinstance(storage_uri, str):
+            raise ConfigurationError(f"storage_uri must be a string, not {storage_uri!r}")
+        kinds: dict[str, type[RateLimiter] | None] = {
+            "fixed-window": strategies.FixedWindowRateLimiter,
+            "moving-window": strategies.MovingWindowRateLimiter,
+            # limits >= 4.1
+            "sliding-window-counter": getattr(strategies, "SlidingWindowCounterRateLimiter",
+                                              None),
+        }
+        kind = kinds.get(strategy)
+        if kind is None:
+            raise ConfigurationError(
+                f"strategy must be one of {', '.join(STRATEGIES)}"
+                if strategy not in kinds else f"strategy {strategy!r} needs limits >= 4.1")
+        self._kind = kind
+        self._options = dict(storage_options or {})
+        self._fixed = strategy == "fixed-window"
+        self.strategy = strategy
+        self.fail_open = bool(fail_open)
+        self.storage_uri = storage_uri
+        self.blocking = not storage_uri.startswith("memory://")
+        self._last_logged = 0.0
+        self._lock = threading.Lock()
+        self._storage: Storage | None = None
+        self._strategy: RateLimiter | None = None
+        if self.blocking:
+            # Checked here, where the app starts (a networked storage
+            # connects on first use); the memory storage, which starts a
+            # timer thread, is made when a limited key first needs it.
+            self._open()
+
+    def _open(self) -> tuple[Storage, RateLimiter]:
+        from limits import storage
+
+        with self._lock:
+            if self._storage is None or self._strategy is None:
+                try:
+                    made = storage.storage_from_string(self.storage_uri, **self._options)
+                except Exception as exc:  # limits raises several types for bad URIs
+                    raise ConfigurationError(
+                        f"bad key rate limit storage {_redacted(self.storage_uri)!r}: {exc}"
+                    ) from None
+                if not isinstance(made, storage.Storage):
+                    raise ConfigurationError(
+                        f"key rate limit storage {_redacted(self.storage_uri)!r} is an async "
+                        "storage: give the synchronous URI (async callers count in threads)")
+                self._strategy = self._kind(made)
+                self._storage = made
+            return self._storage, self._strategy
+
+    def __repr__(self) -> str:
+        return (f"KeyRateLimiter({self.storage_uri!r}, strategy={self.strategy!r}, "
+                f"fail_open={self.fail_open})")
+
+    def hit(self, record: KeyRecord) -> Headers:
+        """Count one request of *record*'s key against each of its limits.
+
+        Returns the ``RateLimit-Policy`` and ``RateLimit`` headers
+        (draft-ietf-httpapi-ratelimit-headers-11) to add to the response; or
+        raises :class:`RateLimitExceeded` (with those headers and
+        ``Retry-After``) when a limit is used up, or
+        :class:`RateLimitUnavailable` when the storage fails and the
+        limiter fails closed.  The limits are counted shortest period first
+        and a refused request is not counted against the longer ones.
+        """
+        parsed = _parsed(record.rate_limits)
+        budget = budget_id(record)
+        if self._strategy is None:
+            self._open()
+        try:
+            if self._fixed:
+                states = self._fixed_window(parsed.limits, budget)
+            else:
+                states = self._by_strategy(parsed.limits, budget)
+        except Exception as exc:
+            return self._failed(exc)
+        exceeded, values = states
+        headers = (("RateLimit-Policy", parsed.policy), ("RateLimit", values))
+        if exceeded:
+            error = RateLimitExceeded("key rate limit exceeded", retry_after=exceeded)
+            error.response_headers = headers
+            raise error
+        return headers
+
+    def _fixed_window(self, limits: tuple[_Limit, ...], budget: str) -> tuple[int, str]:
+        # The fixed-window strategy's hit() and get_window_stats() on the
+        # storage itself: one increment and one expiry read per limit.
+        storage = self._storage
+        assert storage is not None
+        now = time.time()
+        values = []
+        for limit in limits:
+            key = "LIMITER/aqnt-key/" + budget + limit.suffix
+            count = storage.incr(key, limit.window)
+            reset = min(limit.window, max(0, math.ceil(storage.get_expiry(key) - now)))
+            if count > limit.amount:
+                values.append(f'"{limit.name}";r=0;t={reset}')
+                return max(1, reset), ", ".join(values)
+            values.append(f'"{limit.name}";r={limit.amount - count};t={reset}')
+        return 0, ", ".join(values)
+
+    def _by_strategy(self, limits: tuple[_Limit, ...], budget: str) -> tuple[int, str]:
+        strategy = self._strategy
+        assert strategy is not None
+        now = time.time()
+        values = []
+        for limit in limits:
+            admitted = strategy.hit(limit.item, "aqnt-key", budget)
+            stats = strategy.get_window_stats(limit.item, "aqnt-key", budget)
+            reset = min(limit.window, max(0, math.ceil(stats.reset_time - now)))
+            values.append(f'"{limit.name}";r={stats.remaining};t={reset}')
+            if not admitted:
+                return max(1, reset), ", ".join(values)
+        return 0, ", ".join(values)
+
+    def _failed(self, exc: Exception) -> Headers:
+        # Logged at most once a second: an outage must not flood the log.
+        # The message names the storage and the error, never a key.
+        now = time.monotonic()
+        if now - self._last_logged >= 1.0:
+            self._last_logged = now
+            log.error("key rate limiter storage %s failed (%s): %s: %s",
+                      _redacted(self.storage_uri),
+                      "failing open: requests admitted" if self.fail_open
+                      else "failing closed: 503", type(exc).__name__, exc)
+        if self.fail_open:
+            return ()
+        raise RateLimitUnavailable(f"key rate limiter failed: {type(exc).__name__}")
+
+    def reset(self) -> None:
+        """Forget every counter (tests, or after an incident)."""
+        if self._storage is not None:
+            self._storage.reset()
+
+
+def _redacted(uri: str) -> str:
+    """*uri* without a password."""
+    scheme, sep, rest = uri.partition("://")
+    if "@" not in rest:
+        return uri
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"

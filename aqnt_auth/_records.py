@@ -83,7 +83,7 @@ class KeyRecord:
     #: that the warm path tests one attribute for both.
     halted: bool = dataclasses.field(init=False, repr=False, compare=False)
     #: Derived, never stored: whether a policy applies to the key's requests
-    #: (an IP allowlist, a quota), so that a key without one pays one
+    #: (an IP allowlist, rate limits, a quota), so that a key without one pays one
     #: attribute test.
     policed: bool = dataclasses.field(init=False, repr=False, compare=False)
     #: Derived, never stored: whether the key has a quota (each request then
@@ -95,7 +95,8 @@ class KeyRecord:
                            self.revoked_at is not None or self.disabled_at is not None)
         metered = self.quota_remaining is not None
         object.__setattr__(self, "metered", metered)
-        object.__setattr__(self, "policed", bool(self.allowed_ips) or metered)
+        object.__setattr__(self, "policed",
+                           bool(self.allowed_ips) or bool(self.rate_limits) or metered)
 
     def status(self, now: dt.datetime | None = None) -> KeyStatus:
         """``revoked``, ``expired``, ``disabled``, ``expiring`` (an expiry is
@@ -177,8 +178,19 @@ class Principal:
 
     __slots__ = ("_record",)
 
+    #: Headers the response to this request must carry: the
+    #: ``RateLimit-Policy`` and ``RateLimit`` headers of a key with rate
+    #: limits (every adapter adds them); empty for a key without.
+    response_headers: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, record: KeyRecord) -> None:
         self._record = record
+
+    @classmethod
+    def with_headers(cls, record: KeyRecord, headers: tuple[tuple[str, str], ...]
+                     ) -> Principal:
+        """The principal of *record*, whose response must carry *headers*."""
+        return _HeadedPrincipal(record, headers) if headers else cls(record)
 
     def __repr__(self) -> str:
         r = self._record
@@ -276,6 +288,16 @@ class Principal:
         """The addresses and networks the key may be used from (empty: any)."""
         return self._record.allowed_ips
 
+    @property
+    def rate_limits(self) -> tuple[str, ...]:
+        """The key's ``LIMIT/PERIOD`` rate limits (empty: none)."""
+        return self._record.rate_limits
+
+    @property
+    def rate_limit_shared(self) -> bool:
+        """Whether the rate limits count per owner rather than per key."""
+        return self._record.rate_limit_shared
+
     def has_scopes(self, *required: str) -> bool:
         """Whether the key carries every one of *required*."""
         return set(required).issubset(self._record.scopes)
@@ -283,3 +305,13 @@ class Principal:
     def to_dict(self) -> dict[str, Any]:
         """Every public field, JSON-ready."""
         return self._record.public_dict()
+
+
+class _HeadedPrincipal(Principal):
+    # A subclass, so that a principal without headers (most) is built and
+    # stored without the extra slot.
+    __slots__ = ("response_headers",)
+
+    def __init__(self, record: KeyRecord, headers: tuple[tuple[str, str], ...]) -> None:
+        self._record = record
+        self.response_headers = headers

@@ -16,6 +16,7 @@ from ._errors import (
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
+    RateLimitExceeded,
     StoreUnavailable,
 )
 
@@ -53,11 +54,13 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
 
     401s carry ``WWW-Authenticate: Bearer realm="..."`` (RFC 6750 §3), with
     ``error="invalid_token"`` unless no credential was sent at all; 403s name
-    the missing scopes; 429s and 503s carry ``Retry-After``.  An error with
+    the missing scopes; 429s and 503s carry ``Retry-After``; an error's
+    :attr:`~aqnt_auth.AQNTError.response_headers` (the RateLimit headers of a
+    limited key) follow.  An error with
     a :attr:`~aqnt_auth.AQNTError.description` adds it to the challenge as
     ``error_description``; the body is the contract's, whatever the cause.
     """
-    if isinstance(error, (RateLimited, StoreUnavailable)):
+    if isinstance(error, (RateLimited, RateLimitExceeded, StoreUnavailable)):
         return _build(error, (("Retry-After", str(error.retry_after)),))
     if isinstance(error, InvalidRequest):
         # Its message is the instance's own: never cached per class.
@@ -67,7 +70,7 @@ def render_error(error: AQNTError, realm: str = "api") -> ErrorResponse:
         # refills needs a person, not a retry.
         retry = () if error.retry_after is None else (("Retry-After", str(error.retry_after)),)
         return _build(error, retry)
-    if error.description is not None or (
+    if error.description is not None or error.response_headers or (
         isinstance(error, PermissionDenied) and error.required_scopes
     ):
         challenge = _challenge(error, realm)
@@ -111,4 +114,6 @@ def _static(cls: type[AQNTError], realm: str) -> ErrorResponse:
 
 def _build(error: AQNTError, extra: tuple[tuple[str, str], ...]) -> ErrorResponse:
     body = error.to_json()
-    return ErrorResponse(error.status_code, (("Content-Type", "application/json"), *extra), body)
+    return ErrorResponse(error.status_code,
+                         (("Content-Type", "application/json"), *extra, *error.response_headers),
+                         body)

@@ -19,6 +19,10 @@ DISABLED: Final = (b'{"error": {"type": "authentication_error", "message": '
                    b'"API key is disabled", "code": "key_disabled"}}')
 IP_NOT_ALLOWED: Final = (b'{"error": {"type": "permission_error", "message": "This API key '
                          b'cannot be used from this IP address", "code": "ip_not_allowed"}}')
+RATE_LIMIT_EXCEEDED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Rate limit '
+                              b'exceeded for this API key", "code": "rate_limit_exceeded"}}')
+RATE_LIMIT_UNAVAILABLE: Final = (b'{"error": {"type": "api_error", "message": "Rate limiting is '
+                                 b'temporarily unavailable", "code": "rate_limit_unavailable"}}')
 FORBIDDEN: Final = (b'{"error": {"type": "permission_error", "message": "This API key does not '
                     b'have the required permissions", "code": "insufficient_scope"}}')
 RATE_LIMITED: Final = (b'{"error": {"type": "rate_limit_error", "message": "Too many failed '

@@ -42,6 +42,8 @@ from aqnt_auth.adapters.django.settings import AuthSettings, runtime
 
 __all__ = [
     "APIKeyMiddleware",
+    "ResponseHeadersMiddleware",
+    "add_headers",
     "authenticate_request",
     "authenticate_request_async",
     "error_response",
@@ -65,6 +67,49 @@ def error_response(error: ErrorResponse) -> HttpResponse:
     response = HttpResponse(error.body, status=error.status, headers=dict(error.headers))
     response["Content-Length"] = str(len(error.body))
     return response
+
+
+def add_headers(response: HttpResponseBase, headers: tuple[tuple[str, str], ...]
+                ) -> HttpResponseBase:
+    """*response* with *headers* (a principal's ``response_headers``: the
+    RateLimit headers of a limited key) set."""
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
+class ResponseHeadersMiddleware:
+    """Adds the authenticated key's response headers (the RateLimit headers
+    of a key with rate limits) to the response, for projects that check
+    keys with DRF's :class:`~aqnt_auth.adapters.django.rest_framework.APIKeyAuthentication`
+    alone (an authentication class cannot touch the response).
+    :class:`APIKeyMiddleware` adds them itself.  Anywhere in ``MIDDLEWARE``.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        return self._add(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        return self._add(request, await self.get_response(request))  # type: ignore[misc]
+
+    @staticmethod
+    def _add(request: HttpRequest, response: Any) -> Any:
+        principal = getattr(request, "api_key", None)
+        headers = getattr(principal, "response_headers", ())
+        if headers and not response.has_header("RateLimit"):
+            add_headers(response, headers)
+        return response
 
 
 # Every local of these frames, and of the core's frames below them, is
@@ -207,10 +252,14 @@ class APIKeyMiddleware:
             request.api_key = None  # type: ignore[attr-defined]
             return self.get_response(request)
         try:
-            request.api_key = authenticate_request(authenticator, request)  # type: ignore[attr-defined]
+            principal = authenticate_request(authenticator, request)
         except AQNTError as exc:
             return error_response(authenticator.render_error(exc))
+        request.api_key = principal  # type: ignore[attr-defined]
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+        if principal.response_headers:  # a key with rate limits: their headers
+            return add_headers(self.get_response(request),  # type: ignore[arg-type]
+                               principal.response_headers)
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -221,10 +270,12 @@ class APIKeyMiddleware:
             request.api_key = None  # type: ignore[attr-defined]
             return await self.get_response(request)  # type: ignore[misc, no-any-return]
         try:
-            request.api_key = await authenticate_request_async(  # type: ignore[attr-defined]
-                authenticator, request
-            )
+            principal = await authenticate_request_async(authenticator, request)
         except AQNTError as exc:
             return error_response(authenticator.render_error(exc))
+        request.api_key = principal  # type: ignore[attr-defined]
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
-        return await self.get_response(request)  # type: ignore[misc, no-any-return]
+        response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+        if principal.response_headers:  # a key with rate limits: their headers
+            add_headers(response, principal.response_headers)
+        return response

@@ -37,6 +37,14 @@ Every key is optional; these are the defaults::
         # the default limits ("redis://host:6379" to share counters between
         # servers); None: no throttling.
         "RATE_LIMIT": "memory://",
+        # Where keys' own rate limits (manage.py aqnt_keys create
+        # --rate-limit) are counted: "memory://" (per process),
+        # "redis://host:6379" (shared by every server) or a KeyRateLimiter;
+        # the limits library's strategy; and whether a failing storage
+        # admits limited keys (True) or answers 503 (False).
+        "KEY_RATE_LIMIT_STORAGE": "memory://",
+        "KEY_RATE_LIMIT_STRATEGY": "fixed-window",
+        "KEY_RATE_LIMIT_FAIL_OPEN": False,
         # Addresses or networks of reverse proxies whose Forwarded /
         # X-Forwarded-For headers are believed: past them, the client the
         # limiter counts is the rightmost address that is not a proxy.
@@ -75,6 +83,7 @@ from aqnt_auth import (
     ConfigurationError,
     FailureLimiter,
     Hasher,
+    KeyRateLimiter,
     MemoryKeyStore,
     Mode,
     PathRules,
@@ -116,6 +125,9 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "TRACK_USAGE": True,
         "REHASH": True,
         "RATE_LIMIT": "memory://",
+        "KEY_RATE_LIMIT_STORAGE": "memory://",
+        "KEY_RATE_LIMIT_STRATEGY": "fixed-window",
+        "KEY_RATE_LIMIT_FAIL_OPEN": False,
         "TRUSTED_PROXIES": (),
         "DATABASE": None,
         "RECORD_CACHE": None,
@@ -147,6 +159,9 @@ class AuthSettings(NamedTuple):
     track_usage: bool
     rehash: bool
     rate_limit: FailureLimiter | str | None
+    key_rate_limit_storage: KeyRateLimiter | str
+    key_rate_limit_strategy: str
+    key_rate_limit_fail_open: bool
     trusted_proxies: tuple[str, ...]
     database: str | None
     record_cache: bool | None
@@ -264,6 +279,11 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         track_usage=valid("TRACK_USAGE", partial(_flag, "TRACK_USAGE")),
         rehash=valid("REHASH", partial(_flag, "REHASH")),
         rate_limit=valid("RATE_LIMIT", _rate_limit),
+        key_rate_limit_storage=valid("KEY_RATE_LIMIT_STORAGE", _key_rate_limit_storage),
+        key_rate_limit_strategy=valid("KEY_RATE_LIMIT_STRATEGY", partial(
+            _core_choice, "KEY_RATE_LIMIT_STRATEGY", "key_rate_limit_strategy")),
+        key_rate_limit_fail_open=valid("KEY_RATE_LIMIT_FAIL_OPEN",
+                                       partial(_flag, "KEY_RATE_LIMIT_FAIL_OPEN")),
         trusted_proxies=valid("TRUSTED_PROXIES", partial(_strings, "TRUSTED_PROXIES")),
         database=valid("DATABASE", _database),
         record_cache=valid("RECORD_CACHE", _record_cache),
@@ -323,6 +343,23 @@ def _rate_limit(value: object) -> FailureLimiter | str | None:
                                   f"not {value!r}")
     if isinstance(value, str):
         _core_check("RATE_LIMIT", rate_limit=value)
+    return value
+
+
+def _key_rate_limit_storage(value: object) -> KeyRateLimiter | str:
+    if isinstance(value, KeyRateLimiter):
+        return value
+    if not isinstance(value, str):
+        raise _fail("KEY_RATE_LIMIT_STORAGE", "must be a KeyRateLimiter or a storage URI, "
+                                              f"not {value!r}")
+    _core_check("KEY_RATE_LIMIT_STORAGE", key_rate_limit_storage=value)
+    return value
+
+
+def _core_choice(key: str, option: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, f"must be a string, not {value!r}")
+    _core_check(key, **{option: value})
     return value
 
 

@@ -185,6 +185,40 @@ class TestKeys:
         code, text = run("keys", "update", key_id, "--refill", "50/hour", "--json")
         assert json.loads(text)["quota"]["remaining"] == 50
 
+    def test_rate_limit(self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """--rate-limit (repeatable) and --shared-limit on create; update
+        replaces, --clear-rate-limits removes, --per-key-limit unshares; show
+        and list (text and JSON) show them; a bad limit writes nothing."""
+        data = create("--rate-limit", "5000/hour", "--rate-limit", "100 per minute",
+                      "--owner", "acme", "--shared-limit")
+        record = data["record"]
+        assert isinstance(record, dict)
+        key_id = str(record["id"])
+        assert (record["rate_limits"], record["rate_limit_shared"]) == (
+            ["100/minute", "5000/hour"], True)
+        _, text = run("keys", "list")
+        row = next(line for line in text.splitlines() if line.startswith(key_id))
+        assert row.endswith("100/minute, 5000/hour per owner")
+        _, text = run("keys", "show", key_id)
+        assert '["100/minute", "5000/hour"]' in text
+        listed = json.loads(run("keys", "list", "--json")[1])["keys"]
+        assert listed[0]["rate_limits"] == ["100/minute", "5000/hour"]
+        code, text = run("keys", "update", key_id, "--rate-limit", "10/second",
+                         "--per-key-limit", "--json")
+        assert code == 0
+        assert (json.loads(text)["rate_limits"], json.loads(text)["rate_limit_shared"]) == (
+            ["10/second"], False)
+        assert run("keys", "update", key_id, "--rate-limit", "10/fortnight")[0] == 1
+        assert "is not LIMIT/PERIOD" in capsys.readouterr().err
+        assert run("keys", "create", "--name", "x", "--rate-limit", "1/second",
+                   "--shared-limit", "--argon2-profile", "cheapest")[0] == 1
+        assert "needs a key with an owner" in capsys.readouterr().err
+        assert len(json.loads(run("keys", "list", "--json")[1])["keys"]) == 1
+        assert run("keys", "update", key_id, "--rate-limit", "1/second",
+                   "--clear-rate-limits")[0] == 1
+        code, text = run("keys", "update", key_id, "--clear-rate-limits", "--json")
+        assert json.loads(text)["rate_limits"] == []
+
     def test_update_needs_something_and_revoked_keys_stay(
             self, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
         key_id = str(create()["record"]["id"])  # type: ignore[index]

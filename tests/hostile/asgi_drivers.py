@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from aqnt_auth.adapters.asgi import APIKeyMiddleware, principal_of
-from aqnt_auth.adapters.starlette import APIKeyBackend
+from aqnt_auth.adapters.starlette import APIKeyBackend, ResponseHeadersMiddleware
 from tests.core._support import CountingHasher, InstrumentedStore
 
 from .cases import ORIGIN
@@ -243,7 +243,7 @@ def open_asgi(adapter: str, store: InstrumentedStore, hasher: CountingHasher, se
     starlette = Starlette(
         debug,
         routes=routes(recorder),
-        middleware=[*_cors(setup),
+        middleware=[*_cors(setup), Middleware(ResponseHeadersMiddleware),
                     Middleware(AuthenticationMiddleware, backend=backend,
                                on_error=backend.on_error)],
         lifespan=lifespan(recorder),

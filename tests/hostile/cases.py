@@ -100,6 +100,11 @@ class Case:
     trusted_proxies: tuple[str, ...] = ()
     #: A 429 or 503 carries Retry-After (a used-up quota that never refills does not).
     retry_after: bool = True
+    #: The same request is first sent this many times, each answered 200.
+    warmups: int = 0
+    #: The answer's ``RateLimit-Policy`` value and the ``r`` of its
+    #: ``RateLimit`` (``None``: neither header is sent).
+    ratelimit: tuple[str, int] | None = None
     differs: Mapping[str, Difference] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -480,11 +485,28 @@ QUOTA_CASES: Final = [
 #: the base); every other adapter routes this path to its protected endpoint.
 INHERITED_PATH: Final = "/inherits"
 
+# Per-key rate limits (#13): the RateLimit headers on every answer of a
+# limited key (draft-ietf-httpapi-ratelimit-headers-11), 429 past the limit.
+_POLICY: Final = '"2/minute";q=2;w=60'
+_NO_SUB_RESPONSE: Final = differs(
+    "FastAPI copies a dependency's headers only into a response it builds; this app's routes "
+    "return a JSONResponse themselves (tests/adapters/test_fastapi_rate_limits.py covers a "
+    "route returning data)", ("fastapi",), ratelimit=None)
+RATE_LIMIT_CASES: Final = [
+    valid("rate_limited_key_carries_the_headers", headers=auth(b"Bearer {limited}"),
+          principal="limited", ratelimit=(_POLICY, 1), differs=_NO_SUB_RESPONSE),
+    passes("rate_limited_key_last_request_in_the_window", headers=auth(b"Bearer {limited}"),
+           principal="limited", warmups=1, cost=(1, 0), ratelimit=(_POLICY, 0),
+           differs=_NO_SUB_RESPONSE),
+    Case("rate_limit_exceeded", 429, bodies.RATE_LIMIT_EXCEEDED, None,
+         headers=auth(b"Bearer {limited}"), warmups=2, cost=(1, 0), ratelimit=(_POLICY, 0)),
+]
+
 VIEW_CASES: Final = [
     missing("subclass_of_an_exempt_view", path=INHERITED_PATH),
     valid("subclass_of_an_exempt_view_with_key", path=INHERITED_PATH),
 ]
 
 CASES: Final = [*HEADER_CASES, *KEY_CASES, *PATH_CASES, *METHOD_CASES, *LIMIT_CASES,
-                *CLIENT_CASES, *IP_CASES, *QUOTA_CASES,
+                *CLIENT_CASES, *IP_CASES, *QUOTA_CASES, *RATE_LIMIT_CASES,
                 *VIEW_CASES]

@@ -102,7 +102,8 @@ def _settings(adapter: str, hasher: CountingHasher, setup: Setup) -> dict[str, A
     return {
         "ROOT_URLCONF": "tests.hostile.drf_app",
         "AQNT_AUTH": aqnt_auth,
-        "MIDDLEWARE": [*first, *(m for m in settings.MIDDLEWARE if m != _OURS)],
+        "MIDDLEWARE": [*first, *(m for m in settings.MIDDLEWARE if m != _OURS),
+                       "aqnt_auth.adapters.django.ResponseHeadersMiddleware"],
         **cors,
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -44,7 +44,8 @@ class KeySet:
 
     #: Keys held by the store.
     STORED: Final = ("live", "test", "revoked", "expired", "read_only", "charges_only",
-                     "disabled", "ip_local", "quota_left", "quota_used_up", "quota_refilling")
+                     "disabled", "ip_local", "quota_left", "quota_used_up", "quota_refilling",
+                     "limited")
     #: Keys derived from ``live`` or made up, never stored.
     DERIVED: Final = ("wrong_secret", "unknown", "bad_checksum", "wrong_prefix", "mode_swapped",
                       "short", "long", "upper", "truncated")
@@ -113,6 +114,8 @@ class KeySet:
             return self._issue(name, quota=0)
         if name == "quota_refilling":  # used up, refilled within the minute
             return self._issue(name, quota=0, quota_refill="1/minute")
+        if name == "limited":
+            return self._issue(name, rate_limits=["2/minute"])
         if name == "read_only":
             return self._issue(name, read_only=True)
         if name == "charges_only":

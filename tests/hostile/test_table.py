@@ -38,6 +38,7 @@ def check(case: Case, outcome: Outcome) -> None:
     assert outcome.close_code == case.close_code
     if case.cors:
         assert outcome.header("access-control-allow-origin") == ORIGIN
+    check_rate_limit_headers(case, outcome)
     if case.body is None:
         assert outcome.endpoint == case.endpoint
         assert outcome.header("www-authenticate") is None
@@ -55,6 +56,26 @@ def check(case: Case, outcome: Outcome) -> None:
         assert 1 <= int(retry_after) <= 60
     else:
         assert retry_after is None
+
+
+def check_rate_limit_headers(case: Case, outcome: Outcome) -> None:
+    """The RateLimit headers (one policy): exactly the case's policy and
+    remaining count, and an effective window within the policy's."""
+    if case.ratelimit is None:
+        assert outcome.header("ratelimit-policy") is None
+        assert outcome.header("ratelimit") is None
+        return
+    policy, remaining = case.ratelimit
+    assert outcome.header("ratelimit-policy") == policy
+    value = outcome.header("ratelimit")
+    assert value is not None
+    name = policy.split(";", 1)[0]
+    head, _, t = value.rpartition(";t=")
+    assert head == f"{name};r={remaining}"
+    window = int(policy.rpartition(";w=")[2])
+    assert window - 30 <= int(t) <= window
+    if case.status == 429:
+        assert outcome.header("retry-after") == t
 
 
 def _principal_id(principal: object) -> str | None:
@@ -82,6 +103,8 @@ def _send(expected: Case, request: Request, driver: Driver,
     for _ in range(expected.attempts - 1):
         earlier = driver.send(earlier_request)
         check(Case("earlier attempt", 401, bodies.INVALID, bodies.INVALID_CHALLENGE), earlier)
+    for _ in range(expected.warmups):
+        assert driver.send(request).status == 200
     _run(expected, request, driver, caplog)
 
 

@@ -72,16 +72,16 @@ ERROR_RESPONSES = {
     },
     "429": {
         "description": "Too many failed authentication attempts from this client or against "
-                       "this key, or the key's usage quota is used up",
+                       "this key, or the key's rate limit or usage quota is used up",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
-        "content": {"application/json": {
-            "schema": REF, "examples": _examples(bodies.RATE_LIMITED, bodies.QUOTA_EXCEEDED)}},
+        "content": {"application/json": {"schema": REF, "examples": _examples(
+            bodies.RATE_LIMITED, bodies.RATE_LIMIT_EXCEEDED, bodies.QUOTA_EXCEEDED)}},
     },
     "503": {
-        "description": "The key store cannot answer; retry later",
+        "description": "The key store or the rate limiter cannot answer; retry later",
         "headers": {"Retry-After": {"schema": {"type": "string"}}},
-        "content": {"application/json": {"schema": REF,
-                                         "examples": _examples(bodies.UNAVAILABLE)}},
+        "content": {"application/json": {"schema": REF, "examples": _examples(
+            bodies.UNAVAILABLE, bodies.RATE_LIMIT_UNAVAILABLE)}},
     },
 }
 

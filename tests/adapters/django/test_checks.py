@@ -87,6 +87,10 @@ class TestSettingsCheck:
         {"HASHER": "argon2"},
         {"DATABASE": "nope"},
         {"RATE_LIMIT": "10/minute"},
+        {"KEY_RATE_LIMIT_STORAGE": "nope://"},
+        {"KEY_RATE_LIMIT_STORAGE": None},
+        {"KEY_RATE_LIMIT_STRATEGY": "leaky-bucket"},
+        {"KEY_RATE_LIMIT_FAIL_OPEN": "yes"},
         {"TRUSTED_PROXIES": ["proxy.internal"]},
         {"TRUSTED_PROXIES": "10.0.0.1"},
         {"RECORD_CACHE": "yes"},
@@ -167,7 +171,8 @@ class TestLayeredSettings:
             "prefixes", "allowed_modes", "realm", "hashers", "cache_size", "cache_ttl",
             "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
             "rate_limit", "trusted_proxies", "max_queued_hashes", "max_hash_wait",
-            "max_hash_memory_mib",
+            "max_hash_memory_mib", "key_rate_limit_storage", "key_rate_limit_strategy",
+            "key_rate_limit_fail_open",
         }
         assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
 

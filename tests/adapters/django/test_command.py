@@ -177,6 +177,18 @@ class TestOutput:
             run("update", record.id, "--allow-ip", "10.0.0.1/8")
         created = json.loads(run("create", "--name", "ips", "--allow-ip", "::1", "--json"))
         assert created["record"]["allowed_ips"] == ["::1"]
+        data = json.loads(run("update", record.id, "--rate-limit", "100 per minute",
+                              "--rate-limit", "5/second", "--json"))
+        assert (data["rate_limits"], data["rate_limit_shared"]) == (
+            ["5/second", "100/minute"], False)
+        with pytest.raises(CommandError, match="LIMIT/PERIOD"):
+            run("update", record.id, "--rate-limit", "lots")
+        data = json.loads(run("update", record.id, "--clear-rate-limits", "--json"))
+        assert data["rate_limits"] == []
+        created = json.loads(run("create", "--name", "metered", "--rate-limit", "1/second",
+                                 "--owner", "acme", "--shared-limit", "--json"))
+        assert (created["record"]["rate_limits"], created["record"]["rate_limit_shared"]) == (
+            ["1/second"], True)
 
     def test_quota(self) -> None:
         """--quota/--refill on create and update, --clear-quota, as aqnt-auth keys."""

@@ -188,6 +188,30 @@ class TestManage:
         assert json.loads(result.output)["quota"] is None
         assert client.get("/", headers=bearer(key)).status_code == 200
 
+    def test_rate_limit(self, runner: FlaskCliRunner, app: Flask) -> None:
+        """--rate-limit on create and update: the app counts the key's requests,
+        with the RateLimit headers, and refuses it past the limit."""
+        record, key = create(runner, "--name", "metered", "--rate-limit", "2/hour",
+                             "--owner", "acme", "--shared-limit")
+        assert (record["rate_limits"], record["rate_limit_shared"]) == (["2/hour"], True)
+        client = app.test_client()
+        first = client.get("/", headers=bearer(key))
+        assert first.headers["RateLimit-Policy"] == '"2/hour";q=2;w=3600'
+        assert first.headers["RateLimit"].startswith('"2/hour";r=1;t=')
+        assert client.get("/", headers=bearer(key)).status_code == 200
+        refused = client.get("/", headers=bearer(key))
+        assert (refused.status_code, refused.get_data()) == (429, bodies.RATE_LIMIT_EXCEEDED)
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"], "--rate-limit",
+                                     "5/hour", "--per-key-limit", "--json"])
+        assert (json.loads(result.output)["rate_limits"],
+                json.loads(result.output)["rate_limit_shared"]) == (["5/hour"], False)
+        result = runner.invoke(args=["aqnt-keys", "update", record["id"],
+                                     "--clear-rate-limits", "--json"])
+        assert json.loads(result.output)["rate_limits"] == []
+        plain = client.get("/", headers=bearer(key))
+        assert plain.status_code == 200
+        assert "RateLimit" not in plain.headers
+
     def test_rotate(self, runner: FlaskCliRunner, app: Flask,
                     memory_store: MemoryKeyStore) -> None:
         """The new key works, the old one stops (grace 0), the output is the core CLI's."""

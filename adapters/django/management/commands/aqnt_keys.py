@@ -124,6 +124,8 @@ class Command(BaseCommand):
             allowed_ips=options["allow_ip"],
             quota=options["quota"],
             quota_refill=options["refill"],
+            rate_limits=options["rate_limit"],
+            shared_limit=options["shared_limit"],
         )
         return format_created(issued, options["json"], store=_where(keys.store))
 
@@ -161,7 +163,10 @@ class Command(BaseCommand):
         changes = update_options(options["name"], options["scope"], options["clear_scopes"],
                                  options["allow_ip"], options["clear_allow_ips"],
                                  quota=options["quota"], refill=options["refill"],
-                                 clear_quota=options["clear_quota"])
+                                 clear_quota=options["clear_quota"],
+                                 rate_limits=options["rate_limit"],
+                                 clear_rate_limits=options["clear_rate_limits"],
+                                 shared_limit=options["shared_limit"])
         record = self._manager(options).update(options["key_id"], **changes)
         return format_changed(record, "update", options["json"])
 
