@@ -437,7 +437,9 @@ class Pages:
     def _edit_form(self, page: _Page) -> Response:
         record = self.console.manager.get(page.call.params["id"])
         values = {"name": record.name, "scopes": " ".join(record.scopes),
-                  "allowed_ips": "\n".join(record.allowed_ips)}
+                  "allowed_ips": "\n".join(record.allowed_ips),
+                  "rate_limits": "\n".join(record.rate_limits),
+                  "shared_limit": "on" if record.rate_limit_shared else ""}
         return self._edit_page(page, record, values, "", 200)
 
     def _edit_page(self, page: _Page, record: KeyRecord, values: Mapping[str, str],
@@ -458,7 +460,9 @@ class Pages:
             quota = _quota_kwargs(form, editing=True)
             manager.update(record.id, name=form.get("name", ""),
                            scopes=_lines(form.get("scopes", "")),
-                           allowed_ips=_lines(form.get("allowed_ips", "")), **quota, **actor)
+                           allowed_ips=_lines(form.get("allowed_ips", "")),
+                           rate_limits=_limits(form.get("rate_limits", "")),
+                           shared_limit=form.get("shared_limit") == "on", **quota, **actor)
             if expiry is not None:
                 manager.expire(record.id, expiry, **actor)
         except (ConfigurationError, KeyStateError, _FormError) as exc:
@@ -608,6 +612,11 @@ def _parse_time(text: str) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def _limits(value: str) -> list[str]:
+    """Rate limits, one a line (a period may hold a space: ``10/2 seconds``)."""
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
 def _lines(value: str) -> list[str]:
     return [part for part in _SPLIT.split(value.strip()) if part]
 
@@ -642,6 +651,8 @@ def _create_kwargs(form: Mapping[str, str]) -> dict[str, Any]:
         "allowed_paths": _lines(form.get("allowed_paths", "")),
         "owner": form.get("owner", "").strip() or None,
         "allowed_ips": _lines(form.get("allowed_ips", "")),
+        "rate_limits": _limits(form.get("rate_limits", "")),
+        "shared_limit": form.get("shared_limit") == "on",
     }
     expires = form.get("expires_in", "").strip()
     if expires:

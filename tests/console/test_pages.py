@@ -886,3 +886,44 @@ class TestHygiene:
         assert "Sandbox" not in listed
         assert "live keys without an IP allowlist" in listed
         assert "Fenced" in text(admin.get("/keys", "hygiene=nonsense"))
+
+
+class TestRateLimits:
+    """Rate limits in the creation and edit forms and on the detail page."""
+
+    def test_create_and_show(self, admin: Client, site: Console) -> None:
+        response = admin.submit("/keys/new", "/keys", {
+            "name": "Limited", "owner": "team-a", "shared_limit": "on",
+            "rate_limits": "100/minute\r\n10/2 seconds\r\n"})
+        assert response.status == 201
+        record = next(r for r in site.manager.list() if r.name == "Limited")
+        assert set(record.rate_limits) == {"100/minute", "10/2 seconds"}
+        assert record.rate_limit_shared
+        page = text(admin.get(f"/keys/{record.id}"))
+        assert "<code>100/minute</code>" in page
+        assert "shared by every key of team-a" in page
+
+    @pytest.mark.parametrize(("fields", "message"), [
+        ({"rate_limits": "lots"}, "rate limit"),
+        ({"rate_limits": "5/minute", "shared_limit": "on"}, "needs a key with an owner"),
+    ])
+    def test_invalid(self, admin: Client, site: Console, fields: dict[str, str],
+                     message: str) -> None:
+        response = admin.submit("/keys/new", "/keys", {"name": "Limited", **fields})
+        assert response.status == 400
+        assert message in text(response)
+        assert len(site.manager.list()) == 3
+
+    def test_edit(self, admin: Client, site: Console, keys: Keys) -> None:
+        edit = f"/keys/{keys.plain_id}/edit"
+        name = site.manager.get(keys.plain_id).name
+        admin.submit(edit, edit, {"name": name, "rate_limits": "50/minute"})
+        assert site.manager.get(keys.plain_id).rate_limits == ("50/minute",)
+        form = text(admin.get(edit))
+        assert ">50/minute</textarea>" in form
+        # submitting the form as shown keeps them; emptying the field removes them
+        admin.post(edit, {**form_fields(admin.get(edit), edit), "name": name,
+                          "rate_limits": "50/minute"})
+        assert site.manager.get(keys.plain_id).rate_limits == ("50/minute",)
+        admin.submit(edit, edit, {"name": name, "rate_limits": ""})
+        assert site.manager.get(keys.plain_id).rate_limits == ()
