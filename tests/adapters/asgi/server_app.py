@@ -3,8 +3,9 @@ uvicorn processes (``--factory tests.adapters.asgi.server_app:create_app``).
 
 Configured from the environment: ``AQNT_TEST_STORE`` (a SQLite file, shared
 by the processes), ``AQNT_TEST_RATE_LIMIT`` (a storage URI, or ``off``),
-``AQNT_TEST_REDIS_PREFIX`` (the limiter's Redis key prefix, unique per test
-run), ``AQNT_TEST_CACHE_TTL``, ``AQNT_TEST_PROFILE`` (the argon2 profile
+``AQNT_TEST_REDIS_PREFIX`` (the limiters' Redis key prefix, unique per test
+run), ``AQNT_TEST_KEY_RATE_LIMIT`` (the storage URI keys' own rate limits are
+counted on), ``AQNT_TEST_CACHE_TTL``, ``AQNT_TEST_PROFILE`` (the argon2 profile
 keys are verified with) and ``AQNT_TEST_OPTIONS`` (more Authenticator
 options, as JSON).  ``GET /_stats``, outside the middleware, reports how many
 argon2 verifications the process ran, and the statuses it answered
@@ -20,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from aqnt_auth import Argon2Hasher, FailureLimiter, SQLiteKeyStore
+from aqnt_auth import Argon2Hasher, FailureLimiter, KeyRateLimiter, SQLiteKeyStore
 from aqnt_auth.adapters.asgi import APIKeyMiddleware
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
@@ -58,10 +59,17 @@ def create_app() -> ASGIApp:
         options = {"key_prefix": env["AQNT_TEST_REDIS_PREFIX"]} if limit.startswith(
             "redis") else None
         rate_limit = FailureLimiter(storage_uri=limit, storage_options=options)
+    options = json.loads(env.get("AQNT_TEST_OPTIONS", "{}"))
+    key_limit = env.get("AQNT_TEST_KEY_RATE_LIMIT")
+    if key_limit is not None:
+        # Keys' own rate limits, counted under the run's Redis prefix.
+        options["key_rate_limit_storage"] = KeyRateLimiter(
+            key_limit, storage_options={"key_prefix": env["AQNT_TEST_REDIS_PREFIX"]}
+            if key_limit.startswith("redis") else None)
     protected = APIKeyMiddleware(
         hello, store=SQLiteKeyStore(env["AQNT_TEST_STORE"]), hashers=[hasher],
         rate_limit=rate_limit, cache_ttl=float(env.get("AQNT_TEST_CACHE_TTL", "300")),
-        exempt_paths=["/health"], **json.loads(env.get("AQNT_TEST_OPTIONS", "{}")),
+        exempt_paths=["/health"], **options,
     )
     statuses: Counter[str] = Counter()
 
