@@ -65,7 +65,7 @@ from aqnt_auth import (
     parse_duration,
 )
 from aqnt_auth._audit import MAX_ACTOR_LENGTH
-from aqnt_auth._policies import normalise_allowed_ips
+from aqnt_auth._policies import normalise_allowed_ips, normalise_rate_limits
 from aqnt_auth._quota import check_quota, is_moved, parse_refill, quota_view
 from aqnt_auth._records import ROTATION_AGE
 from aqnt_auth.adapters.django.models import (
@@ -84,17 +84,18 @@ __all__ = ["APIKeyAdmin", "StatusFilter"]
 
 ADD_FIELDS: Final = (
     "name", "mode", "scopes_text", "read_only", "allowed_paths_text", "allowed_ips_text",
-    "expires_at", "owner", "metadata",
+    "rate_limits_text", "shared_limit", "expires_at", "owner", "metadata",
 )
 CHANGE_FIELDS: Final = (
     "id", "name", "mode", "hint", "status", "created_at", "expires_at", "revoked_at",
     "disabled_at", "last_used_at", "usage_count", "scopes", "read_only", "allowed_paths",
-    "owner", "metadata", "rate_limits", "rate_limit_shared", "quota_text", "quota_refill_text",
+    "owner", "metadata", "rate_limits_text", "shared_limit", "quota_text", "quota_refill_text",
     "quota_refilled_at", "allowed_ips_text", "predecessor", "successors", "audit_log",
 )
 #: Audit entries shown on a key's page, newest first.
 AUDIT_SHOWN: Final = 50
-EDITABLE: Final = ("name", "expires_at", "allowed_ips_text", "quota_text", "quota_refill_text")
+EDITABLE: Final = ("name", "expires_at", "allowed_ips_text", "rate_limits_text", "shared_limit",
+                   "quota_text", "quota_refill_text")
 #: The page that shows new plaintext keys, once, in the response that issued them.
 ISSUED_TEMPLATE: Final = "admin/aqnt_auth/apikey/key_issued.html"
 REVOKE_TEMPLATE: Final = "admin/aqnt_auth/apikey/revoke_confirmation.html"
@@ -121,6 +122,15 @@ def _manager(request: HttpRequest) -> KeyManager:
 
 _IPS_HELP: Final = ("IPv4/IPv6 addresses or CIDR networks the key may be used from, separated "
                     "by spaces (empty: anywhere); at most 100.")
+_LIMITS_HELP: Final = ("LIMIT/PERIOD rate limits such as 100/minute or 5000/hour, separated by "
+                       "commas (empty: none); at most 10. Past one: 429 rate_limit_exceeded.")
+_SHARED_HELP: Final = ("Count the rate limits per owner: every key of the owner that shares "
+                       "its limit draws on one budget (needs an owner).")
+
+
+def _limits(text: str) -> list[str]:
+    # Commas separate limits; a limit may hold spaces ("10 per 2 seconds").
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _words(text: str) -> list[str]:
@@ -153,6 +163,10 @@ class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
     allowed_ips_text = forms.CharField(
         label="Allowed IPs", required=False, help_text=_IPS_HELP,
     )
+    rate_limits_text = forms.CharField(label="Rate limits", required=False,
+                                       help_text=_LIMITS_HELP)
+    shared_limit = forms.BooleanField(label="Rate limits shared per owner", required=False,
+                                      help_text=_SHARED_HELP)
 
     class Meta:
         model = APIKey
@@ -169,6 +183,8 @@ class APIKeyAddForm(forms.ModelForm):  # type: ignore[type-arg]
             "read_only": bool(data.get("read_only")),
             "allowed_paths": _words(data.get("allowed_paths_text") or ""),
             "allowed_ips": _words(data.get("allowed_ips_text") or ""),
+            "rate_limits": _limits(data.get("rate_limits_text") or ""),
+            "shared_limit": bool(data.get("shared_limit")),
             "expires_at": data.get("expires_at"),
             "owner": data.get("owner") or None,
             "metadata": data.get("metadata") or None,
@@ -189,6 +205,10 @@ class APIKeyChangeForm(forms.ModelForm):  # type: ignore[type-arg]
     """An active key's editable fields; its policies are checked by the core."""
 
     allowed_ips_text = forms.CharField(label="Allowed IPs", required=False, help_text=_IPS_HELP)
+    rate_limits_text = forms.CharField(label="Rate limits", required=False,
+                                       help_text=_LIMITS_HELP)
+    shared_limit = forms.BooleanField(label="Rate limits shared per owner", required=False,
+                                      help_text=_SHARED_HELP)
     quota_text = forms.IntegerField(
         label="Quota (requests left)", required=False, min_value=0,
         help_text="Requests the key may still make, past which it gets 429 quota_exceeded "
@@ -202,6 +222,8 @@ class APIKeyChangeForm(forms.ModelForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         if self.instance is not None and self.instance.pk is not None:
             self.initial["allowed_ips_text"] = " ".join(self.instance.allowed_ips or ())
+            self.initial["rate_limits_text"] = ", ".join(self.instance.rate_limits or ())
+            self.initial["shared_limit"] = bool(self.instance.rate_limit_shared)
             record = self.instance.to_record()
             view = quota_view(record.quota_remaining, record.quota_refill,
                               record.quota_refilled_at, timezone.now())
@@ -221,6 +243,19 @@ class APIKeyChangeForm(forms.ModelForm):  # type: ignore[type-arg]
             return parse_refill(value).text if value else None
         except ConfigurationError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+    def clean_rate_limits_text(self) -> tuple[str, ...]:
+        try:
+            return normalise_rate_limits(_limits(self.cleaned_data.get("rate_limits_text") or ""))
+        except ConfigurationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_shared_limit(self) -> bool:
+        shared = bool(self.cleaned_data.get("shared_limit"))
+        if shared and not self.instance.owner:
+            raise forms.ValidationError("A rate limit shared per owner needs a key with an "
+                                        "owner.")
+        return shared
 
     def clean_allowed_ips_text(self) -> tuple[str, ...]:
         try:
@@ -312,6 +347,14 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="allowed IPs")
     def allowed_ips_text(self, obj: APIKey) -> str:
         return " ".join(obj.allowed_ips or ()) or "-"
+
+    @admin.display(description="rate limits")
+    def rate_limits_text(self, obj: APIKey) -> str:
+        return ", ".join(obj.rate_limits or ()) or "-"
+
+    @admin.display(description="rate limits shared per owner", boolean=True)
+    def shared_limit(self, obj: APIKey) -> bool:
+        return bool(obj.rate_limit_shared)
 
     @admin.display(description="replaces")
     def predecessor(self, obj: APIKey) -> SafeString | str:
@@ -441,6 +484,13 @@ class APIKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 keys.update(obj.pk, allowed_ips=form.cleaned_data["allowed_ips_text"])
             except AQNTError as exc:
                 self.message_user(request, f"The allowed IPs were not changed: {exc}",
+                                  messages.ERROR)
+        if {"rate_limits_text", "shared_limit"} & set(form.changed_data):
+            try:
+                keys.update(obj.pk, rate_limits=form.cleaned_data["rate_limits_text"],
+                            shared_limit=form.cleaned_data["shared_limit"])
+            except AQNTError as exc:
+                self.message_user(request, f"The rate limits were not changed: {exc}",
                                   messages.ERROR)
         if {"quota_text", "quota_refill_text"} & set(form.changed_data):
             self._save_quota(request, obj, form)

@@ -289,6 +289,38 @@ class TestRevoke:
         assert APIKey.objects.get().allowed_ips == ["127.0.0.1", "::1"]
         assert Client().get("/v1/whoami", headers=bearer(key)).status_code == 200
 
+    def test_rate_limits_on_add_and_on_an_active_key(self, admin_client: Client) -> None:
+        """The add form and an active key's page take rate limits, checked by
+        the core (a bad one, or sharing without an owner, is a form error);
+        the key gets the RateLimit headers and its 429 at once; clearing them
+        lets it through without headers."""
+        page = _add(admin_client, rate_limits_text="100/fortnight")
+        assert "is not LIMIT/PERIOD" in page.content.decode()
+        page = _add(admin_client, rate_limits_text="1/hour", shared_limit="on")
+        assert "needs a key with an owner" in page.content.decode()
+        assert APIKey.objects.count() == 0
+        key = KEY.findall(_add(admin_client, rate_limits_text="5000/hour, 1/minute",
+                               owner="acme", shared_limit="on").content.decode())[0]
+        row = APIKey.objects.get()
+        assert (row.rate_limits, row.rate_limit_shared) == (["1/minute", "5000/hour"], True)
+        first = Client().get("/v1/whoami", headers=bearer(key))
+        assert first.status_code == 200
+        assert first["RateLimit-Policy"] == '"1/minute";q=1;w=60, "5000/hour";q=5000;w=3600'
+        assert_error(Client().get("/v1/whoami", headers=bearer(key)), 429,
+                     bodies.RATE_LIMIT_EXCEEDED, None)
+        form = {"name": row.name, "expires_at_0": "", "expires_at_1": ""}
+        assert "1/minute, 5000/hour" in admin_client.get(_change(row.pk)).content.decode()
+        refused = admin_client.post(_change(row.pk), {**form, "rate_limits_text": "lots",
+                                                      "shared_limit": "on"})
+        assert "is not LIMIT/PERIOD" in refused.content.decode()
+        done = admin_client.post(_change(row.pk), {**form, "rate_limits_text": ""})
+        assert done.status_code == 302
+        row = APIKey.objects.get()
+        assert (row.rate_limits, row.rate_limit_shared) == ([], False)
+        plain = Client().get("/v1/whoami", headers=bearer(key))
+        assert plain.status_code == 200
+        assert not plain.has_header("RateLimit")
+
     def test_quota_on_an_active_key(self, admin_client: Client) -> None:
         """An active key's page sets, refills and clears the quota through the
         core: a bad refill is a form error, a used-up quota answers 429
