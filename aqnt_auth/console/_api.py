@@ -34,10 +34,11 @@ MAX_BODY: Final = 64 * 1024
 
 _CREATE_FIELDS: Final = frozenset({
     "name", "mode", "scopes", "read_only", "allowed_paths", "expires_at", "expires_in",
-    "owner", "metadata", "allowed_ips", "quota", "quota_refill",
+    "owner", "metadata", "allowed_ips", "quota", "quota_refill", "rate_limits",
+    "shared_limit",
 })
 _UPDATE_FIELDS: Final = frozenset({"name", "scopes", "allowed_ips", "expires_at", "quota",
-                                   "quota_refill"})
+                                   "quota_refill", "rate_limits", "shared_limit"})
 _ROTATE_FIELDS: Final = frozenset({"grace", "expires_at", "expires_in", "force"})
 
 
@@ -226,9 +227,11 @@ def _create(call: Call) -> Response:
         if data["mode"] not in MODES:
             raise InvalidRequest("Field 'mode' must be 'live' or 'test'")
         options["mode"] = data["mode"]
-    for name in ("scopes", "allowed_paths", "allowed_ips"):
+    for name in ("scopes", "allowed_paths", "allowed_ips", "rate_limits"):
         if name in data:
             options[name] = _strings(data, name)
+    if "shared_limit" in data:
+        options["shared_limit"] = _bool(data, "shared_limit")
     if "read_only" in data:
         options["read_only"] = _bool(data, "read_only")
     if "owner" in data:
@@ -274,6 +277,14 @@ def _update(call: Call) -> Response:
     for name in ("scopes", "allowed_ips"):
         if name in data:
             changes[name] = _strings(data, name)
+    # "rate_limits": [] or null removes them.
+    if "rate_limits" in data:
+        if data["rate_limits"] is None or data["rate_limits"] == []:
+            changes["clear_rate_limits"] = True
+        else:
+            changes["rate_limits"] = _strings(data, "rate_limits")
+    if "shared_limit" in data:
+        changes["shared_limit"] = _bool(data, "shared_limit")
     # "quota": null removes the quota and its refill (JSON merge-patch style).
     if "quota" in data and data["quota"] is None:
         if data.get("quota_refill") is not None:

@@ -92,6 +92,10 @@ class Admin:
     actor: str
     can_write: bool
     via: str = "hook"
+    #: Headers for the answer: the ``RateLimit`` headers of an admin key
+    #: with rate limits (sent on the API's answers).
+    headers: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False,
+                                                             repr=False)
 
     @property
     def by_cookie(self) -> bool:
@@ -386,10 +390,11 @@ class Console:
             forwarded=request.header("forwarded"),
             x_forwarded_for=request.header("x-forwarded-for"),
         )
+        headers = principal.response_headers
         if principal.has_scopes(self.admin_scope):
-            return Admin(f"key:{principal.id}", True, "key")
+            return Admin(f"key:{principal.id}", True, "key", headers)
         if principal.has_scopes(self.read_scope):
-            return Admin(f"key:{principal.id}", False, "key")
+            return Admin(f"key:{principal.id}", False, "key", headers)
         raise PermissionDenied("not a console key", required_scopes=(self.read_scope,))
 
     def actor(self, admin: Admin | None) -> dict[str, Any]:
@@ -444,7 +449,10 @@ class Console:
                     # A cross-site form can post with the browser's cookies,
                     # but only as a form or text: never as JSON.
                     raise UnsupportedMediaType()
-        return view(Call(self, request, admin, params))
+        response = view(Call(self, request, admin, params))
+        if admin is not None and admin.headers:
+            response.headers.extend(admin.headers)
+        return response
 
     def error_response(self, request: Request, error: AQNTError) -> Response:
         if not is_api_path(request.path or "/"):

@@ -43,8 +43,10 @@ _ERRORS: Final[dict[str, tuple[str, str, list[str]]]] = {
     "UnsupportedMediaType": ("415", "A body that is not JSON; or a change made with a "
                              "browser's sign-in without Content-Type: application/json.",
                              ["unsupported_media_type"]),
-    "RateLimited": ("429", "Too many failed attempts from this client or on this key id "
-                    "(Retry-After says when to try again).", ["rate_limited"]),
+    "RateLimited": ("429", "Too many failed attempts from this client or on this key id; "
+                    "or the admin key's own rate limit or quota is used up (Retry-After "
+                    "says when to try again).",
+                    ["rate_limited", "rate_limit_exceeded", "quota_exceeded"]),
     "Unavailable": ("503", "The key store did not answer (Retry-After).",
                     ["auth_unavailable"]),
 }
@@ -223,6 +225,11 @@ def _build() -> dict[str, Any]:
                 "expires_in": _DURATION,
                 "owner": {"type": ["string", "null"]},
                 "metadata": {"type": "object"},
+                "rate_limits": {**_STRINGS, "description": "LIMIT/PERIOD strings "
+                                "(100/minute; at most 10); past one the key gets "
+                                "rate_limit_exceeded."},
+                "shared_limit": {"type": "boolean", "description": "Count the rate limits "
+                                 "per owner (every key of the owner shares them)."},
                 "quota": {"type": ["integer", "null"], "minimum": 0, "description":
                           "Requests the key may make; past them it gets quota_exceeded."},
                 "quota_refill": {"type": ["string", "null"], "description": "COUNT/PERIOD "
@@ -241,6 +248,10 @@ def _build() -> dict[str, Any]:
                 "expires_at": {"type": "string", "format": "date-time",
                                "description": "Only earlier than a set expiry (409 "
                                               "otherwise)."},
+                "rate_limits": {"type": ["array", "null"], "items": {"type": "string"},
+                                "description": "Replaces the rate limits; [] or null removes "
+                                               "them."},
+                "shared_limit": {"type": "boolean"},
                 "quota": {"type": ["integer", "null"], "minimum": 0, "description":
                           "Sets the requests left and starts the refill period now; null "
                           "removes the quota and its refill."},
@@ -315,7 +326,8 @@ def _build() -> dict[str, Any]:
             },
             "patch": {
                 "operationId": "updateKey",
-                "summary": "Change a key's name, scopes, IP allowlist, quota or expiry",
+                "summary": "Change a key's name, scopes, IP allowlist, rate limits, quota "
+                           "or expiry",
                 "parameters": [_KEY_ID],
                 "requestBody": _body("UpdateKey"),
                 "responses": _responses("200", "ApiKey", "The key, changed.", "BadRequest",

@@ -330,7 +330,7 @@ class TestUpdate:
                        body={})
         assert (response.status, body_of(response)) == (
             400, invalid("Give at least one of: allowed_ips, expires_at, name, quota, "
-                         "quota_refill, scopes"))
+                         "quota_refill, rate_limits, scopes, shared_limit"))
 
     @pytest.mark.parametrize(("body", "message"), [
         ({"mode": "test"}, "Unknown field 'mode'"),
@@ -655,3 +655,66 @@ class TestHygiene:
         response = api(console, "GET", "/api/hygiene", key=keys.read, query="x=1")
         assert (response.status, body_of(response)) == (
             400, invalid("This route takes no query parameters"))
+
+
+class TestRateLimits:
+    def test_create_change_clear(self, console: Console, keys: Keys) -> None:
+        created = body_of(api(console, "POST", "/api/keys", key=keys.admin,
+                              body={"name": "Limited", "owner": "acct_1",
+                                    "rate_limits": ["100/minute"], "shared_limit": True}))
+        record = created["api_key"]
+        assert (record["rate_limits"], record["rate_limit_shared"]) == (["100/minute"], True)
+        path = f"/api/keys/{record['id']}"
+        changed = body_of(api(console, "PATCH", path, key=keys.admin,
+                              body={"rate_limits": ["5/second", "1000/day"],
+                                    "shared_limit": False}))
+        assert (changed["rate_limits"], changed["rate_limit_shared"]) == (
+            ["5/second", "1000/day"], False)
+        clears: list[list[str] | None] = [None, []]
+        for clear in clears:
+            api(console, "PATCH", path, key=keys.admin, body={"rate_limits": ["1/second"]})
+            cleared = body_of(api(console, "PATCH", path, key=keys.admin,
+                                  body={"rate_limits": clear}))
+            assert cleared["rate_limits"] == []
+
+    @pytest.mark.parametrize(("body", "message"), [
+        ({"rate_limits": "100/minute"}, "Field 'rate_limits' must be a list of strings"),
+        ({"shared_limit": "yes"}, "Field 'shared_limit' must be true or false"),
+        ({"shared_limit": True}, "A rate limit shared per owner needs a key with an owner"),
+    ])
+    def test_invalid(self, console: Console, keys: Keys, body: dict[str, Any],
+                     message: str) -> None:
+        response = api(console, "POST", "/api/keys", key=keys.admin,
+                       body={"name": "x", **body})
+        assert (response.status, body_of(response)) == (400, invalid(message))
+
+    def test_bad_limit(self, console: Console, keys: Keys) -> None:
+        response = api(console, "PATCH", f"/api/keys/{keys.plain_id}", key=keys.admin,
+                       body={"rate_limits": ["lots"]})
+        assert response.status == 400
+        assert body_of(response)["error"]["code"] == "invalid_request"
+
+    def test_a_limited_admin_key(self, console: Console, keys: Keys) -> None:
+        """An admin key's own rate limit applies to the console, with its headers."""
+        console.manager.update(keys.admin_id, rate_limits=["2/minute"])
+        first = api(console, "GET", "/api/keys", key=keys.admin)
+        assert first.status == 200
+        assert first.header("RateLimit-Policy") is not None
+        assert first.header("RateLimit") is not None
+        api(console, "GET", "/api/keys", key=keys.admin)
+        third = api(console, "GET", "/api/keys", key=keys.admin)
+        assert third.status == 429
+        assert body_of(third) == {"error": {"type": "rate_limit_error",
+                                            "message": "Rate limit exceeded for this API key",
+                                            "code": "rate_limit_exceeded"}}
+        assert third.header("Retry-After") is not None
+        # Unlimited keys carry no RateLimit headers.
+        assert api(console, "GET", "/api/keys", key=keys.read).header("RateLimit") is None
+
+    def test_an_admin_key_out_of_quota(self, console: Console, keys: Keys) -> None:
+        console.manager.update(keys.admin_id, quota=1)
+        assert api(console, "GET", "/api/keys", key=keys.admin).status == 200
+        spent = api(console, "GET", "/api/keys", key=keys.admin)
+        assert (spent.status, body_of(spent)) == (429, {"error": {
+            "type": "rate_limit_error", "message": "API key usage quota exhausted",
+            "code": "quota_exceeded"}})
