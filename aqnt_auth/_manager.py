@@ -232,9 +232,17 @@ class KeyManager:
                           at=self._clock() if at is None else at)
 
     def _committed(self, event: AuditEvent) -> None:
-        # The store call returned: its transaction, entries included, committed.
-        if self._hooks:
-            self._hooks.dispatch(event.written)
+        # The store call returned: its transaction, entries included, has
+        # committed, unless it ran inside a caller's transaction (Django's
+        # atomic()); a store that can tell says when, with on_commit().
+        if not self._hooks:
+            return
+        entries = list(event.written)
+        on_commit = getattr(self.store, "on_commit", None)
+        if on_commit is None:
+            self._hooks.dispatch(entries)
+        else:
+            on_commit(lambda: self._hooks.dispatch(entries))
 
     def _hash(self, secret: str) -> str:
         # Checked when a key is issued (not at construction, so a manager

@@ -581,6 +581,12 @@ class DjangoKeyStore:
         except Error as exc:
             raise _unavailable(exc) from None
 
+    def on_commit(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once the changes just made are committed: at once,
+        or, inside the caller's ``transaction.atomic()``, when it commits
+        (never, if it rolls back).  KeyManager's event hooks wait for it."""
+        transaction.on_commit(callback, using=self.write_alias)
+
     def close(self) -> None:
         """Stop reading the change log; the connections are Django's."""
         post_save.disconnect(self._saved, sender=APIKey)

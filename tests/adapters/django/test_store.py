@@ -344,3 +344,45 @@ def test_rotation_holds_off_revocations_postgres() -> None:
     assert tried == [old.id]
     assert updated is not None
     assert (updated.revoked_at, updated.expires_at) == (None, old.created_at)
+
+
+@pytest.mark.django_db(transaction=True, available_apps=STORE_ONLY)
+def test_event_hooks_wait_for_the_callers_transaction() -> None:
+    """Inside the caller's atomic(), KeyManager's hooks run when it commits,
+    and never when it rolls back (then neither the change nor its entry is kept)."""
+    from django.db import transaction
+
+    from aqnt_auth import Argon2Hasher, AuditEntry, KeyManager
+
+    seen: list[tuple[str, str]] = []
+
+    def hook(entry: AuditEntry) -> None:
+        seen.append((entry.event, entry.key_id))
+
+    store = DjangoKeyStore()
+    keys = KeyManager(store, hasher=Argon2Hasher("cheapest"), on_event=hook)
+    try:
+        record = keys.create("svc").record
+        with transaction.atomic():
+            keys.disable(record.id)
+            keys._hooks.close()  # let anything queued run: nothing is, yet
+            assert seen == [("created", record.id)]
+        keys._hooks.close()
+        assert seen == [("created", record.id), ("disabled", record.id)]
+
+        def revoke_then_fail() -> None:
+            with transaction.atomic():
+                keys.revoke(record.id)
+                raise RuntimeError("the caller's transaction fails")
+
+        with pytest.raises(RuntimeError):
+            revoke_then_fail()
+        keys._hooks.close()
+        assert seen == [("created", record.id), ("disabled", record.id)]
+        got = store.get(record.id)
+        assert got is not None
+        assert got.revoked_at is None
+        assert [e.event for e in store.audit_entries()] == ["disabled", "created"]
+    finally:
+        keys.close()
+        close_thread_connections()
