@@ -89,6 +89,7 @@ _AUTHENTICATOR_OPTIONS: Final = {
     "AQNT_AUTH_KEY_RATE_LIMIT_STRATEGY": "key_rate_limit_strategy",
     "AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN": "key_rate_limit_fail_open",
     "AQNT_AUTH_TRUSTED_PROXIES": "trusted_proxies",
+    "AQNT_AUTH_QUOTA_STORAGE": "quota_storage",
 }
 
 _PARAMETERS = inspect.signature(Authenticator).parameters
@@ -277,7 +278,7 @@ class AQNTAuth:
     ``AQNT_AUTH_USAGE_FLUSH_INTERVAL``, ``AQNT_AUTH_TRACK_USAGE``, ``AQNT_AUTH_REHASH``,
     ``AQNT_AUTH_RATE_LIMIT``, ``AQNT_AUTH_KEY_RATE_LIMIT_STORAGE``,
     ``AQNT_AUTH_KEY_RATE_LIMIT_STRATEGY``, ``AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN``,
-    ``AQNT_AUTH_TRUSTED_PROXIES``
+    ``AQNT_AUTH_TRUSTED_PROXIES``, ``AQNT_AUTH_QUOTA_STORAGE``
         The :class:`~aqnt_auth.Authenticator` options of the same names,
         with its defaults (``RATE_LIMIT`` takes a
         :class:`~aqnt_auth.FailureLimiter` or a storage URI, default

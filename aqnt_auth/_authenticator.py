@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Final, NamedTuple, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict, TypeVar
 
 from ._access import check_access
 from ._cache import Flight, SingleFlight, VerificationCache, Verified
@@ -74,6 +74,9 @@ from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
 from ._stores._open import DEFAULT_STORE_URL, open_store_to_serve
 from ._stores._protocol import AsyncKeyStore, KeyStore
+
+if TYPE_CHECKING:
+    from ._quota_redis import RedisQuotaCounter
 
 __all__ = ["Authenticator", "AuthenticatorOptions", "ClientFacts", "make_authenticator"]
 
@@ -156,6 +159,7 @@ class AuthenticatorOptions(TypedDict, total=False):
     key_rate_limit_strategy: str
     key_rate_limit_fail_open: bool
     trusted_proxies: Iterable[str]
+    quota_storage: str | None
     clock: Callable[[], float]
 
 
@@ -209,6 +213,12 @@ class Authenticator:
     :param trusted_proxies: addresses or networks of reverse proxies whose
         ``Forwarded`` / ``X-Forwarded-For`` headers are believed (see
         :meth:`client_address`); none by default, so the client is the peer.
+    :param quota_storage: where the usage quotas of keys that have one
+        (``KeyManager.create(quota=...)``) are counted: ``None`` (the
+        default) in the key store, one atomic write per request, exact
+        whatever happens; or ``"redis://host:6379/0"``, a counter per key in
+        Redis (one Lua call per request, no store write), exact across
+        servers as long as Redis keeps its data (see the README).
     :param clock: wall-clock time, for expiry (tests pass a fake).
 
     Safe to share between threads and event loops.  Use it as a context
@@ -237,6 +247,7 @@ class Authenticator:
         key_rate_limit_strategy: str = "fixed-window",
         key_rate_limit_fail_open: bool = False,
         trusted_proxies: Iterable[str] = (),
+        quota_storage: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store: KeyStore = open_store_to_serve(store)
@@ -318,6 +329,17 @@ class Authenticator:
         self._limiter_blocking = rate_limit is not None and rate_limit.blocking
         self._consume_quota: Callable[[str, dt.datetime], QuotaUse | None] | None = getattr(
             self.store, "consume_quota", None)
+        #: The Redis quota counters (``quota_storage``), if any.
+        self.quota_counter: RedisQuotaCounter | None = None
+        if quota_storage is not None:
+            from ._quota_redis import RedisQuotaCounter
+
+            self.quota_counter = RedisQuotaCounter(quota_storage, self.store)
+            self._consume_quota = self.quota_counter.consume_quota
+            if self._inline_store:
+                # The counter is network I/O: async callers may no longer run
+                # a warm request of this store on the loop, quota or not.
+                self._inline_store = self._nowait = False
         self._usage = None
         self._hit: Callable[[str, float], None] | None = None
         if track_usage:
@@ -506,9 +528,12 @@ class Authenticator:
         or a worker thread (inline only for a store that does no I/O)."""
         if self._consume_quota is None:
             raise _no_quota_support(self.store)
+        at = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         try:
-            return await self.async_store.consume_quota(
-                key_id, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+            if self.quota_counter is not None:
+                return await asyncio.get_running_loop().run_in_executor(
+                    None, self.quota_counter.consume_quota, key_id, at)
+            return await self.async_store.consume_quota(key_id, at)
         except AQNTError:
             raise
         except Exception as exc:
@@ -955,6 +980,8 @@ class Authenticator:
         if self._hash_pool is not None:
             self._hash_pool.shutdown(wait=True)
             self._hash_pool = None
+        if self.quota_counter is not None:
+            self.quota_counter.close()
         self.store.close()
 
     async def aclose(self) -> None:

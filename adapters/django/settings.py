@@ -49,6 +49,10 @@ Every key is optional; these are the defaults::
         # X-Forwarded-For headers are believed: past them, the client the
         # limiter counts is the rightmost address that is not a proxy.
         "TRUSTED_PROXIES": [],
+        # Where the usage quotas of keys that have one are counted: None, the
+        # key table (one atomic UPDATE per request); "redis://host:6379/0",
+        # a counter per key in Redis (see the README for the trade-off).
+        "QUOTA_STORAGE": None,
         # Database alias of the key table (None: ask the database routers).
         "DATABASE": None,
         # Cache key records in each process, kept exact by the database's
@@ -129,6 +133,7 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "KEY_RATE_LIMIT_STRATEGY": "fixed-window",
         "KEY_RATE_LIMIT_FAIL_OPEN": False,
         "TRUSTED_PROXIES": (),
+        "QUOTA_STORAGE": None,
         "DATABASE": None,
         "RECORD_CACHE": None,
     }
@@ -163,6 +168,7 @@ class AuthSettings(NamedTuple):
     key_rate_limit_strategy: str
     key_rate_limit_fail_open: bool
     trusted_proxies: tuple[str, ...]
+    quota_storage: str | None
     database: str | None
     record_cache: bool | None
 
@@ -285,6 +291,7 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         key_rate_limit_fail_open=valid("KEY_RATE_LIMIT_FAIL_OPEN",
                                        partial(_flag, "KEY_RATE_LIMIT_FAIL_OPEN")),
         trusted_proxies=valid("TRUSTED_PROXIES", partial(_strings, "TRUSTED_PROXIES")),
+        quota_storage=valid("QUOTA_STORAGE", _quota_storage),
         database=valid("DATABASE", _database),
         record_cache=valid("RECORD_CACHE", _record_cache),
     )
@@ -360,6 +367,15 @@ def _core_choice(key: str, option: str, value: object) -> str:
     if not isinstance(value, str):
         raise _fail(key, f"must be a string, not {value!r}")
     _core_check(key, **{option: value})
+    return value
+
+
+def _quota_storage(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail("QUOTA_STORAGE", f"must be None or a redis:// URL, not {value!r}")
+    _core_check("QUOTA_STORAGE", quota_storage=value)
     return value
 
 

@@ -93,6 +93,8 @@ class TestSettingsCheck:
         {"KEY_RATE_LIMIT_FAIL_OPEN": "yes"},
         {"TRUSTED_PROXIES": ["proxy.internal"]},
         {"TRUSTED_PROXIES": "10.0.0.1"},
+        {"QUOTA_STORAGE": "memory://"},
+        {"QUOTA_STORAGE": 6379},
         {"RECORD_CACHE": "yes"},
         {"EXEMPT_PATH": ["/health"]},
     ])
@@ -172,7 +174,7 @@ class TestLayeredSettings:
             "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
             "rate_limit", "trusted_proxies", "max_queued_hashes", "max_hash_wait",
             "max_hash_memory_mib", "key_rate_limit_storage", "key_rate_limit_strategy",
-            "key_rate_limit_fail_open",
+            "key_rate_limit_fail_open", "quota_storage",
         }
         assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
 

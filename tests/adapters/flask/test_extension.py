@@ -170,9 +170,12 @@ class TestConfig:
         app = bare_app(AQNT_AUTH_STORE="memory://", AQNT_AUTH_CACHE_SIZE=5,
                        AQNT_AUTH_CACHE_TTL=7.0, AQNT_AUTH_MAX_CONCURRENT_HASHES=1,
                        AQNT_AUTH_PREFIXES=["rk", "sk"], AQNT_AUTH_REALM="r",
-                       AQNT_AUTH_TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.1")
+                       AQNT_AUTH_TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.1",
+                       AQNT_AUTH_QUOTA_STORAGE="redis://127.0.0.1:6379/0")
         auth.init_app(app)
         authenticator: Authenticator = auth.get_authenticator(app)
+        assert authenticator.quota_counter is not None  # no connection made yet
+        assert authenticator.quota_counter.url == "redis://127.0.0.1:6379/0"
         assert authenticator.cache.maxsize == 5
         assert authenticator.cache.ttl == 7.0
         assert authenticator.max_concurrent_hashes == 1
@@ -214,6 +217,7 @@ class TestConfig:
             ("AQNT_AUTH_ALLOWED_MODES", ["prod"]),
             ("AQNT_AUTH_REALM", 'a"b'),
             ("AQNT_AUTH_TRUSTED_PROXIES", ["proxy.internal"]),
+            ("AQNT_AUTH_QUOTA_STORAGE", "memory://"),
             ("AQNT_AUTH_STORE", "nosuch://x"),
             ("AQNT_AUTH_CACHE_SIZE", -1),
             ("AQNT_AUTH_USAGE_FLUSH_INTERVAL", 0),
