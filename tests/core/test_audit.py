@@ -174,6 +174,23 @@ class TestHooks:
         assert revoked == [issued.record.id]
         assert threading.get_ident() not in threads
 
+    def test_a_slow_hook_blocks_nothing(self, memory_store: MemoryKeyStore,
+                                        cheap_hasher: Argon2Hasher) -> None:
+        """The change returns while its hook still runs (a webhook timing out)."""
+        release = threading.Event()
+        order: list[str] = []
+
+        def slow(entry: AuditEntry) -> None:
+            release.wait(30)  # only bounds a broken run; the order decides
+            order.append("hook")
+
+        keys = KeyManager(memory_store, hasher=cheap_hasher, on_event=slow)
+        keys.create("svc")
+        order.append("returned")
+        release.set()
+        keys.close()
+        assert order == ["returned", "hook"]
+
     def test_a_failing_hook_is_logged_not_raised(self, memory_store: MemoryKeyStore,
                                                  cheap_hasher: Argon2Hasher,
                                                  caplog: pytest.LogCaptureFixture) -> None:

@@ -464,3 +464,17 @@ def test_upgrade_from_version_1_on_a_sqlite_file(tmp_path: Path) -> None:
         _downgrade_to_v1(conn.execute, "aqnt_api_keys")
         conn.commit()
     _check_upgraded(url, "aqnt_api_keys", record)
+
+
+def test_a_table_name_leaves_room_for_its_audit_table(tmp_path: Path) -> None:
+    """The audit log's table is <table>_audit: a table name too long for it is
+    refused with the reason, before anything is created."""
+    url = f"sqlite+pysqlite:///{tmp_path / 'k.db'}"
+    with pytest.raises(ConfigurationError, match="audit table"):
+        SQLAlchemyKeyStore(url, table="t" * 58, cache=False)
+    store = SQLAlchemyKeyStore(url, table="t" * 57, cache=False)
+    try:
+        assert store.tables.audit.name == "t" * 57 + "_audit"
+        assert store.audit_entries() == []
+    finally:
+        store.close()

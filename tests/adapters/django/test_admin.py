@@ -21,7 +21,7 @@ from django.utils import formats, timezone
 
 from aqnt_auth import KeyManager
 from aqnt_auth.adapters.django.admin import APIKeyAdmin
-from aqnt_auth.adapters.django.models import APIKey
+from aqnt_auth.adapters.django.models import APIKey, APIKeyAudit
 from aqnt_auth.adapters.django.store import DjangoKeyStore
 from tests import bodies
 
@@ -594,8 +594,11 @@ class TestAuditLog:
         assert "name: &quot;Server&quot; -&gt; &quot;Renamed&quot;" in log
         record = store.get(key_id)
         assert record is not None
-        for secret in (key, new_key, record.hash):
+        rows = repr(list(APIKeyAudit.objects.values()))
+        for secret in (key, new_key, record.hash, key[20:], new_key[20:]):
             assert secret not in page
+            assert secret not in rows
+        assert "$argon2" not in rows
         # Deleting (a revoked key) is audited too; the entries stay.
         deleted = _action(admin_client, "delete_selected", key_id)
         assert "Successfully deleted 1" in " ".join(_messages(deleted))
