@@ -54,6 +54,7 @@ from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
 from ._manager import Hygiene, IssuedKey, KeyManager
+from ._outcomes import KEY_OUTCOMES, KEYLESS_OUTCOMES, OUTCOMES, Outcome
 from ._policies import KeyRateLimiter, budget_id
 from ._quota import QuotaUse
 from ._ratelimit import FailureLimiter
@@ -63,9 +64,10 @@ from ._scan import LeakFinding, LeakRevocation, find_keys, revoke_leaked
 from ._stores._async import ThreadedAsyncStore, to_async
 from ._stores._memory import MemoryKeyStore
 from ._stores._open import DEFAULT_STORE_URL, open_store, register_store_scheme
-from ._stores._protocol import AsyncKeyStore, KeyStore, RotationPlan
+from ._stores._protocol import AsyncKeyStore, KeyStore, RotationPlan, UsageHistoryStore
 from ._stores._rows import KEY_COLUMNS, record_from_row, row_from_record
 from ._stores._sqlite import SQLiteKeyStore
+from ._usage_history import KeyUsage, UsageBucket, UsageRow, UsageSeries, UsageSummary
 
 __version__ = "0.1.0"
 
@@ -73,8 +75,11 @@ __all__ = [
     "ARGON2_PROFILES",
     "AUDIT_EVENTS",
     "DEFAULT_STORE_URL",
+    "KEYLESS_OUTCOMES",
     "KEY_COLUMNS",
+    "KEY_OUTCOMES",
     "MAX_AUTHORIZATION_LENGTH",
+    "OUTCOMES",
     "SAFE_METHODS",
     "AQNTError",
     "Argon2Hasher",
@@ -108,6 +113,7 @@ __all__ = [
     "KeyStateError",
     "KeyStatus",
     "KeyStore",
+    "KeyUsage",
     "LeakFinding",
     "LeakRevocation",
     "MemoryKeyStore",
@@ -115,6 +121,7 @@ __all__ = [
     "MissingAPIKey",
     "Mode",
     "NotAKeyId",
+    "Outcome",
     "Overloaded",
     "ParsedKey",
     "PathRules",
@@ -135,7 +142,12 @@ __all__ = [
     "ThreadedAsyncStore",
     "TrustedProxies",
     "UnsupportedMediaType",
+    "UsageBucket",
     "UsageDelta",
+    "UsageHistoryStore",
+    "UsageRow",
+    "UsageSeries",
+    "UsageSummary",
     "VerificationCache",
     "__version__",
     "bearer_token",

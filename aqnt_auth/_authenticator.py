@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict, TypeVar
@@ -66,6 +66,7 @@ from ._hashers import (
     hash_memory_kib,
 )
 from ._header import bearer_token, malformed_token
+from ._outcomes import EXPIRED, FORBIDDEN, INVALID_SECRET, NO_KEY, OUTCOME_BY_CODE, UNKNOWN_KEY
 from ._policies import Headers, KeyRateLimiter, check_client_ip
 from ._quota import QuotaUse, refused
 from ._ratelimit import FailureLimiter
@@ -74,6 +75,7 @@ from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
 from ._stores._open import DEFAULT_STORE_URL, open_store_to_serve
 from ._stores._protocol import AsyncKeyStore, KeyStore
+from ._usage_history import UsageRow
 
 if TYPE_CHECKING:
     from ._quota_redis import RedisQuotaCounter
@@ -95,8 +97,9 @@ _T = TypeVar("_T")
 Disconnected = Callable[[], Awaitable[object]]
 
 _Flow = Generator["str | tuple[Any, ...]", Any, Principal]
-#: An adapter's raw client facts: peer address, Forwarded, X-Forwarded-For.
-_Facts = tuple["str | None", "str | None", "str | None"]
+#: An adapter's raw client facts: peer address, Forwarded, X-Forwarded-For,
+#: and the user agent (for usage history only).
+_Facts = tuple["str | None", "str | None", "str | None", "str | bytes | None"]
 
 
 class _NeedsClient(Exception):
@@ -125,11 +128,13 @@ _MISMATCH: Final = _Verdict(False, None)
 
 class ClientFacts(TypedDict, total=False):
     """What an adapter knows the client by, as keyword arguments of the
-    ``authenticate*`` methods: the peer address and the raw forwarded headers."""
+    ``authenticate*`` methods: the peer address, the raw forwarded headers
+    and the ``User-Agent`` (recorded in usage history, never decided on)."""
 
     client: str | None
     forwarded: str | None
     x_forwarded_for: str | None
+    user_agent: str | bytes | None
 
 
 class AuthenticatorOptions(TypedDict, total=False):
@@ -153,6 +158,8 @@ class AuthenticatorOptions(TypedDict, total=False):
     max_hash_memory_mib: int | None
     usage_flush_interval: float
     track_usage: bool
+    usage_history: bool
+    usage_retention_days: float | None
     rehash: bool
     rate_limit: FailureLimiter | str | None
     key_rate_limit_storage: KeyRateLimiter | str
@@ -193,6 +200,13 @@ class Authenticator:
         :class:`ConfigurationError`; a stored hash needing more is refused.
     :param usage_flush_interval: seconds between usage flushes.
     :param track_usage: count requests and ``last_used_at`` per key.
+    :param usage_history: with *track_usage*, also keep usage history: per
+        key and UTC hour, requests by outcome, and for valid requests the
+        distinct client addresses, last client and user agent, and top paths
+        (see :meth:`KeyManager.usage`); written with the same flushes.
+    :param usage_retention_days: days of usage history kept (default 90;
+        ``None``: kept forever); older hours are deleted by a flush, at most
+        once an hour per process.
     :param rehash: upgrade outdated hashes after a successful verification.
     :param rate_limit: a :class:`FailureLimiter` throttling failed attempts
         per client address and per (key id, client); or the storage URI of
@@ -241,6 +255,8 @@ class Authenticator:
         max_hash_memory_mib: int | None = None,
         usage_flush_interval: float = 10.0,
         track_usage: bool = True,
+        usage_history: bool = True,
+        usage_retention_days: float | None = 90,
         rehash: bool = True,
         rate_limit: FailureLimiter | str | None = "memory://",
         key_rate_limit_storage: KeyRateLimiter | str = "memory://",
@@ -341,12 +357,28 @@ class Authenticator:
                 # a warm request of this store on the loop, quota or not.
                 self._inline_store = self._nowait = False
         self._usage = None
-        self._hit: Callable[[str, float], None] | None = None
+        self._hit: Callable[..., None] | None = None
+        # Counts a request that did not end valid: (outcome, key id, time).
+        self._fail: Callable[[str, str, float], None] | None = None
+        if usage_retention_days is not None and not usage_retention_days > 0:
+            raise ConfigurationError("usage_retention_days must be positive (or None)")
         if track_usage:
             from ._usage import UsageBuffer
 
-            self._usage = UsageBuffer(self._write_usage, interval=usage_flush_interval)
+            # A store of one's own without usage history keeps the counters.
+            history = (getattr(self.store, "record_usage_history", None)
+                       if usage_history else None)
+            self._usage = UsageBuffer(
+                self._write_usage, interval=usage_flush_interval,
+                history=self._write_usage_history if history is not None else None,
+                resolve=self.trusted_proxies.resolve,
+                retention=(None if usage_retention_days is None
+                           else usage_retention_days * 86_400),
+                clock=clock,
+            )
             self._hit = self._usage.hit
+            if history is not None:
+                self._fail = self._usage.fail
 
     def __repr__(self) -> str:
         return (
@@ -401,7 +433,7 @@ class Authenticator:
                 verdict = self._verify(hasher, record.hash, key, digest)
             if not verdict.ok:
                 error = InvalidAPIKey("wrong secret")
-                error.key_id = record.id
+                error.outcome, error.key_id = INVALID_SECRET, record.id
                 raise error
             if verdict.new_hash is not None:
                 yield (_REHASH, record.id, record.hash, verdict.new_hash)
@@ -410,15 +442,15 @@ class Authenticator:
             # The quota is a store write: the driver makes it (in a thread,
             # or natively async, on an event loop), then the request counts.
             now = self._clock()
-            refused((yield (_QUOTA, record.id, now)), now)
+            _settle((yield (_QUOTA, record.id, now)), now, record.id)
             if self._hit is not None:
-                self._hit(record.id, now)
+                self._hit(record.id, now, path, *facts)
         return principal
 
     def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
               client: str | None = None, forwarded: str | None = None,
-              x_forwarded_for: str | None = None, facts: bool = True, aio: bool = False
-              ) -> Principal | None:
+              x_forwarded_for: str | None = None, user_agent: str | bytes | None = None,
+              facts: bool = True, aio: bool = False) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
         (*known*, its cache entry) on a store that can be read inline: the
         warm request, at the cost of its checks alone.  ``None`` when the flow
@@ -440,16 +472,17 @@ class Authenticator:
                 raise _store_failed(exc) from None
         mode = known.mode
         if record is None or record.mode != mode or record.prefix != known.prefix:
-            raise InvalidAPIKey("unknown key id")
+            raise _unknown_key()
         if known.stored_hash != record.hash:
             return None
         return self._accept(record, mode, method, path, client, forwarded, x_forwarded_for,
-                            facts, aio)
+                            user_agent, facts, aio)
 
     def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None,
                 client: str | None = None, forwarded: str | None = None,
-                x_forwarded_for: str | None = None, facts: bool = True, aio: bool = False,
-                limited: Headers | None = None, quota: bool = True) -> Principal:
+                x_forwarded_for: str | None = None, user_agent: str | bytes | None = None,
+                facts: bool = True, aio: bool = False, limited: Headers | None = None,
+                quota: bool = True) -> Principal:
         """The checks after the secret verified: state, mode, policies (IP
         allowlist, rate limits), restrictions, then the quota.  *client*,
         *forwarded* and *x_forwarded_for* are the adapter's raw client facts,
@@ -460,55 +493,68 @@ class Authenticator:
         storage raises :class:`_NeedsIO`; the async driver counts and passes
         the headers it got as *limited*.  Without *quota* a key with a quota
         is checked but neither charged nor counted: the flow's driver does
-        that."""
+        that.  A valid request is counted here with its raw facts and
+        *user_agent* (resolved at flush time); an error raised here is given
+        the key's id, and counted by the driver."""
         now = self._clock()
-        expires = record.expires_at
-        if record.halted:  # revoked or disabled: one test for both
-            if record.revoked_at is not None:
-                raise RevokedAPIKey("revoked")
-            if expires is None or expires.timestamp() > now:
-                # An expiry outranks a disable, as in KeyRecord.status().
-                raise DisabledAPIKey("disabled")
-        if expires is not None and expires.timestamp() <= now:
-            raise RevokedAPIKey("expired")
-        if mode not in self.allowed_modes:
-            raise InvalidAPIKey("mode not allowed here")
-        if record.policed:  # a key without policies pays this test alone
-            if not facts and (record.allowed_ips or record.metered):
-                raise _NeedsClient
-            if record.allowed_ips:
-                check_client_ip(record.allowed_ips,
-                                self.trusted_proxies.resolve(client, forwarded, x_forwarded_for))
-            if record.rate_limits:
-                if limited is None:
-                    if aio and self._key_limits_blocking:
-                        raise _NeedsIO(record, mode)
-                    limited = self.key_rate_limiter.hit(record)  # or RateLimitExceeded
-                principal = Principal.with_headers(record, limited)
+        try:
+            expires = record.expires_at
+            if record.halted:  # revoked or disabled: one test for both
+                if record.revoked_at is not None:
+                    raise RevokedAPIKey("revoked")
+                if expires is None or expires.timestamp() > now:
+                    # An expiry outranks a disable, as in KeyRecord.status().
+                    raise DisabledAPIKey("disabled")
+            if expires is not None and expires.timestamp() <= now:
+                error: AQNTError = RevokedAPIKey("expired")
+                error.outcome = EXPIRED
+                raise error
+            if mode not in self.allowed_modes:
+                error = InvalidAPIKey("mode not allowed here")
+                error.outcome = FORBIDDEN
+                raise error
+            if record.policed:  # a key without policies pays this test alone
+                if not facts and (record.allowed_ips or record.metered):
+                    raise _NeedsClient
+                if record.allowed_ips:
+                    check_client_ip(record.allowed_ips, self.trusted_proxies.resolve(
+                        client, forwarded, x_forwarded_for))
+                if record.rate_limits:
+                    if limited is None:
+                        if aio and self._key_limits_blocking:
+                            raise _NeedsIO(record, mode)
+                        limited = self.key_rate_limiter.hit(record)  # or RateLimitExceeded
+                    principal = Principal.with_headers(record, limited)
+                else:
+                    principal = Principal(record)
+                if record.metered:
+                    return self._metered(principal, method, path, now, quota, client,
+                                         forwarded, x_forwarded_for, user_agent)
             else:
                 principal = Principal(record)
-            if record.metered:
-                return self._metered(principal, method, path, now, quota)
-        else:
-            principal = Principal(record)
-        # A key without restrictions has nothing for check_access to decide.
-        if method is not None and (record.read_only or record.allowed_paths):
-            check_access(principal, method, path if path is not None else "/")
+            # A key without restrictions has nothing for check_access to decide.
+            if method is not None and (record.read_only or record.allowed_paths):
+                check_access(principal, method, path if path is not None else "/")
+        except AQNTError as exc:
+            if exc.key_id is None:
+                exc.key_id = record.id
+            raise
         if self._hit is not None:
-            self._hit(record.id, now)
+            self._hit(record.id, now, path, client, forwarded, x_forwarded_for, user_agent)
         return principal
 
     def _metered(self, principal: Principal, method: str | None, path: str | None, now: float,
-                 charge: bool) -> Principal:
+                 charge: bool, *facts: Any) -> Principal:
         """The end of :meth:`_accept` for a key with a quota: its restrictions,
-        then (if *charge*) a unit taken from the store, inline."""
+        then (if *charge*) a unit taken from the store, inline; *facts* are
+        the request's client facts and user agent, for usage history."""
         record = principal._record
         if method is not None and (record.read_only or record.allowed_paths):
             check_access(principal, method, path if path is not None else "/")
         if charge:
-            refused(self._charge(record.id, now), now)
+            _settle(self._charge(record.id, now), now, record.id)
             if self._hit is not None:
-                self._hit(record.id, now)
+                self._hit(record.id, now, path, *facts)
         return principal
 
     def _charge(self, key_id: str, now: float) -> QuotaUse | None:
@@ -545,7 +591,9 @@ class Authenticator:
             if stored.startswith(identifier):
                 return hasher
         log.error("key %s: stored hash made by no configured hasher", record.id)
-        raise InvalidAPIKey("no hasher for stored hash")
+        error = InvalidAPIKey("no hasher for stored hash")
+        error.outcome, error.key_id = INVALID_SECRET, record.id
+        raise error
 
     def _verify(self, hasher: Hasher, stored: str, key: ParsedKey, digest: bytes) -> _Verdict:
         """Verify a secret (inline for a cheap hasher, inside the gate for
@@ -623,6 +671,7 @@ class Authenticator:
         client: str | None = None,
         forwarded: str | None = None,
         x_forwarded_for: str | None = None,
+        user_agent: str | bytes | None = None,
     ) -> Principal:
         """Return the :class:`Principal` of the key in an ``Authorization`` value.
 
@@ -633,49 +682,58 @@ class Authenticator:
         of them, only when the limiter needs it.  Raises an
         :class:`AuthError`, :class:`PermissionDenied` or
         :class:`StoreUnavailable`; never returns a falsy "not authenticated".
-        Blocks while argon2 runs on a cold key.
+        Blocks while argon2 runs on a cold key.  *user_agent* is recorded in
+        the key's usage history and decides nothing.
+
+        Each call is counted once in usage history, by its outcome: a valid
+        key where it returns, the error's outcome where it raises.
         """
         answer: Any = None
         try:
-            token = self._token(authorization)
-            digest = self._cache.digest(token)
-            known = self._cache.get(digest)
-            if known is not None:
-                principal = self._warm(known, method, path, False, client, forwarded,
-                                       x_forwarded_for)
-                if principal is not None:
-                    return principal
-            flow = self._flow(token, digest, known, method, path,
-                              self._client(client, forwarded, x_forwarded_for),
-                              (client, forwarded, x_forwarded_for))
-            while True:
-                op = flow.send(answer)
-                if type(op) is str:
-                    answer = self._read(op)
-                elif op[0] == _VERIFY:
-                    answer = self._verify_once(
-                        *op[1:], client=self._client(client, forwarded, x_forwarded_for))
-                elif op[0] == _QUOTA:
-                    answer = self._charge(*op[1:])
-                elif op[0] == _ADMIT:
-                    self._admit(op[1], op[2])
-                    answer = None
-                else:
-                    self._replace_hash(*op[1:])
-                    answer = None
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except InvalidAPIKey as exc:
-            if self.rate_limit is not None:
-                refusal = self._limit_failure(self._client(client, forwarded, x_forwarded_for),
-                                              exc.key_id)
-                if refusal is not None:
-                    raise refusal from None
-            raise
-        except Overloaded as exc:
-            if self.rate_limit is not None:
-                # 429 rather than 503 past its limit
-                self._admit(self._client(client, forwarded, x_forwarded_for), exc.key_id)
+            try:
+                token = self._token(authorization)
+                digest = self._cache.digest(token)
+                known = self._cache.get(digest)
+                if known is not None:
+                    principal = self._warm(known, method, path, False, client, forwarded,
+                                           x_forwarded_for, user_agent)
+                    if principal is not None:
+                        return principal
+                flow = self._flow(token, digest, known, method, path,
+                                  self._client(client, forwarded, x_forwarded_for),
+                                  (client, forwarded, x_forwarded_for, user_agent))
+                while True:
+                    op = flow.send(answer)
+                    if type(op) is str:
+                        answer = self._read(op)
+                    elif op[0] == _VERIFY:
+                        answer = self._verify_once(
+                            *op[1:], client=self._client(client, forwarded, x_forwarded_for))
+                    elif op[0] == _QUOTA:
+                        answer = self._charge(*op[1:])
+                    elif op[0] == _ADMIT:
+                        self._admit(op[1], op[2])
+                        answer = None
+                    else:
+                        self._replace_hash(*op[1:])
+                        answer = None
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            except InvalidAPIKey as exc:
+                if self.rate_limit is not None:
+                    refusal = self._limit_failure(
+                        self._client(client, forwarded, x_forwarded_for), _failed_id(exc))
+                    if refusal is not None:
+                        raise _refused(refusal, exc) from None
+                raise
+            except Overloaded as exc:
+                if self.rate_limit is not None:
+                    # 429 rather than 503 past its limit
+                    self._admit(self._client(client, forwarded, x_forwarded_for), exc.key_id)
+                raise
+        except AQNTError as exc:
+            if self._fail is not None:
+                self._count(exc)
             raise
 
     def _read(self, key_id: str) -> KeyRecord | None:
@@ -761,6 +819,10 @@ class Authenticator:
         *,
         method: str | None = None,
         path: str | None = None,
+        client: str | None = None,
+        forwarded: str | None = None,
+        x_forwarded_for: str | None = None,
+        user_agent: str | bytes | None = None,
     ) -> Principal | None:
         """:meth:`authenticate_async` for an answer that needs no waiting.
 
@@ -771,6 +833,11 @@ class Authenticator:
         otherwise, and for an invalid key when a failure limiter must count
         it; then await :meth:`authenticate_async`.  ASGI middleware calls
         this first, so a warm request costs no coroutine.
+
+        The client facts are recorded in usage history only: a key whose
+        policy needs the client (an IP allowlist) gets ``None`` here, and
+        :meth:`authenticate_async` decides.  A call that returns ``None`` is
+        not counted (the :meth:`authenticate_async` that follows is).
         """
         if not self._nowait:
             return None
@@ -789,15 +856,22 @@ class Authenticator:
                 known = cache.get(cache.digest(self._token(authorization)))
                 if known is None:
                     return None
-            return self._warm(known, method, path, self._peek is not None, facts=False, aio=True)
+            return self._warm(known, method, path, self._peek is not None, client, forwarded,
+                              x_forwarded_for, user_agent, False, True)
         except (_NeedsClient, _NeedsIO):
             # The key's policy needs the client, or I/O: authenticate_async
             # has the one and does the other in a thread.
             return None
-        except InvalidAPIKey:
-            if self.rate_limit is None:
-                raise
-            return None  # authenticate_async counts the failure against the client
+        except InvalidAPIKey as exc:
+            if self.rate_limit is not None:
+                return None  # authenticate_async counts the failure against the client
+            if self._fail is not None:
+                self._count(exc)
+            raise
+        except AQNTError as exc:
+            if self._fail is not None:
+                self._count(exc)
+            raise
 
     async def authenticate_async(
         self,
@@ -808,6 +882,7 @@ class Authenticator:
         client: str | None = None,
         forwarded: str | None = None,
         x_forwarded_for: str | None = None,
+        user_agent: str | bytes | None = None,
         disconnected: Disconnected | None = None,
     ) -> Principal:
         """:meth:`authenticate` for event loops: never blocks the loop.
@@ -823,65 +898,76 @@ class Authenticator:
         """
         answer: Any = None
         try:
-            token = self._token(authorization)
-            digest = self._cache.digest(token)
-            known = self._cache.get(digest)
-            if known is not None and self._inline_store:
-                principal = self._warm(known, method, path, False, client, forwarded,
-                                       x_forwarded_for, aio=True)
-                if principal is not None:
-                    return principal
-            flow = self._flow(token, digest, known, method, path,
-                              self._client(client, forwarded, x_forwarded_for),
-                              (client, forwarded, x_forwarded_for), aio=True)
-            while True:
-                op = flow.send(answer)
-                if type(op) is str:
-                    if self._store_blocking or self._has_native_async:
-                        answer = await self._load_async(op)
+            try:
+                token = self._token(authorization)
+                digest = self._cache.digest(token)
+                known = self._cache.get(digest)
+                if known is not None and self._inline_store:
+                    principal = self._warm(known, method, path, False, client, forwarded,
+                                           x_forwarded_for, user_agent, aio=True)
+                    if principal is not None:
+                        return principal
+                flow = self._flow(token, digest, known, method, path,
+                                  self._client(client, forwarded, x_forwarded_for),
+                                  (client, forwarded, x_forwarded_for, user_agent), aio=True)
+                while True:
+                    op = flow.send(answer)
+                    if type(op) is str:
+                        if self._store_blocking or self._has_native_async:
+                            answer = await self._load_async(op)
+                        else:
+                            answer = self._read(op)
+                    elif op[0] == _VERIFY:
+                        answer = await self._verify_once_async(
+                            *op[1:], client=self._client(client, forwarded, x_forwarded_for),
+                            disconnected=disconnected)
+                    elif op[0] == _QUOTA:
+                        answer = await self._charge_async(*op[1:])
+                    elif op[0] == _ADMIT:
+                        answer = await self._in_thread_if(self._limiter_blocking, self._admit,
+                                                          op[1], op[2])
                     else:
-                        answer = self._read(op)
-                elif op[0] == _VERIFY:
-                    answer = await self._verify_once_async(
-                        *op[1:], client=self._client(client, forwarded, x_forwarded_for),
-                        disconnected=disconnected)
-                elif op[0] == _QUOTA:
-                    answer = await self._charge_async(*op[1:])
-                elif op[0] == _ADMIT:
-                    answer = await self._in_thread_if(self._limiter_blocking, self._admit,
-                                                      op[1], op[2])
-                else:
-                    await self._replace_hash_async(*op[1:])
-                    answer = None
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except _NeedsIO as need:
-            # The key verified and passed every check before its rate
-            # limits; count them in a thread, then decide with the result.
-            record = need.record
-            limited = await self._in_thread_if(True, self.key_rate_limiter.hit, record)
-            principal = self._accept(record, need.mode, method, path, client, forwarded,
-                                     x_forwarded_for, limited=limited, quota=False)
-            if record.metered:  # charged last, off the loop too
-                now = self._clock()
-                refused(await self._charge_async(record.id, now), now)
-                if self._hit is not None:
-                    self._hit(record.id, now)
-            return principal
-        except InvalidAPIKey as exc:
-            if self.rate_limit is not None:
-                refusal = await self._in_thread_if(
-                    self._limiter_blocking, self._limit_failure,
-                    self._client(client, forwarded, x_forwarded_for), exc.key_id,
-                )
-                if refusal is not None:
-                    raise refusal from None
-            raise
-        except Overloaded as exc:
-            if self.rate_limit is not None:
-                await self._in_thread_if(self._limiter_blocking, self._admit,
-                                         self._client(client, forwarded, x_forwarded_for),
-                                         exc.key_id)
+                        await self._replace_hash_async(*op[1:])
+                        answer = None
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            except _NeedsIO as need:
+                # The key verified and passed every check before its rate
+                # limits; count them in a thread, then decide with the result.
+                record = need.record
+                try:
+                    limited = await self._in_thread_if(True, self.key_rate_limiter.hit, record)
+                except AQNTError as exc:
+                    exc.key_id = record.id
+                    raise
+                principal = self._accept(record, need.mode, method, path, client, forwarded,
+                                         x_forwarded_for, user_agent, limited=limited,
+                                         quota=False)
+                if record.metered:  # charged last, off the loop too
+                    now = self._clock()
+                    _settle(await self._charge_async(record.id, now), now, record.id)
+                    if self._hit is not None:
+                        self._hit(record.id, now, path, client, forwarded, x_forwarded_for,
+                                  user_agent)
+                return principal
+            except InvalidAPIKey as exc:
+                if self.rate_limit is not None:
+                    refusal = await self._in_thread_if(
+                        self._limiter_blocking, self._limit_failure,
+                        self._client(client, forwarded, x_forwarded_for), _failed_id(exc),
+                    )
+                    if refusal is not None:
+                        raise _refused(refusal, exc) from None
+                raise
+            except Overloaded as exc:
+                if self.rate_limit is not None:
+                    await self._in_thread_if(self._limiter_blocking, self._admit,
+                                             self._client(client, forwarded, x_forwarded_for),
+                                             exc.key_id)
+                raise
+        except AQNTError as exc:
+            if self._fail is not None:
+                self._count(exc)
             raise
 
     @property
@@ -973,6 +1059,21 @@ class Authenticator:
     def _write_usage(self, usage: Mapping[str, UsageDelta]) -> None:
         self.store.record_usage(usage)
 
+    def _write_usage_history(self, rows: Sequence[UsageRow], prune_before: int | None) -> None:
+        self.store.record_usage_history(rows, prune_before=prune_before)  # type: ignore[attr-defined]
+
+    def _count(self, error: AQNTError) -> None:
+        """Count a request that ended in *error* (once, at the driver's exit)."""
+        assert self._fail is not None
+        outcome = error.outcome
+        if outcome is None:
+            # Errors that name no outcome are counted by code (or not at
+            # all: outages and hang-ups say nothing about a key).
+            outcome = OUTCOME_BY_CODE.get(error.code)
+            if outcome is None:
+                return
+        self._fail(outcome, error.key_id or NO_KEY, self._clock())
+
     def close(self) -> None:
         """Flush usage counts, stop worker threads and close the store.  Idempotent."""
         if self._usage is not None:
@@ -1060,8 +1161,40 @@ def _no_quota_support(store: KeyStore) -> StoreUnavailable:
 def _matching(record: KeyRecord | None, mode: str, prefix: str) -> KeyRecord:
     """*record*, if it is the key the token names (same mode and prefix)."""
     if record is None or record.mode != mode or record.prefix != prefix:
-        raise InvalidAPIKey("unknown key id")
+        raise _unknown_key()
     return record
+
+
+def _settle(use: QuotaUse | None, now: float, key_id: str) -> None:
+    """:func:`refused`, with the refusal counted under *key_id* (a key
+    deleted meanwhile counts as unknown)."""
+    try:
+        refused(use, now)
+    except InvalidAPIKey as exc:
+        exc.outcome = UNKNOWN_KEY
+        raise
+    except AQNTError as exc:
+        exc.key_id = key_id
+        raise
+
+
+def _unknown_key() -> InvalidAPIKey:
+    error = InvalidAPIKey("unknown key id")
+    error.outcome = UNKNOWN_KEY
+    return error
+
+
+def _failed_id(error: InvalidAPIKey) -> str | None:
+    """The key id the failure limiter counts an invalid key against: the id
+    of a wrong secret; ``None`` (the client alone) otherwise."""
+    return error.key_id if error.outcome == INVALID_SECRET else None
+
+
+def _refused(refusal: RateLimited, error: InvalidAPIKey) -> RateLimited:
+    # The attempt was checked before the limiter refused it: it counts as
+    # what it was (a wrong secret...), not as a throttled request.
+    refusal.outcome, refusal.key_id = error.outcome, error.key_id
+    return refusal
 
 
 def _store_failed(exc: Exception) -> StoreUnavailable:

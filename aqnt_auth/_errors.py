@@ -66,6 +66,17 @@ class AQNTError(Exception):
     #: ``WWW-Authenticate``): the RateLimit headers of a limited key.  Set
     #: per instance; :func:`~aqnt_auth.render_error` adds them.
     response_headers: tuple[tuple[str, str], ...] = ()
+    #: The usage outcome this error stands for (:mod:`aqnt_auth._outcomes`),
+    #: counted once per request by the authenticator; ``None``: not counted
+    #: (an outage, a client that went away).  A class default, set on the
+    #: instance where one class stands for several (an expired key is a
+    #: :class:`RevokedAPIKey` counted as ``expired``).
+    outcome: str | None = None
+    #: The key id the request is counted under, when the key exists (a wrong
+    #: secret, a revoked key, a forbidden path...); ``None`` otherwise.
+    #: Never shown to the client.  On :class:`InvalidAPIKey` it is also what
+    #: the failure limiter's per-id limit counts.
+    key_id: str | None = None
 
     # No __init__ of our own: these are raised on every rejected request, and
     # Exception's C constructor is several times cheaper than a Python one.
@@ -113,6 +124,7 @@ class MissingAPIKey(AuthError):
     code = "missing_api_key"
     message = "No API key provided"
     invalid_token = False
+    outcome = "missing"
 
 
 class InvalidAPIKey(AuthError):
@@ -120,9 +132,10 @@ class InvalidAPIKey(AuthError):
 
     code = "invalid_api_key"
     message = "Invalid API key provided"
-    #: Set when the id was known and the secret was wrong: what the per-id
-    #: brute-force limit counts.  Never shown to the client.
-    key_id: str | None = None
+    #: Malformed unless set otherwise where raised: ``unknown_key`` (no such
+    #: id), ``invalid_secret`` (with :attr:`key_id`: what the per-id
+    #: brute-force limit counts), ``forbidden`` (a mode not accepted here).
+    outcome = "malformed"
 
 
 class RevokedAPIKey(AuthError):
@@ -130,6 +143,8 @@ class RevokedAPIKey(AuthError):
 
     code = "key_revoked"
     message = "API key has been revoked"
+    #: ``expired`` on the instance for an expired key.
+    outcome = "revoked"
 
 
 class DisabledAPIKey(AuthError):
@@ -137,6 +152,7 @@ class DisabledAPIKey(AuthError):
 
     code = "key_disabled"
     message = "API key is disabled"
+    outcome = "disabled"
 
 
 class PermissionDenied(AQNTError):
@@ -146,6 +162,7 @@ class PermissionDenied(AQNTError):
     error_type = "permission_error"
     code = "insufficient_scope"
     message = "This API key does not have the required permissions"
+    outcome = "forbidden"
     #: The RFC 6750 ``error`` of the 403's ``WWW-Authenticate``; ``None``:
     #: the refusal is not about the token's scope, so no challenge.
     challenge_error: ClassVar[str | None] = "insufficient_scope"
@@ -162,6 +179,7 @@ class IPNotAllowed(PermissionDenied):
 
     code = "ip_not_allowed"
     message = "This API key cannot be used from this IP address"
+    outcome = "ip_not_allowed"
     challenge_error = None
 
 
@@ -172,6 +190,9 @@ class RateLimited(AQNTError):
     error_type = "rate_limit_error"
     code = "rate_limited"
     message = "Too many failed authentication attempts"
+    #: Refused before it was checked: counted without a key.  A request
+    #: refused after its check failed is counted as that failure instead.
+    outcome = "throttled"
 
     def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(detail)
@@ -189,6 +210,7 @@ class RateLimitExceeded(AQNTError):
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
     message = "Rate limit exceeded for this API key"
+    outcome = "rate_limited"
 
     def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(detail)
@@ -207,6 +229,7 @@ class QuotaExceeded(AQNTError):
     error_type = "rate_limit_error"
     code = "quota_exceeded"
     message = "API key usage quota exhausted"
+    outcome = "quota_exceeded"
 
     def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
@@ -241,8 +264,7 @@ class Overloaded(StoreUnavailable):
     request.  Warm keys never reach the queue.
     """
 
-    #: The key id whose verification was refused (for the failure limiter).
-    key_id: str | None = None
+    # key_id: the key id whose verification was refused (for the failure limiter).
 
 
 class RateLimitUnavailable(StoreUnavailable):

@@ -20,7 +20,8 @@ from ._policies import normalise_allowed_ips, normalise_rate_limits
 from ._quota import check_quota, is_moved, parse_refill
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
-from ._stores._protocol import KeyStore
+from ._stores._protocol import KeyStore, UsageHistoryStore
+from ._usage_history import Bucket, UsageSeries, UsageSummary, build_series, build_summary, window
 
 __all__ = ["IDLE_AGE", "Hygiene", "IssuedKey", "KeyManager"]
 
@@ -598,6 +599,47 @@ class KeyManager:
             live_without_allowlist=[r for r in keys if r.mode == "live" and not r.allowed_ips],
             due_for_rotation=[r for r in keys if r.due_for_rotation(now)],
         )
+
+    # -- usage history (issue #14) -------------------------------------------
+
+    def _history(self) -> UsageHistoryStore:
+        store = self.store
+        if not isinstance(store, UsageHistoryStore):
+            raise ConfigurationError(f"{store!r} keeps no usage history")
+        return store
+
+    def usage(self, key_id: str, *, since: dt.datetime | None = None,
+              until: dt.datetime | None = None, bucket: Bucket = "hour") -> UsageSeries:
+        """One key's usage history, per hour or per day (UTC), zero-filled.
+
+        *since* defaults to 24 hours (``bucket="hour"``) or 30 days
+        (``bucket="day"``) before *until*, which defaults to now; the range
+        is widened to whole buckets.  Counts are as flushed by the servers
+        (every ``usage_flush_interval``), not what they hold in memory.
+        A deleted key's history stays readable until retention prunes it;
+        an id with neither a key nor history raises :class:`KeyNotFound`.
+        """
+        key_id = _key_id(key_id)
+        store = self._history()
+        first, end, starts = window(since, until, bucket, self._clock())
+        rows = store.usage_rows(key_id=key_id, since=int(first.timestamp()),
+                                until=int(end.timestamp()))
+        if not rows and self.store.get(key_id) is None:
+            raise KeyNotFound(f"no key with id {key_id!r}")
+        return build_series(key_id, rows, bucket, first, end, starts)
+
+    def usage_summary(self, *, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, bucket: Bucket = "hour",
+                      top: int = 10) -> UsageSummary:
+        """Every key's usage over a range: counts by outcome per bucket (the
+        requests that named no existing key included), the *top* keys by
+        requests, failures by outcome, and the key-less counts
+        (``unknown_key``, ``malformed``, ``missing``, ``throttled``)."""
+        store = self._history()
+        first, end, starts = window(since, until, bucket, self._clock())
+        rows = store.usage_rows(since=int(first.timestamp()), until=int(end.timestamp()))
+        names = {record.id: record.name for record in self.store.list()}
+        return build_summary(rows, names, bucket, first, end, starts, top)
 
     def close(self) -> None:
         """Close the store, once the queued event hooks have run (5 s at most)."""

@@ -1,11 +1,25 @@
 """Counting requests per key without a store write per request.
 
-Hits are appended to a deque (one C call, atomic, no lock on the request
-path) and folded into one batch per key at an interval, by a daemon thread
-started on the first hit, when the deque grows past a bound, and on
-:meth:`UsageBuffer.close`.
-A failed flush puts its counts back, so nothing is lost while the store is
-down; an ``atexit`` hook flushes what is left when the process ends.
+Requests are appended to a deque (one C call, atomic, no lock on the request
+path) and folded into one batch at an interval, by a daemon thread started
+on the first request, when the deque grows past a bound, and on
+:meth:`UsageBuffer.close`.  A batch is two writes:
+
+* the per-key counters (``usage_count``, ``last_used_at``), as before;
+* the usage history (issue #14): per key and UTC hour, counts by outcome,
+  and for valid requests the distinct client addresses, the last client and
+  user agent, and the most requested paths
+  (:mod:`aqnt_auth._usage_history`).
+
+A request only appends its raw facts (key id, time, path, peer address,
+forwarded headers, user agent); everything else (resolving the client past
+trusted proxies, decoding, truncating, counting paths and clients) happens
+here at flush time, off the request path.
+
+A failed write puts its counts back, so nothing is lost while the store is
+down; an ``atexit`` hook flushes what is left when the process ends.  A
+process that dies without running it (``SIGKILL``, a crash, the OOM killer)
+loses what it counted since its last flush: at most one interval.
 """
 
 from __future__ import annotations
@@ -13,14 +27,28 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
+import math
 import os
+import re
 import threading
+import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 from ._errors import ConfigurationError
+from ._outcomes import VALID
 from ._records import UsageDelta
+from ._usage_history import (
+    HOUR,
+    MAX_CLIENTS,
+    MAX_PATHS,
+    MAX_TEXT,
+    UsageRow,
+    hour_of,
+    merge_rows,
+)
 
 __all__ = ["UsageBuffer"]
 
@@ -28,9 +56,51 @@ log = logging.getLogger("aqnt_auth.usage")
 
 _UTC = dt.timezone.utc
 
+#: Writes usage-history rows, pruning rows of hours before the second argument.
+HistorySink = Callable[[Sequence[UsageRow], "int | None"], None]
+#: The client address of (peer, Forwarded, X-Forwarded-For).
+Resolve = Callable[["str | None", "str | None", "str | None"], "str | None"]
+
+# Anything shaped like one of our keys in a path is never stored.
+_KEY_LIKE: Final = re.compile(r"[A-Za-z0-9]+_(?:live|test)_[0-9A-Za-z_]{16,}")
+
+
+def _text(value: str | bytes | None) -> str | None:
+    """A user agent or client address as stored: text, no key, cut short."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return _path(value)
+
+
+def _path(value: str) -> str:
+    return _KEY_LIKE.sub("[redacted]", value)[:MAX_TEXT]
+
+
+class _Hour:
+    """One key's hour, as this flush saw it."""
+
+    __slots__ = ("counts", "last", "paths", "raw_client", "user_agent")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.last = -math.inf
+        self.raw_client: tuple[str | None, str | None, str | None] | None = None
+        self.user_agent: str | bytes | None = None
+        self.paths: dict[str, int] = {}
+
 
 class UsageBuffer:
-    """Buffered ``(count, last_used_at)`` per key id, flushed to *sink*."""
+    """Buffered usage, flushed to *sink* (per-key counters) and, when given,
+    *history* (per key and hour, by outcome).
+
+    :param resolve: the client address of a request's raw facts (peer,
+        ``Forwarded``, ``X-Forwarded-For``), called at flush time.
+    :param retention: seconds of history kept; older hours are pruned by a
+        flush, at most once an hour per process (``None``: kept forever).
+    :param clock: Unix time, for the retention (tests pass a fake).
+    """
 
     def __init__(
         self,
@@ -38,15 +108,33 @@ class UsageBuffer:
         *,
         interval: float = 10.0,
         max_pending: int = 100_000,
+        history: HistorySink | None = None,
+        resolve: Resolve | None = None,
+        retention: float | None = 90 * 86_400,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if interval <= 0:
             raise ConfigurationError("usage flush interval must be positive")
+        if retention is not None and not retention > 0:
+            raise ConfigurationError("usage retention must be positive (or None: keep all)")
         self._sink = sink
+        self._history = history
+        self._resolve = resolve
+        self.retention = retention
+        self._clock = clock
         self.interval = interval
         self.max_pending = max_pending
-        self._hits: deque[tuple[str, float]] = deque()
-        # Counts taken off the deque whose write failed: retried next flush.
+        # (key id, time, path, peer, Forwarded, X-Forwarded-For, user agent)
+        self._hits: deque[tuple[Any, ...]] = deque()
+        # (outcome, key id or "", time)
+        self._fails: deque[tuple[str, str, float]] = deque()
+        # Counts taken off the deques whose write failed: retried next flush.
         self._carry: dict[str, list[float]] = {}
+        self._history_carry: dict[tuple[str, int], UsageRow] = {}
+        # Distinct clients per (key id, hour) this process has seen, kept
+        # across flushes for the current and the previous hour.
+        self._clients: dict[tuple[str, int], set[str | None]] = {}
+        self._pruned_at = -math.inf
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,21 +143,34 @@ class UsageBuffer:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
 
-    def hit(self, key_id: str, now: float) -> None:
-        """Count one request for *key_id* at Unix time *now*."""
+    def hit(self, key_id: str, now: float, path: str | None = None, client: str | None = None,
+            forwarded: str | None = None, x_forwarded_for: str | None = None,
+            user_agent: str | bytes | None = None) -> None:
+        """Count one valid request for *key_id* at Unix time *now*, with its
+        raw facts (resolved and trimmed at flush time)."""
         hits = self._hits
-        hits.append((key_id, now))
+        hits.append((key_id, now, path, client, forwarded, x_forwarded_for, user_agent))
         if self._thread is None:
             self._start()
         elif len(hits) > self.max_pending:
             self._wake.set()
 
+    def fail(self, outcome: str, key_id: str, now: float) -> None:
+        """Count one request that ended in *outcome* (not valid), under
+        *key_id* (``""``: no key)."""
+        fails = self._fails
+        fails.append((outcome, key_id, now))
+        if self._thread is None:
+            self._start()
+        elif len(fails) > self.max_pending:
+            self._wake.set()
+
     def pending(self) -> dict[str, int]:
-        """Counts not yet flushed, per key id."""
+        """Valid requests not yet flushed, per key id."""
         with self._flush_lock:
             counts = {k: int(v[0]) for k, v in self._carry.items()}
-            for key_id, _ in list(self._hits):
-                counts[key_id] = counts.get(key_id, 0) + 1
+            for hit in list(self._hits):
+                counts[hit[0]] = counts.get(hit[0], 0) + 1
             return counts
 
     def _start(self) -> None:
@@ -89,13 +190,16 @@ class UsageBuffer:
             if not self._closed:
                 self.flush()
 
-    def _take(self) -> dict[str, list[float]]:
+    def _take(self) -> tuple[dict[str, list[float]], dict[tuple[str, int], _Hour]]:
         batch, self._carry = self._carry, {}
+        hours: dict[tuple[str, int], _Hour] = {}
+        keep_history = self._history is not None
         hits = self._hits
         # Pop exactly as many as were there: hits appended meanwhile stay
         # for the next flush, so none is lost or counted twice.
         for _ in range(len(hits)):
-            key_id, now = hits.popleft()
+            hit = hits.popleft()
+            key_id, now = hit[0], hit[1]
             entry = batch.get(key_id)
             if entry is None:
                 batch[key_id] = [1, now]
@@ -103,26 +207,112 @@ class UsageBuffer:
                 entry[0] += 1
                 if now > entry[1]:
                     entry[1] = now
-        return batch
+            if keep_history:
+                self._fold_valid(hours, hit)
+        fails = self._fails
+        for _ in range(len(fails)):
+            outcome, key_id, now = fails.popleft()
+            if keep_history:
+                slot = (key_id, int(now // HOUR) * HOUR)
+                hour = hours.get(slot)
+                if hour is None:
+                    hour = hours[slot] = _Hour()
+                hour.counts[outcome] = hour.counts.get(outcome, 0) + 1
+        return batch, hours
+
+    def _fold_valid(self, hours: dict[tuple[str, int], _Hour], hit: tuple[Any, ...]) -> None:
+        key_id, now, path, client, forwarded, x_forwarded_for, user_agent = hit
+        slot = (key_id, int(now // HOUR) * HOUR)
+        hour = hours.get(slot)
+        if hour is None:
+            hour = hours[slot] = _Hour()
+        hour.counts[VALID] = hour.counts.get(VALID, 0) + 1
+        raw = (client, forwarded, x_forwarded_for)
+        if now >= hour.last:
+            hour.last, hour.raw_client, hour.user_agent = now, raw, user_agent
+        clients = self._clients.get(slot)
+        if clients is None:
+            clients = self._clients[slot] = set()
+        if len(clients) < MAX_CLIENTS:
+            clients.add(self._client_of(raw))
+        if path is not None:
+            paths = hour.paths
+            if path in paths:
+                paths[path] += 1
+            elif len(paths) < MAX_PATHS:
+                paths[path] = 1
+
+    def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
+        client = self._resolve(*raw) if self._resolve is not None else raw[0]
+        return _text(client)
+
+    def _rows(self, hours: Mapping[tuple[str, int], _Hour]) -> list[UsageRow]:
+        rows = []
+        for (key_id, hour_start), hour in hours.items():
+            last_at = None if hour.raw_client is None else int(hour.last * 1_000_000)
+            paths: dict[str, int] = {}
+            for path, n in hour.paths.items():
+                cleaned = _path(path)
+                paths[cleaned] = paths.get(cleaned, 0) + n
+            rows.append(UsageRow(
+                key_id, hour_start, hour.counts,
+                len(self._clients.get((key_id, hour_start), ())),
+                last_at,
+                None if hour.raw_client is None else self._client_of(hour.raw_client),
+                _text(hour.user_agent), paths,
+            ))
+        return rows
 
     def flush(self) -> bool:
-        """Write pending counts to the sink now; whether that succeeded."""
+        """Write pending usage to the store now; whether that succeeded."""
         with self._flush_lock:
-            batch = self._take()
-            if not batch:
-                return True
-            usage = {
-                key_id: UsageDelta(int(count), dt.datetime.fromtimestamp(last, _UTC))
-                for key_id, (count, last) in batch.items()
-            }
-            try:
-                self._sink(usage)
-            except Exception as exc:
-                self._carry = batch
-                log.warning("usage flush failed, %d keys kept for the next try: %s",
-                            len(batch), exc)
-                return False
+            batch, hours = self._take()
+            ok = True
+            if batch:
+                usage = {
+                    key_id: UsageDelta(int(count), dt.datetime.fromtimestamp(last, _UTC))
+                    for key_id, (count, last) in batch.items()
+                }
+                try:
+                    self._sink(usage)
+                except Exception as exc:
+                    self._carry = batch
+                    log.warning("usage flush failed, %d keys kept for the next try: %s",
+                                len(batch), exc)
+                    ok = False
+            if self._history is not None:
+                ok = self._flush_history(hours) and ok
+            return ok
+
+    def _flush_history(self, hours: Mapping[tuple[str, int], _Hour]) -> bool:
+        assert self._history is not None
+        rows = self._history_carry
+        self._history_carry = {}
+        for row in self._rows(hours):
+            slot = (row.key_id, row.hour)
+            old = rows.get(slot)
+            rows[slot] = row if old is None else merge_rows(old, row)
+        now = self._clock()
+        prune = None
+        if self.retention is not None and now - self._pruned_at >= HOUR:
+            prune = hour_of(now - self.retention)
+        # Forget client sets of hours that are over (a late request still
+        # finds the previous hour's).
+        current = hour_of(now)
+        for slot in [s for s in self._clients if s[1] < current - HOUR]:
+            del self._clients[slot]
+        if not rows and prune is None:
             return True
+        try:
+            self._history(list(rows.values()), prune)
+        except Exception as exc:
+            self._history_carry = rows
+            log.warning("usage history flush failed, %d rows kept for the next try: %s",
+                        len(rows), exc)
+            return False
+        if prune is not None:
+            self._pruned_at = now
+        return True
 
     def close(self) -> None:
         """Stop the flusher and flush what is left.  Idempotent."""
@@ -133,7 +323,9 @@ class UsageBuffer:
             thread.join(timeout=5)
         if not self.flush():
             lost = sum(int(v[0]) for v in self._carry.values())
-            log.error("usage counts of %d requests could not be written at close", lost)
+            rows = len(self._history_carry)
+            log.error("usage counts of %d requests (and %d usage-history rows) could not be "
+                      "written at close", lost, rows)
 
 
 def _flush_at_exit(ref: weakref.ref[UsageBuffer]) -> None:
@@ -151,6 +343,9 @@ def _reset_after_fork(ref: weakref.ref[UsageBuffer]) -> None:
     buffer._flush_lock = threading.Lock()
     buffer._start_lock = threading.Lock()
     buffer._hits = deque()
+    buffer._fails = deque()
     buffer._carry = {}
+    buffer._history_carry = {}
+    buffer._clients = {}
     buffer._wake = threading.Event()
     buffer._thread = None

@@ -11,8 +11,11 @@ from django.db import models
 from django.utils import timezone
 
 from aqnt_auth import KEY_COLUMNS, KeyRecord, record_from_row, row_from_record
+from aqnt_auth._outcomes import OUTCOMES
+from aqnt_auth._usage_history import UsageRow, paths_of_json
 
-__all__ = ["APIKey", "APIKeyAudit", "aware", "db_datetime", "expiry_allowed", "record_fields",
+__all__ = ["APIKey", "APIKeyAudit", "APIKeyUsage", "aware", "db_datetime", "expiry_allowed",
+           "record_fields",
            "record_of_values"]
 
 MODE_CHOICES = (("live", "live"), ("test", "test"))
@@ -120,6 +123,55 @@ class APIKeyAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.key_id} at {self.at}"
+class APIKeyUsage(models.Model):
+    """Usage history (issue #14): one row per key id and UTC hour.
+
+    ``key_id`` is ``""`` for the requests that named no existing key.  Not a
+    foreign key: a deleted key's history stays until retention prunes it.
+    Written by the authenticator's usage flush only; no key, secret, hash or
+    ``Authorization`` value is ever stored here.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key_id = models.CharField(max_length=32)
+    #: Start of the hour, Unix seconds (UTC).
+    hour = models.BigIntegerField(db_index=True)
+    valid = models.PositiveBigIntegerField(default=0)
+    invalid_secret = models.PositiveBigIntegerField(default=0)
+    revoked = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(default=0)
+    disabled = models.PositiveBigIntegerField(default=0)
+    rate_limited = models.PositiveBigIntegerField(default=0)
+    quota_exceeded = models.PositiveBigIntegerField(default=0)
+    ip_not_allowed = models.PositiveBigIntegerField(default=0)
+    forbidden = models.PositiveBigIntegerField(default=0)
+    unknown_key = models.PositiveBigIntegerField(default=0)
+    malformed = models.PositiveBigIntegerField(default=0)
+    missing = models.PositiveBigIntegerField(default=0)
+    throttled = models.PositiveBigIntegerField(default=0)
+    clients = models.PositiveIntegerField(default=0)
+    #: Unix microseconds of the last valid request.
+    last_at = models.BigIntegerField(null=True, blank=True)
+    last_client = models.CharField(max_length=256, null=True, blank=True)
+    last_user_agent = models.CharField(max_length=256, null=True, blank=True)
+    #: The most requested paths, a JSON object of counts.
+    paths = models.TextField(default="{}")
+
+    class Meta:
+        verbose_name = "API key usage"
+        verbose_name_plural = "API key usage"
+        constraints = (
+            models.UniqueConstraint(fields=("key_id", "hour"), name="aqnt_auth_usage_key_hour"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.key_id or '(no key)'} @ {self.hour}"
+
+    def to_row(self) -> UsageRow:
+        """This row as the core's :class:`~aqnt_auth._usage_history.UsageRow`."""
+        counts = {o: getattr(self, o) for o in OUTCOMES if getattr(self, o)}
+        return UsageRow(self.key_id, self.hour, counts, self.clients, self.last_at,
+                        self.last_client, self.last_user_agent, paths_of_json(self.paths))
 
 
 #: Where the times stand among :data:`~aqnt_auth.KEY_COLUMNS`.

@@ -31,6 +31,8 @@ Every key is optional; these are the defaults::
         "MAX_HASH_MEMORY_MIB": None,   # argon2 memory per process (None: see the core)
         "USAGE_FLUSH_INTERVAL": 10.0,  # seconds between usage-count writes
         "TRACK_USAGE": True,           # count requests and last use per key
+        "USAGE_HISTORY": True,         # and usage history per key and hour (#14)
+        "USAGE_RETENTION_DAYS": 90,    # days of usage history kept (None: all)
         "REHASH": True,                # upgrade outdated hashes on use
         # Throttling of failed attempts per client (REMOTE_ADDR) and per
         # (key id, client): a FailureLimiter, or the storage URI of one with
@@ -127,6 +129,8 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "MAX_HASH_MEMORY_MIB": None,
         "USAGE_FLUSH_INTERVAL": 10.0,
         "TRACK_USAGE": True,
+        "USAGE_HISTORY": True,
+        "USAGE_RETENTION_DAYS": 90,
         "REHASH": True,
         "RATE_LIMIT": "memory://",
         "KEY_RATE_LIMIT_STORAGE": "memory://",
@@ -162,6 +166,8 @@ class AuthSettings(NamedTuple):
     max_hash_memory_mib: int | None
     usage_flush_interval: float
     track_usage: bool
+    usage_history: bool
+    usage_retention_days: float | None
     rehash: bool
     rate_limit: FailureLimiter | str | None
     key_rate_limit_storage: KeyRateLimiter | str
@@ -283,6 +289,9 @@ def load_settings(raw: Mapping[str, Any] | None = None) -> AuthSettings:
         usage_flush_interval=valid("USAGE_FLUSH_INTERVAL", partial(
             _number, "USAGE_FLUSH_INTERVAL", minimum=0, inclusive=False)),
         track_usage=valid("TRACK_USAGE", partial(_flag, "TRACK_USAGE")),
+        usage_history=valid("USAGE_HISTORY", partial(_flag, "USAGE_HISTORY")),
+        usage_retention_days=valid("USAGE_RETENTION_DAYS", partial(
+            _number, "USAGE_RETENTION_DAYS", minimum=0, inclusive=False, optional=True)),
         rehash=valid("REHASH", partial(_flag, "REHASH")),
         rate_limit=valid("RATE_LIMIT", _rate_limit),
         key_rate_limit_storage=valid("KEY_RATE_LIMIT_STORAGE", _key_rate_limit_storage),

@@ -22,12 +22,13 @@ request.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import logging
 import math
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -42,8 +43,20 @@ from django.db import (
     transaction,
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, DateTimeField, F, Field, Q, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    DateTimeField,
+    F,
+    Field,
+    IntegerField,
+    Q,
+    Value,
+    When,
+)
 from django.db.models.expressions import Expression
+from django.db.models.functions import Greatest
 from django.db.models.signals import post_save
 
 from aqnt_auth import (
@@ -58,13 +71,16 @@ from aqnt_auth import (
     UsageDelta,
 )
 from aqnt_auth._audit import ensure, entry_of_row
+from aqnt_auth._outcomes import OUTCOMES
 from aqnt_auth._quota import QuotaOps, QuotaRow, QuotaUse, consume_with
 from aqnt_auth._stores._record_cache import ABSENT, IDS_SIZE, RecordCache
 from aqnt_auth._stores._rows import update_columns
 from aqnt_auth._stores._sqlite_watch import ChangeWatcher
+from aqnt_auth._usage_history import UsageRow, merge_paths, paths_of_json
 from aqnt_auth.adapters.django.models import (
     APIKey,
     APIKeyAudit,
+    APIKeyUsage,
     aware,
     db_datetime,
     expiry_allowed,
@@ -586,6 +602,77 @@ class DjangoKeyStore:
         or, inside the caller's ``transaction.atomic()``, when it commits
         (never, if it rolls back).  KeyManager's event hooks wait for it."""
         transaction.on_commit(callback, using=self.write_alias)
+    def record_usage_history(self, rows: Sequence[UsageRow], *,
+                             prune_before: int | None = None) -> None:
+        """Add usage-history rows in one transaction: per row an ``UPDATE``
+        adding the counts with ``F()`` expressions (exact under concurrency),
+        or the row's ``INSERT`` (on a unique-constraint race, the ``UPDATE``
+        again), then the merged paths; rows in (key id, hour) order so
+        PostgreSQL's row locks are taken in one order.  The key table is not
+        touched: no cached record is invalidated."""
+        if not rows and prune_before is None:
+            return
+        connection = connections[self.write_alias]
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()  # see record_usage
+        try:
+            with transaction.atomic(using=self.write_alias):
+                for row in sorted(rows, key=lambda r: (r.key_id, r.hour)):
+                    self._add_usage_row(row)
+                if prune_before is not None:
+                    self._usage().filter(hour__lt=prune_before).delete()
+        except Error as exc:
+            raise _unavailable(exc) from None
+
+    def _usage(self) -> Any:
+        return APIKeyUsage.objects.using(self.write_alias)
+
+    def _add_usage_row(self, row: UsageRow) -> None:
+        found = self._usage().filter(key_id=row.key_id, hour=row.hour)
+        changes: dict[str, Any] = {o: F(o) + n for o, n in row.counts.items() if n}
+        if row.clients:
+            changes["clients"] = Greatest(F("clients"), Value(row.clients),
+                                          output_field=IntegerField())
+        if row.last_at is not None:
+            # Every SET expression reads the row as it was before the UPDATE.
+            later = Q(last_at__isnull=True) | Q(last_at__lt=row.last_at)
+            for column, value in (("last_client", row.last_client),
+                                  ("last_user_agent", row.last_user_agent)):
+                changes[column] = Case(When(later, then=Value(value, output_field=CharField())),
+                                       default=F(column))
+            changes["last_at"] = Case(When(later, then=Value(row.last_at)), default=F("last_at"),
+                                      output_field=BigIntegerField())
+        if not changes or not found.update(**changes):
+            try:
+                with transaction.atomic(using=self.write_alias):
+                    self._usage().create(
+                        key_id=row.key_id, hour=row.hour,
+                        **{o: n for o, n in row.counts.items() if o in OUTCOMES},
+                        clients=row.clients, last_at=row.last_at, last_client=row.last_client,
+                        last_user_agent=row.last_user_agent,
+                        paths=UsageRow(row.key_id, row.hour,
+                                       paths=merge_paths({}, row.paths)).paths_json())
+                return
+            except IntegrityError:
+                # Another process inserted it meanwhile: add to theirs.
+                if changes:
+                    found.update(**changes)
+        if row.paths:
+            # The UPDATE above holds the row's lock until commit.
+            stored = found.values_list("paths", flat=True).first()
+            merged = merge_paths(paths_of_json(stored), row.paths)
+            found.update(paths=UsageRow(row.key_id, row.hour, paths=merged).paths_json())
+
+    def usage_rows(self, *, key_id: str | None = None, since: int, until: int
+                   ) -> builtins.list[UsageRow]:
+        rows = APIKeyUsage.objects.using(self.read_alias).filter(
+            hour__gte=since, hour__lt=until).order_by("hour", "key_id")
+        if key_id is not None:
+            rows = rows.filter(key_id=key_id)
+        try:
+            return [row.to_row() for row in rows]
+        except Error as exc:
+            raise _unavailable(exc) from None
 
     def close(self) -> None:
         """Stop reading the change log; the connections are Django's."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from .._audit import AuditEntry, AuditEvent, AuditLog, ensure, select_entries
 from .._errors import KeyStateError
 from .._quota import QuotaRow, QuotaUse, is_moved, quota_step
 from .._records import KeyRecord, UsageDelta
+from .._usage_history import TOP_PATHS, UsageRow, merge_paths, merge_rows
 from ._protocol import RotationPlan
 from ._rows import update_columns
 
@@ -50,6 +52,7 @@ class MemoryKeyStore:
         self._records: dict[str, KeyRecord] = {r.id: r for r in records}
         self._lock = threading.Lock()
         self._audit: list[AuditEntry] = []
+        self._usage: dict[tuple[str, int], UsageRow] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore({len(self._records)} keys)"
@@ -189,6 +192,29 @@ class MemoryKeyStore:
                 self._records[key_id] = dataclasses.replace(
                     record, usage_count=record.usage_count + delta.count, last_used_at=last
                 )
+
+    def record_usage_history(self, rows: Sequence[UsageRow], *,
+                             prune_before: int | None = None) -> None:
+        with self._lock:
+            usage = self._usage
+            for row in rows:
+                slot = (row.key_id, row.hour)
+                old = usage.get(slot)
+                if old is None:
+                    row = dataclasses.replace(row, paths=merge_paths({}, row.paths))
+                else:
+                    row = merge_rows(old, row, keep_paths=TOP_PATHS)
+                usage[slot] = row
+            if prune_before is not None:
+                for slot in [s for s in usage if s[1] < prune_before]:
+                    del usage[slot]
+
+    def usage_rows(self, *, key_id: str | None = None, since: int, until: int
+                   ) -> builtins.list[UsageRow]:
+        with self._lock:
+            rows = [row for (kid, hour), row in self._usage.items()
+                    if since <= hour < until and (key_id is None or kid == key_id)]
+        return sorted(rows, key=lambda row: (row.hour, row.key_id))
 
     def close(self) -> None:
         pass

@@ -9,8 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 from .._audit import AuditEvent, AuditLog
 from .._quota import QuotaUse
 from .._records import KeyRecord, UsageDelta
+from .._usage_history import UsageRow
 
-__all__ = ["AsyncKeyStore", "KeyStore", "RotationPlan"]
+__all__ = ["AsyncKeyStore", "KeyStore", "RotationPlan", "UsageHistoryStore"]
 
 #: Decides a rotation inside a store's transaction: given the old key's
 #: record and its successors (the records whose ``rotated_from`` is its id),
@@ -181,3 +182,31 @@ class AsyncKeyStore(Protocol):
     async def record_usage(self, usage: Mapping[str, UsageDelta]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class UsageHistoryStore(Protocol):
+    """A store that keeps usage history (issue #14): every store of the
+    package does; a store of your own without these methods still serves
+    keys, and the authenticator then keeps the per-key counters only.
+
+    Usage rows live in their own table: writing them changes no key record,
+    so no record cache is invalidated (no change-log trigger, no ``NOTIFY``).
+    """
+
+    def record_usage_history(self, rows: Sequence[UsageRow], *,
+                             prune_before: int | None = None) -> None:
+        """Add *rows* (deltas, one per key id and hour) in one transaction.
+
+        Counts add up (``count = count + new``) so flushes from many processes
+        add up exactly; the client count keeps the larger value; the last
+        client and user agent are those of the later ``last_at``; paths merge
+        by :func:`~aqnt_auth._usage_history.merge_paths`.  With
+        *prune_before* (Unix seconds), rows of earlier hours are deleted in
+        the same transaction.
+        """
+
+    def usage_rows(self, *, key_id: str | None = None, since: int, until: int
+                   ) -> list[UsageRow]:
+        """The rows of hours in ``[since, until)`` (Unix seconds), of *key_id*
+        (``""``: the key-less rows) or of every key id (``None``), oldest first."""

@@ -22,9 +22,10 @@ __all__ = [
     "check_identifier",
     "postgres_ddl",
     "postgres_upgrade_ddl",
+    "usage_table",
 ]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 DEFAULT_TABLE: Final = "aqnt_api_keys"
 #: One row per key table: ``(name, version)``.
 VERSION_TABLE: Final = "aqnt_auth_schema"
@@ -61,6 +62,30 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {index} ON {table} (owner);
 {audit_ddl};
+CREATE TABLE IF NOT EXISTS {usage} (
+    key_id          text    NOT NULL,
+    hour            bigint  NOT NULL,
+    valid           bigint  NOT NULL DEFAULT 0,
+    invalid_secret  bigint  NOT NULL DEFAULT 0,
+    revoked         bigint  NOT NULL DEFAULT 0,
+    expired         bigint  NOT NULL DEFAULT 0,
+    disabled        bigint  NOT NULL DEFAULT 0,
+    rate_limited    bigint  NOT NULL DEFAULT 0,
+    quota_exceeded  bigint  NOT NULL DEFAULT 0,
+    ip_not_allowed  bigint  NOT NULL DEFAULT 0,
+    forbidden       bigint  NOT NULL DEFAULT 0,
+    unknown_key     bigint  NOT NULL DEFAULT 0,
+    malformed       bigint  NOT NULL DEFAULT 0,
+    missing         bigint  NOT NULL DEFAULT 0,
+    throttled       bigint  NOT NULL DEFAULT 0,
+    clients         integer NOT NULL DEFAULT 0,
+    last_at         bigint,
+    last_client     text,
+    last_user_agent text,
+    paths           text    NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (key_id, hour)
+);
+CREATE INDEX IF NOT EXISTS {usage_index} ON {usage} (hour);
 CREATE TABLE IF NOT EXISTS {versions} (
     name    text    PRIMARY KEY,
     version integer NOT NULL
@@ -113,6 +138,32 @@ ALTER TABLE {table}
     3: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS lineage_id text",
     # 4: the audit log (#14); {audit_ddl} is _AUDIT_TEMPLATE's text.
     4: "{audit_ddl}",
+    # 5: usage history (issue #14): per key id ('' for requests that named
+    # no key) and UTC hour (Unix seconds); usage writes send no NOTIFY.
+    5: """CREATE TABLE IF NOT EXISTS {usage} (
+    key_id          text    NOT NULL,
+    hour            bigint  NOT NULL,
+    valid           bigint  NOT NULL DEFAULT 0,
+    invalid_secret  bigint  NOT NULL DEFAULT 0,
+    revoked         bigint  NOT NULL DEFAULT 0,
+    expired         bigint  NOT NULL DEFAULT 0,
+    disabled        bigint  NOT NULL DEFAULT 0,
+    rate_limited    bigint  NOT NULL DEFAULT 0,
+    quota_exceeded  bigint  NOT NULL DEFAULT 0,
+    ip_not_allowed  bigint  NOT NULL DEFAULT 0,
+    forbidden       bigint  NOT NULL DEFAULT 0,
+    unknown_key     bigint  NOT NULL DEFAULT 0,
+    malformed       bigint  NOT NULL DEFAULT 0,
+    missing         bigint  NOT NULL DEFAULT 0,
+    throttled       bigint  NOT NULL DEFAULT 0,
+    clients         integer NOT NULL DEFAULT 0,
+    last_at         bigint,
+    last_client     text,
+    last_user_agent text,
+    paths           text    NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (key_id, hour)
+);
+CREATE INDEX IF NOT EXISTS {usage_index} ON {usage} (hour)""",
 }
 
 
@@ -125,6 +176,11 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+def usage_table(table: str = DEFAULT_TABLE) -> str:
+    """The name of the usage-history table kept beside key table *table*."""
+    return f"{table}_usage"
+
+
 def postgres_ddl(table: str = DEFAULT_TABLE, schema: str | None = None) -> list[str]:
     """The statements that create the store's tables on PostgreSQL, in order."""
     check_identifier(table, "table")
@@ -133,6 +189,8 @@ def postgres_ddl(table: str = DEFAULT_TABLE, schema: str | None = None) -> list[
         table=qualify(table),
         index=f"{table}_owner",
         audit_ddl=_audit_ddl(table, qualify),
+        usage=qualify(usage_table(table)),
+        usage_index=f"{usage_table(table)}_hour",
         versions=qualify(VERSION_TABLE),
         name=table,
         version=SCHEMA_VERSION,
@@ -149,13 +207,15 @@ def postgres_upgrade_ddl(version: int, table: str = DEFAULT_TABLE,
     statements = [statement.strip()
                   for step in range(version + 1, SCHEMA_VERSION + 1)
                   for statement in _UPGRADES[step].format(
-                      table=qualify(table), audit_ddl=_audit_ddl(table, qualify)).split(";")]
+                      table=qualify(table), audit_ddl=_audit_ddl(table, qualify),
+                      usage=qualify(usage_table(table)),
+                      usage_index=f"{usage_table(table)}_hour").split(";")]
     statements.append(f"UPDATE {qualify(VERSION_TABLE)} SET version = {SCHEMA_VERSION} "  # noqa: S608
                       f"WHERE name = '{table}'")
     return statements
 
 
 #: The PostgreSQL DDL with the default names, for teams that run their own
-#: migrations.  Version 4 of the schema; the row in ``aqnt_auth_schema``
+#: migrations.  Version 5 of the schema; the row in ``aqnt_auth_schema``
 #: tells the store which version a database holds.
 SCHEMA: Final = ";\n".join(postgres_ddl()) + ";\n"

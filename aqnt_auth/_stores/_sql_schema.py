@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .._outcomes import OUTCOMES
 from ._sql_ddl import (
     DEFAULT_TABLE,
     SCHEMA,
@@ -38,6 +39,7 @@ from ._sql_ddl import (
     check_identifier,
     postgres_ddl,
     postgres_upgrade_ddl,
+    usage_table,
 )
 
 __all__ = [
@@ -145,6 +147,21 @@ class Tables:
             Index(f"{audit}_key", "key_id", "at"),
             Index(f"{audit}_at", "at"),
         )
+        #: Usage history (issue #14), per key id and UTC hour.
+        self.usage = Table(
+            usage_table(table),
+            self.metadata,
+            Column("key_id", Text, primary_key=True),
+            Column("hour", BigInteger, primary_key=True, autoincrement=False),
+            *(Column(name, BigInteger, nullable=False, server_default="0")
+              for name in OUTCOMES),
+            Column("clients", Integer, nullable=False, server_default="0"),
+            Column("last_at", BigInteger),
+            Column("last_client", Text),
+            Column("last_user_agent", Text),
+            Column("paths", Text, nullable=False, server_default="{}"),
+            Index(f"{usage_table(table)}_hour", "hour"),
+        )
         self.versions = Table(
             VERSION_TABLE,
             self.metadata,
@@ -170,6 +187,8 @@ _ADDED: Final[dict[int, tuple[tuple[str, str | None], ...]]] = {
 
 #: The step that creates the audit table (#14).
 _AUDIT_STEP: Final = 4
+#: The step that creates the usage-history table (#14).
+_USAGE_STEP: Final = 5
 
 
 def upgrade_ddl(tables: Tables, version: int, dialect: Dialect) -> list[str]:
@@ -185,6 +204,12 @@ def upgrade_ddl(tables: Tables, version: int, dialect: Dialect) -> list[str]:
                                   .compile(dialect=dialect)).strip())
             statements += [str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
                            for index in sorted(tables.audit.indexes, key=lambda i: str(i.name))]
+            continue
+        if step == _USAGE_STEP:
+            statements.append(str(CreateTable(tables.usage, if_not_exists=True)
+                                  .compile(dialect=dialect)).strip())
+            statements.extend(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+                              for index in tables.usage.indexes)
             continue
         for name, default in _ADDED[step]:
             column_type = tables.keys.c[name].type.compile(dialect=dialect)

@@ -26,13 +26,14 @@ call after the database returns succeeds.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import logging
 import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
@@ -69,6 +70,7 @@ from .._errors import (
 )
 from .._quota import PERIODS, QuotaOps, QuotaRow, QuotaUse, consume_with
 from .._records import KeyRecord, UsageDelta
+from .._usage_history import UsageRow
 from ._deadline import WATCHDOG, connect_within
 from ._pg_listener import Listener
 from ._protocol import RotationPlan
@@ -76,6 +78,7 @@ from ._record_cache import ABSENT, IDS_SIZE, RecordCache, created_by
 from ._rows import record_from_row, row_from_record, update_columns
 from ._sql_ddl import DEFAULT_TABLE, SCHEMA, SCHEMA_VERSION, check_identifier, postgres_ddl
 from ._sql_schema import Tables, UTCDateTime, upgrade_ddl
+from ._usage_sql import read_usage_rows, write_usage_rows
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -797,6 +800,28 @@ class SQLAlchemyKeyStore:
     def _op_usage(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(self._q_usage, rows)
 
+    @property
+    def _usage_table(self) -> str:
+        usage = self.tables.usage.name
+        return f"{self.tables.schema}.{usage}" if self.tables.schema else usage
+
+    def _op_usage_history(self, conn: Connection, rows: Sequence[UsageRow],
+                          prune_before: int | None) -> None:
+        def run(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+            result = conn.execute(text(sql), params)
+            return result.fetchall() if result.returns_rows else []
+
+        def run_many(sql: str, params: list[dict[str, Any]]) -> None:
+            conn.execute(text(sql), params)
+
+        write_usage_rows(run, run_many, self._usage_table, rows, prune_before,
+                         postgres=self._postgres)
+
+    def _op_usage_rows(self, conn: Connection, key_id: str | None, since: int, until: int
+                       ) -> list[UsageRow]:
+        return read_usage_rows(lambda sql, params: conn.execute(text(sql), params).fetchall(),
+                               self._usage_table, key_id, since, until)
+
     # -- the KeyStore protocol --------------------------------------------
 
     def peek(self, key_id: str) -> KeyRecord | None:
@@ -883,6 +908,18 @@ class SQLAlchemyKeyStore:
         """
         if usage:
             self._run(self._op_usage, _usage_rows(usage), write=True)
+
+    def record_usage_history(self, rows: Sequence[UsageRow], *,
+                             prune_before: int | None = None) -> None:
+        """Add usage-history rows in one transaction (an upsert adding the
+        counts, in key order; PostgreSQL and SQLite); no ``NOTIFY``: no
+        record changes."""
+        if rows or prune_before is not None:
+            self._run(self._op_usage_history, rows, prune_before, write=True)
+
+    def usage_rows(self, *, key_id: str | None = None, since: int, until: int
+                   ) -> builtins.list[UsageRow]:
+        return self._run(self._op_usage_rows, key_id, since, until)
 
     def close(self) -> None:
         """Stop the listener and close the pools the store created.  Idempotent."""

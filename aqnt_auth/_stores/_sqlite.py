@@ -14,6 +14,7 @@ on an event loop, needs no thread.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import json
@@ -25,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
@@ -33,20 +34,25 @@ from .._audit import AuditEntry, AuditEvent, AuditLog, ensure, entry_of_row
 from .._errors import ConfigurationError, KeyStateError, StoreNotFound, StoreUnavailable
 from .._quota import PERIODS, QuotaOps, QuotaRow, QuotaUse, consume_with
 from .._records import KeyRecord, UsageDelta
+from .._usage_history import UsageRow
 from ._async import ThreadedAsyncStore
 from ._protocol import RotationPlan
 from ._record_cache import ABSENT, IDS_SIZE, RecordCache, created_by
 from ._rows import KEY_COLUMNS, update_columns
 from ._sqlite_watch import ChangeWatcher, change_log_ddl, quota_set_ddl
+from ._usage_sql import read_usage_rows, write_usage_rows
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "AsyncSQLiteKeyStore", "SQLiteKeyStore"]
 
 log = logging.getLogger("aqnt_auth.store.sqlite")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 
 _TABLE: Final = "aqnt_api_keys"
 _CHANGE_LOG: Final = "aqnt_key_changes"
+#: Usage history (issue #14): no trigger watches it, so a flush leaves
+#: every process's record cache as it is.
+USAGE_TABLE: Final = "aqnt_key_usage"
 
 # The migration steps: step N takes a database from version N - 1 to N.
 # Each is self-contained (its own literal DDL, never derived from today's
@@ -144,6 +150,34 @@ _STEPS: Final[dict[int, tuple[str, ...]]] = {
             "quota_refill", "allowed_ips", "lineage_id",
         )),
         *quota_set_ddl(_TABLE, _CHANGE_LOG),
+    ),
+    # 7: usage history (issue #14), per key id ('' for requests that named
+    # no key) and UTC hour (Unix seconds).  Not watched by the change log.
+    7: (
+        """CREATE TABLE IF NOT EXISTS aqnt_key_usage (
+    key_id          TEXT    NOT NULL,
+    hour            INTEGER NOT NULL,
+    valid           INTEGER NOT NULL DEFAULT 0,
+    invalid_secret  INTEGER NOT NULL DEFAULT 0,
+    revoked         INTEGER NOT NULL DEFAULT 0,
+    expired         INTEGER NOT NULL DEFAULT 0,
+    disabled        INTEGER NOT NULL DEFAULT 0,
+    rate_limited    INTEGER NOT NULL DEFAULT 0,
+    quota_exceeded  INTEGER NOT NULL DEFAULT 0,
+    ip_not_allowed  INTEGER NOT NULL DEFAULT 0,
+    forbidden       INTEGER NOT NULL DEFAULT 0,
+    unknown_key     INTEGER NOT NULL DEFAULT 0,
+    malformed       INTEGER NOT NULL DEFAULT 0,
+    missing         INTEGER NOT NULL DEFAULT 0,
+    throttled       INTEGER NOT NULL DEFAULT 0,
+    clients         INTEGER NOT NULL DEFAULT 0,
+    last_at         INTEGER,
+    last_client     TEXT,
+    last_user_agent TEXT,
+    paths           TEXT    NOT NULL DEFAULT '{}',
+    PRIMARY KEY (key_id, hour)
+) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS aqnt_key_usage_hour ON aqnt_key_usage (hour)",
     ),
 }
 
@@ -709,6 +743,28 @@ class SQLiteKeyStore:
                 )
 
         self._wrap(run)
+
+    def record_usage_history(self, rows: Sequence[UsageRow], *,
+                             prune_before: int | None = None) -> None:
+        if not rows and prune_before is None:
+            return
+
+        def run() -> None:
+            # BEGIN IMMEDIATE: the paths' read-merge-write is one writer's.
+            with self._transaction() as conn:
+                def run_many(sql: str, params: list[dict[str, Any]]) -> None:
+                    conn.executemany(sql, params)
+
+                write_usage_rows(lambda sql, params: conn.execute(sql, params).fetchall(),
+                                 run_many, USAGE_TABLE, rows, prune_before, postgres=False)
+
+        self._wrap(run)
+
+    def usage_rows(self, *, key_id: str | None = None, since: int, until: int
+                   ) -> builtins.list[UsageRow]:
+        return self._wrap(lambda: read_usage_rows(
+            lambda sql, params: self._conn().execute(sql, params).fetchall(),
+            USAGE_TABLE, key_id, since, until))
 
     def close(self) -> None:
         if self.watcher is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -32,8 +33,12 @@ from aqnt_auth import (
     QuotaUse,
     RotationPlan,
     UsageDelta,
+    UsageHistoryStore,
+    UsageRow,
     to_async,
 )
+from aqnt_auth._outcomes import NO_KEY
+from aqnt_auth._usage_history import TOP_PATHS
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
@@ -186,7 +191,102 @@ def _summary(entries: Sequence[AuditEntry]) -> list[tuple[str, str, str | None]]
     return [(e.event, e.key_id, e.actor) for e in entries]
 
 
-class StoreContract:
+H0: Final = int(T0.timestamp()) // 3600 * 3600
+HOUR: Final = 3600
+
+
+class UsageHistoryContract:
+    """Usage history (issue #14): mix into a ``Test...`` class with a ``store``
+    fixture (a fresh, empty store that keeps usage history)."""
+
+    def test_rows_add_up_and_keep_the_later_client(self, store: KeyStore) -> None:
+        """Counts add up per key and hour; the client count keeps the larger
+        value; the last client and user agent are the later ones; paths merge."""
+        assert isinstance(store, UsageHistoryStore)
+        store.record_usage_history([
+            UsageRow("k1", H0, {"valid": 3, "revoked": 1}, 2, 20, "192.0.2.1", "ua/2",
+                     {"/a": 2, "/b": 1}),
+            UsageRow(NO_KEY, H0, {"missing": 4, "malformed": 1}),
+        ])
+        store.record_usage_history([
+            UsageRow("k1", H0, {"valid": 2, "forbidden": 1}, 1, 10, "192.0.2.9", "ua/1",
+                     {"/b": 5}),
+            UsageRow("k1", H0 + HOUR, {"valid": 1}, 1, 30, "192.0.2.3", None, {"/c": 1}),
+            UsageRow(NO_KEY, H0, {"missing": 1, "unknown_key": 2}),
+        ])
+        rows = store.usage_rows(since=H0, until=H0 + 2 * HOUR)
+        assert rows == [
+            UsageRow(NO_KEY, H0, {"missing": 5, "malformed": 1, "unknown_key": 2}),
+            UsageRow("k1", H0, {"valid": 5, "revoked": 1, "forbidden": 1}, 2, 20, "192.0.2.1",
+                     "ua/2", {"/a": 2, "/b": 6}),
+            UsageRow("k1", H0 + HOUR, {"valid": 1}, 1, 30, "192.0.2.3", None, {"/c": 1}),
+        ]
+        assert store.usage_rows(key_id="k1", since=H0 + HOUR, until=H0 + 2 * HOUR) == rows[2:]
+        assert store.usage_rows(key_id=NO_KEY, since=H0, until=H0 + HOUR) == rows[:1]
+        assert store.usage_rows(since=H0 + 2 * HOUR, until=H0 + 9 * HOUR) == []
+
+    def test_paths_keep_the_most_requested(self, store: KeyStore) -> None:
+        """A row keeps the ten most requested paths over every flush."""
+        assert isinstance(store, UsageHistoryStore)
+        for n in range(12):
+            paths = {f"/p{i}": 1 for i in range(12)} | {"/hot": n + 1}
+            store.record_usage_history([UsageRow("k2", H0, {"valid": 13}, paths=paths)])
+        (row,) = store.usage_rows(key_id="k2", since=H0, until=H0 + HOUR)
+        assert row.count("valid") == 12 * 13
+        assert len(row.paths) == TOP_PATHS
+        assert row.paths["/hot"] == sum(range(1, 13))
+
+    def test_prune_deletes_older_hours(self, store: KeyStore) -> None:
+        """prune_before deletes the rows of earlier hours, in the same write."""
+        assert isinstance(store, UsageHistoryStore)
+        store.record_usage_history([UsageRow("k3", H0 + h * HOUR, {"valid": 1})
+                                    for h in range(5)] + [UsageRow(NO_KEY, H0, {"missing": 1})])
+        store.record_usage_history([UsageRow("k3", H0 + 4 * HOUR, {"valid": 1})],
+                                   prune_before=H0 + 3 * HOUR)
+        rows = store.usage_rows(since=0, until=H0 + 9 * HOUR)
+        assert [(r.key_id, r.hour, r.count("valid")) for r in rows] == [
+            ("k3", H0 + 3 * HOUR, 1), ("k3", H0 + 4 * HOUR, 2)]
+        store.record_usage_history([], prune_before=H0 + 9 * HOUR)
+        assert store.usage_rows(since=0, until=H0 + 9 * HOUR) == []
+
+    #: Whether the store takes writes from several threads at once (Django's
+    #: in-memory SQLite test database, shared-cache, does not wait for locks).
+    concurrent_threads = True
+
+    def thread_done(self) -> None:
+        """Called at the end of each thread a test starts (close its connections)."""
+
+    def test_concurrent_history_flushes_add_up(self, store: KeyStore) -> None:
+        """Flushes from many threads at once lose no count."""
+        assert isinstance(store, UsageHistoryStore)
+        if not self.concurrent_threads:
+            pytest.skip("this database does not take concurrent writers (see the "
+                        "multi-process tests)")
+        history = store
+
+        def flush(i: int) -> None:
+            try:
+                history.record_usage_history([
+                    UsageRow("k4", H0, {"valid": i, "invalid_secret": 1}, i, i,
+                             f"192.0.2.{i}", None, {"/x": i}),
+                    UsageRow(NO_KEY, H0, {"unknown_key": i}),
+                ])
+            finally:
+                self.thread_done()
+
+        threads = [threading.Thread(target=flush, args=(i,)) for i in range(1, 11)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rows = {r.key_id: r for r in store.usage_rows(since=H0, until=H0 + HOUR)}
+        assert rows["k4"].counts == {"valid": 55, "invalid_secret": 10}
+        assert rows["k4"].paths == {"/x": 55}
+        assert (rows["k4"].clients, rows["k4"].last_client) == (10, "192.0.2.10")
+        assert rows[NO_KEY].counts == {"unknown_key": 55}
+
+
+class StoreContract(UsageHistoryContract):
     """Mix into a ``Test...`` class that defines a ``store`` fixture."""
 
     @pytest.fixture(params=["sync", "async"])

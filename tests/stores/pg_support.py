@@ -52,11 +52,14 @@ class PGSchema:
             return cur.fetchall() if cur.description else []
 
     def reset(self) -> None:
-        """Empty the key table and its audit log (if the store has created them)."""
+        """Empty the key table, its audit log and its usage history (if the
+        store has created them)."""
         self.execute("DO $$ BEGIN IF to_regclass('aqnt_api_keys') IS NOT NULL THEN "
                      "TRUNCATE aqnt_api_keys; END IF; "
                      "IF to_regclass('aqnt_api_keys_audit') IS NOT NULL THEN "
-                     "TRUNCATE aqnt_api_keys_audit; END IF; END $$")
+                     "TRUNCATE aqnt_api_keys_audit; END IF; "
+                     "IF to_regclass('aqnt_api_keys_usage') IS NOT NULL THEN "
+                     "TRUNCATE aqnt_api_keys_usage; END IF; END $$")
 
 
 def _working_user() -> str:

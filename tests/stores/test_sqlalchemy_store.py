@@ -25,6 +25,7 @@ from aqnt_auth import (
     KeyManager,
     KeyRecord,
     StoreUnavailable,
+    UsageRow,
     open_store,
     sql,
 )
@@ -298,25 +299,41 @@ _V2_COLUMNS = ("disabled_at", "rate_limits", "rate_limit_shared", "quota_remaini
                "quota_refill", "quota_refilled_at", "allowed_ips")
 
 
+def _downgrade_to_v4(run: Callable[[str], object], table: str) -> None:
+    """Make current tables what version 4 was: without the usage table."""
+    run(f"DROP TABLE {table}_usage")
+    run(f"UPDATE aqnt_auth_schema SET version = 4 WHERE name = '{table}'")  # noqa: S608
+
+
 def _downgrade_to_v3(run: Callable[[str], object], table: str) -> None:
-    """Make a current table what version 3 was: without the audit table."""
+    """Make current tables what version 3 was: without the audit table."""
+    _downgrade_to_v4(run, table)
     run(f"DROP TABLE {table}_audit")
     run(f"UPDATE aqnt_auth_schema SET version = 3 WHERE name = '{table}'")  # noqa: S608
 
 
 def _downgrade_to_v2(run: Callable[[str], object], table: str) -> None:
-    """Make a current table what version 2 was: without the lineage column."""
+    """Make current tables what version 2 was: without the lineage column."""
     _downgrade_to_v3(run, table)
     run(f"ALTER TABLE {table} DROP COLUMN lineage_id")
     run(f"UPDATE aqnt_auth_schema SET version = 2 WHERE name = '{table}'")  # noqa: S608
 
 
 def _downgrade_to_v1(run: Callable[[str], object], table: str) -> None:
-    """Make a current table what version 1 was: without the policy columns."""
+    """Make current tables what version 1 was: without the policy columns."""
     _downgrade_to_v2(run, table)
     for column in _V2_COLUMNS:
         run(f"ALTER TABLE {table} DROP COLUMN {column}")
     run(f"UPDATE aqnt_auth_schema SET version = 1 WHERE name = '{table}'")  # noqa: S608
+
+
+def _check_history(store: SQLAlchemyKeyStore, key_id: str) -> None:
+    """The usage table exists and adds up."""
+    for _ in range(2):
+        store.record_usage_history([UsageRow(key_id, 7200, {"valid": 2}, 1, 5, "192.0.2.1",
+                                             "ua", {"/a": 2})])
+    assert store.usage_rows(key_id=key_id, since=0, until=10_800) == [
+        UsageRow(key_id, 7200, {"valid": 4}, 1, 5, "192.0.2.1", "ua", {"/a": 4})]
 
 
 def _check_upgraded(url: str, table: str, record: KeyRecord, **options: Any) -> None:
@@ -340,6 +357,47 @@ def _check_upgraded(url: str, table: str, record: KeyRecord, **options: Any) -> 
         successor = make_record(rotated_from=record.id, lineage_id=record.id)
         store.add(successor)
         assert store.get(successor.id) == successor
+        _check_history(store, record.id)
+    finally:
+        store.close()
+
+
+def test_upgrade_from_version_4_on_postgresql(pg: PGSchema) -> None:
+    """A version 4 database gains the usage table (5) on open, keys kept."""
+    table = _table()
+    record = make_record()
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    store.add(record)
+    store.close()
+    _downgrade_to_v4(pg.execute, table)
+    with pytest.raises(ConfigurationError, match="store init"):
+        SQLAlchemyKeyStore(pg.url(), table=table, create_schema=False, cache=False)
+    store = SQLAlchemyKeyStore(pg.url(), table=table, cache=False)
+    try:
+        assert store.init_schema() == SCHEMA_VERSION == 5
+        assert store.get(record.id) == record
+        _check_history(store, record.id)
+    finally:
+        store.close()
+    assert pg.execute("SELECT version FROM aqnt_auth_schema WHERE name = %s", (table,)) == [
+        (SCHEMA_VERSION,)]
+
+
+def test_upgrade_from_version_4_on_a_sqlite_file(tmp_path: Path) -> None:
+    """The usage-table upgrade through SQLAlchemy on an SQLite file."""
+    url = f"sqlite+pysqlite:///{tmp_path / 'k.db'}"
+    record = make_record()
+    store = SQLAlchemyKeyStore(url, cache=False)
+    store.add(record)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "k.db")) as conn:
+        _downgrade_to_v4(conn.execute, "aqnt_api_keys")
+        conn.commit()
+    store = SQLAlchemyKeyStore(url, cache=False)
+    try:
+        assert store.init_schema() == SCHEMA_VERSION
+        assert store.get(record.id) == record
+        _check_history(store, record.id)
     finally:
         store.close()
 

@@ -26,6 +26,7 @@ from aqnt_auth import (
     SQLiteKeyStore,
     StoreUnavailable,
     UsageDelta,
+    UsageRow,
 )
 from aqnt_auth._stores import _sqlite
 from aqnt_auth._stores._record_cache import RecordCache
@@ -393,6 +394,41 @@ def test_upgrade_from_version_1(path: Path) -> None:
         got = there.get(record.id)
         assert got is not None
         assert got.revoked_at == T0
+    finally:
+        here.close()
+        there.close()
+
+
+def test_upgrade_from_version_6(path: Path) -> None:
+    """A version 6 file gains the usage table (7), keys kept; a usage flush
+    writes no change log entry: no record cache is invalidated by it."""
+    record = make_record(scopes=(), allowed_paths=(), metadata={}, owner=None, read_only=False,
+                         expires_at=None, rotated_from=None)
+    _v1_file(path, record)
+    with sqlite3.connect(path) as conn:
+        for step in (2, 3, 4, 5, 6):
+            for statement in _sqlite._STEPS[step]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 6")
+    conn.close()
+    here, there = SQLiteKeyStore(path), SQLiteKeyStore(path)
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+            (before,) = conn.execute("SELECT COUNT(*) FROM aqnt_key_changes").fetchone()
+        conn.close()
+        assert here.get(record.id) == record
+        _warm(there, record.id)
+        cached = there.peek(record.id)
+        for _ in range(2):
+            here.record_usage_history([UsageRow(record.id, 3600, {"valid": 1, "revoked": 2})])
+        here.record_usage({record.id: UsageDelta(3, T0)})
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM aqnt_key_changes").fetchone() == (before,)
+        conn.close()
+        assert there.get(record.id) is cached
+        assert there.usage_rows(since=0, until=7200) == [
+            UsageRow(record.id, 3600, {"valid": 2, "revoked": 4})]
     finally:
         here.close()
         there.close()

@@ -174,7 +174,7 @@ class TestLayeredSettings:
             "max_concurrent_hashes", "usage_flush_interval", "track_usage", "rehash",
             "rate_limit", "trusted_proxies", "max_queued_hashes", "max_hash_wait",
             "max_hash_memory_mib", "key_rate_limit_storage", "key_rate_limit_strategy",
-            "key_rate_limit_fail_open", "quota_storage",
+            "key_rate_limit_fail_open", "quota_storage", "usage_history", "usage_retention_days",
         }
         assert (options["realm"], options["cache_ttl"]) == ("billing", 7.5)
 

@@ -106,6 +106,7 @@ class _DjangoContract(StoreContract):
 
     def thread_done(self) -> None:
         connections.close_all()  # the worker thread's own
+        connections.close_all()
 
     @pytest.fixture
     def store(self) -> Iterator[DjangoKeyStore]:
@@ -128,6 +129,7 @@ class _DjangoContract(StoreContract):
 @pytest.mark.django_db(transaction=True, available_apps=STORE_ONLY)
 class TestDjangoKeyStoreSQLite(_DjangoContract):
     alias = "default"
+    concurrent_threads = False  # an in-memory, shared-cache test database
 
     def test_consumes_from_threads_admit_exactly_the_quota(self, store: KeyStore) -> None:
         pytest.skip("the in-memory SQLite test database is shared-cache, which locks whole "
