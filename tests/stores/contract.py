@@ -880,7 +880,7 @@ class StoreContract(UsageHistoryContract):
     async def test_no_change_no_entry(self, kstore: AsyncKeyStore) -> None:
         """Calls that change nothing write nothing: an unknown id, a second
         revocation, an update of a revoked key, the same expiry again, a hash
-        upgrade, usage counters."""
+        upgrade, usage counters, a quota's unit taken."""
         record = make_record(expires_at=None)
         await kstore.add(record, audit=by("x", 1))
         assert await kstore.revoke("nosuchkey123", T0, audit=by("x", 2)) is None
@@ -893,10 +893,19 @@ class StoreContract(UsageHistoryContract):
         await kstore.set_expiry(record.id, None, audit=by("x", 3))
         await kstore.replace_hash(record.id, record.hash, "$argon2id$new")
         await kstore.record_usage({record.id: UsageDelta(3, T0)})
+        metered = make_record(quota_remaining=5, quota_refill="5/day", quota_refilled_at=T0)
+        await kstore.add(metered, audit=by("x", 3))
+        used = await kstore.consume_quota(metered.id, T0 + dt.timedelta(minutes=1))
+        assert used is not None
+        await kstore.delete(metered.id, audit=by("x", 3))
         await kstore.revoke(record.id, T0, audit=by("x", 4))
         await kstore.revoke(record.id, T0 + dt.timedelta(hours=1), audit=by("x", 5))
         await kstore.update(record.id, {"name": "revived?"}, audit=by("x", 6))
-        assert [e.event for e in await kstore.audit_entries()] == ["revoked", "created"]
+        assert [e.event for e in await kstore.audit_entries(key_id=record.id)] == [
+            "revoked", "created"]
+        # A quota's countdown is usage, not a change: its key has only what was done to it.
+        assert [e.event for e in await kstore.audit_entries(key_id=metered.id)] == [
+            "deleted", "created"]
 
     @pytest.mark.anyio
     async def test_refused_change_writes_no_entry(self, kstore: AsyncKeyStore) -> None:
