@@ -56,6 +56,8 @@ def register(console: Console) -> None:
     add("GET", "/api/keys/{id}/audit", _key_audit)
     add("GET", "/api/audit", _audit)
     add("GET", "/api/hygiene", _hygiene)
+    add("GET", "/api/keys/{id}/usage", _key_usage)
+    add("GET", "/api/usage", _usage)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -392,3 +394,62 @@ def _hygiene(call: Call) -> Response:
     return _json({"checked_at": found.checked_at.isoformat(),
                   **{name: [key_json(r, now) for r in records]
                      for name, records in found.findings().items()}})
+
+
+# -- usage history ---------------------------------------------------------------
+
+#: The most buckets one usage answer holds (31 days of hours, 3 years of days fit).
+MAX_BUCKETS: Final = 1200
+MAX_TOP: Final = 100
+
+
+def _since(call: Call, now: dt.datetime) -> dt.datetime | None:
+    """``since``: a time, or a duration back from now (``7d``)."""
+    text = call.request.query_value("since")
+    if text and text[:1].isdigit() and text[-1:].lower() in "smhdw" and "-" not in text:
+        try:
+            return now - parse_duration(text)
+        except ConfigurationError:
+            pass
+    return _query_time(call, "since")
+
+
+def _usage_range(call: Call, allowed: tuple[str, ...]
+                 ) -> tuple[dt.datetime | None, dt.datetime | None, Any]:
+    _query(call, allowed)
+    bucket = call.request.query_value("bucket", "hour")
+    if bucket not in ("hour", "day"):
+        raise InvalidRequest("Query parameter 'bucket' must be hour or day")
+    now = utcnow()
+    since, until = _since(call, now), _query_time(call, "until")
+    end = until or now
+    begin = since or end - (dt.timedelta(hours=24) if bucket == "hour" else
+                            dt.timedelta(days=30))
+    if begin > end:
+        raise InvalidRequest("Query parameter 'since' must not be after 'until'")
+    step = dt.timedelta(hours=1) if bucket == "hour" else dt.timedelta(days=1)
+    if (end - begin) / step > MAX_BUCKETS - 1:
+        raise InvalidRequest(f"The range holds more than {MAX_BUCKETS} {bucket} buckets: "
+                             "use a shorter range" + (" or bucket=day" if bucket == "hour"
+                                                      else ""))
+    return since, until, bucket
+
+
+def _key_usage(call: Call) -> Response:
+    since, until, bucket = _usage_range(call, ("since", "until", "bucket"))
+    series = call.console.manager.usage(call.params["id"], since=since, until=until,
+                                        bucket=bucket)
+    return _json(series.to_dict())
+
+
+def _usage(call: Call) -> Response:
+    since, until, bucket = _usage_range(call, ("since", "until", "bucket", "top"))
+    raw = call.request.query_value("top")
+    top = 10
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOP:
+            raise InvalidRequest(f"Query parameter 'top' must be 1 to {MAX_TOP}")
+        top = int(raw)
+    summary = call.console.manager.usage_summary(since=since, until=until, bucket=bucket,
+                                                 top=top)
+    return _json(summary.to_dict())

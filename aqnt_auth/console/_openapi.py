@@ -13,6 +13,7 @@ from typing import Any, Final
 from .. import __version__
 from .._audit import AUDIT_EVENTS as _AUDIT_EVENTS
 from .._format import MODES
+from .._outcomes import FAILURE_OUTCOMES, KEY_OUTCOMES, KEYLESS_OUTCOMES, OUTCOMES
 
 __all__ = ["document"]
 
@@ -68,6 +69,11 @@ def _error(codes: list[str]) -> dict[str, Any]:
             },
         }},
     }
+
+
+def _counts(outcomes: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "object", "required": list(outcomes), "additionalProperties": False,
+            "properties": {o: {"type": "integer", "minimum": 0} for o in outcomes}}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -211,6 +217,61 @@ def _build() -> dict[str, Any]:
                 "due_for_rotation": {"type": "array", "items": _ref("ApiKey")},
             },
         },
+        "UsageBucket": {
+            "type": "object", "required": ["start"],
+            "description": "One hour or day (UTC) from start: a count per outcome.",
+            "properties": {"start": {"type": "string", "format": "date-time"}},
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
+        "UsageSeries": {
+            "type": "object", "additionalProperties": False,
+            "required": ["key_id", "bucket", "since", "until", "totals", "distinct_clients",
+                         "last_client", "last_user_agent", "last_used_at", "top_paths",
+                         "buckets"],
+            "description": "One key's requests by outcome, as flushed by the servers.",
+            "properties": {
+                "key_id": {"type": "string"},
+                "bucket": {"type": "string", "enum": ["hour", "day"]},
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "totals": _counts(KEY_OUTCOMES),
+                "distinct_clients": {"type": "integer", "minimum": 0},
+                "last_client": {"type": ["string", "null"]},
+                "last_user_agent": {"type": ["string", "null"]},
+                "last_used_at": _NULLABLE_TIME,
+                "top_paths": {"type": "array", "items": {
+                    "type": "object", "required": ["path", "count"],
+                    "additionalProperties": False,
+                    "properties": {"path": {"type": "string"},
+                                   "count": {"type": "integer", "minimum": 0}}}},
+                "buckets": {"type": "array", "items": _ref("UsageBucket")},
+            },
+        },
+        "UsageSummary": {
+            "type": "object", "additionalProperties": False,
+            "required": ["bucket", "since", "until", "totals", "failures", "keyless",
+                         "top_keys", "buckets"],
+            "description": "Every key's requests by outcome, the requests that named no "
+                           "existing key (keyless: where an attack shows), and the top keys.",
+            "properties": {
+                "bucket": {"type": "string", "enum": ["hour", "day"]},
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "totals": _counts(OUTCOMES),
+                "failures": _counts(FAILURE_OUTCOMES),
+                "keyless": _counts(KEYLESS_OUTCOMES),
+                "top_keys": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["key_id", "name", "requests", "valid", "failures"],
+                    "properties": {
+                        "key_id": {"type": "string"},
+                        "name": {"type": ["string", "null"]},
+                        "requests": {"type": "integer", "minimum": 0},
+                        "valid": {"type": "integer", "minimum": 0},
+                        "failures": {"type": "integer", "minimum": 0}}}},
+                "buckets": {"type": "array", "items": _ref("UsageBucket")},
+            },
+        },
         "CreateKey": {
             "type": "object", "required": ["name"], "additionalProperties": False,
             "properties": {
@@ -276,6 +337,15 @@ def _build() -> dict[str, Any]:
         for name, (_, description, codes) in _ERRORS.items()
     }
     key_path = "/api/keys/{id}"
+    usage_query = [
+        {"name": "since", "in": "query", "description": "From this time (ISO 8601 with an "
+         "offset), or this long ago (7d, 24h); default 24 hours (hour buckets) or 30 days "
+         "(day buckets) before until.", "schema": {"type": "string"}},
+        {"name": "until", "in": "query", "description": "Up to this time (default now).",
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "bucket", "in": "query", "description": "At most 1200 buckets a range.",
+         "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"}},
+    ]
     audit_query = [
         {"name": "since", "in": "query", "description": "Entries at or after this time "
          "(ISO 8601 with an offset; encode + as %2B).",
@@ -363,6 +433,26 @@ def _build() -> dict[str, Any]:
             "summary": "Every key's audit log, newest first",
             "parameters": audit_query,
             "responses": _responses("200", "AuditList", "The entries.", "BadRequest"),
+        }},
+        key_path + "/usage": {"get": {
+            "operationId": "getKeyUsage",
+            "summary": "One key's requests by outcome over time",
+            "description": "Zero-filled per hour or day (UTC); the last client address and "
+                           "user agent; the top paths. Counts are as the servers last "
+                           "flushed them.",
+            "parameters": [_KEY_ID, *usage_query],
+            "responses": _responses("200", "UsageSeries", "The series.", "BadRequest",
+                                    "NotFound"),
+        }},
+        "/api/usage": {"get": {
+            "operationId": "getUsage",
+            "summary": "Every key's requests by outcome over time, and the top keys",
+            "parameters": [*usage_query,
+                           {"name": "top", "in": "query", "description": "How many top "
+                            "keys (default 10).",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                       "default": 10}}],
+            "responses": _responses("200", "UsageSummary", "The summary.", "BadRequest"),
         }},
         "/api/hygiene": {"get": {
             "operationId": "getHygiene",

@@ -69,6 +69,8 @@ class TestPermissions:
             ("GET", "/api/audit", None, 200),
             ("GET", f"/api/keys/{target}/audit", None, 200),
             ("GET", "/api/hygiene", None, 200),
+            ("GET", "/api/usage", None, 200),
+            ("GET", f"/api/keys/{target}/usage", None, 200),
             ("POST", "/api/keys", {"name": "New"}, 201),
             ("GET", f"/api/keys/{target}", None, 200),
             ("PATCH", f"/api/keys/{target}", {"name": "Renamed"}, 200),
@@ -718,3 +720,74 @@ class TestRateLimits:
         assert (spent.status, body_of(spent)) == (429, {"error": {
             "type": "rate_limit_error", "message": "API key usage quota exhausted",
             "code": "quota_exceeded"}})
+
+
+
+class TestUsage:
+    @pytest.fixture
+    def traffic(self, console: Console, keys: Keys) -> None:
+        """Requests with the billing key (two good, one with a wrong secret from
+        its id) and a malformed one, flushed to the store."""
+        auth = console.authenticator
+        for path in ("/v1/charges", "/v1/charges", "/v1/refunds"):
+            auth.authenticate(f"Bearer {keys.plain}", method="GET", path=path,
+                              client="203.0.113.7")
+        head = keys.plain[:20] + ("Z" * 32 if keys.plain[20:52] != "Z" * 32 else "Y" * 32)
+        from aqnt_auth import AuthError, checksum
+
+        for bad in (head + checksum(head), "sk_live_garbage"):
+            with pytest.raises(AuthError):
+                auth.authenticate(f"Bearer {bad}", client="198.51.100.1")
+        auth.flush_usage()
+
+    def test_key_series(self, console: Console, keys: Keys, traffic: None) -> None:
+        data = body_of(api(console, "GET", f"/api/keys/{keys.plain_id}/usage", key=keys.read))
+        assert data["key_id"] == keys.plain_id
+        assert (data["totals"]["valid"], data["totals"]["invalid_secret"]) == (3, 1)
+        assert data["last_client"] == "203.0.113.7"  # of its last accepted request
+        assert data["top_paths"][0] == {"path": "/v1/charges", "count": 2}
+        assert data["bucket"] == "hour"
+        assert len(data["buckets"]) in (24, 25)
+        assert sum(b["valid"] for b in data["buckets"]) == 3
+
+    def test_day_buckets_and_durations(self, console: Console, keys: Keys,
+                                       traffic: None) -> None:
+        path = f"/api/keys/{keys.plain_id}/usage"
+        week = body_of(api(console, "GET", path, key=keys.read, query="since=7d&bucket=day"))
+        assert week["bucket"] == "day"
+        assert len(week["buckets"]) in (7, 8)
+        assert week["totals"]["valid"] == 3
+
+    def test_summary(self, console: Console, keys: Keys, traffic: None) -> None:
+        data = body_of(api(console, "GET", "/api/usage", key=keys.read, query="top=1"))
+        assert data["keyless"]["malformed"] == 1
+        assert data["failures"]["invalid_secret"] == 1
+        assert data["top_keys"] == [{"key_id": keys.plain_id, "name": "Billing service",
+                                     "requests": 4, "valid": 3, "failures": 1}]
+
+    def test_unknown_key(self, console: Console, keys: Keys) -> None:
+        response = api(console, "GET", "/api/keys/NoSuchKey123/usage", key=keys.read)
+        assert (response.status, body_of(response)) == (404, error("key_not_found"))
+
+    @pytest.mark.parametrize(("query", "message"), [
+        ("bucket=week", "Query parameter 'bucket' must be hour or day"),
+        ("since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z",
+         "Query parameter 'since' must not be after 'until'"),
+        ("since=60d", "The range holds more than 1200 hour buckets: use a shorter range or "
+                      "bucket=day"),
+        ("since=5000d&bucket=day", "The range holds more than 1200 day buckets: use a "
+                                   "shorter range"),
+        ("since=soon", "Query parameter 'since' must be an ISO 8601 time with a UTC offset "
+                       "(2030-01-31T12:00:00Z)"),
+        ("limit=3", "Unknown query parameter 'limit'"),
+    ])
+    def test_bad_query(self, console: Console, keys: Keys, query: str, message: str) -> None:
+        for path in ("/api/usage", f"/api/keys/{keys.plain_id}/usage"):
+            response = api(console, "GET", path, key=keys.read, query=query)
+            assert (response.status, body_of(response)) == (400, invalid(message))
+
+    @pytest.mark.parametrize("top", ["0", "101", "x"])
+    def test_bad_top(self, console: Console, keys: Keys, top: str) -> None:
+        response = api(console, "GET", "/api/usage", key=keys.read, query=f"top={top}")
+        assert (response.status, body_of(response)) == (
+            400, invalid("Query parameter 'top' must be 1 to 100"))
