@@ -8,19 +8,15 @@ The pages put a table of the same numbers beside each chart.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import html
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["ORDER", "Bar", "bar_chart"]
+from .._outcomes import OUTCOMES
 
-#: Outcomes in stacking order (successes at the bottom); others follow, sorted.
-ORDER: Final = (
-    "valid", "invalid_secret", "revoked", "expired", "disabled", "rate_limited",
-    "quota_exceeded", "ip_not_allowed", "forbidden", "unknown_key", "malformed", "missing",
-)
+__all__ = ["Bar", "bar_chart", "outcomes_of"]
+
 
 _WIDTH: Final = 720
 _HEIGHT: Final = 200
@@ -29,22 +25,22 @@ _BOTTOM: Final = 22  # room for the x-axis labels
 _TOP: Final = 8
 
 
-@dataclasses.dataclass(frozen=True)
-class Bar:
-    """One bucket: when it starts and its count per outcome."""
-
-    start: dt.datetime
-    counts: Mapping[str, int]
+class Bar(Protocol):
+    """One bucket (a :class:`~aqnt_auth.UsageBucket`): when it starts and
+    its count per outcome."""
 
     @property
-    def total(self) -> int:
-        return sum(self.counts.values())
+    def start(self) -> dt.datetime: ...
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
 
 
 def outcomes_of(bars: Sequence[Bar]) -> list[str]:
-    """The outcomes that occur in *bars*, in stacking order."""
+    """The outcomes that occur in *bars*, in stacking order (successes at
+    the bottom; the core's order, then any other, sorted)."""
     seen = {o for bar in bars for o, n in bar.counts.items() if n}
-    return [o for o in ORDER if o in seen] + sorted(seen - set(ORDER))
+    return [o for o in OUTCOMES if o in seen] + sorted(seen - set(OUTCOMES))
 
 
 def _label(when: dt.datetime, hourly: bool) -> str:
@@ -62,7 +58,7 @@ def bar_chart(bars: Sequence[Bar], *, title: str, chart_id: str, hourly: bool) -
     """An SVG (markup, every text escaped) of *bars* stacked by outcome."""
     esc = html.escape
     outcomes = outcomes_of(bars)
-    top = _nice_max(max((bar.total for bar in bars), default=0))
+    top = _nice_max(max((sum(bar.counts.values()) for bar in bars), default=0))
     plot_w = _WIDTH - _LEFT - 4
     plot_h = _HEIGHT - _TOP - _BOTTOM
     slot = plot_w / max(len(bars), 1)
@@ -82,8 +78,9 @@ def bar_chart(bars: Sequence[Bar], *, title: str, chart_id: str, hourly: bool) -
         width = max(slot - gap, 0.5)
         y = float(_TOP + plot_h)
         counts = ", ".join(f"{o} {bar.counts[o]}" for o in outcomes if bar.counts.get(o))
+        total = sum(bar.counts.values())
         parts.append(f'<g class="bar"><title>{esc(_label(bar.start, hourly))}: '
-                     f'{bar.total} requests{": " + esc(counts) if counts else ""}</title>')
+                     f'{total} requests{": " + esc(counts) if counts else ""}</title>')
         for outcome in outcomes:
             count = bar.counts.get(outcome, 0)
             if not count:

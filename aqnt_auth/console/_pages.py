@@ -51,6 +51,8 @@ from .._errors import (
 from .._manager import IssuedKey
 from .._quota import is_moved, next_refill
 from .._records import KeyRecord
+from .._usage_history import Bucket, UsageBucket
+from ._chart import bar_chart, outcomes_of
 from ._http import Request, Response
 from ._security import add_security_headers
 from ._session import Session, Sessions
@@ -76,6 +78,13 @@ HYGIENE: Final = {
 }
 #: Audit entries per page.
 AUDIT_PAGE: Final = 100
+#: The usage ranges a page offers: its length and its buckets.
+RANGES: Final[dict[str, tuple[dt.timedelta, Bucket]]] = {
+    "24h": (dt.timedelta(hours=24), "hour"),
+    "7d": (dt.timedelta(days=7), "hour"),
+    "30d": (dt.timedelta(days=30), "day"),
+}
+_RANGE_NAMES: Final = {"24h": "24 hours", "7d": "7 days", "30d": "30 days"}
 
 _DONE: Final = {
     "revoked": "The key was revoked. Requests with it now get key_revoked.",
@@ -357,6 +366,9 @@ class Pages:
         now = self._clock()
         records = self.console.manager.list()
         owners = sorted({r.owner for r in records if r.owner})
+        summary = self.console.manager.usage_summary(since=now - dt.timedelta(hours=24),
+                                                     top=max(len(records), 1))
+        requests = {k.key_id: k.requests for k in summary.top_keys}
         query = request.query_value("q").strip()
         status = request.query_value("status")
         mode = request.query_value("mode")
@@ -380,13 +392,14 @@ class Pages:
                 continue
             if flagged is not None and record.id not in flagged:
                 continue
-            rows.append({"record": record, "status": shown, "requests": record.usage_count})
+            rows.append({"record": record, "status": shown,
+                         "requests": requests.get(record.id, 0)})
         hidden = sum(1 for r in records if r.revoked_at is not None) if status == "" else 0
         return self._show(page, "keys.html", rows=rows, owners=owners, query=query,
                           status=status, mode=mode, owner=owner, statuses=STATUSES,
                           hygiene=finding if flagged is not None else "",
                           hygiene_label=HYGIENE.get(finding, ""),
-                          hidden_revoked=hidden, requests_label="Requests (all time)")
+                          hidden_revoked=hidden, requests_label="Requests (24 h)")
 
     # -- creation -------------------------------------------------------------------
 
@@ -426,13 +439,33 @@ class Pages:
         manager = self.console.manager
         record = manager.get(page.call.params["id"])
         now = self._clock()
+        span, bucket = self._range(page.request)
+        usage = manager.usage(record.id, since=now - span, until=now, bucket=bucket)
         return self._show(page, "key_detail.html", record=record, quota=_quota_text(record),
                           key_status=self._status(record, now),
                           chain=rotation_chain(record, manager.list()),
                           done=_DONE.get(page.request.query_value("done"), ""),
                           nonce=secrets.token_urlsafe(16),
                           audit=manager.audit(key_id=record.id, limit=AUDIT_PAGE),
-                          names={r.id: r.name for r in manager.list()})
+                          names={r.id: r.name for r in manager.list()}, usage=usage,
+                          chart=self._chart(usage.buckets, bucket, "key-usage",
+                                            f"Requests of {record.name} by outcome"),
+                          **self._range_values(page.request))
+
+    def _range(self, request: Request) -> tuple[dt.timedelta, Bucket]:
+        return RANGES.get(request.query_value("range"), RANGES["24h"])
+
+    def _range_values(self, request: Request) -> dict[str, Any]:
+        chosen = request.query_value("range")
+        chosen = chosen if chosen in RANGES else "24h"
+        return {"range": chosen, "ranges": _RANGE_NAMES}
+
+    def _chart(self, buckets: tuple[UsageBucket, ...], bucket: Bucket, chart_id: str,
+               title: str) -> dict[str, Any]:
+        """The chart of *buckets*: its SVG and the outcomes in its legend."""
+        return {"svg": Markup(bar_chart(buckets, title=title, chart_id=chart_id,  # noqa: S704
+                                        hourly=bucket == "hour")),
+                "outcomes": outcomes_of(buckets), "id": chart_id}
 
     def _edit_form(self, page: _Page) -> Response:
         record = self.console.manager.get(page.call.params["id"])
@@ -508,14 +541,22 @@ class Pages:
 
     def _overview(self, page: _Page) -> Response:
         now = self._clock()
-        records = self.console.manager.list()
+        manager = self.console.manager
+        records = manager.list()
         counts = dict.fromkeys(STATUSES, 0)
         for record in records:
             counts[self._status(record, now)] += 1
-        hygiene = self.console.manager.hygiene(now=now).findings()
+        hygiene = manager.hygiene(now=now).findings()
+        span, bucket = self._range(page.request)
+        summary = manager.usage_summary(since=now - span, until=now, bucket=bucket, top=10)
         return self._show(page, "overview.html", counts=counts, total=len(records),
                           hygiene=[(name, HYGIENE[name], len(found))
-                                   for name, found in hygiene.items()])
+                                   for name, found in hygiene.items()],
+                          summary=summary,
+                          failed=sum(summary.failures.values()),
+                          chart=self._chart(summary.buckets, bucket, "all-usage",
+                                            "Requests of every key by outcome"),
+                          **self._range_values(page.request))
 
     def _audit(self, page: _Page) -> Response:
         manager = self.console.manager

@@ -5,6 +5,7 @@ the security headers of every answer."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import json
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from aqnt_auth import (
+    AQNTError,
     Argon2Hasher,
     Authenticator,
     FailureLimiter,
@@ -927,3 +929,67 @@ class TestRateLimits:
         assert site.manager.get(keys.plain_id).rate_limits == ("50/minute",)
         admin.submit(edit, edit, {"name": name, "rate_limits": ""})
         assert site.manager.get(keys.plain_id).rate_limits == ()
+def _use(site: Console, key: str, *, times: int = 1, path: str = "/v1/charges",
+         client: str = "192.0.2.10", agent: str = "billing-cron/1.0") -> None:
+    """Requests with *key* through the console's authenticator (errors counted too)."""
+    for _ in range(times):
+        with contextlib.suppress(AQNTError):
+            site.authenticator.authenticate(f"Bearer {key}", method="GET", path=path,
+                                            client=client, user_agent=agent)
+
+
+def _count(page: str, outcome: str, chart: str) -> int:
+    found = re.search(rf'<table class="totals" id="{chart}-totals">.*?'
+                      rf'data-outcome="{outcome}">(\d+)<', page, re.S)
+    return int(found.group(1)) if found else 0
+
+
+class TestUsage:
+    """The usage the servers flushed, on the detail page, the overview and the list."""
+
+    def test_detail(self, admin: Client, site: Console, keys: Keys) -> None:
+        page = text(admin.get(f"/keys/{keys.plain_id}"))
+        assert "No requests in this range" in page
+        assert _count(page, "total", "key-usage") == 0
+        _use(site, keys.plain, times=3)
+        _use(site, keys.plain, times=1, path="/v1/refunds")
+        _use(site, keys.plain[:-4] + ("AAAA" if keys.plain[-4:] != "AAAA" else "BBBB"))
+        assert _count(text(admin.get(f"/keys/{keys.plain_id}")), "total", "key-usage") == 0
+        site.authenticator.flush_usage()
+        page = text(admin.get(f"/keys/{keys.plain_id}"))
+        assert _count(page, "valid", "key-usage") == 4
+        assert _count(page, "total", "key-usage") >= 4
+        assert '<svg class="chart"' in page
+        assert 'class="o-valid"' in page
+        assert "192.0.2.10" in page
+        assert "billing-cron/1.0" in page
+        assert "<code>/v1/charges</code></td><td class=\"num\">3<" in page
+        for chosen in ("7d", "30d"):
+            ranged = text(admin.get(f"/keys/{keys.plain_id}", f"range={chosen}"))
+            assert _count(ranged, "valid", "key-usage") == 4
+            assert f'href="/keys/{keys.plain_id}?range={chosen}" aria-current="true"' in ranged
+
+    def test_overview(self, admin: Client, site: Console, keys: Keys) -> None:
+        _use(site, keys.plain, times=2)
+        _use(site, "sk_live_" + "x" * 10)  # malformed
+        _use(site, "")  # missing
+        site.authenticator.flush_usage()
+        page = text(admin.get("/"))
+        assert _count(page, "valid", "all-usage") >= 2
+        assert re.search(r'data-outcome="malformed">1<', page)
+        assert f'href="/keys/{keys.plain_id}">Billing service</a>' in page
+
+    def test_list_counts_24_hours(self, admin: Client, site: Console, keys: Keys) -> None:
+        _use(site, keys.plain, times=5)
+        site.authenticator.flush_usage()
+        page = text(admin.get("/keys"))
+        row = re.search(rf'href="/keys/{keys.plain_id}">.*?</tr>', page, re.S)
+        assert row is not None
+        assert 'data-label="Requests (24 h)">5<' in row.group(0)
+
+    def test_escaped(self, admin: Client, site: Console, keys: Keys) -> None:
+        _use(site, keys.plain, agent='<script>alert("ua")</script>', path="/v1/<b>")
+        site.authenticator.flush_usage()
+        page = text(admin.get(f"/keys/{keys.plain_id}"))
+        assert "<script>alert" not in page
+        assert "<b>" not in page
