@@ -191,6 +191,19 @@ def test_key_life(server: tuple[str, str, str], page: Page, shoot: Shoot) -> Non
     assert (revoked.status_code, _code(revoked)) == (401, "key_revoked")
     shoot("7-revoked")
 
+    # 8. After a flush, the usage chart counts those requests by outcome:
+    # valid after the rotation and after enabling, one disabled, one revoked.
+    assert httpx.post(f"{base}/_flush", timeout=10).status_code == 200
+    page.reload()
+    totals = page.locator("#key-usage-totals")
+    counts = {cell.get_attribute("data-outcome"): int(cell.inner_text())
+              for cell in totals.locator("td[data-outcome]").all()}
+    assert counts == {"valid": 2, "disabled": 1, "revoked": 1, "total": 4}
+    chart = page.get_by_role("img", name=re.compile("Requests of Browser key"))
+    assert chart.locator("rect.o-valid").count() >= 1
+    assert chart.locator("rect.o-revoked").count() == 1
+    shoot("8-usage")
+
 
 @pytest.mark.parametrize("server", ["asgi"], indirect=True)
 def test_phone_width(server: tuple[str, str, str], browser: Browser) -> None:
