@@ -133,6 +133,9 @@ def run(url: str, repeats: int) -> None:
     uncached = SQLAlchemyKeyStore(url, cache=False)
     mem_key = KeyManager(memory, hasher=hasher).create("bench").key
     pg_key = KeyManager(uncached, hasher=hasher).create("bench").key
+    # A key with a quota (#13): one conditional UPDATE per request, by design;
+    # or, with quota_storage, one Lua call to Redis instead.
+    quota_key = KeyManager(uncached, hasher=hasher).create("bench quota", quota=10**12).key
 
     # The same authenticator options everywhere (usage counting included).
     auths = {
@@ -140,12 +143,19 @@ def run(url: str, repeats: int) -> None:
         "cached": Authenticator(cached, hashers=[hasher]),
         "uncached": Authenticator(uncached, hashers=[hasher]),
     }
-    keys = {"memory": mem_key, "cached": pg_key, "uncached": pg_key}
+    redis_prefix = f"aqnt:bench:{secrets.token_hex(4)}:"
+    if _redis_reachable():
+        auths["redis quota"] = Authenticator(cached, hashers=[hasher],
+                                             quota_storage="redis://127.0.0.1:6379/0")
+        assert auths["redis quota"].quota_counter is not None
+        auths["redis quota"].quota_counter.prefix = redis_prefix
+    keys = {"memory": mem_key, "cached": pg_key, "uncached": pg_key, "redis quota": quota_key}
     apps = {name: APIKeyMiddleware(hello, authenticator=auth) for name, auth in auths.items()}
 
     loop = asyncio.new_event_loop()
     for name, app in apps.items():  # warm every key (argon2 once, cache filled)
         _requests(loop, app, keys[name], 10)()
+    _requests(loop, apps["cached"], quota_key, 10)()
     deadline = time.monotonic() + 10
     while not cached.cache.listening:
         if time.monotonic() > deadline:
@@ -166,7 +176,12 @@ def run(url: str, repeats: int) -> None:
          1, fast),
         ("authenticate_async, PostgreSQL, no cache",
          _direct(loop, auths["uncached"], pg_key, slow), 1, slow),
+        ("ASGI, PostgreSQL + cache, key with a quota",
+         _requests(loop, apps["cached"], quota_key, slow), 1, slow),
     ]
+    if "redis quota" in apps:
+        variants.append(("ASGI, PostgreSQL + cache, key with a quota counted in Redis",
+                         _requests(loop, apps["redis quota"], quota_key, slow), 1, slow))
     medians = interleaved_medians([(n, f, number) for n, f, number, _ in variants], repeats)
     per_request = {name: medians[name] / batch for name, _, _, batch in variants}
 
@@ -189,6 +204,23 @@ def run(url: str, repeats: int) -> None:
     for auth in auths.values():
         loop.run_until_complete(auth.aclose())
     loop.close()
+    if "redis quota" in auths:
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for name in client.scan_iter(f"{redis_prefix}*"):
+            client.delete(name)
+        client.close()
+
+
+def _redis_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

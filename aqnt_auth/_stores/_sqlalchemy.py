@@ -476,7 +476,8 @@ class SQLAlchemyKeyStore:
                         f"no answer within {self.statement_timeout:g} s") from None
                 raise
 
-    def _run(self, op: Callable[..., T], *args: Any, write: bool = False) -> T:
+    def _run(self, op: Callable[..., T], *args: Any, write: bool = False,
+             once: bool = False) -> T:
         if not self._schema_ready:
             self.init_schema()
         engine = self.engine if write else self._reader
@@ -486,14 +487,15 @@ class SQLAlchemyKeyStore:
                 with engine.connect() as conn:
                     return self._call(conn, op, args, write, self._set_local_sync)
             except sa_exc.DBAPIError as exc:
-                if _retryable(exc, write, retried):
+                if _retryable(exc, write or once, retried):
                     retried = True
                     continue
                 raise self._failure(exc) from None
             except (sa_exc.SQLAlchemyError, _TimedOut) as exc:
                 raise self._failure(exc) from None
 
-    async def _arun(self, op: Callable[..., T], *args: Any, write: bool = False) -> T:
+    async def _arun(self, op: Callable[..., T], *args: Any, write: bool = False,
+                    once: bool = False) -> T:
         if not self._schema_ready:
             await self._ainit_schema()
         engine = self._async_engine_for(write)
@@ -504,7 +506,7 @@ class SQLAlchemyKeyStore:
                     return await conn.run_sync(self._call, op, args, write,
                                                self._set_local_async)
             except sa_exc.DBAPIError as exc:
-                if _retryable(exc, write, retried):
+                if _retryable(exc, write or once, retried):
                     retried = True
                     continue
                 raise self._failure(exc) from None
@@ -878,9 +880,12 @@ class SQLAlchemyKeyStore:
                 self.cache.drop(new_id)
 
     def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
-        """One unit of the key's quota, in one transaction (usually one
-        conditional ``UPDATE ... RETURNING``); invalidates no cached record."""
-        return self._run(self._op_consume, key_id, now, write=True)
+        """One unit of the key's quota: usually one conditional ``UPDATE ...
+        RETURNING`` in autocommit, a single round trip (each statement of
+        :func:`~aqnt_auth._quota.consume_with` is atomic on its own); never
+        repeated after a lost connection (it may have committed); invalidates
+        no cached record."""
+        return self._run(self._op_consume, key_id, now, once=True)
 
     def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
@@ -1004,7 +1009,7 @@ class AsyncSQLAlchemyKeyStore:
                 self._cache.drop(new_id)
 
     async def consume_quota(self, key_id: str, now: dt.datetime) -> QuotaUse | None:
-        return await self.sync._arun(self.sync._op_consume, key_id, now, write=True)
+        return await self.sync._arun(self.sync._op_consume, key_id, now, once=True)
 
     async def replace_hash(self, key_id: str, old_hash: str, new_hash: str) -> bool:
         try:
