@@ -767,8 +767,9 @@ class Authenticator:
 
     def _client(self, peer: str | None, forwarded: str | None, x_forwarded_for: str | None
                 ) -> str | None:
-        # Only the failure limiter needs the client: without one, nothing is parsed.
-        if self.rate_limit is None:
+        # Only the failure limiter needs the client: without one, nothing is
+        # parsed.  Without a peer address there is none to resolve either.
+        if self.rate_limit is None or peer is None:
             return peer
         return self.trusted_proxies.resolve(peer, forwarded, x_forwarded_for)
 
@@ -794,6 +795,8 @@ class Authenticator:
 
     def _limit_failure(self, client: str | None, key_id: str | None) -> RateLimited | None:
         assert self.rate_limit is not None
+        if client is None and key_id is None:
+            return None  # nothing to count (no client address, no key id)
         try:
             return self.rate_limit.failed(client, key_id)
         except Exception as exc:

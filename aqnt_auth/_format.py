@@ -40,6 +40,7 @@ ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 # the checksum becomes one C call and integer arithmetic on bytes.
 _DIGITS: Final = bytes(ALPHABET.find(chr(b)) % 256 for b in range(256))
 _tuple_new = tuple.__new__
+_crc32 = zlib.crc32
 
 ID_LENGTH: Final = 12
 SECRET_LENGTH: Final = 32
@@ -180,16 +181,16 @@ class KeyFormat:
         The filter every presented token goes through first: it rejects
         typos and garbage in about a microsecond, without raising.
         """
-        if not self._min_length <= len(token) <= self._max_length:
-            return False
-        if token[:-BODY_LENGTH] not in self._heads or not token.isascii():
+        # One expression, one return: each statement costs on the refusal path.
+        if (not self._min_length <= len(token) <= self._max_length
+                or token[:-BODY_LENGTH] not in self._heads or not token.isascii()):
             return False
         raw = token.encode()
         # Characters outside the alphabet decode to 255 and cannot match
         # (split() rejects them anyway).
         c = raw[-CHECKSUM_LENGTH:].translate(_DIGITS)
-        presented = (((((c[0] * 62 + c[1]) * 62 + c[2]) * 62 + c[3]) * 62 + c[4]) * 62) + c[5]
-        return presented == zlib.crc32(raw[:-CHECKSUM_LENGTH])
+        return ((((c[0] * 62 + c[1]) * 62 + c[2]) * 62 + c[3]) * 62 + c[4]) * 62 + c[5] == (
+            _crc32(raw[:-CHECKSUM_LENGTH]))
 
     def split(self, token: str) -> ParsedKey:
         """The parts of a token that passed :meth:`checksum_ok`; raises

@@ -98,8 +98,7 @@ def malformed_token(token: str) -> InvalidAPIKey:
     token that starts with the scheme again (``Bearer Bearer sk_...``, a
     header built as ``"Bearer " + "Bearer " + key``) is told so.
     """
-    first = token.partition(" ")[0]
-    if first != token and first.lower() == "bearer":
+    if " " in token and token.partition(" ")[0].lower() == "bearer":
         return described(InvalidAPIKey("Bearer written twice"), DOUBLED_SCHEME)
     return InvalidAPIKey("malformed key or bad checksum")
 
