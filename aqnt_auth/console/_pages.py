@@ -447,7 +447,7 @@ class Pages:
                           done=_DONE.get(page.request.query_value("done"), ""),
                           nonce=secrets.token_urlsafe(16),
                           audit=manager.audit(key_id=record.id, limit=AUDIT_PAGE),
-                          names={r.id: r.name for r in manager.list()}, usage=usage,
+                          names={r.id: (r.name, r.hint) for r in manager.list()}, usage=usage,
                           chart=self._chart(usage.buckets, bucket, "key-usage",
                                             f"Requests of {record.name} by outcome"),
                           **self._range_values(page.request))
@@ -550,6 +550,7 @@ class Pages:
         span, bucket = self._range(page.request)
         summary = manager.usage_summary(since=now - span, until=now, bucket=bucket, top=10)
         return self._show(page, "overview.html", counts=counts, total=len(records),
+                          hints={r.id: r.hint for r in records},
                           hygiene=[(name, HYGIENE[name], len(found))
                                    for name, found in hygiene.items()],
                           summary=summary,
@@ -574,7 +575,7 @@ class Pages:
             older = {"until": entries[-1].at.isoformat(),
                      **({"key": key_filter} if key_filter else {})}
         return self._show(page, "audit.html", entries=entries, key_filter=key_filter,
-                          older=older, names={r.id: r.name for r in manager.list()})
+                          older=older, names={r.id: (r.name, r.hint) for r in manager.list()})
 
 
 class _FormError(Exception):

@@ -203,6 +203,19 @@ def test_key_life(server: tuple[str, str, str], page: Page, shoot: Shoot) -> Non
     assert chart.locator("rect.o-valid").count() >= 1
     assert chart.locator("rect.o-revoked").count() == 1
     shoot("8-usage")
+    page.goto(f"{console}/")
+    overview = {cell.get_attribute("data-outcome"): int(cell.inner_text())
+                for cell in page.locator("#all-usage-totals td[data-outcome]").all()}
+    assert overview["revoked"] == 1
+    assert overview["valid"] >= 4  # the first key's and the rotated key's
+    shoot("8-overview")
+    # Every change above is in the audit log, made by the signed-in admin key.
+    page.get_by_role("link", name="Audit log").click()
+    log = page.locator("table.audit tbody")
+    for event in ("created", "rotated", "disabled", "enabled", "revoked"):
+        assert log.locator(f".event-{event}").count() >= 1, event
+    assert log.locator("td[data-label=By] code").first.inner_text().startswith("key:")
+    shoot("8-audit")
 
 
 @pytest.mark.parametrize("server", ["asgi"], indirect=True)
