@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from .._audit import check_actor
 from .._authenticator import Authenticator, AuthenticatorOptions, make_authenticator
 from .._errors import (
     AQNTError,
@@ -361,12 +362,15 @@ class Console:
         if self.authorize is not None:
             found = self.authorize(request)
             if isinstance(found, Admin):
+                check_actor(found.actor)
                 return found
             if found is not None:
                 if not isinstance(found, str) or not found:
                     raise ConfigurationError(
                         "authorize() must return an actor name, an Admin or None")
-                return Admin(found, True, "hook")
+                # A host app's bug (an actor the audit log cannot keep) is a
+                # 500 here, not a 400 blamed on the admin's request later.
+                return Admin(check_actor(found) or found, True, "hook")
         for method in self.authentications:
             admin = method(request)
             if admin is not None:

@@ -231,9 +231,11 @@ class TestAuthorizeHook:
         response = call(console, "GET", "/api/keys", key="sk_live_not_a_key")
         assert (response.status, body_of(response)) == (401, error("invalid_api_key"))
 
-    def test_bad_hook_answer(self, memory_store: MemoryKeyStore,
-                             cheap_hasher: Argon2Hasher) -> None:
-        console = self._console(memory_store, cheap_hasher, lambda r: 42)
+    @pytest.mark.parametrize("answer", [42, "x" * 201, "line\nbreak",
+                                        Admin("x" * 201, True)])
+    def test_bad_hook_answer(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher,
+                             answer: object) -> None:
+        console = self._console(memory_store, cheap_hasher, lambda r: answer)
         assert call(console, "GET", "/api/keys").status == 500
 
     def test_cookie_change_needs_json(self, memory_store: MemoryKeyStore,

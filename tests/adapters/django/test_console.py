@@ -125,3 +125,32 @@ class TestDjangoConsole:
         with override_settings(AQNT_AUTH_CONSOLE={"NOPE": 1}), pytest.raises(
                 Exception, match="unknown keys"):
             console()
+
+
+@pytest.mark.django_db
+class TestDjangoConsoleHistory:
+    """The usage, audit and hygiene routes over the Django store."""
+
+    def test_audit_names_the_staff_user(self) -> None:
+        client = _user("erin", perms=("view_apikey", "change_apikey"))
+        created = _post(client, API, {"name": "By Erin"}).json()
+        key_id = created["api_key"]["id"]
+        assert _post(client, f"{API}/{key_id}/disable", {}).status_code == 200
+        entries = client.get(f"{API}/{key_id}/audit").json()["data"]
+        assert [(e["event"], e["actor"]) for e in entries] == [
+            ("disabled", "user:erin"), ("created", "user:erin")]
+        everything = client.get("/keys-admin/api/audit").json()
+        assert created["key"] not in json.dumps(everything)
+
+    def test_usage_and_hygiene(self) -> None:
+        admin = issue(name="Console admin", scopes=["aqnt:read"])
+        client = Client()
+        assert client.get("/v1/whoami", headers=bearer(admin.key)).status_code == 200
+        console().authenticator.flush_usage()
+        usage = client.get(f"{API}/{admin.record.id}/usage", headers=bearer(admin.key))
+        assert usage.status_code == 200
+        assert usage.json()["totals"]["valid"] == 1  # this request is not flushed yet
+        summary = client.get("/keys-admin/api/usage", headers=bearer(admin.key)).json()
+        assert summary["top_keys"][0]["key_id"] == admin.record.id
+        hygiene = client.get("/keys-admin/api/hygiene", headers=bearer(admin.key)).json()
+        assert [k["id"] for k in hygiene["never_expire"]] == [admin.record.id]
