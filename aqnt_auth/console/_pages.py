@@ -184,13 +184,15 @@ class Pages:
 
     def _finish(self, request: Request, response: Response) -> None:
         """Every answer: the security headers; and a live session, seen now
-        (its idle timeout starts again), unless the page set the cookie."""
+        (its idle timeout starts again), unless the page set the cookie.  An
+        anonymous session is kept alive too: it holds the CSRF secret of an
+        admin the host app's ``authorize`` hook recognises."""
         add_security_headers(response)
         prefix = self.sessions.cookie_name + "="
         if any(k.lower() == "set-cookie" and v.startswith(prefix) for k, v in response.headers):
             return
         session = self.sessions.load(request)
-        if session is not None and session.actor is not None:
+        if session is not None:
             response.headers.append(
                 ("Set-Cookie", self.sessions.set_cookie(request, self.sessions.touch(session))))
 

@@ -11,6 +11,7 @@ import html
 import json
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +24,7 @@ from aqnt_auth import (
     MemoryKeyStore,
     RevokedAPIKey,
 )
-from aqnt_auth.console import Console, Response
+from aqnt_auth.console import Admin, Console, Request, Response
 from aqnt_auth.console._pages import Pages, rotation_chain
 from aqnt_auth.console._security import CONTENT_SECURITY_POLICY
 
@@ -993,3 +994,49 @@ class TestUsage:
         page = text(admin.get(f"/keys/{keys.plain_id}"))
         assert "<script>alert" not in page
         assert "<b>" not in page
+
+
+class TestHostSignIn:
+    """An admin the host app's ``authorize`` hook recognises: no sign-in form,
+    but forms still carry CSRF tokens, from an anonymous session kept alive."""
+
+    @pytest.fixture
+    def hooked(self, memory_store: MemoryKeyStore, cheap_hasher: Argon2Hasher, keys: Keys,
+               clock: Clock) -> Iterator[Console]:
+        def authorize(request: Request) -> str | Admin | None:
+            user = request.header("x-user")
+            if user == "reader":
+                return Admin("user:reader", False)
+            return f"user:{user}" if user else None
+
+        built = Console(memory_store, secret_key="s" * 32, hashers=[cheap_hasher],
+                        hasher=cheap_hasher, authorize=authorize)
+        built.pages.sessions.clock = clock
+        yield built
+        built.close()
+
+    def test_forms_and_actor(self, hooked: Console, keys: Keys, clock: Clock) -> None:
+        client = Client(hooked)
+        detail = f"/keys/{keys.plain_id}"
+        page = client.request("GET", detail, headers={"x-user": "alice"})
+        assert page.status == 200
+        assert "Sign out" not in text(page)  # the host app signs its users out
+        fields = form_fields(page, f"{detail}/disable")
+        for _ in range(3):  # busy for 30 minutes: the CSRF secret lives on
+            clock.advance(10 * 60)
+            assert client.request("GET", "/keys", headers={"x-user": "alice"}).status == 200
+        done = client.request("POST", f"{detail}/disable", form=fields,
+                              headers={"x-user": "alice"})
+        assert done.status == 303
+        assert hooked.manager.audit(key_id=keys.plain_id)[0].actor == "user:alice"
+        # no token: refused, hook or not
+        assert client.request("POST", f"{detail}/enable", form={},
+                              headers={"x-user": "alice"}).status == 403
+
+    def test_read_only_and_signed_out(self, hooked: Console, keys: Keys) -> None:
+        client = Client(hooked)
+        assert client.request("GET", "/keys/new", headers={"x-user": "reader"}).status == 403
+        assert client.get("/keys").status == 303
+        page = client.request("GET", "/sign-in", query="next=%2Fkeys",
+                              headers={"x-user": "alice"})
+        assert (page.status, page.header("Location")) == (303, "/keys")
