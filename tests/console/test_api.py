@@ -4,11 +4,12 @@ and every answer checked against the console's own OpenAPI document."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -470,22 +471,50 @@ class TestOpenAPI:
 
 class TestNoPlaintext:
     """A new key appears in the answer that issued it and nowhere else: not
-    in the store's file, the logs, or any other answer."""
+    in the store's rows (SQLite file, every PostgreSQL table), the logs, or
+    any other answer."""
 
-    @pytest.fixture
-    def sqlite_console(self, tmp_path: Path, cheap_hasher: Argon2Hasher
-                       ) -> Iterator[tuple[Console, str, Path]]:
-        path = tmp_path / "keys.db"
-        store = SQLiteKeyStore(path)
+    @pytest.fixture(params=["sqlite", "postgresql"])
+    def stored(self, request: pytest.FixtureRequest, tmp_path: Path,
+               cheap_hasher: Argon2Hasher) -> Iterator[tuple[Console, str, Callable[[], str]]]:
+        if request.param == "sqlite":
+            path = tmp_path / "keys.db"
+            store: Any = SQLiteKeyStore(path)
+
+            def dump() -> str:
+                return b"".join(p.read_bytes() for p in tmp_path.iterdir()
+                                if p.is_file()).decode("latin-1")
+            schema = None
+        else:
+            from tests.stores.pg_support import pg_schema_fixture
+
+            schemas = pg_schema_fixture()
+            schema = next(schemas)
+            from aqnt_auth.sql import SQLAlchemyKeyStore
+
+            store = SQLAlchemyKeyStore(schema.url())
+
+            def dump() -> str:
+                assert schema is not None
+                tables = schema.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    (schema.name,))
+                assert len(tables) >= 3  # keys, audit log, usage history
+                return "\n".join(
+                    str(row[0]) for (table,) in tables for row in schema.execute(
+                        f'SELECT row_to_json(t)::text FROM "{table}" t'))  # noqa: S608
         admin = KeyManager(store, hasher=cheap_hasher).create("Admin", scopes=["aqnt:admin"])
         console = Console(store, secret_key="s" * 32, hashers=[cheap_hasher],
                           hasher=cheap_hasher)
-        yield console, admin.key, path
+        yield console, admin.key, dump
         console.close()
+        if schema is not None:
+            with contextlib.suppress(StopIteration):
+                next(schemas)
 
-    def test_scan(self, sqlite_console: tuple[Console, str, Path],
+    def test_scan(self, stored: tuple[Console, str, Callable[[], str]],
                   caplog: pytest.LogCaptureFixture) -> None:
-        console, admin, path = sqlite_console
+        console, admin, dump = stored
         caplog.set_level(logging.DEBUG)
         created = call(console, "POST", "/api/keys", key=admin, body={"name": "Secret"})
         issued = body_of(created)
@@ -493,6 +522,8 @@ class TestNoPlaintext:
         assert created.header("Cache-Control") == "no-store"
         rotated = body_of(call(console, "POST", f"/api/keys/{key_id}/rotate", key=admin,
                                body={"grace": "1h"}))
+        console.authenticator.authenticate(f"Bearer {new_key}", method="GET", path="/v1/x",
+                                           client="192.0.2.1")
         answers = [
             call(console, "GET", "/api/keys", key=admin),
             call(console, "GET", f"/api/keys/{key_id}", key=admin),
@@ -501,13 +532,18 @@ class TestNoPlaintext:
             call(console, "POST", f"/api/keys/{key_id}/revoke", key=admin),
             call(console, "GET", f"/api/keys/{new_key}", key=admin),
             call(console, "GET", "/api/keys", key=f"{new_key}x"),
+            call(console, "GET", "/api/audit", key=admin),
         ]
         console.authenticator.flush_usage()
-        secrets = [new_key, rotated["key"], new_key[-38:], rotated["key"][-38:]]
-        files = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.is_file())
+        answers += [call(console, "GET", f"/api/keys/{key_id}/usage", key=admin),
+                    call(console, "GET", "/api/usage", key=admin)]
+        assert body_of(answers[-2])["totals"]["valid"] == 1
+        secrets = [new_key, rotated["key"], new_key[-38:], rotated["key"][-38:], admin]
+        rows = dump()
+        assert key_id in rows  # the dump does hold the store's rows
         record = console.manager.get(key_id)
         for secret in secrets:
-            assert secret.encode() not in files
+            assert secret not in rows
             assert secret not in caplog.text
             for answer in answers:
                 assert secret.encode() not in answer.body
