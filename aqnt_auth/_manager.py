@@ -170,6 +170,13 @@ def _check_rotatable(record: KeyRecord, successors: Sequence[KeyRecord], now: dt
             f"{record.id} {ends}; rotate {live[-1].id} instead, or rotate {record.id} again "
             "with --force (force=True), which cuts its remaining grace to the new --grace"
         )
+    if live and is_moved(record.quota_remaining, record.quota_refilled_at):
+        # Forced: a second successor would need the first one's counter
+        # while that one still spends it; refused rather than inexact.
+        raise KeyStateError(
+            f"key {record.id} shares its usage quota with its successor {live[-1].id}, which "
+            f"holds the counter: rotate {live[-1].id} instead (or revoke it, or clear the "
+            "quota on it, first)")
 
 
 class KeyManager:
@@ -531,8 +538,11 @@ class KeyManager:
             # moved already (rotated again with force) passes on its newest
             # successor's.
             counter = current
-            if is_moved(current.quota_remaining, current.quota_refilled_at) and successors:
-                counter = successors[-1]
+            if is_moved(current.quota_remaining, current.quota_refilled_at):
+                # Its counter went to a successor no longer live (a live one
+                # was refused above): the count it left, or none if deleted.
+                counter = (successors[-1] if successors
+                           else dataclasses.replace(current, quota_refilled_at=now))
             issued[:] = [KeyRecord(
                 id=parsed.key_id,
                 name=current.name,

@@ -291,6 +291,33 @@ class TestAuthenticator:
         with pytest.raises(QuotaExceeded):
             auth.authenticate(bearer(new.key))
 
+    def test_rotating_again_with_force(self, keys: KeyManager, auth: Authenticator) -> None:
+        """A forced second rotation is refused while the first successor, live,
+        holds the shared counter (two live successors cannot share it); once
+        that successor is gone (revoked or deleted) the key rotates again, and
+        the new key gets the count left, or none if the holder was deleted
+        (never a fresh quota, never marked moved)."""
+        old = keys.create("metered", quota=3)
+        first = keys.rotate(old.record.id, grace=dt.timedelta(hours=1))
+        auth.authenticate(bearer(first.key))
+        with pytest.raises(KeyStateError, match=f"successor {first.record.id}, which holds"):
+            keys.rotate(old.record.id, grace=dt.timedelta(hours=1), force=True)
+        keys.revoke(first.record.id)
+        second = keys.rotate(old.record.id, grace=dt.timedelta(hours=1), force=True)
+        assert second.record.quota_remaining == 2
+        keys.revoke(second.record.id)
+        keys.delete(second.record.id)
+        keys.delete(first.record.id)
+        third = keys.rotate(old.record.id, grace=dt.timedelta(hours=1), force=True)
+        assert third.record.quota_remaining == 0
+        assert third.record.quota_refilled_at is not None
+        with pytest.raises(QuotaExceeded):
+            auth.authenticate(bearer(third.key))
+        keys.update(third.record.id, quota=1)
+        auth.authenticate(bearer(old.key))  # the old key spends the new one's
+        with pytest.raises(QuotaExceeded):
+            auth.authenticate(bearer(third.key))
+
     def test_a_store_without_consume_quota_fails_closed(self, hasher: CountingHasher) -> None:
         """A third-party store that cannot count quotas: 503, never a free pass."""
 
