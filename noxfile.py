@@ -68,15 +68,16 @@ def _run(session: nox.Session, extras: str, pins: tuple[str, ...], *args: str) -
 @nox.parametrize("version", list(DJANGO))
 def django(session: nox.Session, version: str) -> None:
     """The Django adapter and DRF (the end-to-end test serves with uvicorn: demo)."""
-    _run(session, "django,sql,limits,redis,demo", DJANGO[version], "tests/adapters/django")
+    _run(session, "django,sql,limits,redis,demo,console", DJANGO[version],
+         "tests/adapters/django")
 
 
 @nox.session
 @nox.parametrize("version", list(FLASK))
 def flask(session: nox.Session, version: str) -> None:
     """The Flask extension and the WSGI middleware it builds on."""
-    _run(session, "flask,sql,limits,redis", FLASK[version], "tests/adapters/flask",
-         "tests/adapters/wsgi")
+    _run(session, "flask,sql,limits,redis,console", FLASK[version], "tests/adapters/flask",
+         "tests/adapters/wsgi", "tests/console/test_mount_wsgi.py")
 
 
 # The ASGI directory's FastAPI modules run in the FastAPI sessions only.
@@ -87,7 +88,8 @@ FASTAPI_TESTS = sorted(glob.glob("tests/adapters/asgi/test_fastapi*.py"))
 @nox.parametrize("version", list(STARLETTE))
 def starlette(session: nox.Session, version: str) -> None:
     """The ASGI middleware on Starlette (under uvicorn too), without FastAPI."""
-    _run(session, "starlette,sql,limits,redis,demo", STARLETTE[version], "tests/adapters/asgi",
+    _run(session, "starlette,sql,limits,redis,demo,console", STARLETTE[version],
+         "tests/adapters/asgi", "tests/console/test_mount_asgi.py",
          *(f"--ignore={path}" for path in FASTAPI_TESTS),
          *(OLD_STARLETTE_WARNINGS if version == "lowest" else ()))
 
@@ -96,5 +98,6 @@ def starlette(session: nox.Session, version: str) -> None:
 @nox.parametrize("version", list(FASTAPI))
 def fastapi(session: nox.Session, version: str) -> None:
     """The FastAPI dependency, error handlers and OpenAPI, on the Starlette FastAPI brings."""
-    _run(session, "fastapi,limits", FASTAPI[version], *FASTAPI_TESTS,
+    _run(session, "fastapi,limits,console", FASTAPI[version], *FASTAPI_TESTS,
+         "tests/console/test_mount_fastapi.py",
          *(OLD_STARLETTE_WARNINGS if version == "lowest" else ()))

@@ -326,7 +326,13 @@ class Console:
         #: Renders an error on an HTML route (the pages replace it).
         self.html_error: Callable[[Request, AQNTError], Response] = _plain_html_error
         from ._api import register as register_api
-        from ._pages import register as register_pages
+
+        try:
+            from ._pages import register as register_pages
+        except ImportError as exc:  # jinja2, for the pages' templates
+            raise ConfigurationError(
+                f"the key console needs its extra: pip install 'aqnt-auth[console]' ({exc})"
+            ) from None
 
         register_api(self)
         try:

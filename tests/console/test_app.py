@@ -318,3 +318,14 @@ def test_json_response() -> None:
     response = json_response({"a": 1}, 201, [("X-A", "b")])
     assert (response.status, response.body) == (201, b'{"a": 1}')
     assert response.headers == [("Content-Type", "application/json"), ("X-A", "b")]
+
+
+def test_without_jinja2(memory_store: MemoryKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the console extra, building a console names the extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    monkeypatch.delitem(sys.modules, "aqnt_auth.console._pages")
+    with pytest.raises(ConfigurationError,
+                       match=r"needs its extra: pip install 'aqnt-auth\[console\]'"):
+        Console(memory_store, secret_key="s" * 32)
