@@ -1,7 +1,8 @@
 """Quotas are exact across processes (#13): several processes, each with its
 own authenticator and store, race real requests on one key, and together
 admit exactly its quota, on an SQLite file, on PostgreSQL (the SQL store,
-in a private schema) and on Django's store (an SQLite file)."""
+in a private schema) and on Django's store (an SQLite file, and PostgreSQL
+in a private schema)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ def pg() -> Iterator[PGSchema]:
 
 
 def _django(database: str) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.server_settings"
-    os.environ["AQNT_TEST_DATABASE"] = database
+    """Django set up on *database*: an SQLite file, or ``pg:<user>:<schema>``."""
+    if database.startswith("pg:"):
+        _, user, schema = database.split(":")
+        os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.pg_process_settings"
+        os.environ["AQNT_TEST_PG_USER"] = user
+        os.environ["AQNT_TEST_PG_SCHEMA"] = schema
+    else:
+        os.environ["DJANGO_SETTINGS_MODULE"] = "tests.adapters.django.server_settings"
+        os.environ["AQNT_TEST_DATABASE"] = database
     import django
 
     django.setup()
@@ -109,7 +117,16 @@ def test_postgresql(pg: PGSchema) -> None:
 
 def test_django_sqlite_file(tmp_path: Path) -> None:
     """Processes on Django's store, sharing an SQLite file, admit exactly the quota."""
-    database = str(tmp_path / "django.db")
+    _django_race(str(tmp_path / "django.db"))
+
+
+def test_django_postgresql(pg: PGSchema) -> None:
+    """Processes on Django's store, sharing a PostgreSQL schema (migrated by
+    the first), admit exactly the quota."""
+    _django_race(f"pg:{pg.user}:{pg.name}")
+
+
+def _django_race(database: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[str] = ctx.Queue()
     setup = ctx.Process(target=_create_django_key, args=(database, out))
