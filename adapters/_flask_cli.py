@@ -34,9 +34,12 @@ from aqnt_auth._cli import (
     format_records,
     format_revoked,
     format_rotated,
+    format_usage,
+    format_usage_summary,
     key_examples,
     new_key_hasher,
     update_options,
+    usage_query,
 )
 from aqnt_auth._stores._open import store_url
 
@@ -52,7 +55,7 @@ _EXAMPLES = {name: "\b\n" + text for name, text in key_examples(COMMAND).items()
 keys_group = AppGroup(
     "aqnt-keys",
     help="Create, list, show, revoke, rotate, disable, enable and update API keys in the "
-         "app's store; read its audit log and key-hygiene findings."
+         "app's store; read its audit log, key-hygiene findings and usage history."
 )
 
 
@@ -297,3 +300,29 @@ def audit(key_id: str | None, since: str | None, limit: int | None, as_json: boo
     keys = _manager()
     entries = keys.audit(**audit_query(key_id, since, limit))
     click.echo(format_audit(entries, as_json, store=store_url(keys.store)))
+
+
+@keys_group.command("usage", epilog=_EXAMPLES["usage"])
+@click.argument("key_id", metavar="[ID]", required=False)
+@click.option("--since", metavar="DURATION",
+              help="The last DURATION, like 7d or 24h (default: 7d for a key, 24h for every "
+                   "key).")
+@click.option("--by", type=click.Choice(["hour", "day"]), default=None,
+              help="One count per UTC hour or day (default: hour up to 7 days).")
+@click.option("--top", type=int, default=10, metavar="N",
+              help="Keys listed in the summary (default 10).")
+@_json
+@_reporting_errors
+def usage(key_id: str | None, since: str | None, by: str | None, top: int,
+          as_json: bool) -> None:
+    """A key's usage history by outcome; without ID, every key's, the top keys
+    and the requests that named no existing key."""
+    keys = _manager()
+    query = usage_query(since, by, summary=key_id is None)
+    if key_id is None:
+        click.echo(format_usage_summary(keys.usage_summary(**query, top=top), as_json,
+                                        store=store_url(keys.store)))
+        return
+    record = keys.store.get(key_id)
+    click.echo(format_usage(keys.usage(key_id, **query), as_json, store=store_url(keys.store),
+                            name=None if record is None else record.name))

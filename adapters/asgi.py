@@ -28,11 +28,11 @@ from aqnt_auth import (
     Principal,
     StoreOpenError,
     StoreUnavailable,
+    authorization_and_agent,
     forwarded_headers,
     is_cors_preflight,
     make_authenticator,
     relative_path,
-    single_authorization,
 )
 from aqnt_auth._stores._open import UnopenedStore
 
@@ -178,13 +178,13 @@ class ResponseHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def _client_facts(authenticator: Authenticator, scope: Scope) -> ClientFacts:
-    """What the failure limiter and a key's IP allowlist know the client by:
-    the peer address and, when proxies are trusted, the raw forwarded headers
-    (the core decides).  Only asked for when the nowait path did not answer:
-    a warm key without policies never gets here."""
+def _client_facts(authenticator: Authenticator, scope: Scope,
+                  user_agent: bytes | None = None) -> ClientFacts:
+    """What the failure limiter, a key's IP allowlist and its usage history
+    know the client by: the peer address, the user agent and, when proxies
+    are trusted, the raw forwarded headers (the core decides)."""
     client = scope.get("client")
-    facts: ClientFacts = {"client": client[0] if client else None}
+    facts: ClientFacts = {"client": client[0] if client else None, "user_agent": user_agent}
     if authenticator.trusted_proxies:
         facts["forwarded"], facts["x_forwarded_for"] = forwarded_headers(scope["headers"])
     return facts
@@ -197,13 +197,14 @@ async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Prin
     A WebSocket handshake is a ``GET`` (RFC 6455 §4.1): that is the method
     a read-only key is judged by.
     """
-    header = single_authorization(scope["headers"])
+    header, agent = authorization_and_agent(scope["headers"])
     method = scope.get("method", "GET")
     path = route_path(scope)
-    principal = authenticator.authenticate_nowait(header, method=method, path=path)
+    facts = _client_facts(authenticator, scope, agent)
+    principal = authenticator.authenticate_nowait(header, method=method, path=path, **facts)
     if principal is None:
         principal = await authenticator.authenticate_async(
-            header, method=method, path=path, **_client_facts(authenticator, scope)
+            header, method=method, path=path, **facts
         )
     return principal
 
@@ -342,6 +343,8 @@ class APIKeyMiddleware:
         self._exempt = self.exemptions if self.exemptions.paths or allow_cors_preflight else None
         self._authenticate = self.authenticator.authenticate_async
         self._authenticate_nowait = self.authenticator.authenticate_nowait
+        # Past trusted proxies the client is in the forwarded headers.
+        self._proxied = bool(self.authenticator.trusted_proxies)
         self._anonymous = APIKeyAuth(None, self.authenticator)
 
     def __repr__(self) -> str:
@@ -374,15 +377,24 @@ class APIKeyMiddleware:
         try:
             # authenticate_scope(), written out: a warm key on a store that
             # does no I/O is decided without creating a coroutine.
-            header = single_authorization(scope["headers"])
-            principal = self._authenticate_nowait(header, method=method, path=path)
+            header, agent = authorization_and_agent(scope["headers"])
+            if self._proxied:
+                facts = _client_facts(self.authenticator, scope, agent)
+                principal = self._authenticate_nowait(header, method=method, path=path,
+                                                      **facts)
+            else:
+                # The peer and user agent, for usage history only.
+                peer = scope.get("client")
+                principal = self._authenticate_nowait(
+                    header, method=method, path=path, client=peer[0] if peer else None,
+                    user_agent=agent)
             if principal is None:  # a cold key, a store that does I/O...
                 if kind != "http":
                     # A handshake's messages are not watched: a cancelled
                     # watch could take websocket.connect from the app.
                     principal = await self._authenticate(
                         header, method=method, path=path,
-                        **_client_facts(self.authenticator, scope),
+                        **_client_facts(self.authenticator, scope, agent),
                     )
                 else:
                     # While argon2 is awaited, a client that hangs up withdraws it.
@@ -390,7 +402,7 @@ class APIKeyMiddleware:
                     try:
                         principal = await self._authenticate(
                             header, method=method, path=path,
-                            **_client_facts(self.authenticator, scope),
+                            **_client_facts(self.authenticator, scope, agent),
                             disconnected=watch.until_disconnect,
                         )
                     finally:

@@ -219,6 +219,7 @@ class _AppState:
                     principal = authenticate(
                         environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                         client=environ.get("REMOTE_ADDR"),
+                        user_agent=environ.get("HTTP_USER_AGENT"),
                         forwarded=environ.get("HTTP_FORWARDED"),
                         x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
                     )
@@ -226,6 +227,7 @@ class _AppState:
                     principal = authenticate(
                         environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                         client=environ.get("REMOTE_ADDR"),
+                        user_agent=environ.get("HTTP_USER_AGENT"),
                     )
             except AQNTError as exc:
                 return error(exc)

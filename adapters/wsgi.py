@@ -144,12 +144,14 @@ class APIKeyMiddleware:
                 principal = self._authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                     client=environ.get("REMOTE_ADDR"), forwarded=environ.get("HTTP_FORWARDED"),
+                    user_agent=environ.get("HTTP_USER_AGENT"),
                     x_forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
                 )
             else:
                 principal = self._authenticate(
                     environ.get("HTTP_AUTHORIZATION"), method=method, path=path,
                     client=environ.get("REMOTE_ADDR"),
+                    user_agent=environ.get("HTTP_USER_AGENT"),
                 )
         except AQNTError as exc:
             response = error_response(self.authenticator.render_error(exc))

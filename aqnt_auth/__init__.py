@@ -52,7 +52,12 @@ from ._errors import (
 )
 from ._format import KeyFormat, Mode, ParsedKey, checksum
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
-from ._header import MAX_AUTHORIZATION_LENGTH, bearer_token, single_authorization
+from ._header import (
+    MAX_AUTHORIZATION_LENGTH,
+    authorization_and_agent,
+    bearer_token,
+    single_authorization,
+)
 from ._manager import Hygiene, IssuedKey, KeyManager
 from ._outcomes import KEY_OUTCOMES, KEYLESS_OUTCOMES, OUTCOMES, Outcome
 from ._policies import KeyRateLimiter, budget_id
@@ -150,6 +155,7 @@ __all__ = [
     "UsageSummary",
     "VerificationCache",
     "__version__",
+    "authorization_and_agent",
     "bearer_token",
     "budget_id",
     "check_access",

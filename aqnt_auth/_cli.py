@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._hashers import ARGON2_PROFILES, Argon2Hasher, Hasher, HMACHasher
 from ._manager import IDLE_AGE, Hygiene, IssuedKey, KeyManager
+from ._outcomes import KEY_OUTCOMES, KEYLESS_OUTCOMES, VALID
 from ._quota import quota_view
 from ._records import KeyRecord, utcnow
 from ._scan import MAX_CANDIDATES_PER_ID
@@ -44,12 +45,14 @@ from ._scan_files import (
 from ._scan_rules import RULE_FORMATS, export_rules
 from ._stores._open import DEFAULT_STORE_URL, open_store, store_url
 from ._stores._protocol import KeyStore
+from ._usage_history import UsageBucket, UsageSeries, UsageSummary
 
 __all__ = [
     "CHANGING_ACTIONS",
     "KEYS_COMMAND",
     "add_audit_action",
     "add_key_actions",
+    "add_usage_options",
     "audit_query",
     "build_parser",
     "format_age",
@@ -62,10 +65,14 @@ __all__ = [
     "format_records",
     "format_revoked",
     "format_rotated",
+    "format_usage",
+    "format_usage_summary",
     "key_examples",
     "main",
     "new_key_hasher",
+    "sparkline",
     "update_options",
+    "usage_query",
 ]
 
 STORE_ENV: Final = "AQNT_AUTH_STORE"
@@ -364,6 +371,128 @@ def add_audit_action(actions: argparse._SubParsersAction[Any],
     return parser
 
 
+# -- usage history (#14) ---------------------------------------------------------
+
+#: The blocks of a terminal sparkline, lowest to highest; a zero is a space.
+SPARKS: Final = "▁▂▃▄▅▆▇█"
+#: Columns a sparkline takes at most: longer series are summed in groups.
+SPARK_WIDTH: Final = 48
+
+
+def sparkline(values: Sequence[int], width: int = SPARK_WIDTH) -> str:
+    """*values* as one line of block characters (``▁▂▃▄▅▆▇█``, a space for
+    zero), scaled to the largest; more than *width* values are summed in
+    equal groups first."""
+    values = list(values)
+    if len(values) > width:
+        size = -(-len(values) // width)
+        values = [sum(values[i:i + size]) for i in range(0, len(values), size)]
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    return "".join(" " if v <= 0 else SPARKS[min(7, max(0, -(-v * 8 // top) - 1))]
+                   for v in values)
+
+
+def usage_query(since: str | None, by: str | None, *, summary: bool = False,
+                now: dt.datetime | None = None) -> dict[str, Any]:
+    """The keywords of :meth:`KeyManager.usage` / :meth:`~KeyManager.usage_summary`
+    for the options ``--since DURATION`` (default 7d for a key, 24h for the
+    summary) and ``--by hour|day`` (default: hour up to 7 days, else day);
+    shared with the Flask and Django commands."""
+    span = parse_duration(since if since is not None else ("24h" if summary else "7d"))
+    if by is None:
+        by = "hour" if span <= dt.timedelta(days=7) else "day"
+    if by not in ("hour", "day"):
+        raise ConfigurationError('--by must be "hour" or "day"')
+    return {"since": (now or utcnow()) - span, "bucket": by}
+
+
+def _span(buckets: Sequence[UsageBucket], bucket: str, since: dt.datetime,
+          until: dt.datetime) -> str:
+    form = "%Y-%m-%d %H:%M" if bucket == "hour" else "%Y-%m-%d"
+    step = len(buckets) / SPARK_WIDTH
+    per = f"per {bucket}" if step <= 1 else f"{-(-len(buckets) // SPARK_WIDTH)} {bucket}s per mark"
+    return f"{since.strftime(form)} to {until.strftime(form)} UTC, {per}"
+
+
+def _trend_rows(buckets: Sequence[UsageBucket], outcomes: Sequence[str],
+                always: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    rows = []
+    for outcome in outcomes:
+        series = [b.counts[outcome] for b in buckets]
+        total = sum(series)
+        if total or outcome in always:
+            rows.append((outcome, str(total), sparkline(series)))
+    return rows
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c)
+              for i, c in enumerate(header)]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            .rstrip() for row in (header, *rows)]
+
+
+def format_usage(series: UsageSeries, as_json: bool = False, store: str | None = None,
+                 name: str | None = None) -> str:
+    """One key's usage history (``keys usage ID``): per outcome its total and
+    a sparkline over the range, then the facts of its valid requests."""
+    if as_json:
+        data = series.to_dict()
+        if store is not None:
+            data = {"store": store, **data}
+        return json.dumps(data, indent=2)
+    label = series.key_id if name is None else f"{series.key_id} ({name})"
+    span = _span(series.buckets, series.bucket, series.since, series.until)
+    lines = [f"Usage of key {label}, {span}:"]
+    if not series.total:
+        lines.append("  no requests in this range (counts are written every "
+                     "usage_flush_interval, 10 s by default)")
+        return "\n".join(lines)
+    lines += _table(("outcome", "requests", "trend"),
+                    _trend_rows(series.buckets, KEY_OUTCOMES, always=(VALID,)))
+    lines.append("")
+    lines.append(f"  distinct clients (busiest hour): {series.distinct_clients}")
+    if series.last_used_at is not None:
+        agent = f" ({series.last_user_agent})" if series.last_user_agent else ""
+        lines.append(f"  last valid request: {_when(series.last_used_at)} from "
+                     f"{series.last_client or '-'}{agent}")
+    if series.top_paths:
+        lines.append("  top paths: " + ", ".join(f"{p} {n}" for p, n in series.top_paths))
+    return "\n".join(lines)
+
+
+def format_usage_summary(summary: UsageSummary, as_json: bool = False,
+                         store: str | None = None) -> str:
+    """Every key's usage (``usage``): per outcome its total and a sparkline,
+    the requests that named no key (unknown, malformed, missing, throttled),
+    and the top keys."""
+    if as_json:
+        data = summary.to_dict()
+        if store is not None:
+            data = {"store": store, **data}
+        return json.dumps(data, indent=2)
+    where = "" if store is None else f" of {store}"
+    span = _span(summary.buckets, summary.bucket, summary.since, summary.until)
+    lines = [f"Usage{where}, {span}:"]
+    if not summary.total:
+        lines.append("  no requests in this range (counts are written every "
+                     "usage_flush_interval, 10 s by default)")
+        return "\n".join(lines)
+    lines += _table(("outcome", "requests", "trend"),
+                    _trend_rows(summary.buckets, KEY_OUTCOMES, always=(VALID,)))
+    lines += ["", "  Requests that named no existing key:"]
+    lines += _table(("outcome", "requests", "trend"),
+                    _trend_rows(summary.buckets, KEYLESS_OUTCOMES, always=KEYLESS_OUTCOMES))
+    if summary.top_keys:
+        lines += ["", "  Top keys:"]
+        lines += _table(("id", "name", "requests", "valid", "failures"), [
+            (k.key_id, k.name if k.name is not None else "(deleted)", str(k.requests),
+             str(k.valid), str(k.failures)) for k in summary.top_keys])
+    return "\n".join(lines)
+
+
 # -- the commands -----------------------------------------------------------
 
 
@@ -535,6 +664,34 @@ def _cmd_hygiene(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_usage(args: argparse.Namespace, out: TextIO) -> int:
+    key_id = getattr(args, "key_id", None)
+    query = usage_query(args.since, args.by, summary=key_id is None)
+    with _manager(args) as keys:
+        shown = store_url(keys.store)
+        if key_id is None:
+            text = format_usage_summary(keys.usage_summary(**query, top=args.top), args.json,
+                                        store=shown)
+        else:
+            record = keys.store.get(key_id)
+            text = format_usage(keys.usage(key_id, **query), args.json, store=shown,
+                                name=None if record is None else record.name)
+    print(text, file=out)
+    return 0
+
+
+def add_usage_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--since``, ``--by`` and ``--top`` of the usage commands."""
+    parser.add_argument("--since", metavar="DURATION",
+                        help="the last DURATION, like 7d or 24h (default: 7d for a key, "
+                             "24h for every key)")
+    parser.add_argument("--by", choices=("hour", "day"), default=None,
+                        help="one count per UTC hour or day (default: hour up to 7 days)")
+    parser.add_argument("--top", type=int, default=10, metavar="N",
+                        help="keys listed in the summary (default 10)")
+    return parser
+
+
 def _cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     query = audit_query(args.key_id, args.since, args.limit)
     with _manager(args) as keys:
@@ -686,6 +843,9 @@ def key_examples(command: str) -> dict[str, str]:
         "disable": _examples(f"{command} disable 3tHq0kR9xA2b"),
         "enable": _examples(f"{command} enable 3tHq0kR9xA2b"),
         "hygiene": _examples(f"{command} hygiene", f"{command} hygiene --json"),
+        "usage": _examples(f"{command} usage 3tHq0kR9xA2b",
+                           f"{command} usage 3tHq0kR9xA2b --since 30d --by day --json",
+                           f"{command} usage --since 24h"),
         "update": _examples(f'{command} update 3tHq0kR9xA2b --name "Billing worker"',
                             f"{command} update 3tHq0kR9xA2b --scope charges:read",
                             f"{command} update 3tHq0kR9xA2b --quota 1000 --refill 1000/day"),
@@ -696,7 +856,7 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
                     hashing: argparse.ArgumentParser, command: str = KEYS_COMMAND
                     ) -> dict[str, argparse.ArgumentParser]:
     """Add the ``create``, ``list``, ``show``, ``revoke``, ``rotate``,
-    ``disable``, ``enable``, ``update`` and ``hygiene`` actions,
+    ``disable``, ``enable``, ``update``, ``hygiene`` and ``usage`` actions,
     with their own arguments, to *actions*; return them by name.
 
     Every key-management front end (``aqnt-auth keys``, ``manage.py
@@ -801,9 +961,15 @@ def add_key_actions(actions: argparse._SubParsersAction[Any], common: argparse.A
     hygiene = add("hygiene", [common],
                   "key-hygiene findings: keys that never expire, idle keys, live keys "
                   "without an IP allowlist, keys due for rotation")
+    usage = add("usage", [common],
+                "a key's usage history by outcome (without ID: every key's, and the "
+                "requests that named no key)")
+    usage.add_argument("key_id", metavar="ID", nargs="?",
+                       help="the key (default: a summary of every key)")
+    add_usage_options(usage)
     return {"create": create, "list": listing, "show": show, "revoke": revoke,
             "rotate": rotate, "disable": disable, "enable": enable, "update": update,
-            "hygiene": hygiene}
+            "hygiene": hygiene, "usage": usage}
 
 
 _RAW: Final = argparse.RawDescriptionHelpFormatter
@@ -844,7 +1010,7 @@ def build_parser() -> argparse.ArgumentParser:
     examples = key_examples(KEYS_COMMAND)
     keys = commands.add_parser(
         "keys", help="create, list, show, revoke, rotate, disable, enable and update keys; "
-                     "hygiene findings",
+                     "hygiene findings; a key's usage",
         formatter_class=_RAW,
         epilog="examples:\n" + "\n".join(e.split("\n")[1] for e in examples.values()),
     )
@@ -853,10 +1019,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in (("create", _cmd_create), ("list", _cmd_list), ("show", _cmd_show),
                        ("revoke", _cmd_revoke), ("rotate", _cmd_rotate),
                        ("disable", _cmd_disable), ("enable", _cmd_enable),
-                       ("update", _cmd_update), ("hygiene", _cmd_hygiene)):
+                       ("update", _cmd_update), ("hygiene", _cmd_hygiene),
+                       ("usage", _cmd_usage)):
         actions[name].set_defaults(func=func)
 
     add_audit_action(commands, common, f"{PROG} audit").set_defaults(func=_cmd_audit)
+
+    usage = commands.add_parser(
+        "usage", parents=[common], formatter_class=_RAW,
+        help="every key's usage by outcome, the top keys, and the requests that named no "
+             "existing key (unknown, malformed, missing)",
+        epilog=_examples(f"{PROG} usage", f"{PROG} usage --since 7d --by day --json",
+                         f"{KEYS_COMMAND} usage 3tHq0kR9xA2b"))
+    add_usage_options(usage).set_defaults(func=_cmd_usage)
 
     verify = commands.add_parser(
         "verify", parents=[common], formatter_class=_RAW,

@@ -17,6 +17,7 @@ __all__ = [
     "BARE_KEY",
     "DOUBLED_SCHEME",
     "MAX_AUTHORIZATION_LENGTH",
+    "authorization_and_agent",
     "bearer_token",
     "malformed_token",
     "single_authorization",
@@ -121,3 +122,19 @@ def single_authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None
                 raise InvalidAPIKey("several authorization headers")
             found = value
     return found
+
+
+def authorization_and_agent(headers: Iterable[tuple[bytes, bytes]]
+                            ) -> tuple[bytes | None, bytes | None]:
+    """:func:`single_authorization` and the ``user-agent`` value (the last
+    one, for usage history), in one pass over raw (ASGI-style) headers."""
+    found: bytes | None = None
+    agent: bytes | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise InvalidAPIKey("several authorization headers")
+            found = value
+        elif name == b"user-agent":
+            agent = value
+    return found, agent

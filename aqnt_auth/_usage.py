@@ -135,6 +135,7 @@ class UsageBuffer:
         # across flushes for the current and the previous hour.
         self._clients: dict[tuple[str, int], set[str | None]] = {}
         self._pruned_at = -math.inf
+        self._resolved: dict[tuple[str | None, str | None, str | None], str | None] = {}
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -194,6 +195,8 @@ class UsageBuffer:
         batch, self._carry = self._carry, {}
         hours: dict[tuple[str, int], _Hour] = {}
         keep_history = self._history is not None
+        # Each distinct (peer, Forwarded, X-Forwarded-For) is resolved once a flush.
+        self._resolved = {}
         hits = self._hits
         # Pop exactly as many as were there: hits appended meanwhile stay
         # for the next flush, so none is lost or counted twice.
@@ -243,8 +246,13 @@ class UsageBuffer:
                 paths[path] = 1
 
     def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
-        client = self._resolve(*raw) if self._resolve is not None else raw[0]
-        return _text(client)
+        resolved = self._resolved
+        if raw in resolved:
+            return resolved[raw]
+        client = _text(self._resolve(*raw) if self._resolve is not None else raw[0])
+        if len(resolved) < MAX_CLIENTS:
+            resolved[raw] = client
+        return client
 
     def _rows(self, hours: Mapping[tuple[str, int], _Hour]) -> list[UsageRow]:
         rows = []

@@ -148,13 +148,15 @@ async def authenticate_request_async(authenticator: Authenticator, request: Http
 
 
 def _client_facts(authenticator: Authenticator, request: HttpRequest) -> ClientFacts:
-    """The peer address and, when proxies are trusted, the raw forwarded
-    headers: the core decides which is the client."""
+    """The peer address, the user agent (for usage history) and, when
+    proxies are trusted, the raw forwarded headers: the core decides which is
+    the client."""
     meta = request.META
     if authenticator.trusted_proxies:
         return {"client": meta.get("REMOTE_ADDR"), "forwarded": meta.get("HTTP_FORWARDED"),
-                "x_forwarded_for": meta.get("HTTP_X_FORWARDED_FOR")}
-    return {"client": meta.get("REMOTE_ADDR")}
+                "x_forwarded_for": meta.get("HTTP_X_FORWARDED_FOR"),
+                "user_agent": meta.get("HTTP_USER_AGENT")}
+    return {"client": meta.get("REMOTE_ADDR"), "user_agent": meta.get("HTTP_USER_AGENT")}
 
 
 def _without_frames(exc: Exception) -> Exception:

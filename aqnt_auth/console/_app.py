@@ -399,6 +399,7 @@ class Console:
             client=request.client,
             forwarded=request.header("forwarded"),
             x_forwarded_for=request.header("x-forwarded-for"),
+            user_agent=request.header("user-agent"),
         )
         headers = principal.response_headers
         if principal.has_scopes(self.admin_scope):

@@ -36,8 +36,11 @@ from aqnt_auth._cli import (
     format_records,
     format_revoked,
     format_rotated,
+    format_usage,
+    format_usage_summary,
     new_key_hasher,
     update_options,
+    usage_query,
 )
 from aqnt_auth._stores._open import store_url
 from aqnt_auth.adapters.django.settings import get_settings, runtime
@@ -54,7 +57,8 @@ def _where(store: KeyStore) -> str:
 
 class Command(BaseCommand):
     help = ("Create, list, show, revoke, rotate, disable, enable and update API keys in the "
-            "project's database; read its audit log and key-hygiene findings.")
+            "project's database; read its audit log, key-hygiene findings and usage "
+            "history.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = argparse.ArgumentParser(add_help=False)
@@ -179,3 +183,15 @@ class Command(BaseCommand):
         keys = self._manager(options)
         query = audit_query(options["key_id"], options["since"], options["limit"])
         return format_audit(keys.audit(**query), options["json"], store=_where(keys.store))
+
+    def _usage(self, options: dict[str, Any]) -> str:
+        keys = self._manager(options)
+        key_id = options["key_id"]
+        query = usage_query(options["since"], options["by"], summary=key_id is None)
+        if key_id is None:
+            return format_usage_summary(keys.usage_summary(**query, top=options["top"]),
+                                        options["json"], store=_where(keys.store))
+        record = keys.store.get(key_id)
+        return format_usage(keys.usage(key_id, **query), options["json"],
+                            store=_where(keys.store),
+                            name=None if record is None else record.name)

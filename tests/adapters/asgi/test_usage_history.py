@@ -1,0 +1,77 @@
+"""Usage history through the ASGI adapters (#14): a run of real requests of
+every outcome through the middleware, Starlette's backend and FastAPI's
+dependency is counted exactly once each (by the core), with the client and
+user agent of the valid ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Security
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from aqnt_auth import Argon2Hasher, Authenticator, MemoryKeyStore, Principal
+from aqnt_auth.adapters.asgi import APIKeyMiddleware
+from aqnt_auth.adapters.fastapi import APIKey, add_error_handlers
+from aqnt_auth.adapters.starlette import APIKeyBackend, requires
+from tests.usage_scenario import check, headers, make_run
+
+from ._support import Recorder
+
+
+async def _ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def _middleware(auth: Authenticator) -> Any:
+    return APIKeyMiddleware(Recorder(), authenticator=auth)
+
+
+def _starlette(auth: Authenticator) -> Any:
+    backend = APIKeyBackend(authenticator=auth)
+    return Starlette(routes=[Route("/v1/charges", requires()(_ok)),
+                             Route("/v2/other", requires()(_ok))],
+                     middleware=[Middleware(AuthenticationMiddleware, backend=backend,
+                                            on_error=backend.on_error)])
+
+
+def _fastapi(auth: Authenticator) -> Any:
+    app = FastAPI()
+    add_error_handlers(app)
+    api_key = APIKey(authenticator=auth)
+
+    @app.get("/v1/charges")
+    @app.get("/v2/other")
+    # A default, not Annotated: the dependency is local to this function.
+    async def charges(key: Principal = Security(api_key)) -> str:  # noqa: B008
+        return "ok"
+
+    return app
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("build", [_middleware, _starlette, _fastapi],
+                         ids=["middleware", "starlette", "fastapi"])
+async def test_every_outcome_counted_once(build: Callable[[Authenticator], Any]) -> None:
+    store = MemoryKeyStore()
+    run = make_run(store, "/v1/charges", "/v2/other")
+    auth = Authenticator(store, rate_limit=None, usage_flush_interval=3600,
+                         hashers=[Argon2Hasher("cheapest")])
+    transport = httpx.ASGITransport(app=build(auth), client=("203.0.113.9", 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        statuses = [(await client.get(r.path, headers=headers(r))).status_code
+                    for r in run.requests]
+    assert statuses == [r.status for r in run.requests]
+    assert auth.flush_usage()
+    rows = store.usage_rows(since=0, until=2**40)
+    check(run, rows, "/v1/charges")
+    assert {r.last_client for r in rows if r.key_id == run.good_id} == {"203.0.113.9"}
+    auth.close()
