@@ -70,7 +70,7 @@ from ._outcomes import EXPIRED, FORBIDDEN, INVALID_SECRET, NO_KEY, OUTCOME_BY_CO
 from ._policies import Headers, KeyRateLimiter, check_client_ip
 from ._quota import QuotaUse, refused
 from ._ratelimit import FailureLimiter
-from ._records import KeyRecord, Principal, UsageDelta
+from ._records import KeyRecord, Principal, UsageDelta, _HeadedPrincipal
 from ._response import ErrorResponse, render_error, validate_realm
 from ._stores._async import to_async
 from ._stores._open import DEFAULT_STORE_URL, open_store_to_serve
@@ -328,6 +328,7 @@ class Authenticator:
         #: Counts the requests of keys with rate limits.
         self.key_rate_limiter: KeyRateLimiter = key_limiter
         self._key_limits_blocking = key_limiter.blocking
+        self._key_hit = key_limiter.hit
         self.trusted_proxies = TrustedProxies(trusted_proxies)
         self._clock = clock
         self._store_get = self.store.get
@@ -523,8 +524,15 @@ class Authenticator:
                     if limited is None:
                         if aio and self._key_limits_blocking:
                             raise _NeedsIO(record, mode)
-                        limited = self.key_rate_limiter.hit(record)  # or RateLimitExceeded
-                    principal = Principal.with_headers(record, limited)
+                        limited = self._key_hit(record)  # or RateLimitExceeded
+                    if limited:
+                        # Principal.with_headers() written out: two slot stores.
+                        headed = _new_headed(_HeadedPrincipal)
+                        headed._record = record
+                        headed.response_headers = limited
+                        principal: Principal = headed
+                    else:  # a storage outage, failing open
+                        principal = Principal(record)
                 else:
                     principal = Principal(record)
                 if record.metered:
@@ -1146,6 +1154,10 @@ def _yield_to_the_loop() -> None:
     """
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICENESS)
+
+
+#: Makes a principal without running ``__init__`` (the warm path of a limited key).
+_new_headed = object.__new__
 
 
 def _limiter_failed(exc: Exception) -> StoreUnavailable:

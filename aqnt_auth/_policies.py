@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._errors import ConfigurationError, IPNotAllowed, RateLimitExceeded, RateLimitUnavailable
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("aqnt_auth")
+
+_monotonic_ns: Final = time.monotonic_ns
 
 #: Addresses and networks one key may list.
 MAX_ALLOWED_IPS: Final = 100
@@ -141,6 +144,8 @@ class _Limit(NamedTuple):
     suffix: str
     #: The policy's name in the RateLimit headers: the canonical limit.
     name: str
+    #: Its ``RateLimit`` item up to the remaining count: ``"100/minute";r=``.
+    head: str
 
 
 class _Parsed(NamedTuple):
@@ -201,28 +206,108 @@ def _parsed(rate_limits: tuple[str, ...]) -> _Parsed:
     for value in rate_limits:
         item = _parse_one(value)
         window = item.get_expiry()
+        name = _canonical(item)
         limits.append(_Limit(item, item.amount, window,
                              f"/{item.amount}/{item.multiples}/{item.GRANULARITY.name}",
-                             _canonical(item)))
+                             name, f'"{name}";r='))
     limits.sort(key=lambda limit: limit.window)
     policy = ", ".join(f'"{limit.name}";q={limit.amount};w={limit.window}' for limit in limits)
     return _Parsed(tuple(limits), policy)
 
 
+_Count = Callable[[tuple[_Limit, ...], str], tuple[int, str]]
+
+#: Records whose budget and limits were worked out, by ``id``: bounded.
+_PLANS_KEPT: Final = 4096
+
+
+class _Plan(NamedTuple):
+    """What counting a record's requests needs, worked out once per record
+    (records are immutable and shared by the stores' caches)."""
+
+    record: KeyRecord
+    budget: str
+    limits: tuple[_Limit, ...]
+    #: Each limit with its counter's key in memory (the budget and the limit).
+    counters: tuple[tuple[str, _Limit], ...]
+    policy: tuple[str, str]
+
+
+class _MemoryWindows:
+    """Fixed windows counted in this process: the ``limits`` library's
+    fixed-window strategy (a window opens with a budget's first request and
+    lasts the period), in a dict.  The default storage's hot path: ``limits``'
+    own ``MemoryStorage`` takes a lock per key and restarts a timer thread
+    every 10 ms, which alone costs more than a warm request.
+
+    Exact under threads: a window's count is an ``itertools.count`` (its
+    ``next`` is atomic), and a window is opened or replaced under a lock.
+    Ended windows are swept, under that lock, at most once a period of the
+    shortest limit seen, when a new window opens."""
+
+    __slots__ = ("_lock", "_next_sweep", "_windows")
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, itertools.count[int]]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0
+
+    def count(self, plan: _Plan) -> tuple[int, str]:
+        """Count one request against each of *plan*'s limits: ``(0, the
+        RateLimit value)``, or ``(seconds to wait, the value)`` past one.
+        Times are integer nanoseconds: rounding them up to the seconds left
+        is integer arithmetic."""
+        now = _monotonic_ns()
+        windows = self._windows
+        value = ""
+        for key, limit in plan.counters:
+            window = windows.get(key)
+            if window is None or window[0] <= now:
+                window = self._open(key, limit.window, now)
+            count = next(window[1])
+            # The seconds left, rounded up: 1 to the window.
+            reset = (window[0] - now - 1) // 1_000_000_000 + 1
+            if count > limit.amount:
+                item = f"{limit.head}0;t={reset}"
+                return reset, item if not value else f"{value}, {item}"
+            item = f"{limit.head}{limit.amount - count};t={reset}"
+            value = item if not value else f"{value}, {item}"
+        return 0, value
+
+    def _open(self, key: str, seconds: int, now: int) -> tuple[int, itertools.count[int]]:
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or window[0] <= now:
+                if now >= self._next_sweep:
+                    self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+                    self._next_sweep = now + seconds * 1_000_000_000
+                window = (now + seconds * 1_000_000_000, itertools.count(1))
+                self._windows[key] = window
+            return window
+
+    def reset(self) -> None:
+        with self._lock:
+            self._windows = {}
+
+
 class KeyRateLimiter:
-    """Counts the requests of keys with rate limits, per :func:`budget_id`,
-    on a storage of the ``limits`` library.
+    """Counts the requests of keys with rate limits, per :func:`budget_id`.
 
     :param storage_uri: ``memory://`` (the default: counters per process) or
-        a ``limits`` storage URI such as ``redis://127.0.0.1:6379``, whose
-        counters every server shares (needs the ``redis`` extra).
+        a storage URI of the ``limits`` library such as
+        ``redis://127.0.0.1:6379``, whose counters every server shares
+        (needs the ``redis`` extra).
     :param strategy: ``fixed-window`` (the default: a window starts with a
-        budget's first request and admits LIMIT requests until it ends;
-        the cheapest, exact across servers, though a client can make up to
+        budget's first request and admits LIMIT requests until it ends; the
+        cheapest, exact across servers, though a client can make up to
         2 x LIMIT requests around a window's end), ``moving-window`` (no
         window of the period ever holds more than LIMIT requests; it keeps
         a timestamp per request) or ``sliding-window-counter`` (an
-        approximation of the moving window with two counters).
+        approximation of the moving window with two counters): the
+        ``limits`` library's strategies, on its storage.  With
+        ``memory://`` the fixed window is counted by a lean in-process
+        counter of the same semantics, which costs a fraction of ``limits``'
+        ``MemoryStorage``.
     :param fail_open: when the storage fails, let requests through (without
         RateLimit headers) rather than answer 503 ``rate_limit_unavailable``
         (the default: fail closed).  Either way the failure is logged.
@@ -259,7 +344,6 @@ class KeyRateLimiter:
                 if strategy not in kinds else f"strategy {strategy!r} needs limits >= 4.1")
         self._kind = kind
         self._options = dict(storage_options or {})
-        self._fixed = strategy == "fixed-window"
         self.strategy = strategy
         self.fail_open = bool(fail_open)
         self.storage_uri = storage_uri
@@ -268,11 +352,21 @@ class KeyRateLimiter:
         self._lock = threading.Lock()
         self._storage: Storage | None = None
         self._strategy: RateLimiter | None = None
-        if self.blocking:
+        self._memory: _MemoryWindows | None = None
+        self._plans: dict[int, _Plan] = {}
+        # limits' MemoryStorage starts a timer thread: made when a limited
+        # key first needs it (the lean counter, when it serves, never).
+        self._count: _Count = self._open_and_count
+        if strategy == "fixed-window" and not self.blocking and not self._options:
+            self._memory = _MemoryWindows()
+        elif self.blocking:
             # Checked here, where the app starts (a networked storage
-            # connects on first use); the memory storage, which starts a
-            # timer thread, is made when a limited key first needs it.
-            self._open()
+            # connects on first use).
+            self._count = self._counter(*self._open())
+
+    def __repr__(self) -> str:
+        return (f"KeyRateLimiter({self.storage_uri!r}, strategy={self.strategy!r}, "
+                f"fail_open={self.fail_open})")
 
     def _open(self) -> tuple[Storage, RateLimiter]:
         from limits import storage
@@ -293,9 +387,26 @@ class KeyRateLimiter:
                 self._storage = made
             return self._storage, self._strategy
 
-    def __repr__(self) -> str:
-        return (f"KeyRateLimiter({self.storage_uri!r}, strategy={self.strategy!r}, "
-                f"fail_open={self.fail_open})")
+    def _counter(self, storage: Storage, strategy: RateLimiter) -> _Count:
+        if self.strategy == "fixed-window":
+            return functools.partial(_fixed_window, storage)
+        return functools.partial(_by_strategy, strategy)
+
+    def _open_and_count(self, limits: tuple[_Limit, ...], budget: str) -> tuple[int, str]:
+        self._count = self._counter(*self._open())
+        return self._count(limits, budget)
+
+    def _plan(self, record: KeyRecord) -> _Plan:
+        parsed = _parsed(record.rate_limits)
+        budget = budget_id(record)
+        plan = _Plan(record, budget, parsed.limits,
+                     tuple((budget + limit.suffix, limit) for limit in parsed.limits),
+                     ("RateLimit-Policy", parsed.policy))
+        plans = self._plans
+        if len(plans) >= _PLANS_KEPT:
+            plans.clear()
+        plans[id(record)] = plan
+        return plan
 
     def hit(self, record: KeyRecord) -> Headers:
         """Count one request of *record*'s key against each of its limits.
@@ -308,55 +419,24 @@ class KeyRateLimiter:
         limiter fails closed.  The limits are counted shortest period first
         and a refused request is not counted against the longer ones.
         """
-        parsed = _parsed(record.rate_limits)
-        budget = budget_id(record)
-        if self._strategy is None:
-            self._open()
+        # The record's plan: its id is reused only once it is gone, which
+        # the identity test sees (the plan holds the record it was made for).
+        plan = self._plans.get(id(record))
+        if plan is None or plan.record is not record:
+            plan = self._plan(record)
+        memory = self._memory
         try:
-            if self._fixed:
-                states = self._fixed_window(parsed.limits, budget)
+            if memory is not None:
+                exceeded, values = memory.count(plan)
             else:
-                states = self._by_strategy(parsed.limits, budget)
+                exceeded, values = self._count(plan.limits, plan.budget)
         except Exception as exc:
             return self._failed(exc)
-        exceeded, values = states
-        headers = (("RateLimit-Policy", parsed.policy), ("RateLimit", values))
         if exceeded:
             error = RateLimitExceeded("key rate limit exceeded", retry_after=exceeded)
-            error.response_headers = headers
+            error.response_headers = (plan.policy, ("RateLimit", values))
             raise error
-        return headers
-
-    def _fixed_window(self, limits: tuple[_Limit, ...], budget: str) -> tuple[int, str]:
-        # The fixed-window strategy's hit() and get_window_stats() on the
-        # storage itself: one increment and one expiry read per limit.
-        storage = self._storage
-        assert storage is not None
-        now = time.time()
-        values = []
-        for limit in limits:
-            key = "LIMITER/aqnt-key/" + budget + limit.suffix
-            count = storage.incr(key, limit.window)
-            reset = min(limit.window, max(0, math.ceil(storage.get_expiry(key) - now)))
-            if count > limit.amount:
-                values.append(f'"{limit.name}";r=0;t={reset}')
-                return max(1, reset), ", ".join(values)
-            values.append(f'"{limit.name}";r={limit.amount - count};t={reset}')
-        return 0, ", ".join(values)
-
-    def _by_strategy(self, limits: tuple[_Limit, ...], budget: str) -> tuple[int, str]:
-        strategy = self._strategy
-        assert strategy is not None
-        now = time.time()
-        values = []
-        for limit in limits:
-            admitted = strategy.hit(limit.item, "aqnt-key", budget)
-            stats = strategy.get_window_stats(limit.item, "aqnt-key", budget)
-            reset = min(limit.window, max(0, math.ceil(stats.reset_time - now)))
-            values.append(f'"{limit.name}";r={stats.remaining};t={reset}')
-            if not admitted:
-                return max(1, reset), ", ".join(values)
-        return 0, ", ".join(values)
+        return (plan.policy, ("RateLimit", values))
 
     def _failed(self, exc: Exception) -> Headers:
         # Logged at most once a second: an outage must not flood the log.
@@ -374,8 +454,41 @@ class KeyRateLimiter:
 
     def reset(self) -> None:
         """Forget every counter (tests, or after an incident)."""
+        if self._memory is not None:
+            self._memory.reset()
         if self._storage is not None:
             self._storage.reset()
+
+
+def _fixed_window(storage: Storage, limits: tuple[_Limit, ...], budget: str
+                  ) -> tuple[int, str]:
+    # The fixed-window strategy's hit() and get_window_stats() on the
+    # storage itself: one increment and one expiry read per limit.
+    now = time.time()
+    values = []
+    for limit in limits:
+        key = "LIMITER/aqnt-key/" + budget + limit.suffix
+        count = storage.incr(key, limit.window)
+        reset = min(limit.window, max(0, math.ceil(storage.get_expiry(key) - now)))
+        if count > limit.amount:
+            values.append(f'"{limit.name}";r=0;t={reset}')
+            return max(1, reset), ", ".join(values)
+        values.append(f'"{limit.name}";r={limit.amount - count};t={reset}')
+    return 0, ", ".join(values)
+
+
+def _by_strategy(strategy: RateLimiter, limits: tuple[_Limit, ...], budget: str
+                 ) -> tuple[int, str]:
+    now = time.time()
+    values = []
+    for limit in limits:
+        admitted = strategy.hit(limit.item, "aqnt-key", budget)
+        stats = strategy.get_window_stats(limit.item, "aqnt-key", budget)
+        reset = min(limit.window, max(0, math.ceil(stats.reset_time - now)))
+        values.append(f'"{limit.name}";r={stats.remaining};t={reset}')
+        if not admitted:
+            return max(1, reset), ", ".join(values)
+    return 0, ", ".join(values)
 
 
 def _redacted(uri: str) -> str:

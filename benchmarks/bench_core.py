@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -30,7 +31,13 @@ from aqnt_auth import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _util import CountingHasher, interleaved_medians, per_call_us, print_table
+from _util import (
+    CountingHasher,
+    interleaved_medians,
+    paired_samples,
+    per_call_us,
+    print_table,
+)
 
 
 def _failing(auth: Authenticator, header: str) -> Callable[[], object]:
@@ -68,6 +75,12 @@ def main() -> None:
         "bench quota", quota=10**12).key
     mem_auth.authenticate(metered_mem)
     sql_auth.authenticate(metered_sql)
+    # A key with one rate limit (#13), counted in memory (the default
+    # storage); the limit is never reached.  Its cost is the difference to
+    # "warm, memory store" (the same key without policies) in this run.
+    limited_mem = "Bearer " + KeyManager(memory, hasher=hasher).create(
+        "bench rate limit", rate_limits=[f"{10**9}/hour"]).key
+    mem_auth.authenticate(limited_mem)
 
     # Baseline: the least any verifier does.
     table = {issued_mem.key: hashlib.sha256(issued_mem.key.encode()).digest()}
@@ -96,6 +109,8 @@ def main() -> None:
             ("baseline", baseline, 20000),
             ("warm, memory store", lambda: mem_auth.authenticate(good_mem), 20000),
             ("warm, SQLite store", lambda: sql_auth.authenticate(good_sql), 5000),
+            ("warm, memory store, key with one rate limit",
+             lambda: mem_auth.authenticate(limited_mem), 20000),
             ("warm, memory store, key with a quota",
              lambda: mem_auth.authenticate(metered_mem), 20000),
             ("warm, SQLite store, key with a quota",
@@ -137,6 +152,18 @@ def main() -> None:
           f"{'MET' if warm <= 5 else 'MISSED'}")
     print(f"  target malformed/bad checksum <= 2x baseline: {fast_fail:.2f}x "
           f"{'MET' if fast_fail <= 2 else 'MISSED'}")
+    # The rate limit's cost, as paired samples: each round times both keys
+    # back to back (fastest of three passes, order rotated), so load from
+    # elsewhere, which only adds time, disturbs the difference least.
+    pairs = paired_samples({"none": lambda: mem_auth.authenticate(good_mem),
+                            "limit": lambda: mem_auth.authenticate(limited_mem)},
+                           rounds=args.repeats, number=5000)
+    limit_cost = statistics.median(a - b for a, b in zip(pairs["limit"], pairs["none"],
+                                                          strict=True))
+    print(f"  target one rate limit (memory) <= +2 µs over no policies: {limit_cost:+.2f} µs "
+          f"(median of {args.repeats} paired rounds; "
+          f"{statistics.median(pairs['none']):.2f} -> {statistics.median(pairs['limit']):.2f} µs) "
+          f"{'MET' if limit_cost <= 2 else 'MISSED'}")
 
     # 200 concurrent wrong-secret attempts against one known id.
     bound = 2
