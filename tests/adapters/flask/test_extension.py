@@ -260,3 +260,32 @@ def test_hasher_config_is_used_for_verification(make_app: AppFactory, cheap_hash
     app = make_app()
     authenticator = app.extensions[EXTENSION_KEY].get_authenticator(app)
     assert authenticator.hashers == (cheap_hasher,)
+
+
+class TestKeyRateLimitConfig:
+    """AQNT_AUTH_KEY_RATE_LIMIT_*: where keys' rate limits are counted, and
+    whether a failing storage admits them (#13)."""
+
+    @pytest.mark.parametrize(("fail_open", "status"), [(False, 503), (True, 200)])
+    def test_storage_and_fail_open(self, fail_open: bool, status: int) -> None:
+        store = MemoryKeyStore()
+        hasher = Argon2Hasher("cheapest")
+        key = KeyManager(store, hasher=hasher).create("k", rate_limits=["5/minute"]).key
+        app = bare_app(AQNT_AUTH_STORE=store, AQNT_AUTH_HASHERS=[hasher],
+                       AQNT_AUTH_KEY_RATE_LIMIT_STORAGE="redis://127.0.0.1:1",
+                       AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN=fail_open)
+        auth = AQNTAuth(app)
+        limiter = auth.get_authenticator(app).key_rate_limiter
+        assert (limiter.storage_uri, limiter.fail_open) == ("redis://127.0.0.1:1", fail_open)
+        response = app.test_client().get("/", headers=bearer(key))
+        assert response.status_code == status
+        assert "RateLimit" not in response.headers
+        if not fail_open:
+            assert response.get_data() == bodies.RATE_LIMIT_UNAVAILABLE
+        auth.close(app)
+
+    def test_defaults_count_in_memory(self) -> None:
+        assert (CONFIG_DEFAULTS["AQNT_AUTH_KEY_RATE_LIMIT_STORAGE"],
+                CONFIG_DEFAULTS["AQNT_AUTH_KEY_RATE_LIMIT_STRATEGY"],
+                CONFIG_DEFAULTS["AQNT_AUTH_KEY_RATE_LIMIT_FAIL_OPEN"]) == (
+            "memory://", "fixed-window", False)
