@@ -33,8 +33,10 @@ import re
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from operator import floordiv, itemgetter
 from typing import Any, Final
 
 from ._errors import ConfigurationError
@@ -60,6 +62,18 @@ _UTC = dt.timezone.utc
 HistorySink = Callable[[Sequence[UsageRow], "int | None"], None]
 #: The client address of (peer, Forwarded, X-Forwarded-For).
 Resolve = Callable[["str | None", "str | None", "str | None"], "str | None"]
+
+# The fields of a counted request: (key id, time, path, peer, Forwarded,
+# X-Forwarded-For, user agent); of a failure: (outcome, key id, time).
+_KEY: Final = itemgetter(0)
+_TIME: Final = itemgetter(1)
+_PATH: Final = itemgetter(2)
+_PEER: Final = itemgetter(3)
+_FORWARDED: Final = itemgetter(4)
+_XFF: Final = itemgetter(5)
+_AGENT: Final = itemgetter(6)
+_KEY_OF_FAIL: Final = itemgetter(1)
+_TIME_OF_FAIL: Final = itemgetter(2)
 
 # Anything shaped like one of our keys in a path is never stored.
 _KEY_LIKE: Final = re.compile(r"[A-Za-z0-9]+_(?:live|test)_[0-9A-Za-z_]{16,}")
@@ -192,58 +206,82 @@ class UsageBuffer:
                 self.flush()
 
     def _take(self) -> tuple[dict[str, list[float]], dict[tuple[str, int], _Hour]]:
+        """Fold what was counted since the last flush.
+
+        The per-request work is done by C code (``sorted``, ``map``, ``zip``,
+        ``Counter``, ``dict``) over the whole batch; Python loops run over the
+        distinct keys, hours, paths and clients only.
+        """
         batch, self._carry = self._carry, {}
         hours: dict[tuple[str, int], _Hour] = {}
-        keep_history = self._history is not None
         # Each distinct (peer, Forwarded, X-Forwarded-For) is resolved once a flush.
         self._resolved = {}
-        hits = self._hits
         # Pop exactly as many as were there: hits appended meanwhile stay
         # for the next flush, so none is lost or counted twice.
-        for _ in range(len(hits)):
-            hit = hits.popleft()
-            key_id, now = hit[0], hit[1]
-            entry = batch.get(key_id)
-            if entry is None:
-                batch[key_id] = [1, now]
-            else:
-                entry[0] += 1
-                if now > entry[1]:
-                    entry[1] = now
-            if keep_history:
-                self._fold_valid(hours, hit)
-        fails = self._fails
-        for _ in range(len(fails)):
-            outcome, key_id, now = fails.popleft()
-            if keep_history:
-                slot = (key_id, int(now // HOUR) * HOUR)
+        popleft = self._hits.popleft
+        taken = [popleft() for _ in range(len(self._hits))]
+        if taken:
+            # In time order (they nearly are: timsort is linear then), so
+            # that "the last" of anything below is the latest.
+            taken.sort(key=_TIME)
+            keys = list(map(_KEY, taken))
+            times = list(map(_TIME, taken))
+            last = dict(zip(keys, times, strict=True))
+            for key_id, n in Counter(keys).items():
+                entry = batch.get(key_id)
+                if entry is None:
+                    batch[key_id] = [n, last[key_id]]
+                else:
+                    entry[0] += n
+                    entry[1] = max(entry[1], last[key_id])
+            if self._history is not None:
+                self._fold_valid(hours, taken, keys, times)
+        popleft = self._fails.popleft
+        fails = [popleft() for _ in range(len(self._fails))]
+        if fails and self._history is not None:
+            slots = zip(map(_KEY_OF_FAIL, fails),
+                        map(floordiv, map(_TIME_OF_FAIL, fails), repeat(HOUR)),
+                        map(_KEY, fails), strict=True)
+            for (key_id, index, outcome), n in Counter(slots).items():
+                slot = (key_id, int(index) * HOUR)
                 hour = hours.get(slot)
                 if hour is None:
                     hour = hours[slot] = _Hour()
-                hour.counts[outcome] = hour.counts.get(outcome, 0) + 1
+                hour.counts[outcome] = hour.counts.get(outcome, 0) + n
         return batch, hours
 
-    def _fold_valid(self, hours: dict[tuple[str, int], _Hour], hit: tuple[Any, ...]) -> None:
-        key_id, now, path, client, forwarded, x_forwarded_for, user_agent = hit
-        slot = (key_id, int(now // HOUR) * HOUR)
-        hour = hours.get(slot)
-        if hour is None:
-            hour = hours[slot] = _Hour()
-        hour.counts[VALID] = hour.counts.get(VALID, 0) + 1
-        raw = (client, forwarded, x_forwarded_for)
-        if now >= hour.last:
-            hour.last, hour.raw_client, hour.user_agent = now, raw, user_agent
-        clients = self._clients.get(slot)
-        if clients is None:
-            clients = self._clients[slot] = set()
-        if len(clients) < MAX_CLIENTS:
-            clients.add(self._client_of(raw))
-        if path is not None:
-            paths = hour.paths
-            if path in paths:
-                paths[path] += 1
-            elif len(paths) < MAX_PATHS:
-                paths[path] = 1
+    def _fold_valid(self, hours: dict[tuple[str, int], _Hour], taken: list[tuple[Any, ...]],
+                    keys: list[str], times: list[float]) -> None:
+        indexes = list(map(floordiv, times, repeat(HOUR)))
+        slots = list(zip(keys, indexes, strict=True))
+        raws = list(zip(map(_PEER, taken), map(_FORWARDED, taken), map(_XFF, taken),
+                        strict=True))
+        # The latest request of each (key, hour): its time, client and agent.
+        latest = dict(zip(slots, zip(times, raws, map(_AGENT, taken), strict=True),
+                          strict=True))
+        for (key_id, index), n in Counter(slots).items():
+            hour = hours[(key_id, int(index) * HOUR)] = _Hour()
+            hour.counts[VALID] = n
+            hour.last, hour.raw_client, hour.user_agent = latest[(key_id, index)]
+        # Distinct clients, kept per (key, hour) across flushes.
+        for key_id, index, *raw in set(zip(keys, indexes, *zip(*raws, strict=True),
+                                           strict=True)):
+            slot = (key_id, int(index) * HOUR)
+            clients = self._clients.get(slot)
+            if clients is None:
+                clients = self._clients[slot] = set()
+            if len(clients) < MAX_CLIENTS:
+                clients.add(self._client_of((raw[0], raw[1], raw[2])))
+        # Paths: the MAX_PATHS most requested of each (key, hour) in this batch.
+        by_slot: dict[tuple[str, int], list[tuple[int, str]]] = {}
+        for (key_id, index, path), n in Counter(zip(keys, indexes, map(_PATH, taken),
+                                                    strict=True)).items():
+            if path is not None:
+                by_slot.setdefault((key_id, int(index) * HOUR), []).append((n, path))
+        for slot, counted in by_slot.items():
+            if len(counted) > MAX_PATHS:
+                counted = sorted(counted, key=lambda c: (-c[0], c[1]))[:MAX_PATHS]
+            hours[slot].paths = {path: n for n, path in counted}
 
     def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
         resolved = self._resolved
