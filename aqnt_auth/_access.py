@@ -148,10 +148,20 @@ def check_access(principal: Principal, method: str, path: str) -> None:
 
 
 def require_scopes(principal: Principal, scopes: Iterable[str]) -> None:
-    """Raise :class:`PermissionDenied` unless the key carries every scope in *scopes*."""
+    """Raise :class:`PermissionDenied` unless the key carries every scope in *scopes*.
+
+    The request then counts as ``forbidden`` rather than ``valid`` in the
+    key's usage history (once, however often this is called for it).
+    """
     needed = tuple(scopes)
     if not principal.has_scopes(*needed):
-        raise PermissionDenied("missing scopes", required_scopes=needed)
+        error = PermissionDenied("missing scopes", required_scopes=needed)
+        error.key_id = principal.id
+        usage = getattr(principal, "_usage", None)
+        if usage is not None:
+            principal._usage = None
+            usage[0](principal.id, usage[1])
+        raise error
 
 
 def normalise_allowed_paths(paths: Iterable[str]) -> tuple[str, ...]:

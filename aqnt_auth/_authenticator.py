@@ -361,6 +361,8 @@ class Authenticator:
         self._hit: Callable[..., None] | None = None
         # Counts a request that did not end valid: (outcome, key id, time).
         self._fail: Callable[[str, str, float], None] | None = None
+        # Moves a counted valid request to forbidden: (key id, its time).
+        self._forbid: Callable[[str, float], None] | None = None
         if usage_retention_days is not None and not usage_retention_days > 0:
             raise ConfigurationError("usage_retention_days must be positive (or None)")
         if track_usage:
@@ -380,6 +382,7 @@ class Authenticator:
             self._hit = self._usage.hit
             if history is not None:
                 self._fail = self._usage.fail
+                self._forbid = self._usage.forbid
 
     def __repr__(self) -> str:
         return (
@@ -444,8 +447,7 @@ class Authenticator:
             # or natively async, on an event loop), then the request counts.
             now = self._clock()
             _settle((yield (_QUOTA, record.id, now)), now, record.id)
-            if self._hit is not None:
-                self._hit(record.id, now, path, *facts)
+            self._counted(principal, now, path, *facts)
         return principal
 
     def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
@@ -549,6 +551,9 @@ class Authenticator:
             raise
         if self._hit is not None:
             self._hit(record.id, now, path, client, forwarded, x_forwarded_for, user_agent)
+            if self._forbid is not None:
+                # A route-level scope refusal moves it to forbidden.
+                principal._usage = (self._forbid, now)
         return principal
 
     def _metered(self, principal: Principal, method: str | None, path: str | None, now: float,
@@ -561,9 +566,17 @@ class Authenticator:
             check_access(principal, method, path if path is not None else "/")
         if charge:
             _settle(self._charge(record.id, now), now, record.id)
-            if self._hit is not None:
-                self._hit(record.id, now, path, *facts)
+            self._counted(principal, now, path, *facts)
         return principal
+
+    def _counted(self, principal: Principal, now: float, path: str | None, *facts: Any
+                 ) -> None:
+        """Count a valid request of a key with a quota (charged after
+        :meth:`_accept`): what ``_accept`` does inline for every other key."""
+        if self._hit is not None:
+            self._hit(principal.id, now, path, *facts)
+            if self._forbid is not None:
+                principal._usage = (self._forbid, now)
 
     def _charge(self, key_id: str, now: float) -> QuotaUse | None:
         """Take one unit of *key_id*'s quota in the store (blocking)."""
@@ -957,8 +970,7 @@ class Authenticator:
                 if record.metered:  # charged last, off the loop too
                     now = self._clock()
                     _settle(await self._charge_async(record.id, now), now, record.id)
-                    if self._hit is not None:
-                        self._hit(record.id, now, path, client, forwarded, x_forwarded_for,
+                    self._counted(principal, now, path, client, forwarded, x_forwarded_for,
                                   user_agent)
                 return principal
             except InvalidAPIKey as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 from ._format import Mode
@@ -176,7 +176,11 @@ class Principal:
     one per request costs next to nothing.  Its ``repr`` shows no secret.
     """
 
-    __slots__ = ("_record",)
+    # _usage, when set: (a callable, the request's time) that moves this
+    # request's usage from valid to forbidden, for a route-level scope refusal
+    # (aqnt_auth.require_scopes).  Set by the authenticator only.
+    __slots__ = ("_record", "_usage")
+    _usage: tuple[Callable[[str, float], None], float] | None
 
     #: Headers the response to this request must carry: the
     #: ``RateLimit-Policy`` and ``RateLimit`` headers of a key with rate

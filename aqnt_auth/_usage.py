@@ -33,6 +33,7 @@ import re
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
@@ -40,7 +41,7 @@ from operator import floordiv, itemgetter
 from typing import Any, Final
 
 from ._errors import ConfigurationError
-from ._outcomes import VALID
+from ._outcomes import FORBIDDEN, VALID
 from ._records import UsageDelta
 from ._usage_history import (
     HOUR,
@@ -142,6 +143,8 @@ class UsageBuffer:
         self._hits: deque[tuple[Any, ...]] = deque()
         # (outcome, key id or "", time)
         self._fails: deque[tuple[str, str, float]] = deque()
+        # (key id, time) of valid requests refused afterwards by a scope check.
+        self._moved: deque[tuple[str, float]] = deque()
         # Counts taken off the deques whose write failed: retried next flush.
         self._carry: dict[str, list[float]] = {}
         self._history_carry: dict[tuple[str, int], UsageRow] = {}
@@ -179,6 +182,11 @@ class UsageBuffer:
             self._start()
         elif len(fails) > self.max_pending:
             self._wake.set()
+
+    def forbid(self, key_id: str, now: float) -> None:
+        """Count the valid request of *key_id* at *now* as forbidden instead
+        (a route-level scope check refused it after it authenticated)."""
+        self._moved.append((key_id, now))
 
     def pending(self) -> dict[str, int]:
         """Valid requests not yet flushed, per key id."""
@@ -238,6 +246,8 @@ class UsageBuffer:
                 self._fold_valid(hours, taken, keys, times)
         popleft = self._fails.popleft
         fails = [popleft() for _ in range(len(self._fails))]
+        popleft = self._moved.popleft
+        moved = [popleft() for _ in range(len(self._moved))]
         if fails and self._history is not None:
             slots = zip(map(_KEY_OF_FAIL, fails),
                         map(floordiv, map(_TIME_OF_FAIL, fails), repeat(HOUR)),
@@ -248,40 +258,58 @@ class UsageBuffer:
                 if hour is None:
                     hour = hours[slot] = _Hour()
                 hour.counts[outcome] = hour.counts.get(outcome, 0) + n
+        if moved and self._history is not None:
+            # Counted valid (in this batch or an earlier one, of the same
+            # hour): one valid fewer, one forbidden more.
+            for (key_id, index), n in Counter(zip(map(_KEY, moved),
+                                                  map(floordiv, map(_TIME, moved), repeat(HOUR)),
+                                                  strict=True)).items():
+                slot = (key_id, int(index) * HOUR)
+                hour = hours.get(slot)
+                if hour is None:
+                    hour = hours[slot] = _Hour()
+                hour.counts[VALID] = hour.counts.get(VALID, 0) - n
+                hour.counts[FORBIDDEN] = hour.counts.get(FORBIDDEN, 0) + n
         return batch, hours
 
     def _fold_valid(self, hours: dict[tuple[str, int], _Hour], taken: list[tuple[Any, ...]],
                     keys: list[str], times: list[float]) -> None:
-        indexes = list(map(floordiv, times, repeat(HOUR)))
-        slots = list(zip(keys, indexes, strict=True))
-        raws = list(zip(map(_PEER, taken), map(_FORWARDED, taken), map(_XFF, taken),
-                        strict=True))
-        # The latest request of each (key, hour): its time, client and agent.
-        latest = dict(zip(slots, zip(times, raws, map(_AGENT, taken), strict=True),
-                          strict=True))
-        for (key_id, index), n in Counter(slots).items():
-            hour = hours[(key_id, int(index) * HOUR)] = _Hour()
-            hour.counts[VALID] = n
-            hour.last, hour.raw_client, hour.user_agent = latest[(key_id, index)]
-        # Distinct clients, kept per (key, hour) across flushes.
-        for key_id, index, *raw in set(zip(keys, indexes, *zip(*raws, strict=True),
-                                           strict=True)):
-            slot = (key_id, int(index) * HOUR)
-            clients = self._clients.get(slot)
-            if clients is None:
-                clients = self._clients[slot] = set()
-            if len(clients) < MAX_CLIENTS:
-                clients.add(self._client_of((raw[0], raw[1], raw[2])))
+        # taken is in time order: an hour's requests are one stretch of it
+        # (a batch of a few seconds is one stretch, or two across an hour).
+        lo, end = 0, len(taken)
+        while lo < end:
+            start = int(times[lo] // HOUR) * HOUR
+            hi = bisect_left(times, start + HOUR, lo)
+            stretch = taken[lo:hi] if lo or hi != end else taken
+            stretch_keys = keys[lo:hi] if lo or hi != end else keys
+            # Where each key's latest request of the hour stands.
+            latest = dict(zip(stretch_keys, range(lo, hi), strict=True))
+            for key_id, i in latest.items():
+                hit = taken[i]
+                hour = hours[(key_id, start)] = _Hour()
+                hour.last, hour.raw_client, hour.user_agent = (hit[1], (hit[3], hit[4], hit[5]),
+                                                               hit[6])
+                hour.counts[VALID] = 0
+            # One count per distinct (key, path, client): every figure below.
+            for (key_id, path, *raw), n in Counter(zip(
+                    stretch_keys, map(_PATH, stretch), map(_PEER, stretch),
+                    map(_FORWARDED, stretch), map(_XFF, stretch), strict=True)).items():
+                slot = (key_id, start)
+                hour = hours[slot]
+                hour.counts[VALID] += n
+                if path is not None:
+                    hour.paths[path] = hour.paths.get(path, 0) + n
+                clients = self._clients.get(slot)
+                if clients is None:
+                    clients = self._clients[slot] = set()
+                if len(clients) < MAX_CLIENTS:
+                    clients.add(self._client_of((raw[0], raw[1], raw[2])))
+            lo = hi
         # Paths: the MAX_PATHS most requested of each (key, hour) in this batch.
-        by_slot: dict[tuple[str, int], list[tuple[int, str]]] = {}
-        for (key_id, index, path), n in Counter(zip(keys, indexes, map(_PATH, taken),
-                                                    strict=True)).items():
-            if path is not None:
-                by_slot.setdefault((key_id, int(index) * HOUR), []).append((n, path))
-        for slot, counted in by_slot.items():
-            if len(counted) > MAX_PATHS:
-                counted = sorted(counted, key=lambda c: (-c[0], c[1]))[:MAX_PATHS]
-            hours[slot].paths = {path: n for n, path in counted}
+        for hour in hours.values():
+            if len(hour.paths) > MAX_PATHS:
+                hour.paths = dict(sorted(hour.paths.items(),
+                                         key=lambda c: (-c[1], c[0]))[:MAX_PATHS])
 
     def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
         resolved = self._resolved
@@ -390,6 +418,7 @@ def _reset_after_fork(ref: weakref.ref[UsageBuffer]) -> None:
     buffer._start_lock = threading.Lock()
     buffer._hits = deque()
     buffer._fails = deque()
+    buffer._moved = deque()
     buffer._carry = {}
     buffer._history_carry = {}
     buffer._clients = {}

@@ -51,11 +51,13 @@ def _unknown(key: str) -> str:
     return head + checksum(head)
 
 
-def make_run(store: KeyStore, allowed: str, other: str) -> Run:
+def make_run(store: KeyStore, allowed: str, other: str, scoped: str | None = None) -> Run:
     """Keys in *store* and the requests of the run: *allowed* is a path the
-    good key may use (it is limited to it), *other* one it may not."""
+    good key may use (it is limited to it), *other* one it may not; *scoped*,
+    a route that requires the scope ``charges:write``, which the good key
+    lacks (a route-level refusal after the key authenticated)."""
     keys = KeyManager(store, hasher=Argon2Hasher("cheapest"))
-    good = keys.create("good", allowed_paths=[allowed])
+    good = keys.create("good", allowed_paths=[allowed] + ([scoped] if scoped else []))
     revoked = keys.create("revoked")
     keys.revoke(revoked.record.id)
     disabled = keys.create("disabled")
@@ -70,6 +72,7 @@ def make_run(store: KeyStore, allowed: str, other: str) -> Run:
         Request(f"Bearer {_unknown(good.key)}", allowed, 401, "unknown_key", NO_KEY),
         Request("Bearer sk_live_not-a-key", allowed, 401, "malformed", NO_KEY),
         Request(None, allowed, 401, "missing", NO_KEY),
+        *((Request(f"Bearer {good.key}", scoped, 403, "forbidden", gid),) if scoped else ()),
     )
     stored = [keys.get(i).hash for i in (gid, revoked.record.id, disabled.record.id)]
     secrets = (good.key, revoked.key, disabled.key, good.key[20:52], _wrong_secret(good.key),

@@ -16,8 +16,10 @@ from aqnt_auth import (
     FailureLimiter,
     KeyManager,
     MemoryKeyStore,
+    PermissionDenied,
     UsageRow,
     checksum,
+    require_scopes,
 )
 from aqnt_auth import _authenticator as authenticator_module
 from aqnt_auth import _usage as usage_module
@@ -193,6 +195,32 @@ class TestOutcomes:
         assert rows[issued.record.id].last_user_agent == "agent/2"
         assert dict(rows[revoked.record.id].counts) == {"revoked": 2}
         assert dict(rows[NO_KEY].counts) == {"malformed": 1}
+
+
+class TestRouteScopes:
+    def test_a_scope_refusal_moves_valid_to_forbidden(self, auth: Authenticator,
+                                                      keys: KeyManager,
+                                                      store: InstrumentedStore) -> None:
+        """require_scopes refusing a key that authenticated counts it forbidden,
+        once, even when its valid count was flushed in between."""
+        issued = keys.create("k", scopes=["charges:read"])
+        header = f"Bearer {issued.key}"
+        ok = auth.authenticate(header)
+        require_scopes(ok, ["charges:read"])
+        refused = auth.authenticate(header)
+        with pytest.raises(PermissionDenied) as caught:
+            require_scopes(refused, ["charges:write"])
+        assert caught.value.key_id == issued.record.id
+        with pytest.raises(PermissionDenied):
+            require_scopes(refused, ["charges:write"])  # counted once
+        late = auth.authenticate(header)
+        assert auth.flush_usage()  # its valid is written...
+        with pytest.raises(PermissionDenied):
+            require_scopes(late, ["refunds:write"])  # ...then it is refused
+        assert auth.flush_usage()
+        assert dict(rows_by_key(store)[issued.record.id].counts) == {"valid": 1,
+                                                                     "forbidden": 2}
+        assert store.get(issued.record.id).usage_count == 3  # type: ignore[union-attr]
 
 
 class TestFacts:

@@ -38,7 +38,8 @@ def _middleware(auth: Authenticator) -> Any:
 def _starlette(auth: Authenticator) -> Any:
     backend = APIKeyBackend(authenticator=auth)
     return Starlette(routes=[Route("/v1/charges", requires()(_ok)),
-                             Route("/v2/other", requires()(_ok))],
+                             Route("/v2/other", requires()(_ok)),
+                             Route("/v1/scoped", requires("charges:write")(_ok))],
                      middleware=[Middleware(AuthenticationMiddleware, backend=backend,
                                             on_error=backend.on_error)])
 
@@ -54,15 +55,24 @@ def _fastapi(auth: Authenticator) -> Any:
     async def charges(key: Principal = Security(api_key)) -> str:  # noqa: B008
         return "ok"
 
+    @app.get("/v1/scoped")
+    async def scoped(key: Principal = Security(api_key, scopes=["charges:write"])  # noqa: B008
+                     ) -> str:
+        return "ok"
+
     return app
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("build", [_middleware, _starlette, _fastapi],
+@pytest.mark.parametrize(("build", "scoped"), [(_middleware, None), (_starlette, "/v1/scoped"),
+                                               (_fastapi, "/v1/scoped")],
                          ids=["middleware", "starlette", "fastapi"])
-async def test_every_outcome_counted_once(build: Callable[[Authenticator], Any]) -> None:
+async def test_every_outcome_counted_once(build: Callable[[Authenticator], Any],
+                                          scoped: str | None) -> None:
+    """Route-level scope refusals (Starlette's requires, FastAPI's scopes)
+    count as forbidden, not valid."""
     store = MemoryKeyStore()
-    run = make_run(store, "/v1/charges", "/v2/other")
+    run = make_run(store, "/v1/charges", "/v2/other", scoped)
     auth = Authenticator(store, rate_limit=None, usage_flush_interval=3600,
                          hashers=[Argon2Hasher("cheapest")])
     transport = httpx.ASGITransport(app=build(auth), client=("203.0.113.9", 4711))

@@ -22,16 +22,17 @@ from ._support import STORE_ONLY, auth_settings, on_databases
 
 # (the path the good key may use, one it may not): through the middleware,
 # and through the DRF class (/drf/* is exempt from the middleware there).
-ROUTES = {"middleware": ("/v1/whoami", "/v1/charges"), "drf": ("/drf/whoami", "/drf/refunds")}
+ROUTES = {"middleware": ("/v1/whoami", "/v1/charges", None),
+          "drf": ("/drf/whoami", "/drf/refunds", "/drf/charges")}
 
 
 @pytest.mark.parametrize("alias", on_databases(transaction=True))
 @pytest.mark.parametrize("front", sorted(ROUTES))
 def test_every_outcome_counted_once(alias: str, front: str) -> None:
-    allowed, other = ROUTES[front]
+    allowed, other, scoped = ROUTES[front]
     with override_settings(AQNT_AUTH=auth_settings(DATABASE=alias, RATE_LIMIT=None)):
         store = DjangoKeyStore(using=alias)
-        run = make_run(store, allowed, other)
+        run = make_run(store, allowed, other, scoped)
         client = Client(REMOTE_ADDR="203.0.113.9")
         statuses = [client.get(r.path, headers=headers(r)).status_code for r in run.requests]
         assert statuses == [r.status for r in run.requests]

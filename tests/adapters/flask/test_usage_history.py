@@ -41,7 +41,7 @@ def test_wsgi_middleware_counts_every_outcome_once() -> None:
 
 def test_flask_extension_counts_every_outcome_once() -> None:
     store = MemoryKeyStore()
-    run = make_run(store, "/v1/charges", "/v2/other")
+    run = make_run(store, "/v1/charges", "/v2/other", "/v1/scoped")
     app = Flask(__name__)
     app.config.update(AQNT_AUTH_STORE=store, AQNT_AUTH_HASHERS=[Argon2Hasher("cheapest")],
                       AQNT_AUTH_RATE_LIMIT=None, AQNT_AUTH_USAGE_FLUSH_INTERVAL=3600)
@@ -50,6 +50,11 @@ def test_flask_extension_counts_every_outcome_once() -> None:
     @app.get("/v1/charges")
     @app.get("/v2/other", endpoint="other")
     def charges() -> str:
+        return "ok"
+
+    @app.get("/v1/scoped")
+    @ext.require_scopes("charges:write")
+    def scoped() -> str:
         return "ok"
 
     client = app.test_client()
