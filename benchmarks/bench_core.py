@@ -82,6 +82,10 @@ def main() -> None:
         "bench rate limit", rate_limits=[f"{10**9}/hour"]).key
     mem_auth.authenticate(limited_mem)
 
+    counter_auth = Authenticator(memory, hashers=[hasher], usage_flush_interval=3600,
+                                 usage_history=False)
+    counter_auth.authenticate(good_mem)
+
     # Baseline: the least any verifier does.
     table = {issued_mem.key: hashlib.sha256(issued_mem.key.encode()).digest()}
 
@@ -108,6 +112,15 @@ def main() -> None:
         [
             ("baseline", baseline, 20000),
             ("warm, memory store", lambda: mem_auth.authenticate(good_mem), 20000),
+            # Usage history (#14): the same request with the facts adapters pass,
+            # and with the per-key counter alone (usage_history=False).
+            ("warm, memory store, client and user agent",
+             lambda: mem_auth.authenticate(good_mem, method="GET", path="/v1/charges",
+                                           client="192.0.2.7", user_agent="bench/1.0"), 20000),
+            ("warm, memory store, same, usage_history=False",
+             lambda: counter_auth.authenticate(good_mem, method="GET", path="/v1/charges",
+                                               client="192.0.2.7", user_agent="bench/1.0"),
+             20000),
             ("warm, SQLite store", lambda: sql_auth.authenticate(good_sql), 5000),
             ("warm, memory store, key with one rate limit",
              lambda: mem_auth.authenticate(limited_mem), 20000),
@@ -197,7 +210,7 @@ def main() -> None:
         t.join()
     print(f"  200 concurrent wrong-secret attempts (threads): peak argon2 at once = "
           f"{hasher.peak} (bound {bound})")
-    for auth in (mem_auth, sql_auth, flood_auth):
+    for auth in (mem_auth, sql_auth, flood_auth, counter_auth):
         auth.close()
 
 

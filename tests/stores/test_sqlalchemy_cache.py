@@ -22,6 +22,7 @@ from aqnt_auth import (
     RevokedAPIKey,
     StoreUnavailable,
     UsageDelta,
+    UsageRow,
 )
 from aqnt_auth._stores._record_cache import ABSENT, RecordCache
 from aqnt_auth._stores._rows import KEY_COLUMNS
@@ -544,6 +545,28 @@ def test_usage_does_not_invalidate(make_store: Callable[..., SQLAlchemyKeyStore]
     got = plain.get(record.id)
     assert got is not None
     assert got.usage_count == 5
+
+
+def test_usage_history_sends_no_notify(make_store: Callable[..., SQLAlchemyKeyStore]) -> None:
+    """Usage-history flushes (#14) write their own table and notify nothing:
+    another process's cached record stays cached.  A change to another key,
+    committed after them, is the fence: notifications arrive in commit order."""
+    writer, other = make_store(), make_store()
+    record, fence = make_record(), make_record()
+    writer.add(record)
+    writer.add(fence)
+    _warm(other, record.id)
+    _warm(other, fence.id)
+    cached = other.peek(record.id)
+    assert cached is not None
+    for _ in range(3):
+        writer.record_usage_history([UsageRow(record.id, 3600, {"valid": 2, "revoked": 1})],
+                                    prune_before=0)
+    writer.revoke(fence.id, T0)
+    wait_until(lambda: other.peek(fence.id) is None, what="the fence's notification")
+    assert other.peek(record.id) is cached
+    assert other.usage_rows(key_id=record.id, since=0, until=7200) == [
+        UsageRow(record.id, 3600, {"valid": 6, "revoked": 3})]
 
 
 def test_concurrent_flushes_from_many_stores_add_up(
