@@ -200,6 +200,10 @@ class Principal:
         r = self._record
         return f"<Principal id={r.id!r} name={r.name!r} mode={r.mode!r}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The key and its headers; never the usage link (its buffer holds locks).
+        return (Principal.with_headers, (self._record, self.response_headers))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Principal) and other._record.id == self._record.id
 

@@ -369,3 +369,18 @@ def test_key_outcomes_are_the_interface() -> None:
     """The outcome names agreed with the other front ends."""
     assert KEY_OUTCOMES == ("valid", "invalid_secret", "revoked", "expired", "disabled",
                             "rate_limited", "quota_exceeded", "ip_not_allowed", "forbidden")
+
+
+def test_a_counted_principal_still_pickles(auth: Authenticator, keys: KeyManager) -> None:
+    """The principal's link to the usage buffer (for scope refusals) is not
+    part of it: it pickles and copies as the key alone."""
+    import copy
+    import pickle
+
+    issued = keys.create("k")
+    principal = auth.authenticate(f"Bearer {issued.key}")
+    # Our own bytes, just made: nothing untrusted is unpickled.
+    for clone in (pickle.loads(pickle.dumps(principal)), copy.copy(principal)):  # noqa: S301
+        assert clone == principal
+        assert clone.id == issued.record.id
+        assert getattr(clone, "_usage", None) is None
