@@ -1,7 +1,7 @@
 """Forged unknown ids: what a key with a valid checksum and an id no store
 holds costs, per store.
 
-Run: ``python benchmarks/bench_forged.py [--repeats N] [--no-postgres]``.
+Run: ``python benchmarks/bench_forged.py [--repeats N] [--no-postgres] [--no-django]``.
 
 Anyone can compute a valid checksum for a random id, so such a key passes
 the offline checks and costs a store lookup that misses.  Measured through
@@ -15,6 +15,9 @@ the offline checks and costs a store lookup that misses.  Measured through
 
 The memory store is the floor.  PostgreSQL (127.0.0.1:5432, database
 ``test``, a private schema dropped at the end) is skipped when absent.
+``DjangoKeyStore`` is measured on an SQLite file and, when PostgreSQL is
+there, on a database of its own (created, migrated and dropped), unless
+``--no-django``.
 Only the public API is used, so the same script measures an older checkout
 (run it with that checkout's interpreter).
 """
@@ -93,6 +96,67 @@ def _drop_schema(url: str, schema: str) -> None:
         conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
 
 
+def _django_stores(tmp: str, pg_database: str | None) -> dict[str, Any]:
+    """DjangoKeyStore on an SQLite file and (with *pg_database*) on PostgreSQL,
+    migrated; Django configured for this process."""
+    import django
+    from django.conf import settings
+
+    databases: dict[str, Any] = {
+        "default": {"ENGINE": "django.db.backends.sqlite3",
+                    "NAME": os.path.join(tmp, "django.sqlite3")}}
+    if pg_database is not None:
+        databases["postgres"] = {"ENGINE": "django.db.backends.postgresql",
+                                 "HOST": "127.0.0.1", "PORT": 5432, "NAME": pg_database,
+                                 "USER": _PG_USER}
+    settings.configure(DATABASES=databases, USE_TZ=True, INSTALLED_APPS=[
+        "django.contrib.contenttypes", "django.contrib.auth", "aqnt_auth.adapters.django"])
+    django.setup()
+    from django.core.management import call_command
+
+    from aqnt_auth.adapters.django.store import DjangoKeyStore
+
+    stores = {}
+    for alias, name in (("default", "Django, SQLite"), ("postgres", "Django, PostgreSQL")):
+        if alias in databases:
+            call_command("migrate", database=alias, verbosity=0)
+            stores[name] = DjangoKeyStore(using=alias)
+    return stores
+
+
+_PG_USER = "postgres"
+
+
+def _pg_database() -> str | None:
+    """A fresh PostgreSQL database for the Django store, or None."""
+    global _PG_USER
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    name = f"aqnt_bench_{secrets.token_hex(4)}"
+    for user in ("postgres", "root"):
+        try:
+            with psycopg.connect(f"host=127.0.0.1 port=5432 dbname=test user={user} "
+                                 "connect_timeout=3", autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}".encode())
+        except psycopg.Error:
+            continue
+        _PG_USER = user
+        return name
+    return None
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(f"host=127.0.0.1 port=5432 dbname=test user={_PG_USER}",
+                         autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
 def run(stores: dict[str, KeyStore], repeats: int, batch: int) -> None:
     hasher = Argon2Hasher("cheapest")
     for store in stores.values():  # one real key each, so the tables are not empty
@@ -130,9 +194,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=200, help="requests per timing")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-django", action="store_true")
     args = parser.parse_args()
     schema = f"aqnt_bench_{secrets.token_hex(4)}"
     url = None if args.no_postgres else _postgres_url(schema)
+    database = None if args.no_postgres or args.no_django else _pg_database()
     with tempfile.TemporaryDirectory() as tmp:
         stores: dict[str, Any] = {
             "memory": MemoryKeyStore(),
@@ -145,10 +211,14 @@ def main() -> None:
         else:
             print("PostgreSQL not reachable (or --no-postgres): skipped")
         try:
+            if not args.no_django:
+                stores.update(_django_stores(tmp, database))
             run(stores, args.repeats, args.batch)
         finally:
             if url is not None:
                 _drop_schema(url, schema)
+            if database is not None:
+                _drop_database(database)
 
 
 if __name__ == "__main__":
