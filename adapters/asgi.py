@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aqnt_auth import (
     AQNTError,
@@ -135,15 +135,32 @@ def admit(scope: Scope, principal: Principal, authenticator: Authenticator) -> A
 def with_headers(send: Send, headers: tuple[tuple[str, str], ...]) -> Send:
     """*send*, adding *headers* (a principal's ``response_headers``: the
     RateLimit headers of a limited key) to the response it starts."""
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    raw = [(_RAW_NAMES.get(name) or _raw_name(name), value.encode("latin-1"))
+           for name, value in headers]
 
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] in ("http.response.start", "websocket.http.response.start"):
-            message = dict(message)
+    # Not a coroutine: it returns *send*'s own awaitable, so the app's sends
+    # cost no extra coroutine each.
+    def send_with_headers(message: Message) -> Awaitable[None]:
+        if message["type"] in _STARTS:
+            # A new list in the app's message, as Starlette's own middleware
+            # changes a response's headers.
             message["headers"] = [*message.get("headers", ()), *raw]
-        await send(message)
+        return send(message)
 
     return send_with_headers
+
+
+_STARTS: Final = frozenset({"http.response.start", "websocket.http.response.start"})
+#: Header names as raw ASGI wants them, encoded once.
+_RAW_NAMES: dict[str, bytes] = {"RateLimit-Policy": b"ratelimit-policy",
+                                "RateLimit": b"ratelimit"}
+
+
+def _raw_name(name: str) -> bytes:
+    raw = name.lower().encode("latin-1")
+    if len(_RAW_NAMES) < 64:
+        _RAW_NAMES[name] = raw
+    return raw
 
 
 class ResponseHeadersMiddleware:
@@ -169,9 +186,8 @@ class ResponseHeadersMiddleware:
                 # scope by then, put there by the middleware inside.
                 principal = principal_of(scope)
                 if principal is not None and principal.response_headers:
-                    message = dict(message)
                     message["headers"] = [*message.get("headers", ()), *(
-                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        (_RAW_NAMES.get(name) or _raw_name(name), value.encode("latin-1"))
                         for name, value in principal.response_headers)]
             await send(message)
 
