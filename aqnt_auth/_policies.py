@@ -423,7 +423,13 @@ class KeyRateLimiter:
         # the identity test sees (the plan holds the record it was made for).
         plan = self._plans.get(id(record))
         if plan is None or plan.record is not record:
-            plan = self._plan(record)
+            try:
+                plan = self._plan(record)
+            except ConfigurationError as exc:
+                # A limit written around KeyManager that does not parse: the
+                # key's limit cannot be enforced, so its requests are not admitted.
+                log.error("key %s: its stored rate limits are invalid: %s", record.id, exc)
+                raise RateLimitUnavailable("invalid stored rate limits") from None
         memory = self._memory
         try:
             if memory is not None:

@@ -165,6 +165,19 @@ class TestCounting:
             with pytest.raises(RateLimitUnavailable):
                 auth.authenticate(bearer(limited))
 
+    def test_a_bad_stored_limit_is_refused_and_logged(
+            self, keys: KeyManager, memory_store: MemoryKeyStore, auth: Authenticator,
+            caplog: pytest.LogCaptureFixture) -> None:
+        """A limit written around KeyManager that does not parse: 503, logged
+        with the key id (never the key), not a 500."""
+        issued = keys.create("a")
+        memory_store.update(issued.record.id, {"rate_limits": ("lots",)})
+        with caplog.at_level(logging.ERROR, "aqnt_auth"), \
+                pytest.raises(RateLimitUnavailable):
+            auth.authenticate(bearer(issued))
+        assert f"key {issued.record.id}: its stored rate limits are invalid" in caplog.text
+        assert issued.key not in caplog.text
+
     def test_limits_changed_take_effect(self, keys: KeyManager, auth: Authenticator) -> None:
         """A key given limits later is counted from then on; cleared, it is not."""
         issued = keys.create("a")
