@@ -126,15 +126,18 @@ def single_authorization(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None
 
 def authorization_and_agent(headers: Iterable[tuple[bytes, bytes]]
                             ) -> tuple[bytes | None, bytes | None]:
-    """:func:`single_authorization` and the ``user-agent`` value (the last
-    one, for usage history), in one pass over raw (ASGI-style) headers."""
+    """The ``authorization`` value and the ``user-agent`` one (the last, for
+    usage history), in one pass over raw (ASGI-style) headers.
+
+    Several Authorization headers come back joined with ``", "``, as WSGI
+    servers join them, for :func:`bearer_token` to refuse (never "any one
+    matches"): the authenticator then counts the refusal like any other.
+    """
     found: bytes | None = None
     agent: bytes | None = None
     for name, value in headers:
         if name == b"authorization":
-            if found is not None:
-                raise InvalidAPIKey("several authorization headers")
-            found = value
+            found = value if found is None else found + b", " + value
         elif name == b"user-agent":
             agent = value
     return found, agent

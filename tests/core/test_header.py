@@ -14,6 +14,7 @@ from aqnt_auth import (
     InvalidAPIKey,
     KeyFormat,
     MissingAPIKey,
+    authorization_and_agent,
     bearer_token,
     single_authorization,
 )
@@ -104,3 +105,23 @@ class TestSingleAuthorization:
         for pair in ([good, bad], [bad, good]):
             with pytest.raises(InvalidAPIKey):
                 single_authorization([(b"authorization", v) for v in pair])
+
+
+class TestAuthorizationAndAgent:
+    def test_one_pass(self) -> None:
+        """The Authorization value and the last User-Agent, or None."""
+        headers = [(b"user-agent", b"a/1"), (b"authorization", b"Bearer x"),
+                   (b"user-agent", b"b/2")]
+        assert authorization_and_agent(headers) == (b"Bearer x", b"b/2")
+        assert authorization_and_agent([(b"host", b"x")]) == (None, None)
+
+    def test_several_are_joined_for_the_parser_to_refuse(self) -> None:
+        """Two Authorization headers come back joined, as WSGI servers join
+        them, and the header parser refuses that (never "any one matches")."""
+        good, bad = b"Bearer " + TOKEN.encode(), b"Bearer nope"
+        fmt = KeyFormat(("sk",))
+        for pair in ([good, bad], [bad, good], [good, good]):
+            joined, _ = authorization_and_agent([(b"authorization", v) for v in pair])
+            assert joined == pair[0] + b", " + pair[1]
+            with pytest.raises(AuthError):
+                fmt.parse(bearer_token(joined))

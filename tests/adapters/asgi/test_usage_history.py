@@ -85,3 +85,26 @@ async def test_every_outcome_counted_once(build: Callable[[Authenticator], Any],
     check(run, rows, "/v1/charges")
     assert {r.last_client for r in rows if r.key_id == run.good_id} == {"203.0.113.9"}
     auth.close()
+
+
+@pytest.mark.anyio
+async def test_several_authorization_headers_are_counted() -> None:
+    """Two Authorization headers: refused by the core (401), and counted
+    there as malformed, like any other refusal."""
+    store = MemoryKeyStore()
+    run = make_run(store, "/v1/charges", "/v2/other")
+    key = run.requests[0].authorization
+    assert key is not None
+    auth = Authenticator(store, rate_limit=None, usage_flush_interval=3600,
+                         hashers=[Argon2Hasher("cheapest")])
+    app = _middleware(auth)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/v1/charges", headers=[("Authorization", key),
+                                                             ("Authorization", key)])
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert auth.flush_usage()
+    assert [dict(r.counts) for r in store.usage_rows(since=0, until=2**40)] == [
+        {"malformed": 1}]
+    auth.close()
