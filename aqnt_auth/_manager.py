@@ -21,6 +21,7 @@ from ._quota import check_quota, is_moved, parse_refill
 from ._records import KeyRecord, utcnow
 from ._stores._open import open_store
 from ._stores._protocol import KeyStore, UsageHistoryStore
+from ._stores._record_cache import RecordCache
 from ._usage_history import Bucket, UsageSeries, UsageSummary, build_series, build_summary, window
 
 __all__ = ["IDLE_AGE", "Hygiene", "IssuedKey", "KeyManager"]
@@ -332,8 +333,19 @@ class KeyManager:
         return IssuedKey(parsed.raw, record)
 
     def get(self, key_id: str) -> KeyRecord:
-        """The record of *key_id*; :class:`KeyNotFound` if there is none."""
-        record = self.store.get(_key_id(key_id))
+        """The record of *key_id* as the store holds it now; :class:`KeyNotFound`
+        if there is none.
+
+        Read past the store's record cache: a cached record is exact for every
+        check a request makes, but its counters (``usage_count``,
+        ``last_used_at``) stay as they were read, since usage flushes do not
+        invalidate it.  A management read (``keys show``, the console's key
+        page) shows the counters as flushed."""
+        key_id = _key_id(key_id)
+        cache = getattr(self.store, "cache", None)
+        if isinstance(cache, RecordCache):
+            cache.drop(key_id)
+        record = self.store.get(key_id)
         if record is None:
             raise KeyNotFound(f"no key with id {key_id!r}")
         return record

@@ -642,3 +642,32 @@ def test_upgrade_from_version_5(path: Path) -> None:
     finally:
         here.close()
         there.close()
+
+
+def test_management_read_shows_flushed_counters(path: Path) -> None:
+    """A usage flush leaves the cached record as it was (counters only), so
+    KeyManager.get reads past the cache: the console's key page and `keys
+    show` in a long-lived process see the flushed count and last use."""
+    store = CountingStore(path)
+    manager = KeyManager(store, hasher=Argon2Hasher("cheapest"))
+    issued = manager.create("counted", mode="live")
+    auth = Authenticator(store, rate_limit=None, usage_flush_interval=3600,
+                         hashers=[Argon2Hasher("cheapest")])
+    try:
+        auth.authenticate(f"Bearer {issued.key}")
+        auth.authenticate(f"Bearer {issued.key}")
+        assert store.get(issued.record.id) is not None  # the cached record
+        assert auth.flush_usage()
+        cached = store.cache.get(issued.record.id)
+        assert cached is not None
+        assert cached.usage_count == 0
+        record = manager.get(issued.record.id)
+        assert record.usage_count == 2
+        assert record.last_used_at is not None
+        # The request path finds the fresh record cached again.
+        reads = store.reads
+        auth.authenticate(f"Bearer {issued.key}")
+        assert store.reads == reads
+    finally:
+        auth.close()
+        store.close()
