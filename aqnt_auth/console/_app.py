@@ -244,7 +244,8 @@ def _warn_random_secret() -> None:
     log.warning(
         "aqnt-auth console: no secret_key given, so a random one was made for this process: "
         "console sign-ins end when it restarts and do not work across several workers. "
-        "Pass secret_key= (at least 32 random characters, kept out of the code)."
+        "Pass secret_key= (at least 32 random characters, kept out of the code), or for "
+        "`aqnt-auth console` set AQNT_AUTH_CONSOLE_SECRET_KEY."
     )
 
 
