@@ -62,30 +62,7 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {index} ON {table} (owner);
 {audit_ddl};
-CREATE TABLE IF NOT EXISTS {usage} (
-    key_id          text    NOT NULL,
-    hour            bigint  NOT NULL,
-    valid           bigint  NOT NULL DEFAULT 0,
-    invalid_secret  bigint  NOT NULL DEFAULT 0,
-    revoked         bigint  NOT NULL DEFAULT 0,
-    expired         bigint  NOT NULL DEFAULT 0,
-    disabled        bigint  NOT NULL DEFAULT 0,
-    rate_limited    bigint  NOT NULL DEFAULT 0,
-    quota_exceeded  bigint  NOT NULL DEFAULT 0,
-    ip_not_allowed  bigint  NOT NULL DEFAULT 0,
-    forbidden       bigint  NOT NULL DEFAULT 0,
-    unknown_key     bigint  NOT NULL DEFAULT 0,
-    malformed       bigint  NOT NULL DEFAULT 0,
-    missing         bigint  NOT NULL DEFAULT 0,
-    throttled       bigint  NOT NULL DEFAULT 0,
-    clients         integer NOT NULL DEFAULT 0,
-    last_at         bigint,
-    last_client     text,
-    last_user_agent text,
-    paths           text    NOT NULL DEFAULT '{{}}',
-    PRIMARY KEY (key_id, hour)
-);
-CREATE INDEX IF NOT EXISTS {usage_index} ON {usage} (hour);
+{usage_ddl};
 CREATE TABLE IF NOT EXISTS {versions} (
     name    text    PRIMARY KEY,
     version integer NOT NULL
@@ -123,24 +100,9 @@ def _audit_ddl(table: str, qualify: Callable[[str], str]) -> str:
 
 #: The upgrade steps on PostgreSQL: step N takes a table from version N - 1
 #: to N.  Each is its own literal text, never derived from today's columns.
-_UPGRADES: Final[dict[int, str]] = {
-    # 2: the per-key policies (issue #13).
-    2: """\
-ALTER TABLE {table}
-    ADD COLUMN IF NOT EXISTS disabled_at       timestamptz,
-    ADD COLUMN IF NOT EXISTS rate_limits       jsonb       NOT NULL DEFAULT '[]',
-    ADD COLUMN IF NOT EXISTS rate_limit_shared boolean     NOT NULL DEFAULT false,
-    ADD COLUMN IF NOT EXISTS quota_remaining   bigint,
-    ADD COLUMN IF NOT EXISTS quota_refill      text,
-    ADD COLUMN IF NOT EXISTS quota_refilled_at timestamptz,
-    ADD COLUMN IF NOT EXISTS allowed_ips       jsonb       NOT NULL DEFAULT '[]'""",
-    # 3: the first key of each key's rotation chain (rate-limit and quota budget).
-    3: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS lineage_id text",
-    # 4: the audit log (#14); {audit_ddl} is _AUDIT_TEMPLATE's text.
-    4: "{audit_ddl}",
-    # 5: usage history (issue #14): per key id ('' for requests that named
-    # no key) and UTC hour (Unix seconds); usage writes send no NOTIFY.
-    5: """CREATE TABLE IF NOT EXISTS {usage} (
+#: The usage-history table (step 5), in the full schema and in its upgrade.
+_USAGE_DDL: Final = """\
+CREATE TABLE IF NOT EXISTS {usage} (
     key_id          text    NOT NULL,
     hour            bigint  NOT NULL,
     valid           bigint  NOT NULL DEFAULT 0,
@@ -163,7 +125,26 @@ ALTER TABLE {table}
     paths           text    NOT NULL DEFAULT '{{}}',
     PRIMARY KEY (key_id, hour)
 );
-CREATE INDEX IF NOT EXISTS {usage_index} ON {usage} (hour)""",
+CREATE INDEX IF NOT EXISTS {usage_index} ON {usage} (hour)"""
+
+_UPGRADES: Final[dict[int, str]] = {
+    # 2: the per-key policies (issue #13).
+    2: """\
+ALTER TABLE {table}
+    ADD COLUMN IF NOT EXISTS disabled_at       timestamptz,
+    ADD COLUMN IF NOT EXISTS rate_limits       jsonb       NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS rate_limit_shared boolean     NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS quota_remaining   bigint,
+    ADD COLUMN IF NOT EXISTS quota_refill      text,
+    ADD COLUMN IF NOT EXISTS quota_refilled_at timestamptz,
+    ADD COLUMN IF NOT EXISTS allowed_ips       jsonb       NOT NULL DEFAULT '[]'""",
+    # 3: the first key of each key's rotation chain (rate-limit and quota budget).
+    3: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS lineage_id text",
+    # 4: the audit log (#14); {audit_ddl} is _AUDIT_TEMPLATE's text.
+    4: "{audit_ddl}",
+    # 5: usage history (issue #14): per key id ('' for requests that named
+    # no key) and UTC hour (Unix seconds); usage writes send no NOTIFY.
+    5: _USAGE_DDL,
 }
 
 
@@ -189,8 +170,8 @@ def postgres_ddl(table: str = DEFAULT_TABLE, schema: str | None = None) -> list[
         table=qualify(table),
         index=f"{table}_owner",
         audit_ddl=_audit_ddl(table, qualify),
-        usage=qualify(usage_table(table)),
-        usage_index=f"{usage_table(table)}_hour",
+        usage_ddl=_USAGE_DDL.format(usage=qualify(usage_table(table)),
+                                    usage_index=f"{usage_table(table)}_hour"),
         versions=qualify(VERSION_TABLE),
         name=table,
         version=SCHEMA_VERSION,
