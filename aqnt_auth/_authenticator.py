@@ -711,8 +711,9 @@ class Authenticator:
         """
         answer: Any = None
         try:
-            try:
-                token = self._token(authorization)
+            # _token() inlined: a refusal here is built, not raised and caught.
+            token = bearer_token(authorization)
+            if hash(token) in self._verified_hints or self._format.checksum_ok(token):
                 digest = self._cache.digest(token)
                 known = self._cache.get(digest)
                 if known is not None:
@@ -738,24 +739,38 @@ class Authenticator:
                     else:
                         self._replace_hash(*op[1:])
                         answer = None
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            except InvalidAPIKey as exc:
-                if self.rate_limit is not None:
-                    refusal = self._limit_failure(
-                        self._client(client, forwarded, x_forwarded_for), _failed_id(exc))
-                    if refusal is not None:
-                        raise _refused(refusal, exc) from None
-                raise
-            except Overloaded as exc:
-                if self.rate_limit is not None:
-                    # 429 rather than 503 past its limit
-                    self._admit(self._client(client, forwarded, x_forwarded_for), exc.key_id)
-                raise
+            error: AQNTError = malformed_token(token)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         except AQNTError as exc:
-            if self._fail is not None:
-                self._count(exc)
-            raise
+            error = exc
+        # A refusal, handled once: the failure limiter has its say (it does
+        # nothing without a client address or a key id), then it is counted.
+        if self.rate_limit is not None and (client is not None or error.key_id is not None):
+            error = self._limited(error, self._client(client, forwarded, x_forwarded_for))
+        if self._fail is not None:
+            outcome = error.outcome
+            if outcome is not None:
+                self._fail(outcome, error.key_id or NO_KEY, self._clock())
+            else:
+                self._count(error)
+        raise error
+
+    def _limited(self, error: AQNTError, client: str | None) -> AQNTError:
+        """What a refusal ends in once the failure limiter has seen it: a
+        wrong key is counted (429 instead if its client or id is past its
+        limit), an argon2 queue that is full is 429 past the limit, 503
+        otherwise; a limiter that fails is 503."""
+        try:
+            if isinstance(error, InvalidAPIKey):
+                refusal = self._limit_failure(client, _failed_id(error))
+                if refusal is not None:
+                    return _refused(refusal, error)
+            elif isinstance(error, Overloaded):
+                self._admit(client, error.key_id)
+        except AQNTError as exc:
+            return exc
+        return error
 
     def _read(self, key_id: str) -> KeyRecord | None:
         """The record of *key_id* from the store, called inline; a store that
