@@ -108,6 +108,12 @@ class _NeedsClient(Exception):
     caller awaits the async path."""
 
 
+class _NeedsFlow(Exception):
+    """Raised on an event loop's warm path for a key with a quota counted
+    on a networked storage (Redis), before anything is counted: the async
+    driver runs the flow instead, which charges the quota off the loop."""
+
+
 class _NeedsIO(Exception):
     """Raised on the async paths for a key whose rate limits are counted on a
     networked storage, before anything is counted: the async driver counts
@@ -353,10 +359,10 @@ class Authenticator:
 
             self.quota_counter = RedisQuotaCounter(quota_storage, self.store)
             self._consume_quota = self.quota_counter.consume_quota
-            if self._inline_store:
-                # The counter is network I/O: async callers may no longer run
-                # a warm request of this store on the loop, quota or not.
-                self._inline_store = self._nowait = False
+        #: Whether taking a quota unit is network I/O even on a store that
+        #: does none (Redis counters): then an event loop's warm request of a
+        #: key with a quota runs the flow, whose driver charges in a thread.
+        self._quota_off_loop = self.quota_counter is not None and self._inline_store
         self._usage = None
         self._hit: Callable[..., None] | None = None
         # Counts a request that did not end valid: (outcome, key id, time).
@@ -519,6 +525,8 @@ class Authenticator:
             if record.policed:  # a key without policies pays this test alone
                 if not facts and (record.allowed_ips or record.metered):
                     raise _NeedsClient
+                if aio and quota and record.metered and self._quota_off_loop:
+                    raise _NeedsFlow
                 if record.allowed_ips:
                     check_client_ip(record.allowed_ips, self.trusted_proxies.resolve(
                         client, forwarded, x_forwarded_for))
@@ -942,8 +950,11 @@ class Authenticator:
                 digest = self._cache.digest(token)
                 known = self._cache.get(digest)
                 if known is not None and self._inline_store:
-                    principal = self._warm(known, method, path, False, client, forwarded,
-                                           x_forwarded_for, user_agent, aio=True)
+                    try:
+                        principal = self._warm(known, method, path, False, client, forwarded,
+                                               x_forwarded_for, user_agent, aio=True)
+                    except _NeedsFlow:
+                        principal = None
                     if principal is not None:
                         return principal
                 flow = self._flow(token, digest, known, method, path,

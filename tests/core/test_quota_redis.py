@@ -21,6 +21,7 @@ from aqnt_auth import (
     Authenticator,
     KeyManager,
     MemoryKeyStore,
+    Principal,
     QuotaExceeded,
     QuotaUse,
     SQLiteKeyStore,
@@ -167,6 +168,37 @@ def test_async_counts_off_the_loop(prefix: str) -> None:
     assert threads
     assert loop_thread not in threads
 
+
+
+def test_keys_without_a_quota_stay_on_the_loop(prefix: str) -> None:
+    """Redis counters make a quota unit network I/O, not the memory store's
+    reads: a warm key without a quota is still answered by the no-wait path
+    (on the loop, no coroutine), and a warm key with one runs the flow,
+    charged in a worker thread."""
+    store = MemoryKeyStore()
+    manager = KeyManager(store, hasher=HASHER)
+    plain = manager.create("plain")
+    metered = manager.create("metered", quota=5)
+
+    async def run(auth: Authenticator) -> tuple[object, object, list[str]]:
+        for issued in (plain, metered):  # cold verifications, then warm
+            await auth.authenticate_async(f"Bearer {issued.key}")
+        warm_plain = auth.authenticate_nowait(f"Bearer {plain.key}")
+        warm_metered = auth.authenticate_nowait(f"Bearer {metered.key}")
+        principal = await auth.authenticate_async(f"Bearer {metered.key}")
+        return warm_plain, warm_metered, [principal.id]
+
+    with _auth(store, prefix) as auth:
+        warm_plain, warm_metered, ids = asyncio.run(run(auth))
+        assert auth.quota_counter is not None
+        remaining = auth.quota_counter.consume_quota(metered.record.id, dt.datetime.now(
+            dt.timezone.utc))
+    assert isinstance(warm_plain, Principal)
+    assert warm_plain.id == plain.record.id
+    assert warm_metered is None
+    assert ids == [metered.record.id]
+    assert remaining is not None
+    assert remaining.remaining == 2  # 5, less the two admitted and this one
 
 QUOTA = 60
 PROCESSES = 4
