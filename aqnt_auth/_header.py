@@ -29,6 +29,9 @@ BARE_KEY: Final = "the key needs the Bearer scheme: use Authorization: Bearer <k
 #: The ``error_description`` of ``Bearer Bearer <key>``.
 DOUBLED_SCHEME: Final = "Bearer is written twice: use Authorization: Bearer <key>"
 
+#: The detail (for logs) of a Bearer token that is not a well-formed key.
+MALFORMED_KEY: Final = "malformed key or bad checksum"
+
 # What every key of ours holds, whatever its prefix: "_live_" or "_test_".
 _MODE_MARKS: Final = tuple(f"_{mode}_" for mode in MODES)
 
@@ -101,7 +104,7 @@ def malformed_token(token: str) -> InvalidAPIKey:
     """
     if " " in token and token.partition(" ")[0].lower() == "bearer":
         return described(InvalidAPIKey("Bearer written twice"), DOUBLED_SCHEME)
-    return InvalidAPIKey("malformed key or bad checksum")
+    return InvalidAPIKey(MALFORMED_KEY)
 
 
 def _names_bearer(value: str) -> bool:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aqnt_auth import ConfigurationError, InvalidAPIKey, KeyFormat, checksum
-from aqnt_auth._format import ALPHABET
+from aqnt_auth._format import ALPHABET, CHECKSUM_LENGTH
 
 FMT = KeyFormat()
 KEY_RE = re.compile(r"^sk_(live|test)_[0-9A-Za-z]{50}$")
@@ -129,3 +129,29 @@ class TestParse:
         rk = KeyFormat(("rk",)).generate("live").raw
         with pytest.raises(InvalidAPIKey):
             FMT.parse(rk)
+
+
+class TestChecksumDecoding:
+    """checksum_ok decodes the checksum two characters at a time (#12): the
+    same answer as the plain base62 reading, and never a match for a
+    character outside the alphabet."""
+
+    def test_agrees_with_base62_for_every_checksum_character(self) -> None:
+        fmt = KeyFormat()
+        head = fmt.generate("live").raw[:-CHECKSUM_LENGTH]
+        good = checksum(head)
+        for i in range(CHECKSUM_LENGTH):
+            for char in ALPHABET:
+                token = head + good[:i] + char + good[i + 1:]
+                assert fmt.checksum_ok(token) is (char == good[i])
+
+    def test_characters_outside_the_alphabet_never_match(self) -> None:
+        fmt = KeyFormat()
+        head = fmt.generate("live").raw[:-CHECKSUM_LENGTH]
+        good = checksum(head)
+        for i in range(CHECKSUM_LENGTH):
+            for code in range(128):
+                char = chr(code)
+                if char in ALPHABET:
+                    continue
+                assert not fmt.checksum_ok(head + good[:i] + char + good[i + 1:])
