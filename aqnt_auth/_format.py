@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 from ._errors import ConfigurationError, InvalidAPIKey
@@ -51,7 +52,8 @@ for _i, _first in enumerate(ALPHABET.encode()):
     for _j, _second in enumerate(ALPHABET.encode()):
         _PAIRS[_first << 8 | _second] = _i * 62 + _j
 del _i, _j, _first, _second
-_unpack_checksum = struct.Struct(">3H").unpack_from
+_unpack_checksum: Final[Callable[[bytes, int], tuple[int, int, int]]] = struct.Struct(
+    ">3H").unpack_from
 _tuple_new = tuple.__new__
 _crc32 = zlib.crc32
 
