@@ -764,7 +764,12 @@ class Authenticator:
                 self._fail(outcome, error.key_id or NO_KEY, self._clock())
             else:
                 self._count(error)
-        raise error
+        try:
+            raise error
+        finally:
+            # Its traceback holds this frame: no reference back to it, so
+            # the refusal is freed at once, not by the garbage collector.
+            del error
 
     def _limited(self, error: AQNTError, client: str | None) -> AQNTError:
         """What a refusal ends in once the failure limiter has seen it: a
