@@ -41,7 +41,7 @@ from operator import floordiv, itemgetter
 from typing import Any, Final
 
 from ._errors import ConfigurationError
-from ._outcomes import FORBIDDEN, VALID
+from ._outcomes import FORBIDDEN, NO_KEY, VALID
 from ._records import UsageDelta
 from ._usage_history import (
     HOUR,
@@ -65,7 +65,8 @@ HistorySink = Callable[[Sequence[UsageRow], "int | None"], None]
 Resolve = Callable[["str | None", "str | None", "str | None"], "str | None"]
 
 # The fields of a counted request: (key id, time, path, peer, Forwarded,
-# X-Forwarded-For, user agent); of a failure: (outcome, key id, time).
+# X-Forwarded-For, user agent); of a failure: (outcome, key id, time), as
+# the flush rebuilds it for a key-less one.
 _KEY: Final = itemgetter(0)
 _TIME: Final = itemgetter(1)
 _PATH: Final = itemgetter(2)
@@ -141,8 +142,14 @@ class UsageBuffer:
         self.max_pending = max_pending
         # (key id, time, path, peer, Forwarded, X-Forwarded-For, user agent)
         self._hits: deque[tuple[Any, ...]] = deque()
-        # (outcome, key id or "", time)
+        # (outcome, key id, time) of failures of a key.
         self._fails: deque[tuple[str, str, float]] = deque()
+        # The times of key-less failures (malformed, unknown_key, missing,
+        # throttled), one deque per outcome: a float is not tracked by the
+        # garbage collector, so a flood of refusals (kept until the next
+        # flush) neither sets off collections nor makes them longer, as a
+        # tuple per refusal did.
+        self._keyless: dict[str, deque[float]] = {}
         # (key id, time) of valid requests refused afterwards by a scope check.
         self._moved: deque[tuple[str, float]] = deque()
         # Counts taken off the deques whose write failed: retried next flush.
@@ -176,8 +183,16 @@ class UsageBuffer:
     def fail(self, outcome: str, key_id: str, now: float) -> None:
         """Count one request that ended in *outcome* (not valid), under
         *key_id* (``""``: no key)."""
-        fails = self._fails
-        fails.append((outcome, key_id, now))
+        fails: deque[Any]
+        if key_id:
+            fails = self._fails
+            fails.append((outcome, key_id, now))
+        else:
+            times = self._keyless.get(outcome)
+            if times is None:
+                times = self._keyless.setdefault(outcome, deque())
+            times.append(now)
+            fails = times
         if self._thread is None:
             self._start()
         elif len(fails) > self.max_pending:
@@ -246,6 +261,10 @@ class UsageBuffer:
                 self._fold_valid(hours, taken, keys, times)
         popleft = self._fails.popleft
         fails = [popleft() for _ in range(len(self._fails))]
+        for outcome, stamps in list(self._keyless.items()):
+            pop_time = stamps.popleft
+            fails.extend(zip(repeat(outcome), repeat(NO_KEY),
+                             [pop_time() for _ in range(len(stamps))]))
         popleft = self._moved.popleft
         moved = [popleft() for _ in range(len(self._moved))]
         if fails and self._history is not None:
@@ -418,6 +437,7 @@ def _reset_after_fork(ref: weakref.ref[UsageBuffer]) -> None:
     buffer._start_lock = threading.Lock()
     buffer._hits = deque()
     buffer._fails = deque()
+    buffer._keyless = {}
     buffer._moved = deque()
     buffer._carry = {}
     buffer._history_carry = {}
