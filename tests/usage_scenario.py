@@ -8,8 +8,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from aqnt_auth import Argon2Hasher, KeyManager, KeyStore, UsageRow, checksum
+from aqnt_auth import Argon2Hasher, KeyManager, KeyStore, UsageRow
 from aqnt_auth._outcomes import NO_KEY
+from tests.forged import unknown_id, wrong_secret
 
 #: The user agent every request of the run sends.
 AGENT = "usage-run/1.0"
@@ -41,16 +42,6 @@ class Run:
         return counts
 
 
-def _wrong_secret(key: str) -> str:
-    head = key[:20] + ("Z" * 32 if key[20:52] != "Z" * 32 else "Y" * 32)
-    return head + checksum(head)
-
-
-def _unknown(key: str) -> str:
-    head = key[:8] + ("z" * 12 if key[8:20] != "z" * 12 else "y" * 12) + key[20:52]
-    return head + checksum(head)
-
-
 def make_run(store: KeyStore, allowed: str, other: str, scoped: str | None = None) -> Run:
     """Keys in *store* and the requests of the run: *allowed* is a path the
     good key may use (it is limited to it), *other* one it may not; *scoped*,
@@ -66,16 +57,16 @@ def make_run(store: KeyStore, allowed: str, other: str, scoped: str | None = Non
     requests = (
         *(Request(f"Bearer {good.key}", allowed, 200, "valid", gid) for _ in range(3)),
         Request(f"Bearer {good.key}", other, 403, "forbidden", gid),
-        Request(f"Bearer {_wrong_secret(good.key)}", allowed, 401, "invalid_secret", gid),
+        Request(f"Bearer {wrong_secret(good.key)}", allowed, 401, "invalid_secret", gid),
         Request(f"Bearer {revoked.key}", allowed, 401, "revoked", revoked.record.id),
         Request(f"Bearer {disabled.key}", allowed, 401, "disabled", disabled.record.id),
-        Request(f"Bearer {_unknown(good.key)}", allowed, 401, "unknown_key", NO_KEY),
+        Request(f"Bearer {unknown_id(good.key)}", allowed, 401, "unknown_key", NO_KEY),
         Request("Bearer sk_live_not-a-key", allowed, 401, "malformed", NO_KEY),
         Request(None, allowed, 401, "missing", NO_KEY),
         *((Request(f"Bearer {good.key}", scoped, 403, "forbidden", gid),) if scoped else ()),
     )
     stored = [keys.get(i).hash for i in (gid, revoked.record.id, disabled.record.id)]
-    secrets = (good.key, revoked.key, disabled.key, good.key[20:52], _wrong_secret(good.key),
+    secrets = (good.key, revoked.key, disabled.key, good.key[20:52], wrong_secret(good.key),
                *stored)
     return Run(requests, secrets, gid)
 

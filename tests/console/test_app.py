@@ -8,17 +8,12 @@ import logging
 
 import pytest
 
-from aqnt_auth import Argon2Hasher, ConfigurationError, MemoryKeyStore, checksum
+from aqnt_auth import Argon2Hasher, ConfigurationError, MemoryKeyStore
 from aqnt_auth.console import Admin, Call, Console, Request, Response, json_response
 from aqnt_auth.console import _app as app_module
+from tests.forged import wrong_secret
 
 from .conftest import Keys, body_of, call, error
-
-
-def _wrong_secret(key: str) -> str:
-    """The same prefix, mode and id, another secret, a valid checksum."""
-    head = key[:20] + ("Z" * 32 if key[20:52] != "Z" * 32 else "Y" * 32)
-    return head + checksum(head)
 
 
 class TestHeaders:
@@ -173,7 +168,7 @@ class TestBearerAdmin:
 
     def test_failed_attempts_hit_the_failure_limiter(self, console: Console,
                                                      keys: Keys) -> None:
-        wrong = _wrong_secret(keys.admin)
+        wrong = wrong_secret(keys.admin)
         codes = [body_of(call(console, "GET", "/api/keys", key=wrong))["error"]["code"]
                  for _ in range(11)]
         # The per-key-id limit (10 a minute) refuses the 11th at once.

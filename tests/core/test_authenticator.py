@@ -28,16 +28,11 @@ from aqnt_auth import (
     require_scopes,
 )
 from tests import bodies
+from tests.forged import wrong_secret
 
 from ._support import BlockingInstrumentedStore, CountingHasher, InstrumentedStore
 
 UTC = dt.timezone.utc
-
-
-def wrong_secret(key: str) -> str:
-    """The same prefix, mode and id, another secret, a valid checksum."""
-    head = key[:20] + ("Z" * 32 if key[20:52] != "Z" * 32 else "Y" * 32)
-    return head + checksum(head)
 
 
 class TestSuccess:

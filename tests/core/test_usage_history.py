@@ -18,28 +18,17 @@ from aqnt_auth import (
     MemoryKeyStore,
     PermissionDenied,
     UsageRow,
-    checksum,
     require_scopes,
 )
 from aqnt_auth import _authenticator as authenticator_module
 from aqnt_auth import _usage as usage_module
 from aqnt_auth._outcomes import KEY_OUTCOMES, NO_KEY
+from tests.forged import unknown_id, wrong_secret
 
 from ._support import CountingHasher, InstrumentedStore
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 4, 10, 30, tzinfo=UTC).timestamp()
-
-
-def wrong_secret(key: str) -> str:
-    head = key[:20] + ("Z" * 32 if key[20:52] != "Z" * 32 else "Y" * 32)
-    return head + checksum(head)
-
-
-def unknown_id(key: str) -> str:
-    """A well-formed key whose id no store holds."""
-    head = key[:8] + ("z" * 12 if key[8:20] != "z" * 12 else "y" * 12) + key[20:52]
-    return head + checksum(head)
 
 
 class Clock:

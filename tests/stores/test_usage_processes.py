@@ -15,9 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from aqnt_auth import AQNTError, Argon2Hasher, Authenticator, KeyManager, checksum
+from aqnt_auth import AQNTError, Argon2Hasher, Authenticator, KeyManager
 from aqnt_auth._outcomes import NO_KEY
 from aqnt_auth._stores._protocol import KeyStore
+from tests.forged import unknown_id, wrong_secret
 
 from .pg_support import PGSchema, pg_schema_fixture
 
@@ -59,16 +60,6 @@ def _store(kind: str, target: str) -> KeyStore | str:
     return target  # a store URL
 
 
-def _wrong_secret(key: str) -> str:
-    head = key[:20] + ("Z" * 32 if key[20:52] != "Z" * 32 else "Y" * 32)
-    return head + checksum(head)
-
-
-def _unknown(key: str) -> str:
-    head = key[:8] + ("z" * 12 if key[8:20] != "z" * 12 else "y" * 12) + key[20:52]
-    return head + checksum(head)
-
-
 def _create_keys(kind: str, target: str, out: multiprocessing.Queue[tuple[str, ...]]) -> None:
     store = _store(kind, target)
     if kind == "django":
@@ -82,8 +73,8 @@ def _create_keys(kind: str, target: str, out: multiprocessing.Queue[tuple[str, .
 
 
 def _worker(kind: str, target: str, n: int, good: str, revoked: str, start: Any) -> None:
-    headers = {"valid": f"Bearer {good}", "invalid_secret": f"Bearer {_wrong_secret(good)}",
-               "revoked": f"Bearer {revoked}", "unknown_key": f"Bearer {_unknown(good)}",
+    headers = {"valid": f"Bearer {good}", "invalid_secret": f"Bearer {wrong_secret(good)}",
+               "revoked": f"Bearer {revoked}", "unknown_key": f"Bearer {unknown_id(good)}",
                "malformed": "Bearer sk_live_not-a-key", "missing": None}
     with Authenticator(_store(kind, target), hashers=[Argon2Hasher("cheapest")],
                        rate_limit=None, usage_flush_interval=0.01) as auth:
