@@ -1,8 +1,14 @@
 """Counting requests per key without a store write per request.
 
-Requests are appended to a deque (one C call, atomic, no lock on the request
-path) and folded into one batch at an interval, by a daemon thread started
-on the first request, when the deque grows past a bound, and on
+A request adds one to a counter (``next()`` of an :func:`itertools.count`:
+one C call, atomic under the GIL, no lock on the request path) in the window
+of its UTC hour, under what the history keeps of it: key id, path, peer
+address and forwarded headers for a valid request, outcome and key id for
+any other.  Nothing else is kept per request, so neither memory nor the
+flush grows with the number of requests, only with how many distinct
+(key, path, client) there were.  A daemon thread, started on the first
+request, folds the windows into one batch at an interval (sooner when a
+window holds more than ``max_pending`` distinct entries) and on
 :meth:`UsageBuffer.close`.  A batch is two writes:
 
 * the per-key counters (``usage_count``, ``last_used_at``), as before;
@@ -11,10 +17,12 @@ on the first request, when the deque grows past a bound, and on
   user agent, and the most requested paths
   (:mod:`aqnt_auth._usage_history`).
 
-A request only appends its raw facts (key id, time, path, peer address,
-forwarded headers, user agent); everything else (resolving the client past
-trusted proxies, decoding, truncating, counting paths and clients) happens
-here at flush time, off the request path.
+Everything but the count (resolving the client past trusted proxies,
+decoding, truncating, counting paths and clients) happens at flush time,
+off the request path.  A flush swaps in fresh windows and reads the old
+ones' counters; a request that took a counter just before the swap adds to
+it after the read, so the next flush reads the old windows once more and
+counts only what was added since.
 
 A failed write puts its counts back, so nothing is lost while the store is
 down; an ``atexit`` hook flushes what is left when the process ends.  A
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import itertools
 import logging
 import math
 import os
@@ -33,11 +42,7 @@ import re
 import threading
 import time
 import weakref
-from bisect import bisect_left
-from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
-from operator import floordiv, itemgetter
 from typing import Any, Final
 
 from ._errors import ConfigurationError
@@ -63,19 +68,6 @@ _UTC = dt.timezone.utc
 HistorySink = Callable[[Sequence[UsageRow], "int | None"], None]
 #: The client address of (peer, Forwarded, X-Forwarded-For).
 Resolve = Callable[["str | None", "str | None", "str | None"], "str | None"]
-
-# The fields of a counted request: (key id, time, path, peer, Forwarded,
-# X-Forwarded-For, user agent); of a failure: (outcome, key id, time), as
-# the flush rebuilds it for a key-less one.
-_KEY: Final = itemgetter(0)
-_TIME: Final = itemgetter(1)
-_PATH: Final = itemgetter(2)
-_PEER: Final = itemgetter(3)
-_FORWARDED: Final = itemgetter(4)
-_XFF: Final = itemgetter(5)
-_AGENT: Final = itemgetter(6)
-_KEY_OF_FAIL: Final = itemgetter(1)
-_TIME_OF_FAIL: Final = itemgetter(2)
 
 # Anything shaped like one of our keys in a path is never stored.
 _KEY_LIKE: Final = re.compile(r"[A-Za-z0-9]+_(?:live|test)_[0-9A-Za-z_]{16,}")
@@ -107,10 +99,72 @@ class _Hour:
         self.paths: dict[str, int] = {}
 
 
+#: A valid request's facts kept until the flush: (time, peer, Forwarded,
+#: X-Forwarded-For, user agent).
+_Facts = tuple[float, "str | None", "str | None", "str | None", "str | bytes | None"]
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """How many requests *counter* counted: read off its repr (``count(12)``),
+    which, unlike ``next()``, leaves it as it is."""
+    return int(repr(counter)[6:-1])
+
+
+def _read(table: Mapping[Any, itertools.count[int]]) -> dict[Any, int]:
+    # list() copies the items in one C call: a request adding an entry
+    # meanwhile cannot break the iteration.
+    return {slot: _value(counter) for slot, counter in list(table.items())}
+
+
+class _Window:
+    """What was counted in one UTC hour since the last flush."""
+
+    __slots__ = ("end", "fails", "hits", "keyless", "latest", "moved", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.end = start + HOUR
+        #: Valid requests by (key id, path, peer, Forwarded, X-Forwarded-For).
+        self.hits: dict[tuple[str, str | None, str | None, str | None, str | None],
+                        itertools.count[int]] = {}
+        #: Requests of a key that did not end valid, by (outcome, key id).
+        self.fails: dict[tuple[str, str], itertools.count[int]] = {}
+        #: Key-less refusals (malformed, unknown_key, missing, throttled), by outcome.
+        self.keyless: dict[str, itertools.count[int]] = {}
+        #: Valid requests refused afterwards by a scope check, by key id.
+        self.moved: dict[str, itertools.count[int]] = {}
+        #: Each key's latest valid request: (time, peer, Forwarded,
+        #: X-Forwarded-For, user agent), replaced by the next one.
+        self.latest: dict[str, _Facts] = {}
+
+
+class _Seen:
+    """A window's counts as a flush read them: the next flush reads the
+    window again and counts only what was added since (by requests that
+    took one of its counters just before the flush swapped it out)."""
+
+    __slots__ = ("fails", "hits", "keyless", "latest", "moved", "window")
+
+    def __init__(self, window: _Window) -> None:
+        self.window = window
+        self.hits = _read(window.hits)
+        self.fails = _read(window.fails)
+        self.keyless = _read(window.keyless)
+        self.moved = _read(window.moved)
+        self.latest = dict(window.latest)
+
+
+#: Before the first request: no hour, so the first one finds its window.
+_NO_WINDOW: Final = _Window(-math.inf)
+_NOTHING_SEEN: Final = _Seen(_NO_WINDOW)
+
+
 class UsageBuffer:
     """Buffered usage, flushed to *sink* (per-key counters) and, when given,
     *history* (per key and hour, by outcome).
 
+    :param max_pending: distinct entries (a key's path and client, or an
+        outcome) a window holds before the flusher is woken early.
     :param resolve: the client address of a request's raw facts (peer,
         ``Forwarded``, ``X-Forwarded-For``), called at flush time.
     :param retention: seconds of history kept; older hours are pruned by a
@@ -140,19 +194,15 @@ class UsageBuffer:
         self._clock = clock
         self.interval = interval
         self.max_pending = max_pending
-        # (key id, time, path, peer, Forwarded, X-Forwarded-For, user agent)
-        self._hits: deque[tuple[Any, ...]] = deque()
-        # (outcome, key id, time) of failures of a key.
-        self._fails: deque[tuple[str, str, float]] = deque()
-        # The times of key-less failures (malformed, unknown_key, missing,
-        # throttled), one deque per outcome: a float is not tracked by the
-        # garbage collector, so a flood of refusals (kept until the next
-        # flush) neither sets off collections nor makes them longer, as a
-        # tuple per refusal did.
-        self._keyless: dict[str, deque[float]] = {}
-        # (key id, time) of valid requests refused afterwards by a scope check.
-        self._moved: deque[tuple[str, float]] = deque()
-        # Counts taken off the deques whose write failed: retried next flush.
+        # The window requests of the current hour count in, and every window
+        # counted in since the last flush (an earlier hour's, for a request
+        # stamped before the hour turned), by the start of its hour.
+        self._window = _NO_WINDOW
+        self._windows: dict[float, _Window] = {}
+        self._window_lock = threading.Lock()
+        # The windows the last flush read, read again by the next one.
+        self._late: list[_Seen] = []
+        # Counts taken off the windows whose write failed: retried next flush.
         self._carry: dict[str, list[float]] = {}
         self._history_carry: dict[tuple[str, int], UsageRow] = {}
         # Distinct clients per (key id, hour) this process has seen, kept
@@ -162,54 +212,94 @@ class UsageBuffer:
         self._resolved: dict[tuple[str | None, str | None, str | None], str | None] = {}
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
+        self._waking = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_after_fork(ref))
 
+    # -- the request path: one counter advanced, nothing else kept -------------
+
     def hit(self, key_id: str, now: float, path: str | None = None, client: str | None = None,
             forwarded: str | None = None, x_forwarded_for: str | None = None,
             user_agent: str | bytes | None = None) -> None:
         """Count one valid request for *key_id* at Unix time *now*, with its
         raw facts (resolved and trimmed at flush time)."""
-        hits = self._hits
-        hits.append((key_id, now, path, client, forwarded, x_forwarded_for, user_agent))
-        if self._thread is None:
-            self._start()
-        elif len(hits) > self.max_pending:
-            self._wake.set()
+        window = self._window
+        if not window.start <= now < window.end:
+            window = self._window_at(now)
+        slot = (key_id, path, client, forwarded, x_forwarded_for)
+        counter = window.hits.get(slot)
+        if counter is None:
+            counter = self._counter(window.hits, slot)
+        next(counter)
+        window.latest[key_id] = (now, client, forwarded, x_forwarded_for, user_agent)
 
     def fail(self, outcome: str, key_id: str, now: float) -> None:
         """Count one request that ended in *outcome* (not valid), under
         *key_id* (``""``: no key)."""
-        fails: deque[Any]
+        window = self._window
+        if not window.start <= now < window.end:
+            window = self._window_at(now)
+        table: dict[Any, itertools.count[int]]
+        slot: Any
         if key_id:
-            fails = self._fails
-            fails.append((outcome, key_id, now))
+            table, slot = window.fails, (outcome, key_id)
         else:
-            times = self._keyless.get(outcome)
-            if times is None:
-                times = self._keyless.setdefault(outcome, deque())
-            times.append(now)
-            fails = times
-        if self._thread is None:
-            self._start()
-        elif len(fails) > self.max_pending:
-            self._wake.set()
+            table, slot = window.keyless, outcome
+        counter = table.get(slot)
+        if counter is None:
+            counter = self._counter(table, slot)
+        next(counter)
 
     def forbid(self, key_id: str, now: float) -> None:
         """Count the valid request of *key_id* at *now* as forbidden instead
         (a route-level scope check refused it after it authenticated)."""
-        self._moved.append((key_id, now))
+        window = self._window
+        if not window.start <= now < window.end:
+            window = self._window_at(now)
+        counter = window.moved.get(key_id)
+        if counter is None:
+            counter = self._counter(window.moved, key_id)
+        next(counter)
+
+    def _counter(self, table: dict[Any, itertools.count[int]], slot: Any
+                 ) -> itertools.count[int]:
+        """A new entry's counter (the same one for every thread that asks)."""
+        if self._thread is None:
+            self._start()
+        elif len(table) >= self.max_pending and not self._waking:
+            self._wake_flusher()
+        return table.setdefault(slot, itertools.count())
+
+    def _window_at(self, now: float) -> _Window:
+        """The window of *now*'s hour; the current one if that hour is the latest."""
+        start = hour_of(now)
+        with self._window_lock:
+            window = self._windows.get(start)
+            if window is None:
+                window = self._windows[start] = _Window(start)
+            if start > self._window.start:
+                self._window = window
+            return window
 
     def pending(self) -> dict[str, int]:
         """Valid requests not yet flushed, per key id."""
         with self._flush_lock:
             counts = {k: int(v[0]) for k, v in self._carry.items()}
-            for hit in list(self._hits):
-                counts[hit[0]] = counts.get(hit[0], 0) + 1
+            with self._window_lock:
+                windows = list(self._windows.values())
+            # A window the last flush read: only what it counted since.
+            reads = [(seen.window, seen.hits) for seen in self._late]
+            for window, before in [*reads, *((w, {}) for w in windows)]:
+                for slot, value in _read(window.hits).items():
+                    n = value - before.get(slot, 0)
+                    if n:
+                        counts[slot[0]] = counts.get(slot[0], 0) + n
             return counts
+
+    # -- the flusher ----------------------------------------------------------
 
     def _start(self) -> None:
         with self._start_lock:
@@ -221,114 +311,112 @@ class UsageBuffer:
             self._thread.start()
         atexit.register(_flush_at_exit, weakref.ref(self))
 
+    def _wake_flusher(self) -> None:
+        # Once per flush: Event.set() takes a lock, which every new entry
+        # past the bound would otherwise pay until the flusher gets the GIL.
+        self._waking = True
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
             self._wake.clear()
-            if not self._closed:
-                self.flush()
+            try:
+                if not self._closed:
+                    self.flush()
+            finally:
+                self._waking = False
 
     def _take(self) -> tuple[dict[str, list[float]], dict[tuple[str, int], _Hour]]:
-        """Fold what was counted since the last flush.
-
-        The per-request work is done by C code (``sorted``, ``map``, ``zip``,
-        ``Counter``, ``dict``) over the whole batch; Python loops run over the
-        distinct keys, hours, paths and clients only.
-        """
+        """Fold what was counted since the last flush: every window, swapped
+        for a fresh one, and what the last flush's windows counted after it
+        read them.  Python loops run over the distinct entries only."""
         batch, self._carry = self._carry, {}
         hours: dict[tuple[str, int], _Hour] = {}
         # Each distinct (peer, Forwarded, X-Forwarded-For) is resolved once a flush.
         self._resolved = {}
-        # Pop exactly as many as were there: hits appended meanwhile stay
-        # for the next flush, so none is lost or counted twice.
-        popleft = self._hits.popleft
-        taken = [popleft() for _ in range(len(self._hits))]
-        if taken:
-            # In time order (they nearly are: timsort is linear then), so
-            # that "the last" of anything below is the latest.
-            taken.sort(key=_TIME)
-            keys = list(map(_KEY, taken))
-            times = list(map(_TIME, taken))
-            last = dict(zip(keys, times, strict=True))
-            for key_id, n in Counter(keys).items():
-                entry = batch.get(key_id)
-                if entry is None:
-                    batch[key_id] = [n, last[key_id]]
-                else:
-                    entry[0] += n
-                    entry[1] = max(entry[1], last[key_id])
-            if self._history is not None:
-                self._fold_valid(hours, taken, keys, times)
-        popleft = self._fails.popleft
-        fails = [popleft() for _ in range(len(self._fails))]
-        for outcome, stamps in list(self._keyless.items()):
-            pop_time = stamps.popleft
-            fails.extend(zip(repeat(outcome), repeat(NO_KEY),
-                             [pop_time() for _ in range(len(stamps))]))
-        popleft = self._moved.popleft
-        moved = [popleft() for _ in range(len(self._moved))]
-        if fails and self._history is not None:
-            slots = zip(map(_KEY_OF_FAIL, fails),
-                        map(floordiv, map(_TIME_OF_FAIL, fails), repeat(HOUR)),
-                        map(_KEY, fails), strict=True)
-            for (key_id, index, outcome), n in Counter(slots).items():
-                slot = (key_id, int(index) * HOUR)
-                hour = hours.get(slot)
-                if hour is None:
-                    hour = hours[slot] = _Hour()
-                hour.counts[outcome] = hour.counts.get(outcome, 0) + n
-        if moved and self._history is not None:
-            # Counted valid (in this batch or an earlier one, of the same
-            # hour): one valid fewer, one forbidden more.
-            for (key_id, index), n in Counter(zip(map(_KEY, moved),
-                                                  map(floordiv, map(_TIME, moved), repeat(HOUR)),
-                                                  strict=True)).items():
-                slot = (key_id, int(index) * HOUR)
-                hour = hours.get(slot)
-                if hour is None:
-                    hour = hours[slot] = _Hour()
-                hour.counts[VALID] = hour.counts.get(VALID, 0) - n
-                hour.counts[FORBIDDEN] = hour.counts.get(FORBIDDEN, 0) + n
-        return batch, hours
-
-    def _fold_valid(self, hours: dict[tuple[str, int], _Hour], taken: list[tuple[Any, ...]],
-                    keys: list[str], times: list[float]) -> None:
-        # taken is in time order: an hour's requests are one stretch of it
-        # (a batch of a few seconds is one stretch, or two across an hour).
-        lo, end = 0, len(taken)
-        while lo < end:
-            start = int(times[lo] // HOUR) * HOUR
-            hi = bisect_left(times, start + HOUR, lo)
-            stretch = taken[lo:hi] if lo or hi != end else taken
-            stretch_keys = keys[lo:hi] if lo or hi != end else keys
-            # Where each key's latest request of the hour stands.
-            latest = dict(zip(stretch_keys, range(lo, hi), strict=True))
-            for key_id, i in latest.items():
-                hit = taken[i]
-                hour = hours[(key_id, start)] = _Hour()
-                hour.last, hour.raw_client, hour.user_agent = (hit[1], (hit[3], hit[4], hit[5]),
-                                                               hit[6])
-                hour.counts[VALID] = 0
-            # One count per distinct (key, path, client): every figure below.
-            for (key_id, path, *raw), n in Counter(zip(
-                    stretch_keys, map(_PATH, stretch), map(_PEER, stretch),
-                    map(_FORWARDED, stretch), map(_XFF, stretch), strict=True)).items():
-                slot = (key_id, start)
-                hour = hours[slot]
-                hour.counts[VALID] += n
-                if path is not None:
-                    hour.paths[path] = hour.paths.get(path, 0) + n
-                clients = self._clients.get(slot)
-                if clients is None:
-                    clients = self._clients[slot] = set()
-                if len(clients) < MAX_CLIENTS:
-                    clients.add(self._client_of((raw[0], raw[1], raw[2])))
-            lo = hi
+        with self._window_lock:
+            taken = list(self._windows.values())
+            current = self._window
+            self._windows = {}
+            if current is not _NO_WINDOW:
+                self._window = self._windows[current.start] = _Window(current.start)
+        late, self._late = self._late, [_Seen(window) for window in taken]
+        for seen in self._late:
+            self._fold(seen, _NOTHING_SEEN, batch, hours)
+        for seen in late:
+            self._fold(_Seen(seen.window), seen, batch, hours)
         # Paths: the MAX_PATHS most requested of each (key, hour) in this batch.
         for hour in hours.values():
             if len(hour.paths) > MAX_PATHS:
                 hour.paths = dict(sorted(hour.paths.items(),
                                          key=lambda c: (-c[1], c[0]))[:MAX_PATHS])
+        return batch, hours
+
+    def _fold(self, seen: _Seen, before: _Seen, batch: dict[str, list[float]],
+              hours: dict[tuple[str, int], _Hour]) -> None:
+        """Add what *seen* counted beyond *before* (an earlier read of the
+        same window, or nothing) to *batch* and *hours*."""
+        start = int(seen.window.start)
+        history = self._history is not None
+        for slot, value in seen.hits.items():
+            n = value - before.hits.get(slot, 0)
+            if not n:
+                continue
+            key_id, path, *raw = slot
+            entry = batch.get(key_id)
+            if entry is None:
+                # Its time comes with its latest request's facts, below (or,
+                # if they were not stored yet when this was read, next flush).
+                latest = seen.latest.get(key_id)
+                batch[key_id] = [n, -math.inf if latest is None else latest[0]]
+            else:
+                entry[0] += n
+            if not history:
+                continue
+            hour = _hour(hours, key_id, start)
+            hour.counts[VALID] = hour.counts.get(VALID, 0) + n
+            if path is not None:
+                hour.paths[path] = hour.paths.get(path, 0) + n
+            clients = self._clients.get((key_id, start))
+            if clients is None:
+                clients = self._clients[(key_id, start)] = set()
+            if len(clients) < MAX_CLIENTS:
+                clients.add(self._client_of((raw[0], raw[1], raw[2])))
+        for key_id, facts in seen.latest.items():
+            if facts is before.latest.get(key_id):
+                continue
+            entry = batch.get(key_id)
+            if entry is None:
+                batch[key_id] = [0, facts[0]]
+            elif facts[0] > entry[1]:
+                entry[1] = facts[0]
+            if history:
+                hour = _hour(hours, key_id, start)
+                hour.counts.setdefault(VALID, 0)
+                if facts[0] >= hour.last:
+                    hour.last, hour.raw_client = facts[0], (facts[1], facts[2], facts[3])
+                    hour.user_agent = facts[4]
+        if not history:
+            return
+        for (outcome, key_id), value in seen.fails.items():
+            n = value - before.fails.get((outcome, key_id), 0)
+            if n:
+                counts = _hour(hours, key_id, start).counts
+                counts[outcome] = counts.get(outcome, 0) + n
+        for outcome, value in seen.keyless.items():
+            n = value - before.keyless.get(outcome, 0)
+            if n:
+                counts = _hour(hours, NO_KEY, start).counts
+                counts[outcome] = counts.get(outcome, 0) + n
+        for key_id, value in seen.moved.items():
+            n = value - before.moved.get(key_id, 0)
+            if n:
+                # Counted valid (in this batch or an earlier one, of the same
+                # hour): one valid fewer, one forbidden more.
+                counts = _hour(hours, key_id, start).counts
+                counts[VALID] = counts.get(VALID, 0) - n
+                counts[FORBIDDEN] = counts.get(FORBIDDEN, 0) + n
 
     def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
         resolved = self._resolved
@@ -360,6 +448,11 @@ class UsageBuffer:
         """Write pending usage to the store now; whether that succeeded."""
         with self._flush_lock:
             batch, hours = self._take()
+            # Counted, but read before their request stored its time: next flush.
+            waiting = {k: v for k, v in batch.items() if v[1] == -math.inf}
+            for key_id in waiting:
+                del batch[key_id]
+            self._carry = waiting
             ok = True
             if batch:
                 usage = {
@@ -369,7 +462,7 @@ class UsageBuffer:
                 try:
                     self._sink(usage)
                 except Exception as exc:
-                    self._carry = batch
+                    self._carry = {**batch, **waiting}
                     log.warning("usage flush failed, %d keys kept for the next try: %s",
                                 len(batch), exc)
                     ok = False
@@ -420,6 +513,12 @@ class UsageBuffer:
             log.error("usage counts of %d requests (and %d usage-history rows) could not be "
                       "written at close", lost, rows)
 
+def _hour(hours: dict[tuple[str, int], _Hour], key_id: str, start: int) -> _Hour:
+    hour = hours.get((key_id, start))
+    if hour is None:
+        hour = hours[(key_id, start)] = _Hour()
+    return hour
+
 
 def _flush_at_exit(ref: weakref.ref[UsageBuffer]) -> None:
     buffer = ref()
@@ -435,12 +534,13 @@ def _reset_after_fork(ref: weakref.ref[UsageBuffer]) -> None:
     # flusher thread (threads do not survive fork) until its first hit.
     buffer._flush_lock = threading.Lock()
     buffer._start_lock = threading.Lock()
-    buffer._hits = deque()
-    buffer._fails = deque()
-    buffer._keyless = {}
-    buffer._moved = deque()
+    buffer._window_lock = threading.Lock()
+    buffer._window = _NO_WINDOW
+    buffer._windows = {}
+    buffer._late = []
     buffer._carry = {}
     buffer._history_carry = {}
     buffer._clients = {}
     buffer._wake = threading.Event()
+    buffer._waking = False
     buffer._thread = None

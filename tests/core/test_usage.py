@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from aqnt_auth import UsageDelta
+from aqnt_auth import UsageDelta, UsageRow
 from aqnt_auth._usage import UsageBuffer
 
 
@@ -43,13 +44,33 @@ def test_flushes_at_the_interval() -> None:
 
 
 def test_flushes_when_the_backlog_grows() -> None:
+    """Past max_pending distinct entries (a key's path and client) the
+    flusher is woken before its interval."""
     sink = Sink()
     buffer = UsageBuffer(sink, interval=3600, max_pending=10)
     for i in range(12):
-        buffer.hit("a", float(i))
+        buffer.hit("a", float(i), path=f"/p{i}")
     assert sink.flushed.wait(5)
     buffer.close()
     assert sink.total("a") == 12
+
+
+def test_repeated_requests_keep_one_counter() -> None:
+    """Requests of the same key, path and client add to one counter: what
+    is kept until the flush does not grow with the number of requests."""
+    sink = Sink()
+    buffer = UsageBuffer(sink, interval=3600, max_pending=10)
+    for i in range(10_000):
+        buffer.hit("a", 1000.0 + i / 100, path="/v1", client="192.0.2.1", user_agent="ua")
+        buffer.fail("malformed", "", 1000.0)
+    window = buffer._window
+    assert (len(window.hits), len(window.keyless), len(window.latest)) == (1, 1, 1)
+    assert not sink.flushed.is_set()  # one entry each: no early flush
+    assert buffer.pending() == {"a": 10_000}
+    assert buffer.flush()
+    assert sink.total("a") == 10_000
+    assert sink.batches[0]["a"].last_used_at.timestamp() == 1000.0 + 9_999 / 100
+    buffer.close()
 
 
 def test_failed_flush_keeps_counts() -> None:
@@ -80,3 +101,78 @@ def test_exact_under_concurrent_hits_and_flushes() -> None:
         t.join()
     buffer.close()
     assert sink.total("k") == 20000
+
+
+class HistorySink:
+    def __init__(self) -> None:
+        self.rows: list[UsageRow] = []
+
+    def __call__(self, rows: Sequence[UsageRow], prune_before: int | None) -> None:
+        self.rows.extend(rows)
+
+    def counts(self) -> dict[tuple[str, int], dict[str, int]]:
+        merged: dict[tuple[str, int], dict[str, int]] = {}
+        for row in self.rows:
+            slot = merged.setdefault((row.key_id, row.hour), {})
+            for outcome, n in row.counts.items():
+                slot[outcome] = slot.get(outcome, 0) + n
+        return merged
+
+
+def test_a_count_added_after_the_flush_read_it_comes_next_flush() -> None:
+    """A request that took its window's counter just before a flush swapped
+    the window out adds to it afterwards: the next flush counts it, once."""
+    sink, history = Sink(), HistorySink()
+    buffer = UsageBuffer(sink, interval=3600, history=history)
+    buffer.hit("a", 7200.5, path="/v1")
+    buffer.fail("malformed", "", 7200.5)
+    window = buffer._window
+    counter, refusals = window.hits[("a", "/v1", None, None, None)], window.keyless["malformed"]
+    assert buffer.flush()
+    next(counter)  # the late request, in the window the flush took
+    next(refusals)
+    window.latest["a"] = (7201.0, "192.0.2.9", None, None, "late/1")
+    buffer.hit("a", 7202.0, path="/v1")  # in the fresh window
+    assert buffer.pending() == {"a": 2}
+    assert buffer.flush()
+    assert buffer.flush()  # nothing counted twice
+    buffer.close()
+    assert sink.total("a") == 3
+    assert history.counts() == {("a", 7200): {"valid": 3}, ("", 7200): {"malformed": 2}}
+    assert max(b["a"].last_used_at.timestamp() for b in sink.batches) == 7202.0
+
+
+def test_each_request_counts_in_its_own_hour() -> None:
+    """Windows are per UTC hour: a request stamped before the hour turned,
+    arriving after, still counts in its hour."""
+    sink, history = Sink(), HistorySink()
+    buffer = UsageBuffer(sink, interval=3600, history=history)
+    buffer.hit("a", 3599.0)
+    buffer.hit("a", 3600.0)
+    buffer.hit("a", 3599.5)  # late, from the previous hour
+    buffer.fail("revoked", "a", 3598.0)
+    buffer.forbid("a", 3600.0)
+    buffer.close()
+    assert history.counts() == {("a", 0): {"valid": 2, "revoked": 1},
+                                ("a", 3600): {"valid": 0, "forbidden": 1}}
+    assert sink.total("a") == 3
+    last = {row.hour: row.last_at for row in history.rows if row.last_at is not None}
+    assert last == {0: 3_599_500_000, 3600: 3_600_000_000}
+
+
+def test_a_count_read_before_its_time_was_stored_waits() -> None:
+    """A counter read between a request's count and its facts (a race of
+    nanoseconds) is written by the next flush, with the time."""
+    sink = Sink()
+    buffer = UsageBuffer(sink, interval=3600)
+    buffer.hit("b", 10.0)
+    window = buffer._window
+    next(window.hits.setdefault(("a", None, None, None, None), itertools.count()))
+    assert buffer.flush()
+    assert sink.total("a") == 0
+    assert buffer.pending() == {"a": 1}
+    window.latest["a"] = (11.0, None, None, None, None)
+    assert buffer.flush()
+    buffer.close()
+    assert sink.total("a") == 1
+    assert sink.batches[-1]["a"].last_used_at.timestamp() == 11.0
