@@ -122,8 +122,9 @@ class _Window:
     __slots__ = ("end", "fails", "hits", "keyless", "latest", "moved", "start")
 
     def __init__(self, start: float) -> None:
-        self.start = start
-        self.end = start + HOUR
+        # Floats: a request's time is one, and float-to-float is the cheap compare.
+        self.start = float(start)
+        self.end = self.start + HOUR
         #: Valid requests by (key id, path, peer, Forwarded, X-Forwarded-For).
         self.hits: dict[tuple[str, str | None, str | None, str | None, str | None],
                         itertools.count[int]] = {}
@@ -275,7 +276,7 @@ class UsageBuffer:
 
     def _window_at(self, now: float) -> _Window:
         """The window of *now*'s hour; the current one if that hour is the latest."""
-        start = hour_of(now)
+        start = float(hour_of(now))
         with self._window_lock:
             window = self._windows.get(start)
             if window is None:
