@@ -66,7 +66,15 @@ from ._hashers import (
     hash_memory_kib,
 )
 from ._header import MALFORMED_KEY, bearer_token, malformed_token
-from ._outcomes import EXPIRED, FORBIDDEN, INVALID_SECRET, NO_KEY, OUTCOME_BY_CODE, UNKNOWN_KEY
+from ._outcomes import (
+    EXPIRED,
+    FORBIDDEN,
+    INVALID_SECRET,
+    MALFORMED,
+    NO_KEY,
+    OUTCOME_BY_CODE,
+    UNKNOWN_KEY,
+)
 from ._policies import Headers, KeyRateLimiter, check_client_ip
 from ._quota import QuotaUse, refused
 from ._ratelimit import FailureLimiter
@@ -755,13 +763,22 @@ class Authenticator:
                     else:
                         self._replace_hash(*op[1:])
                         answer = None
-            # malformed_token() inlined for the usual case (no second scheme).
-            error: AQNTError = (InvalidAPIKey(MALFORMED_KEY) if " " not in token
-                                else malformed_token(token))
+            # A malformed key or bad checksum.  The usual one (no second
+            # scheme, and nothing for the failure limiter to count it
+            # against) is counted and raised below, outside this try.
+            error: AQNTError | None = (
+                None if " " not in token and (client is None or self.rate_limit is None)
+                else malformed_token(token))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         except AQNTError as exc:
             error = exc
+        if error is None:
+            if self._fail is not None:
+                self._fail(MALFORMED, NO_KEY, self._clock())
+            # Raised as it is built: no local holds it, so its traceback
+            # (which holds this frame) makes no cycle for the collector.
+            raise InvalidAPIKey(MALFORMED_KEY)
         # A refusal, handled once: the failure limiter has its say (it does
         # nothing without a client address or a key id), then it is counted.
         if self.rate_limit is not None and (client is not None or error.key_id is not None):
