@@ -65,7 +65,7 @@ from ._hashers import (
     default_hashers,
     hash_memory_kib,
 )
-from ._header import MALFORMED_KEY, bearer_token, malformed_token
+from ._header import MALFORMED_KEY, MAX_AUTHORIZATION_LENGTH, bearer_token, malformed_token
 from ._outcomes import (
     EXPIRED,
     FORBIDDEN,
@@ -736,7 +736,15 @@ class Authenticator:
         answer: Any = None
         try:
             # _token() inlined: a refusal here is built, not raised and caught.
-            token = bearer_token(authorization)
+            # bearer_token()'s fast path, inlined too: "Bearer " and a token
+            # with no space or tab at either end is the token; anything else
+            # is parsed by bearer_token().
+            if type(authorization) is str and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
+                scheme, _, token = authorization.partition(" ")
+                if scheme != "Bearer" or not token or token[0] == " " or token[-1] in " \t":
+                    token = bearer_token(authorization)
+            else:
+                token = bearer_token(authorization)
             if hash(token) in self._verified_hints or self._format.checksum_ok(token):
                 digest = self._cache.digest(token)
                 known = self._cache.get(digest)
