@@ -782,8 +782,10 @@ class Authenticator:
         except AQNTError as exc:
             error = exc
         if error is None:
-            if self._fail is not None:
-                self._fail(MALFORMED, NO_KEY, self._clock())
+            fail = self._fail  # read first: see _accept
+            if fail is not None:
+                clock = self._clock
+                fail(MALFORMED, NO_KEY, clock())
             # Raised as it is built: no local holds it, so its traceback
             # (which holds this frame) makes no cycle for the collector.
             raise InvalidAPIKey(MALFORMED_KEY)

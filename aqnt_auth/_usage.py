@@ -243,15 +243,20 @@ class UsageBuffer:
         window = self._window
         if not window.start <= now < window.end:
             window = self._window_at(now)
-        table: dict[Any, itertools.count[int]]
-        slot: Any
         if key_id:
-            table, slot = window.fails, (outcome, key_id)
-        else:
-            table, slot = window.keyless, outcome
-        counter = table.get(slot)
+            self._fail_of_key(window, outcome, key_id)
+            return
+        # A key-less refusal (malformed, unknown, missing): the flood case.
+        counter = window.keyless.get(outcome)
         if counter is None:
-            counter = self._counter(table, slot)
+            counter = self._counter(window.keyless, outcome)
+        next(counter)
+
+    def _fail_of_key(self, window: _Window, outcome: str, key_id: str) -> None:
+        slot = (outcome, key_id)
+        counter = window.fails.get(slot)
+        if counter is None:
+            counter = self._counter(window.fails, slot)
         next(counter)
 
     def forbid(self, key_id: str, now: float) -> None:
