@@ -19,10 +19,10 @@ window holds more than ``max_pending`` distinct entries) and on
 
 Everything but the count (resolving the client past trusted proxies,
 decoding, truncating, counting paths and clients) happens at flush time,
-off the request path.  A flush swaps in fresh windows and reads the old
-ones' counters; a request that took a counter just before the swap adds to
-it after the read, so the next flush reads the old windows once more and
-counts only what was added since.
+off the request path.  A flush swaps in fresh windows, waits for the
+requests that took an old one before the swap to finish counting (see
+``_Epoch``: two more counters, entered and left), and reads the old
+windows' counters once.
 
 A failed write puts its counts back, so nothing is lost while the store is
 down; an ``atexit`` hook flushes what is left when the process ends.  A
@@ -139,10 +139,24 @@ class _Window:
         self.latest: dict[str, _Facts] = {}
 
 
+class _Epoch:
+    """Requests that entered and left the request path since the last
+    window swap.  A flush that swapped the windows out waits until every
+    request that entered before the swap has left: then nothing more can
+    be counted in the windows it took, and one read of them is exact."""
+
+    __slots__ = ("entered", "left")
+
+    def __init__(self) -> None:
+        self.entered = itertools.count()
+        self.left = itertools.count()
+
+    def settled(self) -> bool:
+        return _value(self.left) >= _value(self.entered)
+
+
 class _Seen:
-    """A window's counts as a flush read them: the next flush reads the
-    window again and counts only what was added since (by requests that
-    took one of its counters just before the flush swapped it out)."""
+    """A window's counts as a flush read them."""
 
     __slots__ = ("fails", "hits", "keyless", "latest", "moved", "window")
 
@@ -155,9 +169,13 @@ class _Seen:
         self.latest = dict(window.latest)
 
 
+#: Seconds a flush waits at most for the requests still counting into the
+#: windows it swapped out (a request takes nanoseconds; only a thread kept
+#: from the GIL that long could count after the read, and be lost).
+_SETTLE_WAIT: Final = 5.0
+
 #: Before the first request: no hour, so the first one finds its window.
 _NO_WINDOW: Final = _Window(-math.inf)
-_NOTHING_SEEN: Final = _Seen(_NO_WINDOW)
 
 
 class UsageBuffer:
@@ -201,8 +219,8 @@ class UsageBuffer:
         self._window = _NO_WINDOW
         self._windows: dict[float, _Window] = {}
         self._window_lock = threading.Lock()
-        # The windows the last flush read, read again by the next one.
-        self._late: list[_Seen] = []
+        # Requests on the request path since the last swap (see _Epoch).
+        self._epoch = _Epoch()
         # Counts taken off the windows whose write failed: retried next flush.
         self._carry: dict[str, list[float]] = {}
         self._history_carry: dict[tuple[str, int], UsageRow] = {}
@@ -227,30 +245,41 @@ class UsageBuffer:
             user_agent: str | bytes | None = None) -> None:
         """Count one valid request for *key_id* at Unix time *now*, with its
         raw facts (resolved and trimmed at flush time)."""
-        window = self._window
-        if not window.start <= now < window.end:
-            window = self._window_at(now)
-        slot = (key_id, path, client, forwarded, x_forwarded_for)
-        counter = window.hits.get(slot)
-        if counter is None:
-            counter = self._counter(window.hits, slot)
-        next(counter)
-        window.latest[key_id] = (now, client, forwarded, x_forwarded_for, user_agent)
+        # Enter the epoch, then take the window (see _Epoch and _take).
+        epoch = self._epoch
+        try:
+            next(epoch.entered)
+            window = self._window
+            if not window.start <= now < window.end:
+                window = self._window_at(now)
+            slot = (key_id, path, client, forwarded, x_forwarded_for)
+            counter = window.hits.get(slot)
+            if counter is None:
+                counter = self._counter(window.hits, slot)
+            next(counter)
+            window.latest[key_id] = (now, client, forwarded, x_forwarded_for, user_agent)
+        finally:
+            next(epoch.left)
 
     def fail(self, outcome: str, key_id: str, now: float) -> None:
         """Count one request that ended in *outcome* (not valid), under
         *key_id* (``""``: no key)."""
-        window = self._window
-        if not window.start <= now < window.end:
-            window = self._window_at(now)
-        if key_id:
-            self._fail_of_key(window, outcome, key_id)
-            return
-        # A key-less refusal (malformed, unknown, missing): the flood case.
-        counter = window.keyless.get(outcome)
-        if counter is None:
-            counter = self._counter(window.keyless, outcome)
-        next(counter)
+        epoch = self._epoch
+        try:
+            next(epoch.entered)
+            window = self._window
+            if not window.start <= now < window.end:
+                window = self._window_at(now)
+            if key_id:
+                self._fail_of_key(window, outcome, key_id)
+                return
+            # A key-less refusal (malformed, unknown, missing): the flood case.
+            counter = window.keyless.get(outcome)
+            if counter is None:
+                counter = self._counter(window.keyless, outcome)
+            next(counter)
+        finally:
+            next(epoch.left)
 
     def _fail_of_key(self, window: _Window, outcome: str, key_id: str) -> None:
         slot = (outcome, key_id)
@@ -262,13 +291,18 @@ class UsageBuffer:
     def forbid(self, key_id: str, now: float) -> None:
         """Count the valid request of *key_id* at *now* as forbidden instead
         (a route-level scope check refused it after it authenticated)."""
-        window = self._window
-        if not window.start <= now < window.end:
-            window = self._window_at(now)
-        counter = window.moved.get(key_id)
-        if counter is None:
-            counter = self._counter(window.moved, key_id)
-        next(counter)
+        epoch = self._epoch
+        try:
+            next(epoch.entered)
+            window = self._window
+            if not window.start <= now < window.end:
+                window = self._window_at(now)
+            counter = window.moved.get(key_id)
+            if counter is None:
+                counter = self._counter(window.moved, key_id)
+            next(counter)
+        finally:
+            next(epoch.left)
 
     def _counter(self, table: dict[Any, itertools.count[int]], slot: Any
                  ) -> itertools.count[int]:
@@ -296,13 +330,9 @@ class UsageBuffer:
             counts = {k: int(v[0]) for k, v in self._carry.items()}
             with self._window_lock:
                 windows = list(self._windows.values())
-            # A window the last flush read: only what it counted since.
-            reads = [(seen.window, seen.hits) for seen in self._late]
-            for window, before in [*reads, *((w, {}) for w in windows)]:
+            for window in windows:
                 for slot, value in _read(window.hits).items():
-                    n = value - before.get(slot, 0)
-                    if n:
-                        counts[slot[0]] = counts.get(slot[0], 0) + n
+                    counts[slot[0]] = counts.get(slot[0], 0) + value
             return counts
 
     # -- the flusher ----------------------------------------------------------
@@ -335,8 +365,7 @@ class UsageBuffer:
 
     def _take(self) -> tuple[dict[str, list[float]], dict[tuple[str, int], _Hour]]:
         """Fold what was counted since the last flush: every window, swapped
-        for a fresh one, and what the last flush's windows counted after it
-        read them.  Python loops run over the distinct entries only."""
+        for a fresh one.  Python loops run over the distinct entries only."""
         batch, self._carry = self._carry, {}
         hours: dict[tuple[str, int], _Hour] = {}
         # Each distinct (peer, Forwarded, X-Forwarded-For) is resolved once a flush.
@@ -347,11 +376,17 @@ class UsageBuffer:
             self._windows = {}
             if current is not _NO_WINDOW:
                 self._window = self._windows[current.start] = _Window(current.start)
-        late, self._late = self._late, [_Seen(window) for window in taken]
-        for seen in self._late:
-            self._fold(seen, _NOTHING_SEEN, batch, hours)
-        for seen in late:
-            self._fold(_Seen(seen.window), seen, batch, hours)
+            # After the window: a request that finds the new epoch finds the
+            # new window too.
+            epoch, self._epoch = self._epoch, _Epoch()
+        # A request that entered before the swap may still count into a
+        # window taken here: wait until every one has left (nanoseconds,
+        # unless the thread lost the GIL in between).
+        deadline = time.monotonic() + _SETTLE_WAIT
+        while not epoch.settled() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        for window in taken:
+            self._fold(_Seen(window), batch, hours)
         # Paths: the MAX_PATHS most requested of each (key, hour) in this batch.
         for hour in hours.values():
             if len(hour.paths) > MAX_PATHS:
@@ -359,23 +394,16 @@ class UsageBuffer:
                                          key=lambda c: (-c[1], c[0]))[:MAX_PATHS])
         return batch, hours
 
-    def _fold(self, seen: _Seen, before: _Seen, batch: dict[str, list[float]],
+    def _fold(self, seen: _Seen, batch: dict[str, list[float]],
               hours: dict[tuple[str, int], _Hour]) -> None:
-        """Add what *seen* counted beyond *before* (an earlier read of the
-        same window, or nothing) to *batch* and *hours*."""
+        """Add what *seen* counted to *batch* and *hours*."""
         start = int(seen.window.start)
         history = self._history is not None
-        for slot, value in seen.hits.items():
-            n = value - before.hits.get(slot, 0)
-            if not n:
-                continue
+        for slot, n in seen.hits.items():
             key_id, path, *raw = slot
             entry = batch.get(key_id)
             if entry is None:
-                # Its time comes with its latest request's facts, below (or,
-                # if they were not stored yet when this was read, next flush).
-                latest = seen.latest.get(key_id)
-                batch[key_id] = [n, -math.inf if latest is None else latest[0]]
+                batch[key_id] = [n, -math.inf]  # its time: the latest facts, below
             else:
                 entry[0] += n
             if not history:
@@ -390,8 +418,6 @@ class UsageBuffer:
             if len(clients) < MAX_CLIENTS:
                 clients.add(self._client_of((raw[0], raw[1], raw[2])))
         for key_id, facts in seen.latest.items():
-            if facts is before.latest.get(key_id):
-                continue
             entry = batch.get(key_id)
             if entry is None:
                 batch[key_id] = [0, facts[0]]
@@ -405,24 +431,18 @@ class UsageBuffer:
                     hour.user_agent = facts[4]
         if not history:
             return
-        for (outcome, key_id), value in seen.fails.items():
-            n = value - before.fails.get((outcome, key_id), 0)
-            if n:
-                counts = _hour(hours, key_id, start).counts
-                counts[outcome] = counts.get(outcome, 0) + n
-        for outcome, value in seen.keyless.items():
-            n = value - before.keyless.get(outcome, 0)
-            if n:
-                counts = _hour(hours, NO_KEY, start).counts
-                counts[outcome] = counts.get(outcome, 0) + n
-        for key_id, value in seen.moved.items():
-            n = value - before.moved.get(key_id, 0)
-            if n:
-                # Counted valid (in this batch or an earlier one, of the same
-                # hour): one valid fewer, one forbidden more.
-                counts = _hour(hours, key_id, start).counts
-                counts[VALID] = counts.get(VALID, 0) - n
-                counts[FORBIDDEN] = counts.get(FORBIDDEN, 0) + n
+        for (outcome, key_id), n in seen.fails.items():
+            counts = _hour(hours, key_id, start).counts
+            counts[outcome] = counts.get(outcome, 0) + n
+        for outcome, n in seen.keyless.items():
+            counts = _hour(hours, NO_KEY, start).counts
+            counts[outcome] = counts.get(outcome, 0) + n
+        for key_id, n in seen.moved.items():
+            # Counted valid (in this batch or an earlier one, of the same
+            # hour): one valid fewer, one forbidden more.
+            counts = _hour(hours, key_id, start).counts
+            counts[VALID] = counts.get(VALID, 0) - n
+            counts[FORBIDDEN] = counts.get(FORBIDDEN, 0) + n
 
     def _client_of(self, raw: tuple[str | None, str | None, str | None]) -> str | None:
         resolved = self._resolved
@@ -454,11 +474,6 @@ class UsageBuffer:
         """Write pending usage to the store now; whether that succeeded."""
         with self._flush_lock:
             batch, hours = self._take()
-            # Counted, but read before their request stored its time: next flush.
-            waiting = {k: v for k, v in batch.items() if v[1] == -math.inf}
-            for key_id in waiting:
-                del batch[key_id]
-            self._carry = waiting
             ok = True
             if batch:
                 usage = {
@@ -468,7 +483,7 @@ class UsageBuffer:
                 try:
                     self._sink(usage)
                 except Exception as exc:
-                    self._carry = {**batch, **waiting}
+                    self._carry = batch
                     log.warning("usage flush failed, %d keys kept for the next try: %s",
                                 len(batch), exc)
                     ok = False
@@ -543,7 +558,7 @@ def _reset_after_fork(ref: weakref.ref[UsageBuffer]) -> None:
     buffer._window_lock = threading.Lock()
     buffer._window = _NO_WINDOW
     buffer._windows = {}
-    buffer._late = []
+    buffer._epoch = _Epoch()
     buffer._carry = {}
     buffer._history_carry = {}
     buffer._clients = {}

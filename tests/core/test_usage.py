@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import os
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -119,27 +119,30 @@ class HistorySink:
         return merged
 
 
-def test_a_count_added_after_the_flush_read_it_comes_next_flush() -> None:
-    """A request that took its window's counter just before a flush swapped
-    the window out adds to it afterwards: the next flush counts it, once."""
+def test_a_flush_waits_for_a_request_still_counting() -> None:
+    """A request that took its window before a flush swapped it out counts
+    into it afterwards: the flush waits until that request has left, so
+    its count is in this flush, exactly once."""
     sink, history = Sink(), HistorySink()
     buffer = UsageBuffer(sink, interval=3600, history=history)
     buffer.hit("a", 7200.5, path="/v1")
-    buffer.fail("malformed", "", 7200.5)
-    window = buffer._window
-    counter, refusals = window.hits[("a", "/v1", None, None, None)], window.keyless["malformed"]
-    assert buffer.flush()
-    next(counter)  # the late request, in the window the flush took
-    next(refusals)
+    epoch, window = buffer._epoch, buffer._window
+    next(epoch.entered)  # a request enters and takes the window...
+    done = threading.Event()
+    flusher = threading.Thread(target=lambda: (buffer.flush(), done.set()))
+    flusher.start()
+    assert not done.wait(0.2)  # the flush waits for it
+    next(window.hits[("a", "/v1", None, None, None)])  # ...counts into it
     window.latest["a"] = (7201.0, "192.0.2.9", None, None, "late/1")
-    buffer.hit("a", 7202.0, path="/v1")  # in the fresh window
-    assert buffer.pending() == {"a": 2}
-    assert buffer.flush()
+    next(epoch.left)  # ...and leaves
+    assert done.wait(5)
+    flusher.join()
     assert buffer.flush()  # nothing counted twice
     buffer.close()
-    assert sink.total("a") == 3
-    assert history.counts() == {("a", 7200): {"valid": 3}, ("", 7200): {"malformed": 2}}
-    assert max(b["a"].last_used_at.timestamp() for b in sink.batches) == 7202.0
+    assert sink.total("a") == 2
+    assert sink.batches[0]["a"].last_used_at.timestamp() == 7201.0
+    assert history.counts() == {("a", 7200): {"valid": 2}}
+    assert [row.last_client for row in history.rows] == ["192.0.2.9"]
 
 
 def test_each_request_counts_in_its_own_hour() -> None:
@@ -160,19 +163,29 @@ def test_each_request_counts_in_its_own_hour() -> None:
     assert last == {0: 3_599_500_000, 3600: 3_600_000_000}
 
 
-def test_a_count_read_before_its_time_was_stored_waits() -> None:
-    """A counter read between a request's count and its facts (a race of
-    nanoseconds) is written by the next flush, with the time."""
+def test_a_forked_child_counts_from_zero() -> None:
+    """A child process (a pre-forking server's worker) starts with fresh
+    windows and no flusher; the parent keeps what it counted."""
     sink = Sink()
     buffer = UsageBuffer(sink, interval=3600)
-    buffer.hit("b", 10.0)
-    window = buffer._window
-    next(window.hits.setdefault(("a", None, None, None, None), itertools.count()))
-    assert buffer.flush()
-    assert sink.total("a") == 0
+    buffer.hit("a", 10.0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its own flush writes, then leave
+        try:
+            child = Sink()
+            buffer._sink = child
+            fresh = (buffer._thread is None, buffer.pending())
+            buffer.hit("a", 11.0)
+            buffer.flush()
+            os.write(write, repr((fresh, child.total("a"))).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        reported = pipe.read()
+    os.waitpid(pid, 0)
+    assert reported == repr(((True, {}), 1))
     assert buffer.pending() == {"a": 1}
-    window.latest["a"] = (11.0, None, None, None, None)
-    assert buffer.flush()
     buffer.close()
     assert sink.total("a") == 1
-    assert sink.batches[-1]["a"].last_used_at.timestamp() == 11.0
