@@ -129,7 +129,12 @@ def test_a_flush_waits_for_a_request_still_counting() -> None:
     epoch, window = buffer._epoch, buffer._window
     next(epoch.entered)  # a request enters and takes the window...
     done = threading.Event()
-    flusher = threading.Thread(target=lambda: (buffer.flush(), done.set()))
+
+    def flush() -> None:
+        buffer.flush()
+        done.set()
+
+    flusher = threading.Thread(target=flush)
     flusher.start()
     assert not done.wait(0.2)  # the flush waits for it
     next(window.hits[("a", "/v1", None, None, None)])  # ...counts into it
