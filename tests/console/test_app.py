@@ -128,7 +128,10 @@ class TestBearerAdmin:
         assert response.header("WWW-Authenticate") == 'Bearer realm="api"'
 
     def test_invalid_key(self, console: Console, keys: Keys) -> None:
-        response = call(console, "GET", "/api/keys", key=keys.admin[:-1] + "x")
+        # Another last character (the checksum's): "x" when the key ends in "x"
+        # would be the same key.
+        typo = keys.admin[:-1] + ("x" if keys.admin[-1] != "x" else "y")
+        response = call(console, "GET", "/api/keys", key=typo)
         assert (response.status, body_of(response)) == (401, error("invalid_api_key"))
 
     def test_key_without_console_scope(self, console: Console, keys: Keys) -> None:
