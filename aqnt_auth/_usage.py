@@ -37,6 +37,7 @@ import datetime as dt
 import itertools
 import logging
 import math
+import operator
 import os
 import re
 import threading
@@ -137,6 +138,11 @@ class _Window:
         #: Each key's latest valid request: (time, peer, Forwarded,
         #: X-Forwarded-For, user agent), replaced by the next one.
         self.latest: dict[str, _Facts] = {}
+
+
+#: The tables fail() with a key and forbid() count in (see UsageBuffer._count).
+_fails_of: Final = operator.attrgetter("fails")
+_moved_of: Final = operator.attrgetter("moved")
 
 
 class _Epoch:
@@ -264,16 +270,17 @@ class UsageBuffer:
     def fail(self, outcome: str, key_id: str, now: float) -> None:
         """Count one request that ended in *outcome* (not valid), under
         *key_id* (``""``: no key)."""
+        if key_id:
+            self._count(_fails_of, (outcome, key_id), now)
+            return
+        # A key-less refusal (malformed, unknown, missing): the flood case,
+        # counted inline as hit() is.
         epoch = self._epoch
         try:
             next(epoch.entered)
             window = self._window
             if not window.start <= now < window.end:
                 window = self._window_at(now)
-            if key_id:
-                self._fail_of_key(window, outcome, key_id)
-                return
-            # A key-less refusal (malformed, unknown, missing): the flood case.
             counter = window.keyless.get(outcome)
             if counter is None:
                 counter = self._counter(window.keyless, outcome)
@@ -281,25 +288,25 @@ class UsageBuffer:
         finally:
             next(epoch.left)
 
-    def _fail_of_key(self, window: _Window, outcome: str, key_id: str) -> None:
-        slot = (outcome, key_id)
-        counter = window.fails.get(slot)
-        if counter is None:
-            counter = self._counter(window.fails, slot)
-        next(counter)
-
     def forbid(self, key_id: str, now: float) -> None:
         """Count the valid request of *key_id* at *now* as forbidden instead
         (a route-level scope check refused it after it authenticated)."""
+        self._count(_moved_of, key_id, now)
+
+    def _count(self, table_of: Callable[[_Window], dict[Any, itertools.count[int]]],
+               slot: Any, now: float) -> None:
+        """Advance *slot*'s counter in the table *table_of* picks from *now*'s
+        window (the rarer outcomes; see _Epoch for the entering and leaving)."""
         epoch = self._epoch
         try:
             next(epoch.entered)
             window = self._window
             if not window.start <= now < window.end:
                 window = self._window_at(now)
-            counter = window.moved.get(key_id)
+            table = table_of(window)
+            counter = table.get(slot)
             if counter is None:
-                counter = self._counter(window.moved, key_id)
+                counter = self._counter(table, slot)
             next(counter)
         finally:
             next(epoch.left)
