@@ -73,3 +73,19 @@ class TestChecksumShapes:
     def test_arbitrary_text(self, token: str) -> None:
         for fmt in FORMATS:
             assert fmt.checksum_ok(token) is plain_checksum_ok(fmt, token)
+
+    @pytest.mark.parametrize("fmt", FORMATS, ids=repr)
+    def test_every_checksum_character_counts(self, fmt: KeyFormat) -> None:
+        """The pairs are compared from the last: a checksum whose last pair
+        is right and whose first or middle pair is wrong is still refused,
+        as is any character of it replaced by another of the alphabet or
+        by one outside it."""
+        key = fmt.generate("live").raw
+        head, tail = key[:-CHECKSUM_LENGTH], key[-CHECKSUM_LENGTH:]
+        for i in range(CHECKSUM_LENGTH):
+            for char in ("0", "z", "Z", "_", "é", "\x00"):
+                if char != tail[i]:
+                    token = head + tail[:i] + char + tail[i + 1:]
+                    assert not fmt.checksum_ok(token), (i, char)
+                    assert plain_checksum_ok(fmt, token) is False
+        assert fmt.checksum_ok(key)
