@@ -465,16 +465,24 @@ class SQLAlchemyKeyStore:
         with WATCHDOG.guard(self._fileno(conn), self.statement_timeout) as deadline:
             try:
                 if not write:
-                    return op(conn, *args)
-                with conn.begin():
-                    if set_local is not None:
-                        conn.exec_driver_sql(set_local)
-                    return op(conn, *args)
+                    result = op(conn, *args)
+                else:
+                    with conn.begin():
+                        if set_local is not None:
+                            conn.exec_driver_sql(set_local)
+                        result = op(conn, *args)
             except sa_exc.SQLAlchemyError:
                 if deadline is not None and deadline.fired:
                     raise _TimedOut(
                         f"no answer within {self.statement_timeout:g} s") from None
                 raise
+        if deadline is not None and deadline.fired:
+            # The answer came (a write, its commit), but the deadline passed
+            # before the watchdog let go of it (a thread kept from the CPU
+            # that long), and it shut the socket down: the answer stands,
+            # the connection must not serve another operation.
+            conn.invalidate()
+        return result
 
     def _run(self, op: Callable[..., T], *args: Any, write: bool = False,
              once: bool = False) -> T:

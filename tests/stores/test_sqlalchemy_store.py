@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -29,7 +30,13 @@ from aqnt_auth import (
     open_store,
     sql,
 )
-from aqnt_auth._stores._deadline import ConnectTimeout, Watchdog, connect_within
+from aqnt_auth._stores._deadline import (
+    WATCHDOG,
+    ConnectTimeout,
+    Deadline,
+    Watchdog,
+    connect_within,
+)
 from aqnt_auth._stores._sql_ddl import SCHEMA, SCHEMA_VERSION, postgres_ddl, postgres_upgrade_ddl
 from aqnt_auth._stores._sqlalchemy import SQLAlchemyKeyStore
 
@@ -200,6 +207,58 @@ def test_store_runs_on_tables_made_from_the_documented_ddl(pg: PGSchema) -> None
         record = make_record()
         store.add(record)
         assert store.get(record.id) == record
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("write", "aio"), [(False, False), (True, False), (True, True)],
+                         ids=["read", "write", "async write"])
+def test_a_deadline_passed_after_the_answer_costs_the_next_operation_nothing(
+        pg: PGSchema, monkeypatch: pytest.MonkeyPatch, write: bool, aio: bool) -> None:
+    """An operation that has its answer (a write, its commit) but is kept
+    from the CPU past its deadline before the watchdog lets go of it keeps
+    its answer; the connection, whose socket the watchdog shut down
+    meanwhile, is not handed to the next operation, which used to fail
+    with "server closed the connection unexpectedly" (a 503 for a request
+    that had done nothing wrong)."""
+    timeout = 0.2
+    store = SQLAlchemyKeyStore(pg.url(), table=_table(), cache=False,
+                               statement_timeout=timeout,
+                               engine_options={"pool_size": 1, "max_overflow": 0})
+    try:
+        record = make_record()
+        store.add(record)
+        disarm = WATCHDOG.disarm
+        stalled: list[bool] = []
+
+        def late_disarm(deadline: Deadline) -> None:
+            if not stalled:  # once: the thread stalls after the answer came
+                time.sleep(timeout * 3)
+                stalled.append(deadline.fired)
+            disarm(deadline)
+
+        monkeypatch.setattr(WATCHDOG, "disarm", late_disarm)
+        if aio:
+            assert store.aio is not None
+            twin = store.aio
+
+            async def revoke_twice() -> None:
+                await twin.revoke(record.id, T0)  # committed, then the stall
+                assert stalled == [True]
+                await twin.revoke(record.id, T0 + dt.timedelta(seconds=1))
+
+            asyncio.run(revoke_twice())
+        elif write:
+            store.revoke(record.id, T0)  # committed, then the stall
+        else:
+            assert store.get(record.id) == record
+        assert stalled == [True]  # the watchdog did fire
+        # The same pool of one connection: the next write (which, unlike a
+        # read, is not retried) and read work.
+        store.revoke(record.id, T0 + dt.timedelta(seconds=1))
+        got = store.get(record.id)
+        assert got is not None
+        assert got.revoked_at == (T0 if write else T0 + dt.timedelta(seconds=1))
     finally:
         store.close()
 
