@@ -232,8 +232,11 @@ def test_a_deadline_passed_after_the_answer_costs_the_next_operation_nothing(
         stalled: list[bool] = []
 
         def late_disarm(deadline: Deadline) -> None:
-            if not stalled:  # once: the thread stalls after the answer came
-                time.sleep(timeout * 3)
+            if not stalled:  # once: the thread stalls after the answer came,
+                # until the watchdog has fired (it wakes every `timeout`)
+                until = time.monotonic() + 30
+                while not deadline.fired and time.monotonic() < until:
+                    time.sleep(timeout / 4)
                 stalled.append(deadline.fired)
             disarm(deadline)
 
