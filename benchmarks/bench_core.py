@@ -31,6 +31,7 @@ from aqnt_auth import (
     MemoryKeyStore,
     SQLiteKeyStore,
 )
+from aqnt_auth._format import CHECKSUM_LENGTH
 from aqnt_auth._usage import UsageBuffer
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -54,6 +55,13 @@ def _failing(auth: Authenticator, header: str) -> Callable[[], object]:
     return call
 
 
+def _ratio_rows(first: str, medians: dict[str, float]) -> list[tuple[str, str, str]]:
+    """Table rows: each median (µs) beside its ratio to ``medians["baseline"]``."""
+    base = medians["baseline"]
+    return [(first, "median µs", "ratio to baseline"),
+            *((name, f"{value:.2f}", f"{value / base:.2f}x") for name, value in medians.items())]
+
+
 def _parts(auth: Authenticator, baseline: Callable[[], object], key: str, bad: str,
            repeats: int) -> None:
     """Where a warm request and a refusal spend their time: the pieces that
@@ -62,7 +70,7 @@ def _parts(auth: Authenticator, baseline: Callable[[], object], key: str, bad: s
     # A buffer of its own, writing nowhere: the authenticator's counts stay its own.
     usage = UsageBuffer(lambda deltas: None, interval=3600)
     digest, checksum_ok = auth.cache.digest, auth.format.checksum_ok
-    covered = bad.encode()[:-6]
+    covered = bad.encode()[:-CHECKSUM_LENGTH]
 
     def refusal() -> object:
         try:
@@ -75,7 +83,8 @@ def _parts(auth: Authenticator, baseline: Callable[[], object], key: str, bad: s
             ("baseline", baseline, 20000),
             ("keyed BLAKE2s digest of the key (verification cache)", lambda: digest(key), 20000),
             ("checksum filter, bad checksum", lambda: checksum_ok(bad), 20000),
-            ("  of which zlib.crc32 of the 52 covered bytes", lambda: zlib.crc32(covered), 20000),
+            (f"  of which zlib.crc32 of the {len(covered)} covered bytes",
+             lambda: zlib.crc32(covered), 20000),
             ("usage: count a valid request with its facts",
              lambda: usage.hit("bench", 1e9, "/v1/charges", "192.0.2.7", None, None,
                                b"bench/1.0"), 20000),
@@ -84,11 +93,8 @@ def _parts(auth: Authenticator, baseline: Callable[[], object], key: str, bad: s
         ],
         repeats,
     )
-    base = medians["baseline"]
-    rows = [("part (called alone)", "median µs", "ratio to baseline")]
-    for name, value in medians.items():
-        rows.append((name, f"{value:.2f}", f"{value / base:.2f}x"))
-    print_table("Where the time goes: parts the baseline does not do", rows)
+    print_table("Where the time goes: parts the baseline does not do",
+                _ratio_rows("part (called alone)", medians))
     usage.close()
 
 
@@ -192,9 +198,7 @@ def main() -> None:
     )
 
     base = medians["baseline"]
-    rows = [("case", "median µs", "ratio to baseline")]
-    for name, value in medians.items():
-        rows.append((name, f"{value:.2f}", f"{value / base:.2f}x"))
+    rows = _ratio_rows("case", medians)
     for name, value in slow.items():
         rows.append((name, f"{value:.0f}", f"{value / base:.0f}x"))
     print_table(f"authenticate() per call ({args.repeats} interleaved repeats)", rows)
