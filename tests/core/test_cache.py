@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 
 from aqnt_auth import Authenticator, InvalidAPIKey, KeyManager, VerificationCache, checksum
@@ -39,6 +40,8 @@ class TestVerificationCache:
         assert a.digest("sk_live_x") == a.digest("sk_live_x")
         assert a.digest("sk_live_x") != b.digest("sk_live_x")
         assert len(a.digest("sk_live_x")) == 16
+        # Keyed: not the plain BLAKE2s anyone could compute.
+        assert a.digest("sk_live_x") != hashlib.blake2s(b"sk_live_x", digest_size=16).digest()
 
     def test_digest_of_bytes_is_that_of_the_ascii_text(self) -> None:
         """A header that arrived as bytes is looked up without decoding it."""
