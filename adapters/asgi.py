@@ -75,11 +75,12 @@ class APIKeyAuth:
     """
 
     __slots__ = ("_scopes", "authenticator", "principal")
+    #: The sorted scopes, unset until :attr:`scopes` is first read.
+    _scopes: list[str]
 
     def __init__(self, principal: Principal | None, authenticator: Authenticator) -> None:
         self.principal = principal
         self.authenticator = authenticator
-        self._scopes: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"APIKeyAuth({self.principal!r})"
@@ -101,9 +102,11 @@ class APIKeyAuth:
         if self.principal is None:
             return []  # a fresh list: the anonymous object is shared
         # Built on first use: most requests never look at it.
-        if self._scopes is None:
-            self._scopes = sorted(self.principal.scopes)
-        return self._scopes
+        try:
+            return self._scopes
+        except AttributeError:
+            scopes = self._scopes = sorted(self.principal.scopes)
+            return scopes
 
     @property
     def realm(self) -> str:
@@ -441,7 +444,8 @@ class APIKeyMiddleware:
         state["api_key"] = principal
         # APIKeyAuth(principal, authenticator) written out: no __init__ frame.
         auth = _new_auth(APIKeyAuth)
-        auth.principal, auth.authenticator, auth._scopes = principal, self.authenticator, None
+        auth.principal = principal
+        auth.authenticator = self.authenticator
         scope["user"] = scope["auth"] = auth
         if principal.response_headers:  # a key with rate limits: their headers
             send = with_headers(send, principal.response_headers)
