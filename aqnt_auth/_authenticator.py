@@ -464,38 +464,43 @@ class Authenticator:
             self._counted(principal, now, path, *facts)
         return principal
 
-    def _warm(self, known: Verified, method: str | None, path: str | None, peek: bool = False,
-              client: str | None = None, forwarded: str | None = None,
+    def _warm(self, known: Verified, record: KeyRecord | None, method: str | None,
+              path: str | None, client: str | None = None, forwarded: str | None = None,
               x_forwarded_for: str | None = None, user_agent: str | bytes | None = None,
               facts: bool = True, aio: bool = False) -> Principal | None:
         """:meth:`_flow` without a generator, for a token that verified before
         (*known*, its cache entry) on a store that can be read inline: the
-        warm request, at the cost of its checks alone.  ``None`` when the flow
-        must run instead (the stored hash has changed since, or, with *peek*,
-        the store cannot answer without I/O)."""
-        # _read() and _matching() written out: each call is a measurable
-        # share of a warm request.
-        if peek:
-            read = self._peek
-            assert read is not None
-            record = read(known.key_id)
-            if record is None:
-                return None
-        else:
-            try:
-                read = self._store_get  # read first: see _accept
-                record = read(known.key_id)
-            except AQNTError:
-                raise
-            except Exception as exc:
-                raise _store_failed(exc) from None
+        warm request, at the cost of its checks alone.  The driver has read
+        *record*, the key's, inline (as :meth:`_read` does, or with the
+        store's ``peek``).  ``None`` when the flow must run instead (the
+        stored hash has changed since)."""
+        if record is known.accepted and record is not None:
+            # The very record this key was accepted with, and a plain one:
+            # nothing but its expiry has changed since (records are
+            # immutable).  The end of _accept(), written out.
+            clock = self._clock
+            now = clock()
+            if now < record.ends_at:
+                principal = _new_principal(Principal)
+                principal._record = record
+                hit = self._hit
+                if hit is not None:
+                    hit(record.id, now, path, client, forwarded, x_forwarded_for, user_agent)
+                    if self._forbid is not None:
+                        principal._usage = (self._forbid, now)
+                return principal
+        # _matching() written out: each call is a measurable share of a warm
+        # request.
         mode = known.mode
         if record is None or record.mode != mode or record.prefix != known.prefix:
             raise _unknown_key()
         if known.stored_hash != record.hash:
             return None
-        return self._accept(record, mode, method, path, client, forwarded, x_forwarded_for,
-                            user_agent, facts, aio)
+        principal = self._accept(record, mode, method, path, client, forwarded,
+                                 x_forwarded_for, user_agent, facts, aio)
+        if record.plain:
+            known.accepted = record
+        return principal
 
     def _accept(self, record: KeyRecord, mode: str, method: str | None, path: str | None,
                 client: str | None = None, forwarded: str | None = None,
@@ -518,14 +523,13 @@ class Authenticator:
         clock = self._clock
         now = clock()
         try:
-            expires = record.expires_at
             if record.halted:  # revoked or disabled: one test for both
                 if record.revoked_at is not None:
                     raise RevokedAPIKey("revoked")
-                if expires is None or expires.timestamp() > now:
+                if record.ends_at > now:
                     # An expiry outranks a disable, as in KeyRecord.status().
                     raise DisabledAPIKey("disabled")
-            if expires is not None and expires.timestamp() <= now:
+            if record.ends_at <= now:
                 error: AQNTError = RevokedAPIKey("expired")
                 error.outcome = EXPIRED
                 raise error
@@ -749,7 +753,16 @@ class Authenticator:
                 digest = self._cache.digest(token)
                 known = self._cache.get(digest)
                 if known is not None:
-                    principal = self._warm(known, method, path, False, client, forwarded,
+                    # _read() written out: a call is a measurable share of a
+                    # warm request.
+                    try:
+                        read = self._store_get  # read first: see _accept
+                        record = read(known.key_id)
+                    except AQNTError:
+                        raise
+                    except Exception as exc:
+                        raise _store_failed(exc) from None
+                    principal = self._warm(known, record, method, path, client, forwarded,
                                            x_forwarded_for, user_agent)
                     if principal is not None:
                         return principal
@@ -937,19 +950,47 @@ class Authenticator:
         # The usual header, "Bearer " and a key, looked up as it arrived: a
         # hit means this very token verified before, so parsing the header
         # would give it too.  Anything else is parsed first.
-        known = None
         if isinstance(authorization, bytes):
-            if authorization[:7] == b"Bearer ":
-                known = cache.get(cache.digest(authorization[7:]))
+            known = cache.lookup(authorization[7:]) if authorization[:7] == b"Bearer " else None
         elif isinstance(authorization, str) and authorization[:7] == "Bearer ":
             known = cache.get(cache.digest(authorization[7:]))
+        else:
+            known = None
         try:
             if known is None:
                 known = cache.get(cache.digest(self._token(authorization)))
                 if known is None:
                     return None
-            return self._warm(known, method, path, self._peek is not None, client, forwarded,
-                              x_forwarded_for, user_agent, False, True)
+            # _read() and the first lane of _warm() written out: a warm
+            # plain key is decided in this frame.
+            peek = self._peek
+            if peek is not None:
+                record = peek(known.key_id)
+                if record is None:
+                    return None  # not in the store's cache: only I/O can tell
+            else:
+                try:
+                    read = self._store_get  # read first: see _accept
+                    record = read(known.key_id)
+                except AQNTError:
+                    raise
+                except Exception as exc:
+                    raise _store_failed(exc) from None
+            if record is known.accepted and record is not None:
+                clock = self._clock
+                now = clock()
+                if now < record.ends_at:
+                    principal = _new_principal(Principal)
+                    principal._record = record
+                    hit = self._hit
+                    if hit is not None:
+                        hit(record.id, now, path, client, forwarded, x_forwarded_for,
+                            user_agent)
+                        if self._forbid is not None:
+                            principal._usage = (self._forbid, now)
+                    return principal
+            return self._warm(known, record, method, path, client, forwarded, x_forwarded_for,
+                              user_agent, False, True)
         except (_NeedsClient, _NeedsIO):
             # The key's policy needs the client, or I/O: authenticate_async
             # has the one and does the other in a thread.
@@ -996,8 +1037,9 @@ class Authenticator:
                 known = self._cache.get(digest)
                 if known is not None and self._inline_store:
                     try:
-                        principal = self._warm(known, method, path, False, client, forwarded,
-                                               x_forwarded_for, user_agent, aio=True)
+                        principal = self._warm(known, self._read(known.key_id), method, path,
+                                               client, forwarded, x_forwarded_for, user_agent,
+                                               aio=True)
                     except _NeedsFlow:
                         principal = None
                     if principal is not None:

@@ -28,29 +28,48 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._records import KeyRecord
 
 __all__ = ["Flight", "SingleFlight", "VerificationCache", "Verified"]
 
 T = TypeVar("T")
 
 
-class Verified(NamedTuple):
-    """What the cache remembers of a key that verified: nothing secret."""
+class Verified:
+    """What the cache remembers of a key that verified: nothing secret.
 
-    expires: float
-    key_id: str
-    mode: str
-    prefix: str
-    stored_hash: str
+    :attr:`accepted` is the last record the key was accepted with, where
+    that record is :attr:`~aqnt_auth.KeyRecord.plain`: as records are
+    immutable (a change is a new record), a store that returns that very
+    object again returns it unchanged, and its checks need not run again
+    but for its expiry.  One attribute, so that threads replace it
+    atomically.
+    """
+
+    __slots__ = ("accepted", "expires", "key_id", "mode", "prefix", "stored_hash")
+
+    def __init__(self, expires: float, key_id: str, mode: str, prefix: str, stored_hash: str
+                 ) -> None:
+        self.expires = expires
+        self.key_id = key_id
+        self.mode = mode
+        self.prefix = prefix
+        self.stored_hash = stored_hash
+        self.accepted: KeyRecord | None = None
+
+    def __repr__(self) -> str:
+        return f"Verified(key_id={self.key_id!r}, mode={self.mode!r}, prefix={self.prefix!r})"
 
 
 class VerificationCache:
     """A thread-safe, bounded, expiring map of verified key digests."""
 
-    __slots__ = ("_entries", "_keyed", "_lock", "clock", "maxsize", "ttl")
+    __slots__ = ("_entries", "_find", "_keyed", "_lock", "_refresh", "clock", "maxsize", "ttl")
 
     def __init__(
         self,
@@ -77,6 +96,12 @@ class VerificationCache:
         self._keyed = hashlib.blake2s(digest_size=16, salt=os.urandom(8),
                                       person=os.urandom(8))
         self._entries: OrderedDict[bytes, Verified] = OrderedDict()
+        # The two methods a hit calls, bound once: CPython 3.11 looks an
+        # OrderedDict's methods up on every call (its instances have a
+        # __dict__), through the interpreter-wide method cache, where they
+        # can evict the app's own entries.
+        self._find = self._entries.get
+        self._refresh = self._entries.move_to_end
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -98,12 +123,37 @@ class VerificationCache:
                  else presented.encode("ascii", "replace"))
         return h.digest()
 
+    def lookup(self, presented: bytes) -> Verified | None:
+        """``get(digest(presented))`` in one call, for a key as it arrived
+        in a header (bytes): the warm path's lookup."""
+        h = self._keyed.copy()
+        h.update(presented)
+        digest = h.digest()
+        # The rest is get(), written out: a call is a measurable share of a
+        # warm request.
+        find = self._find
+        entry = find(digest)
+        if entry is None:
+            return None
+        clock = self.clock
+        if entry.expires <= clock():
+            with self._lock:
+                self._entries.pop(digest, None)
+            return None
+        refresh = self._refresh
+        try:  # noqa: SIM105
+            refresh(digest)
+        except KeyError:
+            pass
+        return entry
+
     def get(self, digest: bytes) -> Verified | None:
         """The remembered verification under *digest*, if still fresh."""
         # Lock-free on the hit path: each OrderedDict call below is a single
         # C call, atomic under the GIL; a concurrent eviction only turns
         # move_to_end into a KeyError, and the entry was valid when read.
-        entry = self._entries.get(digest)
+        find = self._find
+        entry = find(digest)
         if entry is None:
             return None
         clock = self.clock  # read first: CPython specializes a read, not a call on it
@@ -113,8 +163,9 @@ class VerificationCache:
             return None
         # try/except, not contextlib.suppress: this is the hot path, and a
         # context manager costs more than the whole lookup.
+        refresh = self._refresh
         try:  # noqa: SIM105
-            self._entries.move_to_end(digest)
+            refresh(digest)
         except KeyError:
             pass
         return entry

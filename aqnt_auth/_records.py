@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
@@ -18,6 +19,8 @@ UTC: Final = dt.timezone.utc
 
 #: Keys older than this are flagged as due for rotation by ``keys list``.
 ROTATION_AGE: Final = dt.timedelta(days=90)
+#: KeyRecord's derived fields and its hash: never in its public_dict().
+_NOT_PUBLIC: Final = frozenset({"hash", "halted", "policed", "metered", "ends_at", "plain"})
 
 
 def utcnow() -> dt.datetime:
@@ -89,14 +92,25 @@ class KeyRecord:
     #: Derived, never stored: whether the key has a quota (each request then
     #: takes a unit from the store).
     metered: bool = dataclasses.field(init=False, repr=False, compare=False)
+    #: Derived, never stored: :attr:`expires_at` as Unix time (infinity
+    #: where the key never expires), so that the warm path compares floats.
+    ends_at: float = dataclasses.field(init=False, repr=False, compare=False)
+    #: Derived, never stored: whether the key is usable and has neither a
+    #: policy nor a restriction (read-only, allowed paths), so that once it
+    #: has been accepted only its expiry is left to decide a request.
+    plain: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "halted",
-                           self.revoked_at is not None or self.disabled_at is not None)
+        halted = self.revoked_at is not None or self.disabled_at is not None
+        object.__setattr__(self, "halted", halted)
         metered = self.quota_remaining is not None
         object.__setattr__(self, "metered", metered)
-        object.__setattr__(self, "policed",
-                           bool(self.allowed_ips) or bool(self.rate_limits) or metered)
+        policed = bool(self.allowed_ips) or bool(self.rate_limits) or metered
+        object.__setattr__(self, "policed", policed)
+        object.__setattr__(self, "ends_at", math.inf if self.expires_at is None
+                           else self.expires_at.timestamp())
+        object.__setattr__(self, "plain", not (halted or policed or self.read_only
+                                               or self.allowed_paths))
 
     def status(self, now: dt.datetime | None = None) -> KeyStatus:
         """``revoked``, ``expired``, ``disabled``, ``expiring`` (an expiry is
@@ -145,7 +159,7 @@ class KeyRecord:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("hash", "halted", "policed", "metered"):
+            if f.name in _NOT_PUBLIC:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, dt.datetime):

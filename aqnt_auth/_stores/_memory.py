@@ -19,22 +19,20 @@ from ._rows import update_columns
 
 __all__ = ["MemoryKeyStore"]
 
-_FIELDS: Final = tuple(f.name for f in dataclasses.fields(KeyRecord) if f.init)
+#: Every field, derived ones included (see _with_quota).
+_FIELDS: Final = tuple(f.name for f in dataclasses.fields(KeyRecord))
 
 
 def _with_quota(record: KeyRecord, quota: QuotaRow) -> KeyRecord:
     """*record* with another count and refill time: :func:`dataclasses.replace`
     without its cost (several microseconds), which a request with a quota
-    would pay each time.  The derived fields do not change: the key keeps
-    a quota."""
+    would pay each time.  The derived fields are copied: none of them
+    depends on the count or the refill time (the key keeps a quota)."""
     new = object.__new__(KeyRecord)
     for name in _FIELDS:
         object.__setattr__(new, name, getattr(record, name))
     object.__setattr__(new, "quota_remaining", quota.remaining)
     object.__setattr__(new, "quota_refilled_at", quota.refilled_at)
-    object.__setattr__(new, "halted", record.halted)
-    object.__setattr__(new, "metered", True)
-    object.__setattr__(new, "policed", True)
     return new
 
 
@@ -53,6 +51,11 @@ class MemoryKeyStore:
         self._lock = threading.Lock()
         self._audit: list[AuditEntry] = []
         self._usage: dict[tuple[str, int], UsageRow] = {}
+        if type(self).get is MemoryKeyStore.get:
+            # get() is the dict's own get, with no Python frame: the warm
+            # path reads a record on every request.  (Not where a subclass
+            # has its own get(): an instance attribute would hide it.)
+            self.__dict__["get"] = self._records.get
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore({len(self._records)} keys)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import math
 import sqlite3
 
 import pytest
@@ -91,3 +92,24 @@ def test_halted_is_derived_from_revoked_and_disabled() -> None:
     assert dataclasses.replace(active, disabled_at=FULL.disabled_at).halted is True
     assert dataclasses.replace(active, revoked_at=FULL.revoked_at).halted is True
     assert "halted" not in active.public_dict()
+
+
+def test_ends_at_and_plain_are_derived() -> None:
+    """The expiry as Unix time (infinity: never) and whether a key has
+    nothing but its expiry to check once accepted; neither is stored or
+    shown, and both follow dataclasses.replace()."""
+    plain = dataclasses.replace(FULL, revoked_at=None, disabled_at=None, expires_at=None,
+                                read_only=False, allowed_paths=(), allowed_ips=(),
+                                rate_limits=(), quota_remaining=None)
+    assert plain.ends_at == math.inf
+    assert plain.plain is True
+    at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert dataclasses.replace(plain, expires_at=at).ends_at == at.timestamp()
+    assert dataclasses.replace(plain, expires_at=at).plain is True  # the expiry is checked
+    for change in ({"revoked_at": at}, {"disabled_at": at}, {"read_only": True},
+                   {"allowed_paths": ("/v1",)}, {"allowed_ips": ("::1",)},
+                   {"rate_limits": ("1/second",)}, {"quota_remaining": 5}):
+        assert dataclasses.replace(plain, **change).plain is False, change
+    for derived in ("ends_at", "plain"):
+        assert derived not in plain.public_dict()
+        assert derived not in KEY_COLUMNS
