@@ -118,7 +118,11 @@ class RecordCache:
 
     def get(self, key_id: str) -> KeyRecord | None:
         """The cached record, or ``None`` (not cached, expired, or the cache is deaf)."""
-        now = self._clock()
+        # The clock read into a local first: CPython 3.11 specializes an
+        # attribute read, not a method call on an attribute that holds a
+        # callable (that looks "_clock" up in the type on every call).
+        clock = self._clock
+        now = clock()
         if now >= self._valid_until:
             self.on_deaf()  # which may renew the lease at once
             if now >= self._valid_until:
@@ -130,7 +134,8 @@ class RecordCache:
 
     def lookup(self, key_id: str) -> KeyRecord | Literal[_Absent.ABSENT] | None:
         """:meth:`get`, or :data:`ABSENT` for an id known not to exist."""
-        now = self._clock()
+        clock = self._clock  # read first: see get()
+        now = clock()
         if now >= self._valid_until:
             self.on_deaf()
             if now >= self._valid_until:
