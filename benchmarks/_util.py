@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import re
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -20,6 +24,23 @@ def per_call_us(func: Callable[[], object], number: int) -> float:
     for _ in range(number):
         func()
     return (time.perf_counter_ns() - start) / number / 1000
+
+
+def callgrind_instructions(argv: Sequence[str], seed: int) -> int:
+    """The instructions ``valgrind --tool=callgrind`` counts in the command
+    *argv* (a child process), run with ``PYTHONHASHSEED`` *seed*."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": str(seed)})
+        with open(out, encoding="utf-8") as f:
+            text = f.read()
+    found = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE) or re.search(
+        r"^totals:\s+(\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError("no instruction total in the callgrind output")
+    return int(found.group(1))
 
 
 def interleaved_medians(

@@ -31,9 +31,7 @@ import argparse
 import asyncio
 import functools
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -74,19 +72,10 @@ def child(root: str, variant: str, n: int) -> None:
 
 
 def _total(root: str, variant: str, n: int, seed: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             os.path.abspath(__file__), "--child", root, variant, str(n)],
-            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": str(seed)})
-        with open(out, encoding="utf-8") as f:
-            text = f.read()
-    found = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE) or re.search(
-        r"^totals:\s+(\d+)", text, re.MULTILINE)
-    if found is None:
-        raise RuntimeError("no instruction total in the callgrind output")
-    return int(found.group(1))
+    from _util import callgrind_instructions
+
+    return callgrind_instructions(
+        [sys.executable, os.path.abspath(__file__), "--child", root, variant, str(n)], seed)
 
 
 def per_request(root: str, variant: str, n: int, seed: int) -> float:

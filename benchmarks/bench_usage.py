@@ -24,11 +24,8 @@ import asyncio
 import functools
 import importlib.util
 import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -170,20 +167,12 @@ def child(root: str, kind: str, n: int, flush: bool) -> None:
 
 
 def _instructions(root: str, kind: str, n: int, flush: bool) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             sys.executable, os.path.abspath(__file__), "--child", root, kind, str(n),
-             "flush" if flush else "no-flush"],
-            check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        with open(out, encoding="utf-8") as f:
-            text = f.read()
-    found = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE) or re.search(
-        r"^totals:\s+(\d+)", text, re.MULTILINE)
-    if found is None:
-        raise RuntimeError("no instruction total in the callgrind output")
-    return int(found.group(1))
+    sys.path.insert(0, _HERE)
+    from _util import callgrind_instructions
+
+    return callgrind_instructions(
+        [sys.executable, os.path.abspath(__file__), "--child", root, kind, str(n),
+         "flush" if flush else "no-flush"], seed=0)
 
 
 def instructions(before: str) -> None:
