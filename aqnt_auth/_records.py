@@ -19,8 +19,6 @@ UTC: Final = dt.timezone.utc
 
 #: Keys older than this are flagged as due for rotation by ``keys list``.
 ROTATION_AGE: Final = dt.timedelta(days=90)
-#: KeyRecord's derived fields and its hash: never in its public_dict().
-_NOT_PUBLIC: Final = frozenset({"hash", "halted", "policed", "metered", "ends_at", "plain"})
 
 
 def utcnow() -> dt.datetime:
@@ -159,7 +157,7 @@ class KeyRecord:
         """Every field but the hash, JSON-ready (ISO 8601 times)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in _NOT_PUBLIC:
+            if not f.init or f.name == "hash":  # derived fields, and the hash
                 continue
             value = getattr(self, f.name)
             if isinstance(value, dt.datetime):
