@@ -753,17 +753,8 @@ class Authenticator:
                 digest = self._cache.digest(token)
                 known = self._cache.get(digest)
                 if known is not None:
-                    # _read() written out: a call is a measurable share of a
-                    # warm request.
-                    try:
-                        read = self._store_get  # read first: see _accept
-                        record = read(known.key_id)
-                    except AQNTError:
-                        raise
-                    except Exception as exc:
-                        raise _store_failed(exc) from None
-                    principal = self._warm(known, record, method, path, client, forwarded,
-                                           x_forwarded_for, user_agent)
+                    principal = self._warm(known, self._read(known.key_id), method, path,
+                                           client, forwarded, x_forwarded_for, user_agent)
                     if principal is not None:
                         return principal
                 flow = self._flow(token, digest, known, method, path,
